@@ -1,0 +1,7 @@
+"""Delivery channels: the `Channel` protocol and its transports (file, SMTP, Twilio, webhook)."""
+
+from __future__ import annotations
+
+from incident.channels.base import Channel, EmailOut, Outcome, Outgoing, SmsOut
+
+__all__ = ["Channel", "EmailOut", "Outcome", "Outgoing", "SmsOut"]

@@ -1,0 +1,72 @@
+"""What every channel takes and returns; failures are classified temporary or permanent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from email.message import EmailMessage
+from typing import Protocol
+
+from incident.rendering import SmsInfo
+from incident.store.outbox import OutboxRow
+
+
+@dataclass(frozen=True, slots=True)
+class EmailOut:
+    """A composed email for one outbox row."""
+
+    row: OutboxRow
+    message: EmailMessage
+
+
+@dataclass(frozen=True, slots=True)
+class SmsOut:
+    """A composed SMS for one outbox row."""
+
+    row: OutboxRow
+    to: str
+    body: str
+    info: SmsInfo
+
+
+Outgoing = EmailOut | SmsOut
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one message: sent, or failed temporarily (retry) or permanently."""
+
+    sent: bool
+    permanent: bool = False
+    code: str | None = None
+    error: str | None = None
+    provider_ref: str | None = None
+
+    @classmethod
+    def ok(cls, provider_ref: str | None = None) -> Outcome:
+        """The provider accepted the message."""
+        return cls(sent=True, provider_ref=provider_ref)
+
+    @classmethod
+    def retry(cls, error: str, code: str | None = None) -> Outcome:
+        """A temporary failure: try again later."""
+        return cls(sent=False, permanent=False, code=code, error=error)
+
+    @classmethod
+    def fail(cls, error: str, code: str | None = None) -> Outcome:
+        """A permanent failure: recorded and reported, never retried."""
+        return cls(sent=False, permanent=True, code=code, error=error)
+
+
+class Channel(Protocol):
+    """A transport for one kind of message."""
+
+    name: str
+    rate: float | None  # units per second (messages, or SMS segments); None: no limit
+
+    async def send(self, message: Outgoing) -> Outcome:
+        """Send one message and classify the result."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...

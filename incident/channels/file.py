@@ -1,0 +1,61 @@
+"""The `file` transport: real .eml and SMS .json files in outbox/, for drills and demos."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from incident.channels.base import EmailOut, Outcome, Outgoing, SmsOut
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    # Write then rename, so a crash never leaves half a message where a reader looks.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+    os.replace(tmp, path)
+
+
+class FileChannel:
+    """Writes each message to `outbox/<incident>/<notice>/<channel>/<key>.(eml|json)`.
+
+    The file name derives from the message's idempotency key, so a retry overwrites rather
+    than duplicates.
+    """
+
+    rate: float | None = None
+
+    def __init__(self, name: str, directory: Path) -> None:
+        self.name = name
+        self.directory = directory
+
+    def path_for(self, message: Outgoing) -> Path:
+        """Where `message` is written."""
+        row = message.row
+        suffix = "eml" if isinstance(message, EmailOut) else "json"
+        return (self.directory / row.incident_id / f"notice-{row.notice_seq:03d}" / row.channel
+                / f"{row.idempotency_key[:20]}.{suffix}")
+
+    async def send(self, message: Outgoing) -> Outcome:
+        """Write the message file."""
+        path = self.path_for(message)
+        try:
+            if isinstance(message, EmailOut):
+                _atomic_write(path, message.message.as_bytes())
+            else:
+                _atomic_write(path, _sms_json(message))
+        except OSError as exc:
+            return Outcome.retry(f"cannot write {path}: {exc.strerror or exc}", code="io")
+        return Outcome.ok(provider_ref=str(path))
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+def _sms_json(message: SmsOut) -> bytes:
+    body = {"to": message.to, "body": message.body, "encoding": message.info.encoding,
+            "segments": message.info.segments, "units": message.info.units,
+            "message_id": message.row.message_id, "idempotency_key": message.row.idempotency_key}
+    return json.dumps(body, ensure_ascii=False, indent=2).encode("utf-8")

@@ -1,0 +1,82 @@
+"""The command line: parsing, one service call, output. Errors become exit codes here only."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Any
+
+import click
+
+from incident import __version__
+from incident.cli.app import App
+from incident.errors import ExitCode, IncidentError
+
+
+class IncidentGroup(click.Group):
+    """Turns IncidentError into its message and exit code (traceback only with --debug)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; report toolkit errors in one place."""
+        try:
+            return super().invoke(ctx)
+        except IncidentError as exc:
+            app = ctx.obj if isinstance(ctx.obj, App) else None
+            if app is not None and app.debug:
+                traceback.print_exc()
+            if app is not None:
+                app.out.error(exc)
+            else:
+                click.echo("\n".join(exc.lines()), err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=IncidentGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config", metavar="PATH", envvar="INCIDENT_CONFIG",
+              help="Config file (default ./incident.yaml; env INCIDENT_CONFIG).")
+@click.option("--db", metavar="URL", envvar="INCIDENT_DB",
+              help="Database URL (default: SQLite next to the config; env INCIDENT_DB).")
+@click.option("--as", "operator", metavar="NAME", envvar="INCIDENT_OPERATOR",
+              help="Who is acting (default: the OS user; env INCIDENT_OPERATOR).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.version_option(__version__, prog_name="incident")
+@click.pass_context
+def cli(ctx: click.Context, config: str | None, db: str | None, operator: str | None,
+        as_json: bool, debug: bool) -> None:
+    """Run an incident from a playbook: notify customers with the ETA, keep them updated
+    until recovery, and keep a verifiable record of every action.
+
+    \b
+    A typical incident:
+      incident start core-banking-outage --title "Core banking down" --eta 2h
+      incident update 3F2A --message "Database failover in progress" --status identified
+      incident eta 3F2A 16:30 --reason "Failover slower than planned"
+      incident resolve 3F2A --message "All services restored"
+      incident close 3F2A
+
+    Exit codes: 0 done; 1 failed at run time (nothing half-recorded); 2 bad input;
+    3 done, but some deliveries failed permanently.
+    """
+    ctx.obj = App(config=config, db=db, operator=operator, as_json=as_json, debug=debug)
+
+
+def _register() -> None:
+    from incident.cli import lifecycle, setup, views
+
+    for module in (setup, lifecycle, views):
+        for command in module.COMMANDS:
+            cli.add_command(command)
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        cli.main(prog_name="incident")
+    except KeyboardInterrupt:
+        click.echo("Interrupted. Recorded work is safe; pending messages stay queued — "
+                   "resume with: incident deliver", err=True)
+        sys.exit(ExitCode.FAILED)

@@ -1,0 +1,267 @@
+"""Commands that change an incident: start, update, eta, resolve, close, deliver."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from rich.markup import escape
+
+from incident.audience import mask_contact, mask_name
+from incident.cli.app import App
+from incident.cli.output import state_counts
+from incident.delivery import DeliveryReport
+from incident.errors import ExitCode
+from incident.service import DryRunPlan, NoticeResult, StartResult
+from incident.timeutil import format_duration
+
+pass_app = click.make_pass_decorator(App)
+queue_only = click.option("--queue-only", is_flag=True,
+                          help="Record the notice without sending; `incident deliver` sends.")
+
+
+def _short(incident_id: str) -> str:
+    return incident_id.rsplit("-", 1)[-1]
+
+
+def _deliver(app: App, result: NoticeResult, queue: bool) -> DeliveryReport | None:
+    """Send the notice just recorded in the foreground, unless queued for workers."""
+    if queue or not result.messages:
+        return None
+    with app.out.progress(result.messages, f"Sending notice #{result.seq}") as update:
+        return app.service.deliver(result.incident_id, progress=update)
+
+
+def _finish(app: App, result: NoticeResult, report: DeliveryReport | None,
+            extra: dict[str, Any] | None = None) -> None:
+    """Print the outcome (table or JSON) and exit 3 when deliveries failed permanently."""
+    view = result.view
+    status = app.service.status(result.incident_id)
+    payload = {"id": view.id, "status": view.status.value, "severity": view.severity,
+               "eta": view.eta.isoformat() if view.eta else None,
+               "next_update_due": (view.next_update_due.isoformat()
+                                   if view.next_update_due else None),
+               "notice": ({"seq": result.seq, "phase": result.phase.value,
+                           "messages": result.messages} if result.phase else None),
+               "deliveries": state_counts(status.counts),
+               "deliveries_by_channel": status.counts, **(extra or {})}
+    out = app.out
+    if out.as_json:
+        out.json(payload)
+    else:
+        if result.phase:
+            out.line(f"Notice #{result.seq} ({result.phase.value}): {result.messages} messages "
+                     "recorded" + (" and queued" if report is None else ""))
+        out.deliveries(status.counts)
+        if report and report.pending:
+            out.warn(f"{report.pending} messages still pending (retrying or interrupted) — "
+                     f"run: incident deliver {_short(view.id)}")
+        if app.rt.settings.channels.email.transport == "file" and result.messages:
+            out.line(f"Files written under {app.rt.outbox_dir / view.id}")
+    if report and report.failed:
+        _list_failures(app, result.incident_id)
+        raise click.exceptions.Exit(ExitCode.PARTIAL)
+
+
+def _list_failures(app: App, incident_id: str) -> None:
+    failures = app.service.failed_deliveries(incident_id)
+    app.out.table(f"{len(failures)} permanent delivery failures (give these customers to the "
+                  "manual-handling team)", ["notice", "channel", "customer", "name", "to",
+                                            "code", "error"],
+                  [[f.notice_seq, f.channel, f.recipient_ref, mask_name(f.recipient_name),
+                    mask_contact(f.address), f.error_code or "", (f.last_error or "")[:60]]
+                   for f in failures[:20]])
+
+
+@click.command()
+@click.argument("playbook")
+@click.option("--title", required=True, help="What is happening, in a few words.")
+@click.option("--severity", help="Grade from the playbook (default: the playbook's default).")
+@click.option("--eta", metavar="WHEN", help="Estimated recovery: 90m, 2h, 14:30, ISO time.")
+@click.option("--detected-at", metavar="TIME", help="When it was detected (default: now).")
+@click.option("--affected", multiple=True, metavar="SERVICE", help="Affected service (repeat).")
+@click.option("--region", multiple=True, metavar="R", help="Only customers of region R (repeat).")
+@click.option("--audience", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Customer CSV (default: the config's default audience).")
+@click.option("--drill", is_flag=True, help="An exercise: only the drill audience is notified.")
+@click.option("--dry-run", is_flag=True,
+              help="Render and count everything; record and send nothing.")
+@queue_only
+@pass_app
+def start(app: App, playbook: str, title: str, severity: str | None, eta: str | None,
+          detected_at: str | None, affected: tuple[str, ...], region: tuple[str, ...],
+          audience: str | None, drill: bool, dry_run: bool, queue_only: bool) -> None:
+    """Declare an incident from PLAYBOOK and send the first customer notice.
+
+    \b
+    Example:
+      incident start core-banking-outage --title "Core banking unavailable" \\
+          --severity II --eta 2h --detected-at 09:40
+    """
+    result = app.service.start(playbook=playbook, title=title, severity=severity, eta=eta,
+                               detected_at=detected_at, affected=affected, regions=region,
+                               audience=audience, drill=drill, dry_run=dry_run)
+    if isinstance(result, DryRunPlan):
+        _print_plan(app, result)
+        return
+    assert isinstance(result, StartResult)
+    _print_declared(app, result)
+    report = _deliver(app, result, queue_only)
+    _finish(app, result, report, {"audience": {"file": result.audience_path,
+                                               "recipients": result.recipients,
+                                               "skipped_rows": len(result.skipped_rows)},
+                                  "drill": result.view.drill})
+    short = _short(result.incident_id)
+    app.out.next(f"incident update {short} --message \"...\"", f"incident status {short}")
+
+
+def _print_declared(app: App, result: StartResult) -> None:
+    out, view = app.out, result.view
+    book = view.playbook
+    if out.as_json:
+        return
+    drill = "[bold magenta]DRILL[/bold magenta] " if view.drill else ""
+    names = escape(f"{book.name.en} / {book.name.zh_CN}")
+    out.line(f"{drill}Declared [bold]{view.id}[/bold] — {names}, "
+             f"severity {view.severity}, {view.status.value}")
+    deadline = format_duration(book.principles.fast_response.first_notice_within)
+    out.line(f"ETA {out.when(view.eta)}  ·  next customer update due "
+             f"{out.when(view.next_update_due)}  ·  first notice due within {deadline} of "
+             "detection")
+    out.line(f"Audience {escape(result.audience_path)}: {result.recipients} customers affected"
+             + (f", {len(result.skipped_rows)} rows skipped" if result.skipped_rows else ""))
+    for location, message in result.skipped_rows[:10]:
+        out.warn(f"skipped {location}: {message}")
+    if len(result.skipped_rows) > 10:
+        out.warn(f"... and {len(result.skipped_rows) - 10} more skipped rows")
+
+
+def _print_plan(app: App, plan: DryRunPlan) -> None:
+    out = app.out
+    if out.as_json:
+        out.json({"dry_run": True, "playbook": plan.playbook.id, "audience": plan.audience_path,
+                  "recipients": plan.recipients, "messages": plan.messages, "sms": plan.sms,
+                  "estimated_seconds": plan.estimated_seconds,
+                  "skipped_rows": [f"{loc}: {msg}" for loc, msg in plan.skipped_rows]})
+        return
+    out.line(f"Dry run of {plan.playbook.id}: nothing recorded, nothing sent.")
+    out.line(f"Audience {escape(plan.audience_path)}: {plan.recipients} customers affected"
+             + (f", {len(plan.skipped_rows)} rows skipped" if plan.skipped_rows else ""))
+    for location, message in plan.skipped_rows[:10]:
+        out.warn(f"skipped {location}: {message}")
+    rows = [[channel, lang, n] for channel, by_lang in sorted(plan.messages.items())
+            for lang, n in sorted(by_lang.items())]
+    out.table("Messages", ["channel", "language", "messages"], rows)
+    out.table("SMS per message", ["language", "encoding", "characters", "segments"],
+              [[lang, s["encoding"], s["units"], s["segments"]] for lang, s in plan.sms.items()])
+    out.table("Estimated send time at the configured rates", ["channel", "time"],
+              [[c, format_duration_s(s)] for c, s in plan.estimated_seconds.items()])
+
+
+def format_duration_s(seconds: float) -> str:
+    """Seconds as a short human duration."""
+    return f"{seconds:.1f}s" if seconds < 60 else f"{seconds / 60:.1f} min"
+
+
+@click.command()
+@click.argument("incident_id", metavar="ID")
+@click.option("--message", "-m", required=True, help="What changed (goes into the notice).")
+@click.option("--message-zh", help="The message in Chinese for zh-CN customers.")
+@click.option("--eta", metavar="WHEN", help="A new ETA along with the update.")
+@click.option("--status", type=click.Choice(["investigating", "identified", "monitoring"]))
+@click.option("--internal", is_flag=True, help="Record only; customers are not notified.")
+@queue_only
+@pass_app
+def update(app: App, incident_id: str, message: str, message_zh: str | None, eta: str | None,
+           status: str | None, internal: bool, queue_only: bool) -> None:
+    """Post a progress update; customers get it unless --internal.
+
+    \b
+    Example:
+      incident update 3F2A --status identified -m "Database failover in progress"
+    """
+    result = app.service.update(incident_id, message=message, message_zh=message_zh, eta=eta,
+                                status=status, internal=internal)
+    app.out.line(f"Update recorded on {result.incident_id}: {result.view.status.value}, "
+                 f"ETA {app.out.when(result.view.eta)}, next update due "
+                 f"{app.out.when(result.view.next_update_due)}")
+    _finish(app, result, _deliver(app, result, queue_only))
+
+
+@click.command()
+@click.argument("incident_id", metavar="ID")
+@click.argument("when", metavar="WHEN")
+@click.option("--reason", required=True, help="Why the ETA changed (customers are told).")
+@queue_only
+@pass_app
+def eta(app: App, incident_id: str, when: str, reason: str, queue_only: bool) -> None:
+    """Announce a new estimated recovery time WHEN (90m, 2h, 16:30, ISO).
+
+    \b
+    Example:
+      incident eta 3F2A 16:30 --reason "Data verification takes longer"
+    """
+    result = app.service.revise_eta(incident_id, when=when, reason=reason)
+    app.out.line(f"ETA of {result.incident_id} is now {app.out.when(result.view.eta)} "
+                 f"(was {app.out.when(result.view.previous_eta)})")
+    _finish(app, result, _deliver(app, result, queue_only))
+
+
+@click.command()
+@click.argument("incident_id", metavar="ID")
+@click.option("--message", "-m", required=True, help="What was restored.")
+@click.option("--message-zh", help="The message in Chinese for zh-CN customers.")
+@click.option("--at", metavar="TIME", help="When service was restored (default: now).")
+@queue_only
+@pass_app
+def resolve(app: App, incident_id: str, message: str, message_zh: str | None, at: str | None,
+            queue_only: bool) -> None:
+    """Declare service restored and send the recovery notice.
+
+    \b
+    Example:
+      incident resolve 3F2A -m "All services restored; transfers made today are processed"
+    """
+    result = app.service.resolve(incident_id, message=message, message_zh=message_zh, at=at)
+    app.out.line(f"{result.incident_id} resolved at {app.out.when(result.view.resolved_at)}")
+    _finish(app, result, _deliver(app, result, queue_only))
+    app.out.next(f"incident close {_short(result.incident_id)}")
+
+
+@click.command()
+@click.argument("incident_id", metavar="ID")
+@pass_app
+def close(app: App, incident_id: str) -> None:
+    """Close a resolved incident; its record becomes final."""
+    result = app.service.close(incident_id)
+    app.out.line(f"{result.incident_id} closed.")
+    _finish(app, result, None)
+    app.out.next(f"incident timeline {_short(result.incident_id)}",
+                 f"incident verify {_short(result.incident_id)}")
+
+
+@click.command()
+@click.argument("incident_id", metavar="[ID]", required=False)
+@pass_app
+def deliver(app: App, incident_id: str | None) -> None:
+    """Send pending messages (of one incident or all): resume after a crash or Ctrl-C,
+    and retry temporary failures. Several workers may run at once on PostgreSQL."""
+    service = app.service
+    ref = service.store.resolve_id(incident_id) if incident_id else None
+    with app.out.progress(0, "Delivering") as update:
+        report = service.deliver(ref, progress=update)
+    if app.out.as_json:
+        app.out.json({"sent": report.sent, "failed": report.failed, "pending": report.pending,
+                      "interrupted": report.interrupted, "deliveries": state_counts(report.counts),
+                      "deliveries_by_channel": report.counts})
+    else:
+        app.out.line(f"Sent {report.sent}, failed {report.failed}, still pending "
+                     f"{report.pending} ({report.elapsed:.1f}s)")
+        app.out.deliveries(report.counts)
+    if report.failed and ref:
+        _list_failures(app, ref)
+    if report.failed:
+        raise click.exceptions.Exit(ExitCode.PARTIAL)
+
+
+COMMANDS = [start, update, eta, resolve, close, deliver]

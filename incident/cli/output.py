@@ -1,0 +1,131 @@
+"""Output for people (short, tables, what to do next) and for scripts (--json)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from incident.delivery import Tally
+from incident.errors import IncidentError
+from incident.timeutil import format_duration, local_text
+
+STATES = ("pending", "sending", "sent", "failed")
+
+
+class Output:
+    """Writes tables and notes to the terminal, or one JSON document to stdout."""
+
+    def __init__(self, *, as_json: bool) -> None:
+        self.as_json = as_json
+        self.zone: ZoneInfo | None = None
+        self.console = Console(highlight=False, soft_wrap=False)
+        self.err = Console(stderr=True, highlight=False)
+
+    # ---------------------------------------------------------------- plain output
+
+    def json(self, data: Any) -> None:
+        """Print one JSON document (only in --json mode)."""
+        sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
+
+    def line(self, text: str = "") -> None:
+        """A line for people with rich markup; callers escape data (suppressed in --json)."""
+        if not self.as_json:
+            self.console.print(text)
+
+    def note(self, text: str) -> None:
+        """A remark on stderr (never mixed into --json output)."""
+        self.err.print(f"[dim]{escape(text)}[/dim]")
+
+    def warn(self, text: str) -> None:
+        """A warning on stderr."""
+        self.err.print(f"[yellow]warning:[/yellow] {escape(text)}")
+
+    def error(self, exc: IncidentError) -> None:
+        """The message of a toolkit error, its located problems and its hint, on stderr."""
+        lines = exc.lines()
+        self.err.print(f"[bold red]error:[/bold red] {escape(lines[0])}")
+        for extra in lines[1:]:
+            self.err.print(escape(extra))
+        if exc.hint:
+            self.err.print(f"[dim]hint: {escape(exc.hint)}[/dim]")
+
+    def next(self, *commands: str) -> None:
+        """Tell the supervisor what to do next."""
+        if not self.as_json and commands:
+            self.console.print("[bold]Next:[/bold] " + "  ·  ".join(escape(c) for c in commands))
+
+    def table(self, title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+              ) -> None:
+        """A rich table (suppressed in --json mode)."""
+        if self.as_json:
+            return
+        table = Table(title=title, title_justify="left", header_style="bold")
+        for column in columns:
+            table.add_column(column)
+        for row in rows:
+            # Plain strings are data (titles, names, messages): never parsed as markup.
+            table.add_row(*[cell if isinstance(cell, Text) else Text(str(cell)) for cell in row])
+        self.console.print(table)
+
+    # ---------------------------------------------------------------- formatting
+
+    def when(self, value: datetime | None) -> str:
+        """A time in the configured zone, or '—'."""
+        if value is None:
+            return "—"
+        return local_text(value, self.zone) if self.zone else value.isoformat()
+
+    @staticmethod
+    def ago(value: timedelta) -> str:
+        """A duration as `1h30m`."""
+        return format_duration(value)
+
+    def deliveries(self, counts: dict[str, dict[str, int]], title: str = "Deliveries") -> None:
+        """Delivery counts by channel and state."""
+        rows = []
+        for channel in sorted(counts):
+            by_state = counts[channel]
+            failed = by_state.get("failed", 0)
+            rows.append([channel, *[
+                (Text(str(failed), style="red") if state == "failed" and failed else
+                 str(by_state.get(state, 0))) for state in STATES]])
+        if rows:
+            self.table(title, ["channel", *STATES], rows)
+
+    @contextmanager
+    def progress(self, total: int, label: str) -> Iterator[Any]:
+        """A progress bar on stderr for long sends; yields a callback taking a Tally."""
+        bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                       MofNCompleteColumn(), TextColumn("sent {task.fields[sent]} · "
+                                                        "failed {task.fields[failed]} · "
+                                                        "{task.fields[rate]:.0f}/s"),
+                       TimeElapsedColumn(), console=self.err, transient=True,
+                       disable=self.as_json or not self.err.is_terminal)
+        with bar:
+            task = bar.add_task(label, total=max(total, 1), sent=0, failed=0, rate=0.0)
+
+            def update(tally: Tally) -> None:
+                bar.update(task, completed=tally.sent + tally.failed, sent=tally.sent,
+                           failed=tally.failed, rate=tally.rate)
+
+            yield update
+
+
+def state_counts(counts: dict[str, dict[str, int]]) -> dict[str, int]:
+    """Counts by state over all channels."""
+    total: dict[str, int] = dict.fromkeys(STATES, 0)
+    for by_state in counts.values():
+        for state, n in by_state.items():
+            total[state] = total.get(state, 0) + n
+    return total

@@ -1,0 +1,134 @@
+"""Commands that prepare: init, playbooks list | show | validate."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import click
+import yaml
+from rich.markup import escape
+
+from incident.cli.app import App
+from incident.errors import BadInput, PlaybookInvalid
+from incident.playbooks import find_playbook, load_playbook, playbook_files
+from incident.resources import shipped
+from incident.service import check_playbook
+from incident.timeutil import format_duration
+
+pass_app = click.make_pass_decorator(App)
+
+
+@click.command()
+@click.argument("directory", metavar="[DIR]", default=".",
+                type=click.Path(file_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Overwrite files that already exist.")
+@pass_app
+def init(app: App, directory: Path, force: bool) -> None:
+    """Create a working incident.yaml, the shipped playbooks and templates, and sample
+    customer lists in DIR, for local editing.
+
+    \b
+    Example:
+      incident init ops && cd ops && incident start core-banking-outage --title Test --drill
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    plan = [(shipped("incident.yaml.example"), directory / "incident.yaml"),
+            (shipped("examples") / "customers.csv", directory / "customers.csv"),
+            (shipped("examples") / "drill.csv", directory / "drill.csv")]
+    for folder in ("playbooks", "templates"):
+        source = shipped(folder)
+        plan += [(path, directory / folder / path.relative_to(source))
+                 for path in sorted(source.rglob("*")) if path.is_file()]
+    written, kept = [], []
+    for source, target in plan:
+        if target.exists() and not force:
+            kept.append(target)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        written.append(target)
+    if app.out.as_json:
+        app.out.json({"directory": str(directory), "written": [str(p) for p in written],
+                      "kept": [str(p) for p in kept]})
+        return
+    app.out.line(f"Wrote {len(written)} files to {escape(str(directory))}"
+                 + (f"; kept {len(kept)} existing (use --force to overwrite)" if kept else ""))
+    app.out.next(f"cd {directory}", "incident playbooks list",
+                 "incident start core-banking-outage --title \"...\" --drill")
+
+
+@click.group()
+def playbooks() -> None:
+    """List, show and validate playbooks (local playbooks/ first, then the shipped ones)."""
+
+
+@playbooks.command(name="list")
+@pass_app
+def list_playbooks(app: App) -> None:
+    """Every playbook found, with its kind, grades and deadlines."""
+    rows: list[list[str]] = []
+    data: list[dict[str, object]] = []
+    for stem, path in playbook_files(app.rt.playbook_path).items():
+        try:
+            book = load_playbook(path)
+        except BadInput as exc:
+            rows.append([stem, "[invalid]", exc.message, "", "", str(path)])
+            data.append({"name": stem, "path": str(path), "error": exc.message})
+            continue
+        first = format_duration(book.principles.fast_response.first_notice_within)
+        cadence = format_duration(book.principles.transparency.update_every)
+        rows.append([book.id, book.kind.value, f"{book.name.zh_CN} / {book.name.en}",
+                     ",".join(level.id for level in book.severity.levels),
+                     f"first notice {first}, updates every {cadence}", str(path)])
+        data.append({"name": book.id, "path": str(path), "kind": book.kind.value,
+                     "title": {"zh-CN": book.name.zh_CN, "en": book.name.en},
+                     "grades": [level.id for level in book.severity.levels]})
+    if app.out.as_json:
+        app.out.json(data)
+    else:
+        app.out.table(None, ["playbook", "kind", "name", "grades", "deadlines", "file"], rows)
+
+
+@playbooks.command()
+@click.argument("name")
+@pass_app
+def show(app: App, name: str) -> None:
+    """Show one playbook in full (as validated)."""
+    book = load_playbook(find_playbook(name, app.rt.playbook_path))
+    data = book.model_dump(mode="json", by_alias=True)
+    if app.out.as_json:
+        app.out.json(data)
+        return
+    app.out.console.print(escape(yaml.safe_dump(data, allow_unicode=True, sort_keys=False)))
+
+
+@playbooks.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@pass_app
+def validate(app: App, paths: tuple[Path, ...]) -> None:
+    """Validate playbooks and render every notice (phase × channel × language) with sample
+    data. Without PATH: every playbook found. Exits 2 naming file, line and field."""
+    targets = list(paths) or list(playbook_files(app.rt.playbook_path).values())
+    if not targets:
+        raise BadInput("no playbooks found", hint="incident init copies the shipped ones")
+    checks = [check_playbook(app.rt, app.service.renderer, Path(p)) for p in targets]
+    bad = [c for c in checks if c.problems]
+    if app.out.as_json:
+        app.out.json([{"path": c.path, "valid": not c.problems,
+                       "problems": [f"{loc}: {msg}" for loc, msg in c.problems],
+                       "sms": c.sms} for c in checks])
+    else:
+        rows = []
+        for c in checks:
+            worst = max((int(s["segments"]) for s in c.sms.values()), default=0)
+            rows.append([c.playbook.id if c.playbook else c.path,
+                         "ok" if not c.problems else f"{len(c.problems)} problem(s)",
+                         f"{len(c.sms)} SMS, ≤{worst} segments" if c.sms else "", c.path])
+        app.out.table("Playbooks", ["playbook", "result", "notices", "file"], rows)
+    if bad:
+        raise PlaybookInvalid(f"{len(bad)} of {len(checks)} playbooks are invalid",
+                              problems=[p for c in bad for p in c.problems])
+
+
+COMMANDS = [init, playbooks]

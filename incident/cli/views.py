@@ -1,0 +1,195 @@
+"""Commands that read: status, list, timeline, verify."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from rich.markup import escape
+from rich.text import Text
+
+from incident.audience import mask_contact, mask_name
+from incident.cli.app import App
+from incident.cli.output import state_counts
+from incident.errors import ChainBroken
+from incident.models import Event, EventType
+from incident.service import StatusResult
+
+pass_app = click.make_pass_decorator(App)
+
+
+def _status_json(result: StatusResult) -> dict[str, Any]:
+    view = result.view
+    return {
+        "id": view.id, "title": view.title, "playbook": view.playbook.id,
+        "kind": view.playbook.kind.value, "severity": view.severity,
+        "status": view.status.value, "drill": view.drill,
+        "detected_at": view.detected_at.isoformat(), "declared_at": view.declared_at.isoformat(),
+        "eta": view.eta.isoformat() if view.eta else None,
+        "eta_passed": result.eta_passed,
+        "next_update_due": view.next_update_due.isoformat() if view.next_update_due else None,
+        "update_overdue": result.update_overdue,
+        "resolved_at": view.resolved_at.isoformat() if view.resolved_at else None,
+        "closed_at": view.closed_at.isoformat() if view.closed_at else None,
+        "notices": len(view.notices),
+        "deliveries": state_counts(result.counts), "deliveries_by_channel": result.counts,
+    }
+
+
+@click.command()
+@click.argument("incident_id", metavar="[ID]", required=False)
+@pass_app
+def status(app: App, incident_id: str | None) -> None:
+    """Where an incident stands: state, ETA, time since detection, when the next update is
+    due (red when overdue), deliveries and recent failures. Without ID: every open incident."""
+    if incident_id is None:
+        _list(app, include_closed=False)
+        return
+    result = app.service.status(incident_id)
+    out, view = app.out, result.view
+    if out.as_json:
+        data = _status_json(result)
+        data["recent_failures"] = [
+            {"channel": f.channel, "customer": f.recipient_ref, "to": mask_contact(f.address),
+             "code": f.error_code, "error": f.last_error} for f in result.failures]
+        out.json(data)
+        return
+    since = result.now - view.detected_at
+    drill = " [bold magenta](DRILL)[/bold magenta]" if view.drill else ""
+    out.line(f"[bold]{view.id}[/bold]{drill} {escape(view.title)}")
+    out.line(f"{escape(view.playbook.name.en)} · severity {view.severity} · "
+             f"[bold]{view.status.value}[/bold] · {out.ago(since)} since detection")
+    eta = out.when(view.eta)
+    if result.eta_passed:
+        eta = f"[bold red]{eta} — passed, announce a new ETA (incident eta)[/bold red]"
+    out.line(f"ETA: {eta}")
+    if view.next_update_due is not None:
+        due = out.when(view.next_update_due)
+        if result.update_overdue:
+            late = out.ago(result.now - view.next_update_due)
+            out.line(f"Next customer update: [bold red]{due} — OVERDUE by {late}[/bold red]")
+        else:
+            out.line(f"Next customer update: {due} "
+                     f"(in {out.ago(view.next_update_due - result.now)})")
+    if view.resolved_at:
+        out.line(f"Resolved: {out.when(view.resolved_at)}")
+    out.deliveries(result.counts)
+    if result.failures:
+        out.table("Recent permanent failures", ["channel", "customer", "name", "to", "code",
+                                                "error"],
+                  [[f.channel, f.recipient_ref, mask_name(f.recipient_name),
+                    mask_contact(f.address), f.error_code or "", (f.last_error or "")[:60]]
+                   for f in result.failures])
+    short = view.id.rsplit("-", 1)[-1]
+    if view.status.is_open:
+        out.next(f"incident update {short} -m \"...\"", f"incident resolve {short} -m \"...\"")
+    elif view.status.value == "resolved":
+        out.next(f"incident close {short}")
+
+
+@click.command(name="list")
+@click.option("--all", "include_closed", is_flag=True, help="Include closed incidents.")
+@pass_app
+def list_(app: App, include_closed: bool) -> None:
+    """Open incidents (all with --all), newest first."""
+    _list(app, include_closed=include_closed)
+
+
+def _list(app: App, *, include_closed: bool) -> None:
+    results = app.service.incidents(include_closed=include_closed)
+    out = app.out
+    if out.as_json:
+        out.json([_status_json(r) for r in results])
+        return
+    if not results:
+        out.line("No open incidents." if not include_closed else "No incidents recorded.")
+        return
+    rows = []
+    for r in results:
+        v = r.view
+        due = out.when(v.next_update_due)
+        counts = state_counts(r.counts)
+        rows.append([v.id + (" (drill)" if v.drill else ""), v.title[:40], v.severity,
+                     v.status.value, out.when(v.eta),
+                     Text(due, style="bold red") if r.update_overdue else due,
+                     f"{counts['sent']}/{sum(counts.values())}"
+                     + (f" ({counts['failed']} failed)" if counts["failed"] else "")])
+    out.table(None, ["id", "title", "sev", "status", "ETA", "next update", "sent"], rows)
+
+
+def _describe(event: Event) -> str:
+    d = event.data
+    parts: list[str] = []
+    if event.type is EventType.DECLARED:
+        parts.append(f"declared from {d['playbook']['id']}: {d['title']} (severity "
+                     f"{d['severity']})")
+        if d.get("eta"):
+            parts.append(f"ETA {d['eta']}")
+    if d.get("status"):
+        parts.append(f"status → {d['status']}")
+    if event.type is EventType.ETA_REVISED:
+        parts.append(f"ETA {d.get('previous') or '—'} → {d['eta']}")
+    elif event.type is EventType.UPDATED and d.get("eta"):
+        parts.append(f"ETA → {d['eta']}")
+    if d.get("message"):
+        parts.append(f"“{d['message']}”")
+    if d.get("internal"):
+        parts.append("(internal)")
+    if event.type is EventType.RESOLVED:
+        parts.append(f"recovered at {d['resolved_at']}")
+    notice = d.get("notice")
+    if notice:
+        parts.append(f"[{notice['phase']} notice: {notice['messages']} messages]")
+    return " · ".join(parts) or event.type.value
+
+
+@click.command()
+@click.argument("incident_id", metavar="ID")
+@pass_app
+def timeline(app: App, incident_id: str) -> None:
+    """Every recorded action of an incident, in order, with who did it."""
+    view, events = app.service.timeline(incident_id)
+    out = app.out
+    if out.as_json:
+        out.json({"id": view.id, "events": [
+            {"seq": e.seq, "type": e.type.value, "at": e.at.isoformat(), "actor": e.actor,
+             "data": {k: v for k, v in e.data.items() if k not in {"playbook", "notice"}},
+             "notice": ({k: v for k, v in e.data["notice"].items() if k != "context"}
+                        if e.data.get("notice") else None), "hash": e.hash} for e in events]})
+        return
+    out.table(f"{view.id} — {view.title}", ["#", "time", "by", "event", "details"],
+              [[e.seq, out.when(e.at), e.actor, e.type.value, _describe(e)] for e in events])
+
+
+@click.command()
+@click.argument("incident_id", metavar="[ID]", required=False)
+@pass_app
+def verify(app: App, incident_id: str | None) -> None:
+    """Recompute the hash chain of an incident's events (or of every incident).
+
+    Exits 1 naming the first broken event when a row was modified, deleted or reordered.
+    """
+    results = app.service.verify(incident_id)
+    out = app.out
+    broken = {k: v for k, v in results.items() if v}
+    if out.as_json:
+        out.json({"verified": len(results) - len(broken), "broken": broken})
+    else:
+        for ident, problems in results.items():
+            out.line(f"{ident}: " + ("[green]chain intact[/green]" if not problems
+                                     else f"[bold red]{len(problems)} problem(s)[/bold red]"))
+    if broken:
+        lines = [f"{ident} {p}" for ident, problems in broken.items() for p in problems]
+        raise ChainBroken(f"event chain broken in {len(broken)} incident(s)",
+                          problems=[(_loc(), line) for line in lines],
+                          hint="the database was changed outside the toolkit; keep a copy "
+                               "of it for investigation")
+
+
+def _loc() -> Any:
+    from incident.errors import Location
+
+    return Location()
+
+
+COMMANDS = [status, list_, timeline, verify]

@@ -1,0 +1,267 @@
+"""The dispatcher: claims outbox rows, sends with bounded concurrency under per-channel rate
+limits, retries temporary failures with backoff and jitter, and resumes after a crash."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+
+from incident.channels.base import Channel, Outcome, Outgoing, SmsOut
+from incident.errors import IncidentError
+from incident.models import DeliveryState
+from incident.notices import Composer
+from incident.store import Store, schema
+from incident.store import outbox as ob
+from incident.store.events import as_utc
+from incident.timeutil import utcnow
+
+
+class RateLimiter:
+    """At most `rate` units (messages or SMS segments) in any one-second window."""
+
+    def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.clock = clock
+        self.window: deque[tuple[float, float]] = deque()
+        self.used = 0.0
+        self.lock = asyncio.Lock()
+
+    async def acquire(self, units: float = 1.0) -> None:
+        """Wait until `units` fit in the trailing one-second window, then take them."""
+        async with self.lock:
+            while True:
+                now = self.clock()
+                while self.window and now - self.window[0][0] >= 1.0:
+                    self.used -= self.window.popleft()[1]
+                # A single message larger than the whole rate goes alone in its window.
+                if self.used + units <= self.rate or not self.window:
+                    self.window.append((now, units))
+                    self.used += units
+                    return
+                await asyncio.sleep(max(0.001, 1.0 - (now - self.window[0][0])))
+
+
+@dataclass
+class Tally:
+    """Progress of one dispatcher run."""
+
+    total: int = 0
+    sent: int = 0
+    failed: int = 0
+    retrying: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def rate(self) -> float:
+        """Messages accepted per second so far."""
+        elapsed = time.monotonic() - self.started
+        return self.sent / elapsed if elapsed > 0 else 0.0
+
+
+@dataclass
+class DeliveryReport:
+    """What a run did and what is left."""
+
+    sent: int
+    failed: int
+    pending: int
+    interrupted: bool
+    counts: dict[str, dict[str, int]]
+    elapsed: float
+
+
+@dataclass
+class DeliveryPolicy:
+    """Retry and batching knobs."""
+
+    batch: int = 200
+    max_attempts: int = 8
+    backoff_base: float = 2.0
+    backoff_cap: float = 300.0
+    wait_for_retries: float = 30.0  # how long a foreground run waits for due retries
+    stale_claim: timedelta = timedelta(minutes=5)
+    concurrency: dict[str, int] = field(default_factory=lambda: {"email": 8, "sms": 8})
+
+    def backoff(self, attempts: int) -> float:
+        """Seconds before the next try: exponential, capped, with ±50% jitter."""
+        delay = min(self.backoff_cap, self.backoff_base * 2 ** max(0, attempts - 1))
+        return delay * random.uniform(0.5, 1.5)
+
+
+ProgressFn = Callable[[Tally], None]
+
+
+class Dispatcher:
+    """Sends what the outbox holds; safe to run in several processes at once."""
+
+    def __init__(self, store: Store, composer: Composer, channels: dict[str, Channel], *,
+                 policy: DeliveryPolicy | None = None) -> None:
+        self.store = store
+        self.composer = composer
+        self.channels = channels
+        self.policy = policy or DeliveryPolicy()
+        self.worker = f"{ob.worker_name()}:{random.getrandbits(32):08x}"
+        self.limiters = {name: RateLimiter(ch.rate) for name, ch in channels.items() if ch.rate}
+        self.gates = {name: asyncio.Semaphore(self.policy.concurrency.get(name, 8))
+                      for name in channels}
+
+    def pending(self, incident_id: str | None) -> int:
+        """Rows not yet sent or failed."""
+        o = schema.outbox
+        query = select(func.count()).where(o.c.state.in_(
+            [DeliveryState.PENDING.value, DeliveryState.SENDING.value]))
+        if incident_id:
+            query = query.where(o.c.incident_id == incident_id)
+        with self.store.read() as conn:
+            return int(conn.execute(query).scalar() or 0)
+
+    def _next_due(self, incident_id: str | None) -> datetime | None:
+        o = schema.outbox
+        query = select(func.min(o.c.next_attempt_at)).where(
+            o.c.state == DeliveryState.PENDING.value)
+        if incident_id:
+            query = query.where(o.c.incident_id == incident_id)
+        with self.store.read() as conn:
+            value = conn.execute(query).scalar()
+        return as_utc(value) if value is not None else None
+
+    def recover(self) -> int:
+        """Give back the claims of this host's processes that are no longer alive."""
+        host = socket.gethostname()
+        with self.store.write() as conn:
+            alive = [w for w in ob.claimed_workers(conn, host) if _alive(w)]
+            return ob.release_dead_claims(conn, alive=alive, host=host)
+
+    async def run(self, *, incident_id: str | None = None, progress: ProgressFn | None = None,
+                  wait_for_retries: float | None = None) -> DeliveryReport:
+        """Send until nothing is due (waiting up to `wait_for_retries` s for due retries)."""
+        wait_budget = self.policy.wait_for_retries if wait_for_retries is None else wait_for_retries
+        self.recover()
+        tally = Tally(total=self.pending(incident_id))
+        interrupted = False
+        deadline = time.monotonic() + wait_budget
+        try:
+            while True:
+                with self.store.write() as conn:
+                    rows = ob.claim(conn, worker=self.worker, now=utcnow(),
+                                    limit=self.policy.batch, incident_id=incident_id,
+                                    channels=list(self.channels),
+                                    stale_after=self.policy.stale_claim)
+                if rows:
+                    await self._send_batch(rows, tally, progress)
+                    deadline = time.monotonic() + wait_budget
+                    continue
+                due = self._next_due(incident_id)
+                if due is None:
+                    break
+                delay = (due - utcnow()).total_seconds()
+                if time.monotonic() + max(delay, 0) > deadline:
+                    break
+                await asyncio.sleep(min(max(delay, 0.05), 5.0))
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            interrupted = True
+        finally:
+            for channel in self.channels.values():
+                await channel.close()
+        with self.store.read() as conn:
+            counts = ob.counts(conn, incident_id)
+        return DeliveryReport(sent=tally.sent, failed=tally.failed,
+                              pending=self.pending(incident_id), interrupted=interrupted,
+                              counts=counts, elapsed=time.monotonic() - tally.started)
+
+    async def _send_batch(self, rows: list[ob.OutboxRow], tally: Tally,
+                          progress: ProgressFn | None) -> None:
+        self._load_notices({(r.incident_id, r.notice_seq) for r in rows})
+        outcomes: dict[int, Outcome] = {}
+        tasks = [asyncio.ensure_future(self._send_one(row, outcomes)) for row in rows]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            # Record whatever finished, even when interrupted: a sent message must be marked.
+            self._record(rows, outcomes, tally)
+            if progress:
+                progress(tally)
+
+    async def _send_one(self, row: ob.OutboxRow, outcomes: dict[int, Outcome]) -> None:
+        try:
+            message = self.composer.compose(row)
+        except IncidentError as exc:
+            outcomes[row.id] = Outcome.fail(exc.message, code="template")
+            return
+        async with self.gates[row.channel]:
+            limiter = self.limiters.get(row.channel)
+            if limiter:
+                await limiter.acquire(_units(message))
+            try:
+                outcomes[row.id] = await self.channels[row.channel].send(message)
+            except (OSError, TimeoutError) as exc:
+                outcomes[row.id] = Outcome.retry(f"{type(exc).__name__}: {exc}", code="network")
+
+    def _record(self, rows: list[ob.OutboxRow], outcomes: dict[int, Outcome],
+                tally: Tally) -> None:
+        now = utcnow()
+        sent = [(row_id, o.provider_ref) for row_id, o in outcomes.items() if o.sent]
+        with self.store.write() as conn:
+            ob.mark_sent(conn, sent, now=now)
+            for row in rows:
+                outcome = outcomes.get(row.id)
+                if outcome is None:
+                    # Never started (interrupted): back to pending without using up an attempt.
+                    ob.mark_retry(conn, row.id, error="interrupted before sending", code=None,
+                                  at=now, attempts=row.attempts - 1)
+                elif outcome.sent:
+                    continue
+                elif outcome.permanent or row.attempts >= self.policy.max_attempts:
+                    error = outcome.error or "failed"
+                    if not outcome.permanent:
+                        error += f" (gave up after {row.attempts} attempts)"
+                    ob.mark_failed(conn, row.id, error=error, code=outcome.code)
+                    tally.failed += 1
+                else:
+                    delay = self.policy.backoff(row.attempts)
+                    ob.mark_retry(conn, row.id, error=outcome.error or "temporary failure",
+                                  code=outcome.code, at=now + timedelta(seconds=delay))
+                    tally.retrying += 1
+        tally.sent += len(sent)
+
+    def _load_notices(self, keys: set[tuple[str, int]]) -> None:
+        missing = keys - set(self.composer.notices)
+        if not missing:
+            return
+        e = schema.events
+        with self.store.read() as conn:
+            for incident_id, seq in missing:
+                data = conn.execute(select(e.c.data).where(
+                    e.c.incident_id == incident_id, e.c.seq == seq)).scalar_one()
+                self.composer.notices[(incident_id, seq)] = json.loads(data)["notice"]
+
+
+def _units(message: Outgoing) -> float:
+    return float(message.info.segments) if isinstance(message, SmsOut) else 1.0
+
+
+def _alive(worker: str) -> bool:
+    try:
+        pid = int(worker.split(":")[1])
+    except (IndexError, ValueError):
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+

@@ -1,0 +1,120 @@
+"""Pydantic domain types shared by every layer: localized text, durations, states, events."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+
+from incident.errors import InvalidValue
+from incident.timeutil import format_duration, parse_duration
+
+LANGUAGES = ("zh-CN", "en")
+
+
+def _to_duration(value: Any) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool) or value is None:
+        raise ValueError("expected a duration such as 30m, 2h or 1h30m")
+    if isinstance(value, int | float):
+        # A bare number in YAML is ambiguous (seconds? minutes?): refuse it.
+        raise ValueError(f"{value!r} has no unit: write e.g. {value}m or {value}h")
+    try:
+        return parse_duration(str(value))
+    except InvalidValue as exc:
+        raise ValueError(exc.message) from None
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(_to_duration),
+    PlainSerializer(format_duration, return_type=str),
+]
+
+
+class Strict(BaseModel):
+    """Base for config-like models: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Text(Strict):
+    """A text in both supported languages."""
+
+    zh_CN: str = Field(alias="zh-CN", min_length=1)
+    en: str = Field(min_length=1)
+
+    def get(self, lang: str) -> str:
+        """The text in `lang` (zh-CN or en)."""
+        return self.zh_CN if lang == "zh-CN" else self.en
+
+
+class Status(StrEnum):
+    """Incident states, in lifecycle order."""
+
+    INVESTIGATING = "investigating"
+    IDENTIFIED = "identified"
+    MONITORING = "monitoring"
+    RESOLVED = "resolved"
+    CLOSED = "closed"
+
+    @property
+    def is_open(self) -> bool:
+        """True while the incident is still being worked (before resolution)."""
+        return self in OPEN_STATES
+
+
+OPEN_STATES = frozenset({Status.INVESTIGATING, Status.IDENTIFIED, Status.MONITORING})
+
+
+class Kind(StrEnum):
+    """The two incident types of the emergency policy."""
+
+    SYSTEM_FAILURE = "system_failure"
+    NATURAL_DISASTER = "natural_disaster"
+
+
+class Phase(StrEnum):
+    """Which customer notice a template is for."""
+
+    INITIAL = "initial"
+    UPDATE = "update"
+    ETA_CHANGED = "eta_changed"
+    RESOLVED = "resolved"
+
+
+class DeliveryState(StrEnum):
+    """State of one outbox row (recipient × channel × notice)."""
+
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class EventType(StrEnum):
+    """Everything the supervisor does is one of these."""
+
+    DECLARED = "declared"
+    UPDATED = "updated"
+    ETA_REVISED = "eta_revised"
+    RESOLVED = "resolved"
+    CLOSED = "closed"
+
+
+class Event(BaseModel):
+    """One entry of an incident's append-only, hash-chained log."""
+
+    model_config = ConfigDict(frozen=True)
+
+    incident_id: str
+    seq: int
+    type: EventType
+    at: datetime
+    actor: str
+    data: dict[str, Any]
+    prev_hash: str
+    hash: str

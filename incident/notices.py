@@ -1,0 +1,201 @@
+"""Customer notices: the localized context recorded with a notice, its outbox rows, and the
+per-recipient messages composed from it at send time."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, parseaddr
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from incident.audience import Customer
+from incident.channels.base import EmailOut, Outgoing, SmsOut
+from incident.errors import TemplateInvalid
+from incident.models import DeliveryState, Phase, Status
+from incident.rendering import Renderer
+from incident.settings import Runtime
+from incident.state import IncidentView
+from incident.store import schema
+from incident.store.outbox import OutboxRow, idempotency_key
+from incident.timeutil import local_text, utcnow
+
+STATUS_LABELS = {
+    "zh-CN": {Status.INVESTIGATING: "正在排查", Status.IDENTIFIED: "已查明原因",
+              Status.MONITORING: "已修复，观察中", Status.RESOLVED: "已恢复",
+              Status.CLOSED: "已结束"},
+    "en": {Status.INVESTIGATING: "investigating", Status.IDENTIFIED: "cause identified",
+           Status.MONITORING: "fix applied, monitoring", Status.RESOLVED: "resolved",
+           Status.CLOSED: "closed"},
+}
+KIND_LABELS = {"zh-CN": {"system_failure": "系统故障", "natural_disaster": "自然灾害"},
+               "en": {"system_failure": "system failure", "natural_disaster": "natural disaster"}}
+
+
+def notice_context(rt: Runtime, view: IncidentView, *, phase: Phase, message: str,
+                   lang: str) -> dict[str, Any]:
+    """Everything a notice template may use except the customer, localized to `lang`.
+
+    `view` is the incident's state including the event that carries this notice.
+    """
+    zone = rt.zone
+    org = rt.settings.organisation
+    playbook = view.playbook
+    manual = playbook.principles.minimal_impact.manual_channel
+    last = view.eta_history[-1] if view.eta_history else None
+
+    def when(value: Any) -> str:
+        return local_text(value, zone) if value is not None else ""
+
+    return {
+        "lang": lang,
+        "org": {"name": org.name.get(lang), "hotline": org.hotline, "website": org.website},
+        "incident": {
+            "id": view.id, "ref": view.id, "title": view.title, "severity": view.severity,
+            "severity_name": playbook.level(view.severity).name.get(lang),
+            "status": STATUS_LABELS[lang][view.status],
+            "kind": KIND_LABELS[lang][playbook.kind.value],
+            "detected_at": when(view.detected_at), "declared_at": when(view.declared_at),
+            "affected": list(view.affected), "regions": list(view.regions), "drill": view.drill,
+        },
+        "notice": {"phase": phase.value, "message": message, "at": when(view.last_event_at)},
+        "eta": {"known": view.eta is not None, "at": when(view.eta),
+                "previous": when(view.previous_eta),
+                "reason": last.reason if last and phase is Phase.ETA_CHANGED else ""},
+        "next_update": when(view.next_update_due),
+        "manual": {
+            "hotline": manual.hotline or "",
+            "counters": manual.counters.get(lang) if manual.counters else "",
+            "hours": manual.hours.get(lang),
+            "workaround": manual.workaround.get(lang) if manual.workaround else "",
+        },
+        "playbook": {"name": playbook.name.get(lang), "summary": playbook.summary.get(lang),
+                     "impact": playbook.impact.get(lang), "measures": playbook.measures.get(lang),
+                     "advice": playbook.advice.get(lang)},
+        "resolved": {"at": when(view.resolved_at)},
+    }
+
+
+SAMPLE_CUSTOMER = {"name": "张伟 Zhang Wei", "ref": "C-SAMPLE"}
+
+
+def check_templates(renderer: Renderer, template_set: str, channels: Sequence[str],
+                    contexts: dict[str, dict[str, Any]]) -> None:
+    """Render the notice for a sample customer in every language; TemplateInvalid if any fails.
+
+    Called before anything is recorded, so a broken template never leaves half a notice.
+    """
+    problems = []
+    for lang, context in contexts.items():
+        full = {**context, "customer": SAMPLE_CUSTOMER}
+        problems += renderer.check(template_set, [context["notice"]["phase"]], channels,
+                                   [lang], full)
+    if problems:
+        raise TemplateInvalid(f"notice templates of {template_set!r} cannot be rendered; "
+                              "nothing was recorded", problems=problems)
+
+
+def sender_domain(rt: Runtime) -> str:
+    """Domain for Message-IDs: the email sender's, or a fixed local one."""
+    _, addr = parseaddr(rt.settings.channels.email.sender.en)
+    return addr.rpartition("@")[2] or "incident.invalid"
+
+
+def message_id(key: str, incident_id: str, domain: str) -> str:
+    """A stable RFC 5322 Message-ID for one outbox row."""
+    return f"<{incident_id}.{key[:24]}@{domain}>"
+
+
+def rows_for_customers(incident_id: str, seq: int, customers: Iterable[Customer],
+                       channels: Sequence[str], domain: str) -> Iterator[dict[str, Any]]:
+    """Outbox rows of the first notice: one per customer and channel they can be reached on."""
+    for customer in customers:
+        for channel in channels:
+            address = customer.email if channel == "email" else customer.phone
+            if not address:
+                continue
+            key = idempotency_key(incident_id, seq, customer.ref, channel)
+            yield {"incident_id": incident_id, "notice_seq": seq, "channel": channel,
+                   "recipient_ref": customer.ref, "recipient_name": customer.name,
+                   "address": address, "language": customer.language,
+                   "priority": 0 if customer.priority == "urgent" else 1,
+                   "message_id": message_id(key, incident_id, domain), "idempotency_key": key}
+
+
+def rows_from_notice(conn: Connection, incident_id: str, source_seq: int, seq: int,
+                     domain: str) -> Iterator[dict[str, Any]]:
+    """Outbox rows of a later notice: the recipients of the first one, minus permanent failures.
+
+    The audience is fixed when the incident is declared; an address that failed permanently
+    (invalid, unsubscribed) is not tried again.
+    """
+    o = schema.outbox
+    failed = select(o.c.recipient_ref, o.c.channel).where(
+        o.c.incident_id == incident_id, o.c.state == DeliveryState.FAILED.value).distinct()
+    dead = {(r.recipient_ref, r.channel) for r in conn.execute(failed)}
+    query = (select(o.c.channel, o.c.recipient_ref, o.c.recipient_name, o.c.address,
+                    o.c.language, o.c.priority)
+             .where(o.c.incident_id == incident_id, o.c.notice_seq == source_seq)
+             .order_by(o.c.id))
+    for r in conn.execute(query).all():
+        if (r.recipient_ref, r.channel) in dead:
+            continue
+        key = idempotency_key(incident_id, seq, r.recipient_ref, r.channel)
+        yield {"incident_id": incident_id, "notice_seq": seq, "channel": r.channel,
+               "recipient_ref": r.recipient_ref, "recipient_name": r.recipient_name,
+               "address": r.address, "language": r.language, "priority": r.priority,
+               "message_id": message_id(key, incident_id, domain), "idempotency_key": key}
+
+
+_SPACES = re.compile(r"\s+")
+NoticeRecords = dict[tuple[str, int], dict[str, Any]]
+
+
+class Composer:
+    """Builds each recipient's message from its notice's recorded context."""
+
+    def __init__(self, rt: Runtime, renderer: Renderer, notices: NoticeRecords) -> None:
+        self.rt = rt
+        self.renderer = renderer
+        self.notices = notices  # (incident, seq) -> the notice record of the event
+
+    def compose(self, row: OutboxRow) -> Outgoing:
+        """The message for one outbox row (TemplateInvalid if its template broke since)."""
+        notice = self.notices[(row.incident_id, row.notice_seq)]
+        lang = row.language if row.language in notice["context"] else next(iter(notice["context"]))
+        context = {**notice["context"][lang],
+                   "customer": {"name": row.recipient_name, "ref": row.recipient_ref}}
+        phase = notice["phase"]
+        if row.channel == "sms":
+            sms = self.renderer.render_sms(notice["template_set"], phase, lang, context)
+            return SmsOut(row=row, to=row.address, body=sms.text, info=sms.info)
+        if row.channel == "email":
+            mail = self.renderer.render_email(notice["template_set"], phase, lang, context)
+            return EmailOut(row=row, message=self._email(row, lang, mail.subject, mail.text,
+                                                         mail.html))
+        raise TemplateInvalid(f"no customer template for channel {row.channel!r}")
+
+    def _email(self, row: OutboxRow, lang: str, subject: str, text: str,
+               html: str) -> EmailMessage:
+        email = self.rt.settings.channels.email
+        msg = EmailMessage()
+        msg["Subject"] = subject
+        msg["From"] = email.sender.get(lang)
+        # A name is customer data: strip line breaks so it can never inject a header.
+        name = _SPACES.sub(" ", row.recipient_name).strip()
+        local, _, domain = row.address.rpartition("@")
+        msg["To"] = Address(display_name=name, username=local, domain=domain)
+        if email.reply_to:
+            msg["Reply-To"] = email.reply_to.get(lang)
+        msg["Date"] = format_datetime(utcnow())
+        msg["Message-ID"] = row.message_id
+        msg["X-Incident-ID"] = row.incident_id
+        msg["X-Incident-Notice"] = str(row.notice_seq)
+        # Service notices are transactional: no List-Unsubscribe; mark as automatic.
+        msg["Auto-Submitted"] = "auto-generated"
+        msg.set_content(text)
+        msg.add_alternative(html, subtype="html")
+        return msg

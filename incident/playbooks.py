@@ -1,0 +1,239 @@
+"""Playbooks: YAML → validated `Playbook`, with errors that name file, line and field."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import Field, field_validator, model_validator
+
+from incident.errors import PlaybookInvalid, PlaybookNotFound
+from incident.models import Duration, Kind, Phase, Strict, Text
+from incident.yamlfile import parse_model
+
+ID_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+CustomerChannel = Literal["email", "sms"]
+StepAction = Literal["notify_customers", "open_manual_channel", "notify_parties"]
+
+
+class SeverityLevel(Strict):
+    """One grade of the playbook's severity scale (e.g. I–IV of the 2008 rule)."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9]+$")
+    name: Text
+    criteria: Text
+    update_every: Duration | None = None  # overrides transparency.update_every for this grade
+
+
+class Severity(Strict):
+    """The grades and which one an incident starts with."""
+
+    default: str
+    levels: list[SeverityLevel] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _default_is_a_level(self) -> Severity:
+        ids = [level.id for level in self.levels]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"severity level ids repeat: {ids}")
+        if self.default not in ids:
+            raise ValueError(f"default {self.default!r} is not one of the levels {ids}")
+        return self
+
+
+class ManualChannel(Strict):
+    """The manual-handling channel announced in every notice (minimal impact)."""
+
+    hotline: str | None = None
+    counters: Text | None = None
+    hours: Text
+    workaround: Text | None = None
+
+    @model_validator(mode="after")
+    def _something_to_offer(self) -> ManualChannel:
+        if not (self.hotline or self.counters or self.workaround):
+            raise ValueError("give at least one of hotline, counters or workaround")
+        return self
+
+
+class RegulatorDuty(Strict):
+    """A reporting duty with a deadline relative to detection, for some grades."""
+
+    id: str = Field(pattern=ID_PATTERN)
+    title: Text
+    body: str = Field(min_length=1)  # who receives it, e.g. "NFRA local office"
+    within: Duration | None = None  # one-off deadline after detection
+    every: Duration | None = None  # recurring progress report until resolution
+    grades: list[str] = Field(default_factory=list)  # empty: every grade
+    source: str = Field(min_length=1)  # the rule, article and number it comes from
+
+    @model_validator(mode="after")
+    def _one_clock(self) -> RegulatorDuty:
+        if (self.within is None) == (self.every is None):
+            raise ValueError("give exactly one of within (a deadline) or every (recurring)")
+        return self
+
+
+class FastResponse(Strict):
+    """Fast response: how soon the first customer notice must be accepted."""
+
+    first_notice_within: Duration
+
+
+class MinimalImpact(Strict):
+    """Minimal impact: the manual channel; urgent customers first."""
+
+    manual_channel: ManualChannel
+    urgent_first: bool = True
+
+
+class Coordination(Strict):
+    """Coordination: parties to notify and regulator duties."""
+
+    parties: list[str] = Field(default_factory=list)
+    regulator: list[RegulatorDuty] = Field(default_factory=list)
+
+
+class Transparency(Strict):
+    """Transparency: promised cadence of customer updates."""
+
+    update_every: Duration
+
+
+class Principles(Strict):
+    """The department's four principles as data."""
+
+    fast_response: FastResponse
+    minimal_impact: MinimalImpact
+    coordination: Coordination
+    transparency: Transparency
+
+
+class Step(Strict):
+    """A checklist item with an owner role and a due time relative to detection."""
+
+    id: str = Field(pattern=ID_PATTERN)
+    title: Text
+    owner: str = Field(min_length=1)  # a role: commander, communications, operations, liaison…
+    due: Duration
+    action: StepAction | None = None
+    grades: list[str] = Field(default_factory=list)  # empty: every grade
+
+
+class AudienceFilter(Strict):
+    """Which customers are affected; an empty list means no restriction on that field."""
+
+    products: list[str] = Field(default_factory=list)
+    regions: list[str] = Field(default_factory=list)
+    branches: list[str] = Field(default_factory=list)
+    segments: list[str] = Field(default_factory=list)
+
+
+class Notices(Strict):
+    """Which template set and customer channels the notices use."""
+
+    template_set: str = Field(pattern=ID_PATTERN)
+    channels: list[CustomerChannel] = Field(min_length=1)
+    phases: list[Phase] = Field(default_factory=lambda: list(Phase))
+
+
+class Playbook(Strict):
+    """A validated playbook."""
+
+    id: str = Field(pattern=ID_PATTERN)
+    name: Text
+    kind: Kind
+    summary: Text
+    affected_services: list[str] = Field(default_factory=list)
+    impact: Text  # what customers cannot do
+    measures: Text  # what the institution does / how customers can still do business
+    advice: Text  # what customers should do
+    severity: Severity
+    principles: Principles
+    steps: list[Step] = Field(default_factory=list)
+    audience: AudienceFilter = Field(default_factory=AudienceFilter)
+    notices: Notices
+
+    @field_validator("steps")
+    @classmethod
+    def _unique_steps(cls, steps: list[Step]) -> list[Step]:
+        seen: set[str] = set()
+        for step in steps:
+            if step.id in seen:
+                raise ValueError(f"step id {step.id!r} repeats")
+            seen.add(step.id)
+        return steps
+
+    @model_validator(mode="after")
+    def _grades_exist(self) -> Playbook:
+        levels = {level.id for level in self.severity.levels}
+        for where, grades in [(f"steps.{s.id}", s.grades) for s in self.steps] + [
+            (f"regulator.{d.id}", d.grades) for d in self.principles.coordination.regulator
+        ]:
+            unknown = sorted(set(grades) - levels)
+            if unknown:
+                raise ValueError(f"{where}: unknown grades {unknown}; levels are {sorted(levels)}")
+        return self
+
+    def level(self, grade: str) -> SeverityLevel:
+        """The severity level with id `grade`."""
+        for level in self.severity.levels:
+            if level.id == grade:
+                return level
+        raise KeyError(grade)
+
+    def update_every(self, grade: str) -> Duration:
+        """Promised update cadence for `grade`."""
+        return self.level(grade).update_every or self.principles.transparency.update_every
+
+
+# ---------------------------------------------------------------- loading
+
+
+def parse_playbook(text: str, *, source: str) -> Playbook:
+    """Validate playbook YAML text; `source` names the file in errors."""
+    return parse_model(text, Playbook, source=source, what="playbook", error=PlaybookInvalid)
+
+
+def load_playbook(path: Path) -> Playbook:
+    """Read and validate one playbook file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PlaybookNotFound(f"no playbook file {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlaybookInvalid(f"cannot read playbook {path}: {exc}") from None
+    return parse_playbook(text, source=str(path))
+
+
+def playbook_files(search_path: Sequence[Path]) -> dict[str, Path]:
+    """Playbook files by stem; earlier directories shadow later ones (local over shipped)."""
+    found: dict[str, Path] = {}
+    for directory in search_path:
+        if directory.is_dir():
+            for path in sorted(directory.glob("*.y*ml")):
+                found.setdefault(path.stem, path)
+    return found
+
+
+def find_playbook(name: str, search_path: Sequence[Path]) -> Path:
+    """Resolve NAME (a path, a file stem or a playbook id) to a playbook file."""
+    candidate = Path(name)
+    if candidate.suffix in {".yaml", ".yml"} or "/" in name:
+        if candidate.exists():
+            return candidate
+        raise PlaybookNotFound(f"no playbook file {name}")
+    files = playbook_files(search_path)
+    if name in files:
+        return files[name]
+    for path in files.values():
+        try:
+            head = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, OSError, UnicodeDecodeError):
+            continue
+        if isinstance(head, dict) and head.get("id") == name:
+            return path
+    known = ", ".join(sorted(files)) or "none"
+    raise PlaybookNotFound(f"no playbook called {name!r}", hint=f"known playbooks: {known}")

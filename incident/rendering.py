@@ -1,0 +1,246 @@
+"""One sandboxed jinja2 environment for notice templates, and SMS segment counting."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import jinja2
+from jinja2 import FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+
+from incident.errors import Location, TemplateInvalid
+
+PHASES = ("initial", "update", "eta_changed", "resolved")
+CHANNELS = ("email", "sms")
+LANGUAGES = ("zh-CN", "en")
+
+# The playbook content depends on these names; change them only together with the templates.
+_NAMES = {
+    "email": {
+        "subject": "{set}/{phase}/email.subject.{lang}.txt",
+        "text": "{set}/{phase}/email.text.{lang}.txt",
+        "html": "{set}/{phase}/email.html.{lang}.html",
+    },
+    "sms": {"text": "{set}/{phase}/sms.{lang}.txt"},
+}
+
+# 3GPP TS 23.038 default alphabet, in code order 0x00-0x7F; 0x1B (ESC) is left out because it
+# only introduces the extension table.
+GSM7_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ"
+    " !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§"
+    "¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+# Each of these is sent as ESC + code, so it takes two septets.
+GSM7_EXTENSION = frozenset("\f^{}\\[~]|€")
+
+_UNDEFINED_NAME = re.compile(r"^'(?P<name>[^']*)' is undefined$")
+_UNDEFINED_MEMBER = re.compile(r" has no (?:attribute|element) (?P<name>.+)$")
+_BLANK_RUNS = re.compile(r"\n{3,}")
+
+
+@dataclass(frozen=True)
+class SmsInfo:
+    """How an SMS text is encoded and how many segments (billable parts) it takes."""
+
+    encoding: Literal["GSM-7", "UCS-2"]
+    units: int
+    segments: int
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    """A rendered email notice: one-line subject, plain text and HTML bodies."""
+
+    subject: str
+    text: str
+    html: str
+
+
+@dataclass(frozen=True)
+class RenderedSms:
+    """A rendered SMS notice with its encoding and segment count."""
+
+    text: str
+    info: SmsInfo
+
+
+def template_names(template_set: str, phase: str, channel: str, lang: str) -> dict[str, str]:
+    """The template name of each part (subject/text/html, or text for SMS) of one notice."""
+    if phase not in PHASES:
+        raise ValueError(f"unknown phase {phase!r} (use one of {', '.join(PHASES)})")
+    if channel not in _NAMES:
+        raise ValueError(f"no templates for channel {channel!r} (use one of "
+                         f"{', '.join(CHANNELS)})")
+    if lang not in LANGUAGES:
+        raise ValueError(f"unknown language {lang!r} (use one of {', '.join(LANGUAGES)})")
+    return {part: pattern.format(set=template_set, phase=phase, lang=lang)
+            for part, pattern in _NAMES[channel].items()}
+
+
+def sms_segments(text: str) -> SmsInfo:
+    """Encoding, units (septets or UTF-16 code units) and segment count of an SMS text."""
+    if all(ch in GSM7_BASIC or ch in GSM7_EXTENSION for ch in text):
+        sizes = [2 if ch in GSM7_EXTENSION else 1 for ch in text]
+        return SmsInfo("GSM-7", sum(sizes), _count_segments(sizes, 160, 153))
+    # Characters beyond the BMP (most emoji) are a UTF-16 surrogate pair: two units.
+    sizes = [2 if ord(ch) > 0xFFFF else 1 for ch in text]
+    return SmsInfo("UCS-2", sum(sizes), _count_segments(sizes, 70, 67))
+
+
+def _count_segments(sizes: Sequence[int], single: int, per_part: int) -> int:
+    total = sum(sizes)
+    if total == 0:
+        return 0
+    if total <= single:
+        return 1
+    # Senders never split an ESC pair or a surrogate pair across parts: such a character
+    # moves whole to the next part, which can add a part a plain division would miss.
+    parts, used = 1, 0
+    for size in sizes:
+        if used + size > per_part:
+            parts, used = parts + 1, 0
+        used += size
+    return parts
+
+
+class Renderer:
+    """Renders notice templates from a search path (first directory wins) in a sandbox."""
+
+    def __init__(self, search_path: Sequence[Path]) -> None:
+        self.search_path = [Path(p) for p in search_path]
+        self.env = ImmutableSandboxedEnvironment(
+            loader=FileSystemLoader([str(p) for p in self.search_path]),
+            undefined=StrictUndefined,
+            autoescape=select_autoescape(enabled_extensions=("html", "htm"),
+                                         default_for_string=False),
+            keep_trailing_newline=False,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+
+    def render_email(self, template_set: str, phase: str, lang: str,
+                     context: Mapping[str, Any]) -> RenderedEmail:
+        """Render subject, text and HTML of one email notice; TemplateInvalid on any error."""
+        names = self._names(template_set, phase, "email", lang)
+        parts: dict[str, str] = {}
+        problems: list[tuple[Location, str]] = []
+        # Render every part even after a failure so that one run reports all of them.
+        for part, name in names.items():
+            try:
+                parts[part] = self._render(name, context)
+            except TemplateInvalid as exc:
+                problems.extend(exc.problems)
+        if problems:
+            raise TemplateInvalid(f"email templates of {template_set}/{phase} ({lang}) "
+                                  "cannot be rendered", problems=problems)
+        subject = " ".join(parts["subject"].split())
+        if not subject:
+            raise TemplateInvalid(f"template {names['subject']} renders an empty subject",
+                                  problems=[(Location(file=names["subject"]), "empty subject")])
+        return RenderedEmail(subject=subject, text=parts["text"], html=parts["html"])
+
+    def render_sms(self, template_set: str, phase: str, lang: str,
+                   context: Mapping[str, Any]) -> RenderedSms:
+        """Render one SMS notice, tidy its whitespace and count its segments."""
+        name = self._names(template_set, phase, "sms", lang)["text"]
+        text = _tidy_sms(self._render(name, context))
+        if not text:
+            raise TemplateInvalid(f"template {name} renders an empty SMS",
+                                  problems=[(Location(file=name), "empty SMS text")])
+        return RenderedSms(text=text, info=sms_segments(text))
+
+    def check(self, template_set: str, phases: Iterable[str], channels: Iterable[str],
+              langs: Iterable[str], context: Mapping[str, Any]) -> list[tuple[Location, str]]:
+        """Render every phase × channel × language and collect all problems (none = good)."""
+        problems: list[tuple[Location, str]] = []
+        for phase, channel, lang in itertools.product(list(phases), list(channels),
+                                                      list(langs)):
+            try:
+                if channel == "sms":
+                    self.render_sms(template_set, phase, lang, context)
+                elif channel == "email":
+                    self.render_email(template_set, phase, lang, context)
+                else:
+                    self._names(template_set, phase, channel, lang)
+            except TemplateInvalid as exc:
+                problems.extend(exc.problems or [(Location(), exc.message)])
+        # A broken shared partial would otherwise be reported once per combination.
+        return list(dict.fromkeys(problems))
+
+    def _names(self, template_set: str, phase: str, channel: str, lang: str) -> dict[str, str]:
+        try:
+            return template_names(template_set, phase, channel, lang)
+        except ValueError as exc:
+            raise TemplateInvalid(f"cannot choose a template: {exc}",
+                                  problems=[(Location(file=template_set), str(exc))]) from None
+
+    def _render(self, name: str, context: Mapping[str, Any]) -> str:
+        try:
+            return self.env.get_template(name).render(dict(context))
+        except Exception as exc:
+            # Whatever a template does wrong (syntax, undefined name, sandbox, a filter's
+            # TypeError) is a problem of that template, reported with its file and line.
+            raise self._invalid(name, exc) from exc
+
+    def _invalid(self, name: str, exc: Exception) -> TemplateInvalid:
+        """Turn an exception raised while loading or rendering `name` into TemplateInvalid."""
+        where = ", ".join(str(p) for p in self.search_path) or "(empty search path)"
+        file, line = _template_frame(exc.__traceback__)
+        field: str | None = None
+        headline = f"template {name} cannot be rendered"
+        if isinstance(exc, jinja2.TemplateSyntaxError):
+            file, line = exc.filename or exc.name or file or name, exc.lineno
+            message = f"syntax error: {exc.message}"
+        elif isinstance(exc, jinja2.TemplateNotFound):
+            missing = exc.name if isinstance(exc.name, str) else name
+            if missing == name:
+                headline = f"template {name} not found"
+                message = f"not found in {where}"
+            else:
+                message = f"includes {missing}, which is not found in {where}"
+        elif isinstance(exc, jinja2.UndefinedError):
+            field = _undefined_name(exc.message or "")
+            message = f"undefined: {exc.message}"
+        elif isinstance(exc, SecurityError):
+            message = f"not allowed in a template: {exc}"
+        else:
+            message = f"{type(exc).__name__}: {exc}"
+        location = Location(file=file or name, line=line, field=field)
+        return TemplateInvalid(headline, problems=[(location, message)])
+
+
+def _template_frame(tb: TracebackType | None) -> tuple[str | None, int | None]:
+    """File and line of the innermost template frame of a traceback (an include's, if any)."""
+    found: tuple[str | None, int | None] = (None, None)
+    while tb is not None:
+        frame_globals = tb.tb_frame.f_globals
+        template = frame_globals.get("__jinja_template__")
+        if "__jinja_exception__" in frame_globals:
+            # Template.render rewrites the stack into fake frames that carry the template's
+            # own file name and line number.
+            found = (tb.tb_frame.f_code.co_filename, tb.tb_lineno)
+        elif isinstance(template, jinja2.Template):
+            found = (template.filename, template.get_corresponding_lineno(tb.tb_lineno))
+        tb = tb.tb_next
+    return found
+
+
+def _undefined_name(message: str) -> str | None:
+    match = _UNDEFINED_NAME.match(message) or _UNDEFINED_MEMBER.search(message)
+    if not match:
+        return None
+    return match.group("name").strip("'\"")
+
+
+def _tidy_sms(text: str) -> str:
+    # Trailing spaces and extra blank lines cost septets without showing on a phone.
+    lines = [line.rstrip() for line in re.split(r"\r\n|\r|\n", text)]
+    return _BLANK_RUNS.sub("\n\n", "\n".join(lines)).strip()

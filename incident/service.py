@@ -1,0 +1,489 @@
+"""Use cases: start, update, revise ETA, resolve, close, deliver, status, verify.
+
+Each command that changes an incident runs in one write transaction that holds the incident,
+re-reads its events, checks the transition against that fresh state, renders the notice for a
+sample customer (so a broken template records nothing), enqueues the outbox rows and appends
+the event. Sending happens afterwards, from the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection
+
+from incident.audience import AudienceLoad, Customer, load_audience, select
+from incident.channels import Channel
+from incident.channels.factory import build_channels
+from incident.delivery import DeliveryPolicy, DeliveryReport, Dispatcher, ProgressFn
+from incident.errors import AudienceInvalid, BadInput, InvalidTransition, InvalidValue, Location
+from incident.models import OPEN_STATES, Event, EventType, Phase, Status
+from incident.notices import (
+    Composer,
+    check_templates,
+    notice_context,
+    rows_for_customers,
+    rows_from_notice,
+    sender_domain,
+)
+from incident.playbooks import Playbook, find_playbook, load_playbook
+from incident.rendering import Renderer
+from incident.settings import Runtime
+from incident.state import IncidentView, apply, fold
+from incident.store import Store
+from incident.store import outbox as ob
+from incident.timeutil import parse_when, to_iso, utcnow
+
+
+@dataclass
+class NoticeResult:
+    """A recorded event and the customer notice it carries (if any)."""
+
+    incident_id: str
+    seq: int
+    phase: Phase | None
+    messages: int
+    view: IncidentView
+
+
+@dataclass
+class StartResult(NoticeResult):
+    """What `start` recorded, plus what the audience file held."""
+
+    audience_path: str = ""
+    recipients: int = 0
+    skipped_rows: list[tuple[Location, str]] = field(default_factory=list)
+
+
+@dataclass
+class DryRunPlan:
+    """What `start --dry-run` would send: counts, segments and time at the configured rates."""
+
+    playbook: Playbook
+    audience_path: str
+    recipients: int
+    messages: dict[str, dict[str, int]]  # channel -> language -> messages
+    sms: dict[str, dict[str, Any]]  # language -> {encoding, segments, chars, text}
+    estimated_seconds: dict[str, float]
+    skipped_rows: list[tuple[Location, str]]
+
+
+@dataclass
+class StatusResult:
+    """An incident's state with its delivery counts and latest permanent failures."""
+
+    view: IncidentView
+    counts: dict[str, dict[str, int]]
+    failures: list[Any]
+    now: datetime
+
+    @property
+    def update_overdue(self) -> bool:
+        """The promised next customer update is late."""
+        due = self.view.next_update_due
+        return due is not None and due < self.now
+
+    @property
+    def eta_passed(self) -> bool:
+        """The announced ETA has passed while the incident is still open."""
+        return self.view.status.is_open and self.view.eta is not None and self.view.eta < self.now
+
+
+class Service:
+    """The toolkit's use cases over one Runtime and database."""
+
+    def __init__(self, rt: Runtime, store: Store | None = None) -> None:
+        self.rt = rt
+        self._store = store
+        self.renderer = Renderer(rt.template_path)
+
+    @property
+    def store(self) -> Store:
+        """The database, opened (and migrated) on first use."""
+        if self._store is None:
+            self._store = Store.open(self.rt.db_url)
+        return self._store
+
+    # ------------------------------------------------------------------ start
+
+    def start(self, *, playbook: str, title: str, severity: str | None = None,
+              eta: str | None = None, detected_at: str | None = None,
+              affected: Sequence[str] = (), regions: Sequence[str] = (),
+              audience: str | None = None, drill: bool = False,
+              dry_run: bool = False) -> StartResult | DryRunPlan:
+        """Declare an incident from a playbook and record its first customer notice."""
+        book = load_playbook(find_playbook(playbook, self.rt.playbook_path))
+        now = utcnow()
+        if not title.strip():
+            raise InvalidValue("--title must not be empty")
+        grade = severity or book.severity.default
+        levels = [level.id for level in book.severity.levels]
+        if grade not in levels:
+            raise InvalidValue(f"--severity {grade!r} is not a grade of {book.id}",
+                               hint=f"grades: {', '.join(levels)}")
+        detected = (parse_when(detected_at, zone=self.rt.zone, now=now, future=False)
+                    if detected_at else now)
+        if detected > now + timedelta(minutes=1):
+            raise InvalidValue(f"--detected-at {detected_at!r} is in the future")
+        eta_at = self._future(eta, now, "--eta") if eta else None
+        load, customers = self._audience(book, audience, drill, regions)
+        data: dict[str, Any] = {
+            "title": title.strip(), "playbook": book.model_dump(mode="json", by_alias=True),
+            "severity": grade, "drill": drill, "detected_at": to_iso(detected),
+            "eta": to_iso(eta_at) if eta_at else None,
+            "affected": list(affected) or list(book.affected_services),
+            "regions": list(regions),
+            "audience": {"file": load.path, "rows": load.rows_read,
+                         "skipped": len(load.problems), "selected": len(customers)},
+        }
+        provisional = Event(incident_id="INC-PREVIEW", seq=1, type=EventType.DECLARED, at=now,
+                            actor=self.rt.operator, data=data, prev_hash="", hash="")
+        view = fold([provisional])
+        contexts = self._contexts(view, Phase.INITIAL, "")
+        channels = list(book.notices.channels)
+        check_templates(self.renderer, book.notices.template_set, channels, contexts)
+        if dry_run:
+            return self._plan(book, load, customers, contexts)
+        domain = sender_domain(self.rt)
+        with self.store.write() as conn:
+            incident_id = self.store.create_incident(conn, playbook_id=book.id,
+                                                     title=data["title"], drill=drill, at=now)
+            # The ids in the context are known only now.
+            real = provisional.model_copy(update={"incident_id": incident_id})
+            view = fold([real])
+            data["notice"] = self._notice(book, Phase.INITIAL, self._contexts(view, Phase.INITIAL,
+                                                                              ""), 0)
+            messages = ob.enqueue(conn, rows_for_customers(incident_id, 1, customers, channels,
+                                                           domain), now=now)
+            data["notice"]["messages"] = messages
+            data["notice"]["recipients"] = len(customers)
+            event = self.store.append(conn, incident_id, EventType.DECLARED,
+                                      actor=self.rt.operator, data=data, at=now)
+        view = fold([event])
+        return StartResult(incident_id=incident_id, seq=1, phase=Phase.INITIAL,
+                           messages=messages, view=view, audience_path=load.path,
+                           recipients=len(customers), skipped_rows=load.locations())
+
+    def _audience(self, book: Playbook, given: str | None, drill: bool,
+                  regions: Sequence[str]) -> tuple[AudienceLoad, list[Customer]]:
+        settings = self.rt.settings
+        if given:
+            path = Path(given)
+        elif drill:
+            if "drill" not in settings.audiences:
+                raise BadInput("a drill needs a drill audience",
+                               hint="add audiences: {drill: drill.csv} to incident.yaml, "
+                                    "or give --audience")
+            path = self.rt.path(settings.audiences["drill"])
+        else:
+            path = self.rt.path(settings.audiences[settings.default_audience])
+        load = load_audience(path, default_language=settings.default_language,
+                             default_region=settings.phone_region)
+        wanted = book.audience
+        customers = select(load.customers, products=wanted.products,
+                           regions=[*wanted.regions, *regions], branches=wanted.branches,
+                           segments=wanted.segments)
+        if drill and not given:
+            customers = list(load.customers)  # a drill audience is staff: everyone in it
+        if not customers:
+            raise AudienceInvalid(
+                f"no customer in {path} matches the playbook's audience filter"
+                + (f" and --region {', '.join(regions)}" if regions else ""),
+                problems=[(Location(str(path)), f"{len(load.customers)} valid rows, 0 selected")],
+                hint="check --region and the playbook's audience: section")
+        return load, customers
+
+    def _plan(self, book: Playbook, load: AudienceLoad, customers: list[Customer],
+              contexts: dict[str, dict[str, Any]]) -> DryRunPlan:
+        messages: dict[str, Counter[str]] = {}
+        for customer in customers:
+            for channel in book.notices.channels:
+                if (customer.email if channel == "email" else customer.phone):
+                    messages.setdefault(channel, Counter())[customer.language] += 1
+        sms: dict[str, dict[str, Any]] = {}
+        segments = 0
+        for lang, context in contexts.items():
+            rendered = self.renderer.render_sms(book.notices.template_set, "initial", lang,
+                                                {**context, "customer": {"name": "-", "ref": "-"}})
+            sms[lang] = {"encoding": rendered.info.encoding, "segments": rendered.info.segments,
+                         "units": rendered.info.units, "text": rendered.text}
+            segments += rendered.info.segments * messages.get("sms", Counter())[lang]
+        channels = self.rt.settings.channels
+        estimate = {"email": sum(messages.get("email", Counter()).values()) / channels.email.rate,
+                    "sms": segments / channels.sms.rate}
+        return DryRunPlan(playbook=book, audience_path=load.path, recipients=len(customers),
+                          messages={k: dict(v) for k, v in messages.items()}, sms=sms,
+                          estimated_seconds=estimate, skipped_rows=load.locations())
+
+    # ------------------------------------------------------------------ later notices
+
+    def update(self, ref: str, *, message: str, message_zh: str | None = None,
+               eta: str | None = None, status: str | None = None,
+               internal: bool = False) -> NoticeResult:
+        """Record a progress update; unless internal, customers get an update notice."""
+        if not message.strip():
+            raise InvalidValue("--message must not be empty")
+        new_status = None
+        if status:
+            try:
+                new_status = Status(status)
+            except ValueError:
+                raise InvalidValue(f"--status {status!r} is not one of "
+                                   "investigating, identified, monitoring") from None
+            if new_status not in OPEN_STATES:
+                command = "resolve" if new_status is Status.RESOLVED else "close"
+                raise InvalidTransition(f"--status {status} is not an update: "
+                                        f"use `incident {command}`")
+
+        def build(view: IncidentView, now: datetime) -> dict[str, Any]:
+            data: dict[str, Any] = {"message": message.strip(), "internal": internal}
+            if message_zh:
+                data["message_zh"] = message_zh.strip()
+            if new_status and new_status != view.status:
+                data["status"] = new_status.value
+            if eta:
+                data["eta"] = to_iso(self._future(eta, now, "--eta"))
+            return data
+
+        return self._record(ref, EventType.UPDATED, None if internal else Phase.UPDATE, build,
+                            allowed=OPEN_STATES, verb="update")
+
+    def revise_eta(self, ref: str, *, when: str, reason: str) -> NoticeResult:
+        """Announce a changed estimated recovery time, with the reason."""
+        if not reason.strip():
+            raise InvalidValue("--reason must not be empty: customers are told why the ETA moved")
+
+        def build(view: IncidentView, now: datetime) -> dict[str, Any]:
+            new = self._future(when, now, "WHEN")
+            return {"eta": to_iso(new), "previous": to_iso(view.eta) if view.eta else None,
+                    "reason": reason.strip(), "message": reason.strip()}
+
+        return self._record(ref, EventType.ETA_REVISED, Phase.ETA_CHANGED, build,
+                            allowed=OPEN_STATES, verb="revise the ETA of")
+
+    def resolve(self, ref: str, *, message: str, message_zh: str | None = None,
+                at: str | None = None) -> NoticeResult:
+        """Declare service restored and send the recovery notice that closes the loop."""
+        if not message.strip():
+            raise InvalidValue("--message must not be empty")
+
+        def build(view: IncidentView, now: datetime) -> dict[str, Any]:
+            when = parse_when(at, zone=self.rt.zone, now=now, future=False) if at else now
+            if when < view.detected_at:
+                raise InvalidValue(f"--at {at!r} is before the incident was detected")
+            data: dict[str, Any] = {"message": message.strip(), "resolved_at": to_iso(when)}
+            if message_zh:
+                data["message_zh"] = message_zh.strip()
+            return data
+
+        return self._record(ref, EventType.RESOLVED, Phase.RESOLVED, build,
+                            allowed=OPEN_STATES, verb="resolve")
+
+    def close(self, ref: str) -> NoticeResult:
+        """Close a resolved incident; its record is then final."""
+        return self._record(ref, EventType.CLOSED, None, lambda view, now: {},
+                            allowed={Status.RESOLVED}, verb="close")
+
+    def _record(self, ref: str, type: EventType, phase: Phase | None,
+                build: Any, *, allowed: set[Status] | frozenset[Status],
+                verb: str) -> NoticeResult:
+        incident_id = self.store.resolve_id(ref)
+        now = utcnow()
+        domain = sender_domain(self.rt)
+        with self.store.write() as conn:
+            seq = self._lock_next_seq(conn, incident_id)
+            view = fold(self.store.events(incident_id, conn))
+            if view.status not in allowed:
+                raise InvalidTransition(
+                    f"cannot {verb} {incident_id}: it is {view.status.value}",
+                    hint=_transition_hint(view.status))
+            data = build(view, now)
+            messages = 0
+            if phase is not None:
+                book = view.playbook
+                provisional = Event(incident_id=incident_id, seq=seq, type=type, at=now,
+                                    actor=self.rt.operator,
+                                    data={**data, "notice": _placeholder(phase)},
+                                    prev_hash="", hash="")
+                after = _copy_view(view)
+                apply(after, provisional)
+                contexts = self._contexts(after, phase, data.get("message", ""),
+                                          data.get("message_zh"))
+                check_templates(self.renderer, book.notices.template_set,
+                                list(book.notices.channels), contexts)
+                first = view.notices[0].seq if view.notices else 1
+                messages = ob.enqueue(conn, rows_from_notice(conn, incident_id, first, seq,
+                                                             domain), now=now)
+                data["notice"] = self._notice(book, phase, contexts, messages)
+                data["notice"]["recipients"] = view.notices[0].recipients if view.notices else 0
+            event = self.store.append(conn, incident_id, type, actor=self.rt.operator,
+                                      data=data, at=now)
+            apply(view, event)
+        return NoticeResult(incident_id=incident_id, seq=event.seq, phase=phase,
+                            messages=messages, view=view)
+
+    def _lock_next_seq(self, conn: Connection, incident_id: str) -> int:
+        self.store.lock_incident(conn, incident_id)
+        return len(self.store.events(incident_id, conn)) + 1
+
+    def _contexts(self, view: IncidentView, phase: Phase, message: str,
+                  message_zh: str | None = None) -> dict[str, dict[str, Any]]:
+        return {lang: notice_context(self.rt, view, phase=phase, lang=lang,
+                                     message=(message_zh if lang == "zh-CN" and message_zh
+                                              else message))
+                for lang in self.rt.settings.languages}
+
+    @staticmethod
+    def _notice(book: Playbook, phase: Phase, contexts: dict[str, dict[str, Any]],
+                messages: int) -> dict[str, Any]:
+        return {"phase": phase.value, "template_set": book.notices.template_set,
+                "channels": list(book.notices.channels), "context": contexts,
+                "messages": messages, "recipients": 0}
+
+    def _future(self, text: str, now: datetime, option: str) -> datetime:
+        value = parse_when(text, zone=self.rt.zone, now=now, future=True)
+        if value <= now:
+            raise InvalidValue(f"{option} {text!r} is not in the future")
+        return value
+
+    # ------------------------------------------------------------------ reading
+
+    def view(self, ref: str) -> IncidentView:
+        """The current state of one incident."""
+        return fold(self.store.events(self.store.resolve_id(ref)))
+
+    def status(self, ref: str) -> StatusResult:
+        """State, ETA, cadence, delivery counts and recent failures of one incident."""
+        view = self.view(ref)
+        with self.store.read() as conn:
+            counts = ob.counts(conn, view.id)
+            failures = ob.failures(conn, view.id, limit=10)
+        return StatusResult(view=view, counts=counts, failures=failures, now=utcnow())
+
+    def incidents(self, *, include_closed: bool = False) -> list[StatusResult]:
+        """Open incidents (or all), newest first, each with its delivery counts."""
+        out = []
+        with self.store.read() as conn:
+            all_counts = {row.id: ob.counts(conn, row.id) for row in self.store.incidents()}
+        now = utcnow()
+        for row in self.store.incidents():
+            view = fold(self.store.events(row.id))
+            if include_closed or view.status is not Status.CLOSED:
+                out.append(StatusResult(view=view, counts=all_counts.get(row.id, {}),
+                                        failures=[], now=now))
+        return out
+
+    def timeline(self, ref: str) -> tuple[IncidentView, list[Event]]:
+        """Every event of an incident, in order."""
+        incident_id = self.store.resolve_id(ref)
+        events = self.store.events(incident_id)
+        return fold(events), events
+
+    def verify(self, ref: str | None = None) -> dict[str, list[str]]:
+        """Recompute the event chain of one incident or of all; problems by incident."""
+        ids = [self.store.resolve_id(ref)] if ref else [r.id for r in self.store.incidents()]
+        return {incident_id: self.store.verify(incident_id) for incident_id in ids}
+
+    # ------------------------------------------------------------------ delivery
+
+    def deliver(self, ref: str | None = None, *, progress: ProgressFn | None = None,
+                policy: DeliveryPolicy | None = None,
+                channels: dict[str, Channel] | None = None) -> DeliveryReport:
+        """Send what is pending (for one incident or all), resuming after any crash."""
+        incident_id = self.store.resolve_id(ref) if ref else None
+        composer = Composer(self.rt, self.renderer, {})
+        dispatcher = Dispatcher(self.store, composer, channels or build_channels(self.rt),
+                                policy=policy)
+        return asyncio.run(dispatcher.run(incident_id=incident_id, progress=progress))
+
+    def failed_deliveries(self, ref: str) -> list[Any]:
+        """Every permanently failed delivery of an incident."""
+        with self.store.read() as conn:
+            return ob.failures(conn, self.store.resolve_id(ref))
+
+
+def _placeholder(phase: Phase) -> dict[str, Any]:
+    return {"phase": phase.value, "messages": 0, "recipients": 0}
+
+
+def _copy_view(view: IncidentView) -> IncidentView:
+    from copy import deepcopy
+
+    return deepcopy(view)
+
+
+def _transition_hint(status: Status) -> str:
+    if status is Status.RESOLVED:
+        return "it is resolved: the next step is `incident close ID`"
+    if status is Status.CLOSED:
+        return "it is closed: its record is final; start a new incident if the problem is back"
+    return "it is still open: resolve it first with `incident resolve ID --message ...`"
+
+
+# ---------------------------------------------------------------------- playbook checks
+
+
+@dataclass
+class PlaybookCheck:
+    """The result of validating one playbook file and rendering all its notices."""
+
+    path: str
+    playbook: Playbook | None
+    problems: list[tuple[Location, str]]
+    sms: dict[str, dict[str, int | str]]  # "phase/lang" -> encoding, units, segments
+
+
+def sample_view(playbook: Playbook, phase: Phase, *, now: datetime) -> IncidentView:
+    """A plausible incident at `phase`, to render templates with sample data."""
+    data = {"title": "Sample: service disruption", "severity": playbook.severity.default,
+            "playbook": playbook.model_dump(mode="json", by_alias=True), "drill": False,
+            "detected_at": to_iso(now - timedelta(minutes=20)),
+            "eta": to_iso(now + timedelta(hours=2)), "affected": playbook.affected_services,
+            "regions": ["guangdong"], "audience": {}}
+    events = [Event(incident_id="INC-20261124-A1B2C3", seq=1, type=EventType.DECLARED, at=now,
+                    actor="sample", data=data, prev_hash="", hash="")]
+    if phase is Phase.ETA_CHANGED:
+        events.append(events[0].model_copy(update={
+            "seq": 2, "type": EventType.ETA_REVISED,
+            "data": {"eta": to_iso(now + timedelta(hours=3)),
+                     "reason": "Data checks take longer"}}))
+    if phase is Phase.RESOLVED:
+        events.append(events[0].model_copy(update={
+            "seq": 2, "type": EventType.RESOLVED,
+            "data": {"resolved_at": to_iso(now + timedelta(hours=1)), "message": "Restored"}}))
+    return fold(events)
+
+
+def check_playbook(rt: Runtime, renderer: Renderer, path: Path) -> PlaybookCheck:
+    """Validate one playbook and render every phase × channel × language with sample data."""
+    from incident.errors import PlaybookInvalid, PlaybookNotFound
+    from incident.notices import SAMPLE_CUSTOMER
+
+    try:
+        book = load_playbook(path)
+    except (PlaybookInvalid, PlaybookNotFound) as exc:
+        return PlaybookCheck(str(path), None, exc.problems or [(Location(str(path)), exc.message)],
+                             {})
+    problems: list[tuple[Location, str]] = []
+    sms: dict[str, dict[str, int | str]] = {}
+    now = utcnow()
+    for phase in book.notices.phases:
+        view = sample_view(book, phase, now=now)
+        for lang in rt.settings.languages:
+            context = {**notice_context(rt, view, phase=phase, lang=lang,
+                                        message="Engineers are switching to the backup system"),
+                       "customer": SAMPLE_CUSTOMER}
+            problems += renderer.check(book.notices.template_set, [phase.value],
+                                       book.notices.channels, [lang], context)
+            if "sms" in book.notices.channels and not problems:
+                info = renderer.render_sms(book.notices.template_set, phase.value, lang,
+                                           context).info
+                sms[f"{phase.value}/{lang}"] = {"encoding": info.encoding, "units": info.units,
+                                                "segments": info.segments}
+    return PlaybookCheck(str(path), book, list(dict.fromkeys(problems)), sms)

@@ -1,0 +1,237 @@
+"""`incident.yaml` + environment → validated `Settings`. Secrets come only from the environment."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import Field, field_validator, model_validator
+
+from incident.errors import ConfigInvalid
+from incident.models import Strict, Text
+from incident.resources import shipped
+from incident.timeutil import get_zone
+from incident.yamlfile import parse_model
+
+Language = Literal["zh-CN", "en"]
+LANGUAGES: tuple[Language, ...] = ("zh-CN", "en")
+CONFIG_NAME = "incident.yaml"
+
+
+class Organisation(Strict):
+    """Who the notices come from."""
+
+    name: Text
+    hotline: str = Field(min_length=1)
+    website: str = ""
+
+
+class SmtpSettings(Strict):
+    """An SMTP relay; the password is read from the environment variable `password_env`."""
+
+    host: str
+    port: int = Field(default=587, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password_env: str = "INCIDENT_SMTP_PASSWORD"
+    timeout: float = Field(default=30.0, gt=0)
+    connections: int = Field(default=4, ge=1, le=64)
+
+
+class EmailSettings(Strict):
+    """The email channel."""
+
+    transport: Literal["file", "smtp"] = "file"
+    sender: Text = Field(alias="from")
+    reply_to: Text | None = None
+    rate: float = Field(default=50.0, gt=0, description="messages per second")
+    smtp: SmtpSettings | None = None
+
+    @model_validator(mode="after")
+    def _smtp_needs_relay(self) -> EmailSettings:
+        if self.transport == "smtp" and self.smtp is None:
+            raise ValueError("transport smtp needs an smtp: section (host, port, security)")
+        return self
+
+
+class TwilioSettings(Strict):
+    """Twilio (or a Twilio-compatible gateway); SID and token come from the environment."""
+
+    from_number: str | None = None
+    messaging_service_sid: str | None = None
+    api_base_url: str = "https://api.twilio.com"
+
+    @model_validator(mode="after")
+    def _one_sender(self) -> TwilioSettings:
+        if not (self.from_number or self.messaging_service_sid):
+            raise ValueError("give from_number or messaging_service_sid")
+        return self
+
+
+class SmsSettings(Strict):
+    """The SMS channel; its rate is counted in segments per second."""
+
+    transport: Literal["file", "twilio"] = "file"
+    rate: float = Field(default=10.0, gt=0, description="segments per second")
+    twilio: TwilioSettings | None = None
+
+    @model_validator(mode="after")
+    def _twilio_needs_sender(self) -> SmsSettings:
+        if self.transport == "twilio" and self.twilio is None:
+            raise ValueError(
+                "transport twilio needs a twilio: section (from_number or messaging_service_sid)"
+            )
+        return self
+
+
+class Channels(Strict):
+    """Customer channels and where the `file` transport writes."""
+
+    email: EmailSettings
+    sms: SmsSettings = Field(default_factory=SmsSettings)
+    outbox_dir: str = "outbox"
+
+
+class Party(Strict):
+    """An internal department or outside body to coordinate with."""
+
+    name: Text
+    email: str | None = None
+    phone: str | None = None
+    webhook: str | None = None
+    language: Language = "zh-CN"
+
+
+class Operator(Strict):
+    """A person allowed to run incidents, with their incident-command role."""
+
+    id: str
+    name: str
+    role: str = "commander"
+
+
+class Settings(Strict):
+    """The validated contents of incident.yaml."""
+
+    organisation: Organisation
+    timezone: str = "Asia/Shanghai"
+    languages: list[Language] = Field(default_factory=lambda: list(LANGUAGES), min_length=1)
+    default_language: Language = "zh-CN"
+    database: str | None = None
+    playbooks_dir: str = "playbooks"
+    templates_dir: str = "templates"
+    audiences: dict[str, str] = Field(default_factory=lambda: {"customers": "customers.csv"})
+    default_audience: str = "customers"
+    phone_region: str = Field(default="CN", pattern=r"^[A-Z]{2}$")
+    channels: Channels
+    parties: dict[str, Party] = Field(default_factory=dict)
+    operators: list[Operator] = Field(default_factory=list)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        get_zone(value)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.default_language not in self.languages:
+            raise ValueError(f"default_language {self.default_language} is not in languages")
+        if self.default_audience not in self.audiences:
+            raise ValueError(f"default_audience {self.default_audience!r} is not in audiences")
+        return self
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Settings plus everything resolved at start-up: paths, database URL, operator, zone."""
+
+    settings: Settings
+    config_path: Path | None
+    base_dir: Path
+    db_url: str
+    operator: str
+    zone: ZoneInfo
+
+    def path(self, value: str) -> Path:
+        """A path from the config, relative to the config file's folder."""
+        candidate = Path(value).expanduser()
+        return candidate if candidate.is_absolute() else self.base_dir / candidate
+
+    @property
+    def playbook_path(self) -> list[Path]:
+        """Where playbooks are looked up: the local folder first, then the shipped ones."""
+        return [self.path(self.settings.playbooks_dir), shipped("playbooks")]
+
+    @property
+    def template_path(self) -> list[Path]:
+        """Where templates are looked up: the local folder first, then the shipped ones."""
+        return [self.path(self.settings.templates_dir), shipped("templates")]
+
+    @property
+    def outbox_dir(self) -> Path:
+        """Folder of the `file` transport."""
+        return self.path(self.settings.channels.outbox_dir)
+
+
+def example_config_text() -> str:
+    """The documented example configuration shipped with the package."""
+    return shipped("incident.yaml.example").read_text(encoding="utf-8")
+
+
+def parse_settings(text: str, *, source: str) -> Settings:
+    """Validate incident.yaml text."""
+    return parse_model(text, Settings, source=source, what="config", error=ConfigInvalid)
+
+
+def load_runtime(config: str | None, *, db: str | None = None, operator: str | None = None,
+                 env: Mapping[str, str] | None = None) -> Runtime:
+    """Build the Runtime from --config/--db/--as, the environment, and the config file.
+
+    Without an explicit config and with no ./incident.yaml, the shipped example (SQLite,
+    file channel, no credentials) is used with the current folder as base.
+    """
+    env = os.environ if env is None else env
+    explicit = config or env.get("INCIDENT_CONFIG")
+    path = Path(explicit or CONFIG_NAME).expanduser()
+    if path.is_dir():
+        path = path / CONFIG_NAME
+    if path.exists():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigInvalid(f"cannot read config {path}: {exc}") from None
+        settings = parse_settings(text, source=str(path))
+        config_path: Path | None = path.resolve()
+        base_dir = path.resolve().parent
+    elif explicit:
+        raise ConfigInvalid(f"no config file {path}", hint="create one with: incident init")
+    else:
+        settings = parse_settings(example_config_text(), source="built-in defaults")
+        config_path, base_dir = None, Path.cwd()
+    db_url = db or env.get("INCIDENT_DB") or settings.database or "incident.db"
+    if "://" not in db_url:
+        db_file = Path(db_url).expanduser()
+        db_url = f"sqlite:///{db_file if db_file.is_absolute() else base_dir / db_file}"
+    who = operator or env.get("INCIDENT_OPERATOR") or _os_user()
+    return Runtime(settings=settings, config_path=config_path, base_dir=base_dir,
+                   db_url=db_url, operator=who, zone=get_zone(settings.timezone))
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def secret(env_name: str, env: Mapping[str, str] | None = None) -> str | None:
+    """Read a secret from the environment (never from a file, never printed)."""
+    env = os.environ if env is None else env
+    value = env.get(env_name)
+    return value or None

@@ -1,0 +1,181 @@
+"""The outbox: one row per recipient × channel × notice; claim, mark, count."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, or_, select, update
+
+from incident.models import DeliveryState
+from incident.store import schema
+from incident.store.events import as_utc
+
+
+def idempotency_key(incident_id: str, notice_seq: int, recipient_ref: str, channel: str) -> str:
+    """Stable key of one message, the same on every retry and every worker."""
+    raw = f"{incident_id}\x1f{notice_seq}\x1f{recipient_ref}\x1f{channel}"
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
+
+def worker_name() -> str:
+    """Identifies this process in claims, so a dead one's claims can be taken back."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """A claimed outbox row, with what a channel needs to send it."""
+
+    id: int
+    incident_id: str
+    notice_seq: int
+    channel: str
+    recipient_ref: str
+    recipient_name: str
+    address: str
+    language: str
+    priority: int
+    attempts: int
+    message_id: str
+    idempotency_key: str
+
+
+def _db_time(conn: Connection, value: datetime) -> datetime:
+    value = as_utc(value)
+    return value.replace(tzinfo=None) if conn.dialect.name == "sqlite" else value
+
+
+def enqueue(conn: Connection, rows: Iterable[dict[str, Any]], *, now: datetime,
+            chunk: int = 2000) -> int:
+    """Insert outbox rows (pending) in chunks; return how many."""
+    stamp = _db_time(conn, now)
+    total = 0
+    batch: list[dict[str, Any]] = []
+    for row in rows:
+        batch.append({**row, "state": DeliveryState.PENDING.value, "attempts": 0,
+                      "created_at": stamp, "next_attempt_at": stamp})
+        if len(batch) >= chunk:
+            conn.execute(schema.outbox.insert(), batch)
+            total += len(batch)
+            batch = []
+    if batch:
+        conn.execute(schema.outbox.insert(), batch)
+        total += len(batch)
+    return total
+
+
+def claim(conn: Connection, *, worker: str, now: datetime, limit: int,
+          incident_id: str | None = None, channels: Sequence[str] | None = None,
+          stale_after: timedelta = timedelta(minutes=5)) -> list[OutboxRow]:
+    """Claim up to `limit` due rows, urgent first; also take back stale claims of dead workers.
+
+    The caller's transaction is a write transaction: IMMEDIATE on SQLite (one claimer at a
+    time), and on PostgreSQL the rows are locked with SKIP LOCKED so workers never share one.
+    """
+    o = schema.outbox
+    due = and_(o.c.state == DeliveryState.PENDING.value,
+               o.c.next_attempt_at <= _db_time(conn, now))
+    stale = and_(o.c.state == DeliveryState.SENDING.value,
+                 o.c.claimed_at < _db_time(conn, now - stale_after))
+    conditions = [or_(due, stale)]
+    if incident_id is not None:
+        conditions.append(o.c.incident_id == incident_id)
+    if channels:
+        conditions.append(o.c.channel.in_(list(channels)))
+    query = select(o).where(*conditions).order_by(o.c.priority, o.c.id).limit(limit)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    rows = conn.execute(query).all()
+    if not rows:
+        return []
+    ids = [r.id for r in rows]
+    conn.execute(update(o).where(o.c.id.in_(ids)).values(
+        state=DeliveryState.SENDING.value, claimed_by=worker,
+        claimed_at=_db_time(conn, now), attempts=o.c.attempts + 1))
+    return [OutboxRow(id=r.id, incident_id=r.incident_id, notice_seq=r.notice_seq,
+                      channel=r.channel, recipient_ref=r.recipient_ref,
+                      recipient_name=r.recipient_name, address=r.address, language=r.language,
+                      priority=r.priority, attempts=r.attempts + 1, message_id=r.message_id,
+                      idempotency_key=r.idempotency_key) for r in rows]
+
+
+def release_dead_claims(conn: Connection, *, alive: Iterable[str], host: str) -> int:
+    """Return to pending the rows this host's dead processes had claimed (after a crash)."""
+    o = schema.outbox
+    keep = list(alive)
+    query = update(o).where(o.c.state == DeliveryState.SENDING.value,
+                            o.c.claimed_by.like(f"{host}:%"))
+    if keep:
+        query = query.where(o.c.claimed_by.not_in(keep))
+    result = conn.execute(query.values(state=DeliveryState.PENDING.value, claimed_by=None))
+    return result.rowcount or 0
+
+
+def claimed_workers(conn: Connection, host: str) -> list[str]:
+    """Workers of `host` that hold claims."""
+    o = schema.outbox
+    return list(conn.execute(select(o.c.claimed_by).distinct().where(
+        o.c.state == DeliveryState.SENDING.value, o.c.claimed_by.like(f"{host}:%"))).scalars())
+
+
+def mark_sent(conn: Connection, results: Sequence[tuple[int, str | None]], *,
+              now: datetime) -> None:
+    """Mark rows sent with their provider references."""
+    o = schema.outbox
+    for row_id, ref in results:
+        conn.execute(update(o).where(o.c.id == row_id).values(
+            state=DeliveryState.SENT.value, sent_at=_db_time(conn, now), provider_ref=ref,
+            last_error=None, error_code=None, claimed_by=None))
+
+
+def mark_retry(conn: Connection, row_id: int, *, error: str, code: str | None,
+               at: datetime, attempts: int | None = None) -> None:
+    """Put a row back to pending after a temporary failure, due again at `at`.
+
+    `attempts` resets the count when the row was claimed but never tried (interrupted).
+    """
+    o = schema.outbox
+    values: dict[str, Any] = {"state": DeliveryState.PENDING.value, "last_error": error,
+                              "error_code": code, "next_attempt_at": _db_time(conn, at),
+                              "claimed_by": None}
+    if attempts is not None:
+        values["attempts"] = attempts
+    conn.execute(update(o).where(o.c.id == row_id).values(**values))
+
+
+def mark_failed(conn: Connection, row_id: int, *, error: str, code: str | None) -> None:
+    """Record a permanent failure; the row is never retried."""
+    o = schema.outbox
+    conn.execute(update(o).where(o.c.id == row_id).values(
+        state=DeliveryState.FAILED.value, last_error=error, error_code=code, claimed_by=None))
+
+
+def counts(conn: Connection, incident_id: str | None = None) -> dict[str, dict[str, int]]:
+    """Delivery counts by channel and state (SQL aggregate)."""
+    o = schema.outbox
+    query = select(o.c.channel, o.c.state, func.count()).group_by(o.c.channel, o.c.state)
+    if incident_id is not None:
+        query = query.where(o.c.incident_id == incident_id)
+    out: dict[str, dict[str, int]] = defaultdict(dict)
+    for channel, state, n in conn.execute(query):
+        out[channel][state] = n
+    return dict(out)
+
+
+def failures(conn: Connection, incident_id: str, *, limit: int | None = None) -> list[Any]:
+    """Permanently failed rows of an incident, newest notice first."""
+    o = schema.outbox
+    query = (select(o.c.notice_seq, o.c.channel, o.c.recipient_ref, o.c.recipient_name,
+                    o.c.address, o.c.error_code, o.c.last_error, o.c.attempts)
+             .where(o.c.incident_id == incident_id, o.c.state == DeliveryState.FAILED.value)
+             .order_by(o.c.notice_seq.desc(), o.c.id))
+    if limit:
+        query = query.limit(limit)
+    return list(conn.execute(query).all())

@@ -1,0 +1,66 @@
+"""Safe YAML loading into pydantic models, with errors naming file, line and field."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from incident.errors import BadInput, Location
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _line_map(node: yaml.Node, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], int]]:
+    """Yield (path, 1-based line) for every node of a composed YAML document."""
+    yield path, node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            yield (*path, key), key_node.start_mark.line + 1
+            for sub_path, line in _line_map(value_node, (*path, key)):
+                if sub_path != (*path, key):
+                    yield sub_path, line
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            yield from _line_map(item, (*path, index))
+
+
+def _locate(lines: dict[tuple[Any, ...], int], loc: Sequence[Any]) -> int | None:
+    """Line of the deepest existing prefix of a pydantic error location."""
+    path = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
+    for end in range(len(path), -1, -1):
+        if path[:end] in lines:
+            return lines[path[:end]]
+    return None
+
+
+def parse_model(text: str, model: type[M], *, source: str, what: str,
+                error: type[BadInput]) -> M:
+    """Parse YAML `text` (safe loader) and validate it as `model`; raise `error` with locations."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise error(f"{what} {source} is not valid YAML",
+                    problems=[(Location(source, line), str(problem))]) from None
+    if not isinstance(data, dict) or node is None:
+        raise error(f"{what} {source} must be a mapping of keys",
+                    problems=[(Location(source, 1), "expected a mapping (key: value lines)")])
+    lines = dict(_line_map(node))
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or None
+            message = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                message = "unknown key (misspelt?)"
+            problems.append((Location(source, _locate(lines, err["loc"]), field), message))
+        raise error(f"{what} {source} has {len(problems)} error(s)", problems=problems) from None
