@@ -468,7 +468,7 @@ def check_playbook(rt: Runtime, renderer: Renderer, path: Path) -> PlaybookCheck
     try:
         book = load_playbook(path)
     except (PlaybookInvalid, PlaybookNotFound) as exc:
-        return PlaybookCheck(str(path), None, exc.problems or [(Location(str(path)), exc.message)],
+        return PlaybookCheck(str(path), None, [(Location(str(path)), exc.message), *exc.problems],
                              {})
     problems: list[tuple[Location, str]] = []
     sms: dict[str, dict[str, int | str]] = {}

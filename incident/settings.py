@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import Field, field_validator, model_validator
 
-from incident.errors import ConfigInvalid
+from incident.errors import ConfigInvalid, InvalidValue
 from incident.models import Strict, Text
 from incident.resources import shipped
 from incident.timeutil import get_zone
@@ -135,7 +135,10 @@ class Settings(Strict):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        get_zone(value)
+        try:
+            get_zone(value)
+        except InvalidValue as exc:
+            raise ValueError(f"{exc.message} (use an IANA name such as Asia/Shanghai)") from None
         return value
 
     @model_validator(mode="after")

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,11 +34,15 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             url = url.set(drivername="postgresql+psycopg")
         yield url.render_as_string(hide_password=False)
         return
-    server = servers.start_postgres(tmp_path_factory.mktemp("postgres"))
+    # Not under pytest's basetemp: every pytest session resets /tmp/pytest-of-<user> to 0700,
+    # which would cut the `postgres` user off from a data directory inside it mid-run.
+    base = Path(tempfile.mkdtemp(prefix="incident-pg-"))
+    server = servers.start_postgres(base)
     try:
         yield server.url
     finally:
         server.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

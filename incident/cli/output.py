@@ -29,8 +29,9 @@ class Output:
     def __init__(self, *, as_json: bool) -> None:
         self.as_json = as_json
         self.zone: ZoneInfo | None = None
-        self.console = Console(highlight=False, soft_wrap=False)
-        self.err = Console(stderr=True, highlight=False)
+        # soft_wrap: a message is never broken mid-path; scripts grep these lines.
+        self.console = Console(highlight=False, soft_wrap=True)
+        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
 
     # ---------------------------------------------------------------- plain output
 
@@ -71,8 +72,9 @@ class Output:
         if self.as_json:
             return
         table = Table(title=title, title_justify="left", header_style="bold")
-        for column in columns:
-            table.add_column(column)
+        for index, column in enumerate(columns):
+            # The first column is an identifier: never wrap or truncate it.
+            table.add_column(column, no_wrap=index == 0, min_width=len(column))
         for row in rows:
             # Plain strings are data (titles, names, messages): never parsed as markup.
             table.add_row(*[cell if isinstance(cell, Text) else Text(str(cell)) for cell in row])

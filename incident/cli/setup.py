@@ -73,21 +73,23 @@ def list_playbooks(app: App) -> None:
         try:
             book = load_playbook(path)
         except BadInput as exc:
-            rows.append([stem, "[invalid]", exc.message, "", "", str(path)])
+            rows.append([stem, "INVALID", exc.message, "", "", ""])
             data.append({"name": stem, "path": str(path), "error": exc.message})
             continue
         first = format_duration(book.principles.fast_response.first_notice_within)
         cadence = format_duration(book.principles.transparency.update_every)
-        rows.append([book.id, book.kind.value, f"{book.name.zh_CN} / {book.name.en}",
-                     ",".join(level.id for level in book.severity.levels),
-                     f"first notice {first}, updates every {cadence}", str(path)])
+        rows.append([book.id, book.kind.value.replace("_", " "),
+                     f"{book.name.zh_CN}\n{book.name.en}",
+                     "/".join(level.id for level in book.severity.levels), first, cadence])
         data.append({"name": book.id, "path": str(path), "kind": book.kind.value,
                      "title": {"zh-CN": book.name.zh_CN, "en": book.name.en},
                      "grades": [level.id for level in book.severity.levels]})
     if app.out.as_json:
         app.out.json(data)
     else:
-        app.out.table(None, ["playbook", "kind", "name", "grades", "deadlines", "file"], rows)
+        app.out.table(None, ["playbook", "kind", "name", "grades", "first notice", "updates"],
+                      rows)
+        app.out.next("incident playbooks show NAME", "incident playbooks validate")
 
 
 @playbooks.command()

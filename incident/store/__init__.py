@@ -64,9 +64,11 @@ class Store:
                 conn.info["write"] = True
                 with conn.begin():
                     yield conn
+        except IntegrityError as exc:
+            # Another writer got there first (the locks make this rare): nothing was recorded.
+            raise StorageError(f"conflicting write, nothing was recorded: {exc.orig}",
+                               hint="run the command again") from exc
         except (OperationalError, DBAPIError) as exc:
-            if isinstance(exc, IntegrityError):
-                raise
             raise StorageError(f"database error, nothing was recorded: {exc.orig}",
                                hint="check the database is reachable and not read-only") from exc
 
