@@ -78,6 +78,7 @@ class DeliveryReport:
     interrupted: bool
     counts: dict[str, dict[str, int]]
     elapsed: float
+    fatal: str | None = None  # why sending stopped early (e.g. the relay refused our login)
 
 
 @dataclass
@@ -149,6 +150,7 @@ class Dispatcher:
         self.recover()
         tally = Tally(total=self.pending(incident_id))
         interrupted = False
+        fatal: str | None = None
         deadline = time.monotonic() + wait_budget
         try:
             while True:
@@ -159,6 +161,9 @@ class Dispatcher:
                                     stale_after=self.policy.stale_claim)
                 if rows:
                     await self._send_batch(rows, tally, progress)
+                    fatal = self._fatal()
+                    if fatal:
+                        break
                     deadline = time.monotonic() + wait_budget
                     continue
                 due = self._next_due(incident_id)
@@ -177,7 +182,14 @@ class Dispatcher:
             counts = ob.counts(conn, incident_id)
         return DeliveryReport(sent=tally.sent, failed=tally.failed,
                               pending=self.pending(incident_id), interrupted=interrupted,
-                              counts=counts, elapsed=time.monotonic() - tally.started)
+                              counts=counts, elapsed=time.monotonic() - tally.started,
+                              fatal=fatal)
+
+    def _fatal(self) -> str | None:
+        for name, channel in self.channels.items():
+            if channel.fatal:
+                return f"{name}: {channel.fatal}"
+        return None
 
     async def _send_batch(self, rows: list[ob.OutboxRow], tally: Tally,
                           progress: ProgressFn | None) -> None:

@@ -79,7 +79,12 @@ def notice_context(rt: Runtime, view: IncidentView, *, phase: Phase, message: st
     }
 
 
-SAMPLE_CUSTOMER = {"name": "张伟 Zhang Wei", "ref": "C-SAMPLE"}
+# Sample data per language, so that `playbooks validate` shows the segments a real SMS takes
+# (a Chinese name in an English SMS would make it UCS-2).
+SAMPLE_CUSTOMER = {"zh-CN": {"name": "张伟", "ref": "C-SAMPLE"},
+                   "en": {"name": "Wei Zhang", "ref": "C-SAMPLE"}}
+SAMPLE_MESSAGE = {"zh-CN": "技术人员正在切换至备用系统",
+                  "en": "Engineers are switching to the backup system"}
 
 
 def check_templates(renderer: Renderer, template_set: str, channels: Sequence[str],
@@ -90,7 +95,7 @@ def check_templates(renderer: Renderer, template_set: str, channels: Sequence[st
     """
     problems = []
     for lang, context in contexts.items():
-        full = {**context, "customer": SAMPLE_CUSTOMER}
+        full = {**context, "customer": SAMPLE_CUSTOMER[lang]}
         problems += renderer.check(template_set, [context["notice"]["phase"]], channels,
                                    [lang], full)
     if problems:

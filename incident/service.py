@@ -20,7 +20,7 @@ from sqlalchemy import Connection
 
 from incident.audience import AudienceLoad, Customer, load_audience, select
 from incident.channels import Channel
-from incident.channels.factory import build_channels
+from incident.channels.factory import build_channels, concurrency
 from incident.delivery import DeliveryPolicy, DeliveryReport, Dispatcher, ProgressFn
 from incident.errors import AudienceInvalid, BadInput, InvalidTransition, InvalidValue, Location
 from incident.models import OPEN_STATES, Event, EventType, Phase, Status
@@ -398,6 +398,7 @@ class Service:
         """Send what is pending (for one incident or all), resuming after any crash."""
         incident_id = self.store.resolve_id(ref) if ref else None
         composer = Composer(self.rt, self.renderer, {})
+        policy = policy or DeliveryPolicy(concurrency=concurrency(self.rt))
         dispatcher = Dispatcher(self.store, composer, channels or build_channels(self.rt),
                                 policy=policy)
         return asyncio.run(dispatcher.run(incident_id=incident_id, progress=progress))
@@ -463,7 +464,7 @@ def sample_view(playbook: Playbook, phase: Phase, *, now: datetime) -> IncidentV
 def check_playbook(rt: Runtime, renderer: Renderer, path: Path) -> PlaybookCheck:
     """Validate one playbook and render every phase × channel × language with sample data."""
     from incident.errors import PlaybookInvalid, PlaybookNotFound
-    from incident.notices import SAMPLE_CUSTOMER
+    from incident.notices import SAMPLE_CUSTOMER, SAMPLE_MESSAGE
 
     try:
         book = load_playbook(path)
@@ -477,8 +478,8 @@ def check_playbook(rt: Runtime, renderer: Renderer, path: Path) -> PlaybookCheck
         view = sample_view(book, phase, now=now)
         for lang in rt.settings.languages:
             context = {**notice_context(rt, view, phase=phase, lang=lang,
-                                        message="Engineers are switching to the backup system"),
-                       "customer": SAMPLE_CUSTOMER}
+                                        message=SAMPLE_MESSAGE[lang]),
+                       "customer": SAMPLE_CUSTOMER[lang]}
             problems += renderer.check(book.notices.template_set, [phase.value],
                                        book.notices.channels, [lang], context)
             if "sms" in book.notices.channels and not problems:

@@ -105,7 +105,7 @@ ETA = "2026-11-24 16:30 CST"
 PREVIOUS_ETA = "2026-11-24 15:30 CST"
 NEXT_UPDATE = "2026-11-24 15:30 CST"
 RESOLVED_AT = "2026-11-24 16:05 CST"
-ORG_HOTLINE = "95500"
+ORG_HOTLINE = "95000"  # five digits, the length of a real 95xxx service number
 
 
 def make_env() -> ImmutableSandboxedEnvironment:
@@ -211,7 +211,8 @@ def test_playbook_validates_and_is_complete(path: Path) -> None:
     principles = book.principles
     assert principles.fast_response.first_notice_within <= timedelta(hours=1)
     manual = principles.minimal_impact.manual_channel
-    assert manual.hotline and manual.counters and manual.workaround
+    # The hotline is the institution's (organisation.hotline), not the playbook's to fix.
+    assert manual.hotline is None and manual.counters and manual.workaround
     assert set(principles.coordination.parties) <= PARTIES
     assert {"tech_support", "compliance", "regulator"} <= set(principles.coordination.parties)
     duties = principles.coordination.regulator

@@ -62,6 +62,9 @@ class Channel(Protocol):
 
     name: str
     rate: float | None  # units per second (messages, or SMS segments); None: no limit
+    # Set when every further message would fail the same way (bad credentials, relay refuses
+    # us): the dispatcher stops and leaves the rest pending instead of burning retries.
+    fatal: str | None
 
     async def send(self, message: Outgoing) -> Outcome:
         """Send one message and classify the result."""

@@ -1,28 +1,52 @@
-"""Builds the configured transport of each customer channel."""
+"""Builds the configured transport of each customer channel (imports only what is used)."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from incident.channels.base import Channel
 from incident.channels.file import FileChannel
 from incident.errors import ConfigInvalid, Location
-from incident.settings import Runtime
+from incident.settings import Runtime, secret
 
 
-def build_channels(rt: Runtime) -> dict[str, Channel]:
+def build_channels(rt: Runtime, env: Mapping[str, str] | None = None) -> dict[str, Channel]:
     """One Channel per customer channel, as incident.yaml configures it."""
-    channels: dict[str, Channel] = {}
     config = rt.settings.channels
-    for name, transport in (("email", config.email.transport), ("sms", config.sms.transport)):
-        if transport == "file":
-            channels[name] = FileChannel(name, rt.outbox_dir)
-        else:
-            raise ConfigInvalid(
-                f"channels.{name}.transport {transport!r} is not available in this version",
-                problems=[(rt_location(rt, f"channels.{name}.transport"),
-                           "use transport: file")])
+    channels: dict[str, Channel] = {}
+    email, sms = config.email, config.sms
+    if email.transport == "smtp" and email.smtp is not None:
+        from incident.channels.email import SmtpChannel
+
+        password = secret(email.smtp.password_env, env)
+        if email.smtp.username and not password:
+            raise _missing(rt, "channels.email.smtp.password_env", email.smtp.password_env)
+        channels["email"] = SmtpChannel(email.smtp, rate=email.rate, password=password)
+    else:
+        channels["email"] = FileChannel("email", rt.outbox_dir)
+    if sms.transport == "twilio" and sms.twilio is not None:
+        from incident.channels.sms import TwilioChannel
+
+        sid = secret("TWILIO_ACCOUNT_SID", env)
+        token = secret("TWILIO_AUTH_TOKEN", env)
+        if not sid or not token:
+            raise _missing(rt, "channels.sms.transport",
+                           "TWILIO_ACCOUNT_SID" if not sid else "TWILIO_AUTH_TOKEN")
+        channels["sms"] = TwilioChannel(sms.twilio, rate=sms.rate, account_sid=sid,
+                                        auth_token=token)
+    else:
+        channels["sms"] = FileChannel("sms", rt.outbox_dir)
     return channels
 
 
-def rt_location(rt: Runtime, field: str) -> Location:
-    """A Location naming the config file and field."""
-    return Location(str(rt.config_path) if rt.config_path else "built-in defaults", None, field)
+def concurrency(rt: Runtime) -> dict[str, int]:
+    """Messages in flight per channel: one per SMTP connection; a few HTTP requests for SMS."""
+    smtp = rt.settings.channels.email.smtp
+    return {"email": smtp.connections if smtp else 8, "sms": 8}
+
+
+def _missing(rt: Runtime, field: str, variable: str) -> ConfigInvalid:
+    where = str(rt.config_path) if rt.config_path else "built-in defaults"
+    return ConfigInvalid(f"the environment variable {variable} is not set",
+                         problems=[(Location(where, None, field), f"needs ${variable}")],
+                         hint=f"export {variable}=... (secrets are never read from the file)")

@@ -26,6 +26,7 @@ class FileChannel:
     """
 
     rate: float | None = None
+    fatal: str | None = None
 
     def __init__(self, name: str, directory: Path) -> None:
         self.name = name

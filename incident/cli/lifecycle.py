@@ -11,7 +11,7 @@ from incident.audience import mask_contact, mask_name
 from incident.cli.app import App
 from incident.cli.output import state_counts
 from incident.delivery import DeliveryReport
-from incident.errors import ExitCode
+from incident.errors import DeliveryError, ExitCode
 from incident.service import DryRunPlan, NoticeResult, StartResult
 from incident.timeutil import format_duration
 
@@ -29,7 +29,18 @@ def _deliver(app: App, result: NoticeResult, queue: bool) -> DeliveryReport | No
     if queue or not result.messages:
         return None
     with app.out.progress(result.messages, f"Sending notice #{result.seq}") as update:
-        return app.service.deliver(result.incident_id, progress=update)
+        report = app.service.deliver(result.incident_id, progress=update)
+    _stop_if_fatal(report, result.incident_id)
+    return report
+
+
+def _stop_if_fatal(report: DeliveryReport, incident_id: str | None) -> None:
+    """A channel that cannot work at all (credentials, relay) is a run-time failure: exit 1."""
+    if report.fatal:
+        target = f" {_short(incident_id)}" if incident_id else ""
+        raise DeliveryError(f"sending stopped: {report.fatal}",
+                            hint=f"the notice is recorded and {report.pending} messages stay "
+                                 f"pending; fix the channel, then run: incident deliver{target}")
 
 
 def _finish(app: App, result: NoticeResult, report: DeliveryReport | None,
@@ -250,6 +261,7 @@ def deliver(app: App, incident_id: str | None) -> None:
     ref = service.store.resolve_id(incident_id) if incident_id else None
     with app.out.progress(0, "Delivering") as update:
         report = service.deliver(ref, progress=update)
+    _stop_if_fatal(report, ref)
     if app.out.as_json:
         app.out.json({"sent": report.sent, "failed": report.failed, "pending": report.pending,
                       "interrupted": report.interrupted, "deliveries": state_counts(report.counts),

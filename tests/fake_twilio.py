@@ -1,0 +1,242 @@
+"""A scripted fake of Twilio's `POST /2010-04-01/Accounts/{sid}/Messages.json`, for faults
+that Prism cannot produce (error codes, 429 bursts, 5xx, slow answers, bad credentials).
+
+A stdlib HTTP server in a thread on 127.0.0.1 and a port the OS picks, so it serves any event
+loop and any number of concurrent clients. Every request is recorded (time, account, form
+fields) for rate and payload assertions. Answers are shaped like Twilio's: the Message resource
+on 201, `{"code", "message", "more_info", "status"}` on errors.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl
+
+from incident.rendering import sms_segments
+
+MESSAGES_PATH = re.compile(r"^/2010-04-01/Accounts/(?P<sid>[^/]+)/Messages\.json$")
+
+
+@dataclass(frozen=True)
+class Scripted:
+    """One error answer: HTTP status, Twilio error code and message."""
+
+    status: int
+    code: int | None  # None: the body has no "code" (a gateway, or a bare HTTP error)
+    message: str
+
+
+# Twilio's magic test numbers (https://www.twilio.com/docs/iam/test-credentials) and their errors.
+DEFAULT_SCRIPT: dict[str, Scripted] = {
+    "+15005550001": Scripted(400, 21211, "The 'To' number +15005550001 is not a valid phone "
+                                         "number."),
+    "+15005550004": Scripted(400, 21610, "Attempt to send to unsubscribed recipient"),
+    "+15005550009": Scripted(400, 21614, "'To' number is not a valid mobile number"),
+}
+TOO_MANY = Scripted(429, 20429, "Too Many Requests")
+AUTH_FAILED = Scripted(401, 20003, "Authenticate")
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One request as the fake received it."""
+
+    at: float  # time.monotonic() on arrival
+    wall: float  # time.time() on arrival
+    method: str
+    path: str
+    account_sid: str | None
+    username: str | None
+    form: dict[str, str]  # last value of each field
+    fields: list[str]  # field names in the order sent, repeats included
+    status: int  # what the fake answered
+    sid: str | None  # the Message SID it returned, if any
+
+
+@dataclass
+class FakeTwilio:
+    """The fake's state; change it between sends to script the next answers."""
+
+    url: str = ""
+    script: dict[str, Scripted] = field(default_factory=lambda: dict(DEFAULT_SCRIPT))
+    credentials: tuple[str, str] | None = None  # (account SID, token) to accept; None: any
+    burst: int = 0  # answer this many of the next requests with 429 / 20429
+    status_override: Scripted | None = None  # answer every request with this error
+    delay: float = 0.0  # seconds to wait before answering
+    raw_body: bytes | None = None  # answer 201 with these bytes instead of a Message
+    echo_credentials: bool = False  # put the received user:password into error messages
+    requests: list[Recorded] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def clear(self) -> None:
+        """Forget the recorded requests."""
+        with self.lock:
+            self.requests.clear()
+
+    def recorded(self) -> list[Recorded]:
+        """A copy of the requests so far, in arrival order."""
+        with self.lock:
+            return list(self.requests)
+
+    def answer(self, method: str, path: str, form: dict[str, str],
+               auth: tuple[str, str] | None) -> tuple[int, dict[str, Any] | bytes]:
+        """Status and body for one request (called by the handler thread)."""
+        match = MESSAGES_PATH.match(path)
+        if method != "POST" or match is None:
+            return _error(Scripted(404, 20404, f"The requested resource {path} was not found"))
+        if auth is None or (self.credentials is not None and auth != self.credentials):
+            scripted = AUTH_FAILED
+            if self.echo_credentials and auth is not None:
+                scripted = Scripted(401, 20003, f"Authenticate: {auth[0]}:{auth[1]} is wrong")
+            return _error(scripted)
+        with self.lock:
+            bursting = self.burst > 0
+            if bursting:
+                self.burst -= 1
+        if bursting:
+            return _error(TOO_MANY)
+        if self.status_override is not None:
+            return _error(self.status_override)
+        to = form.get("To", "")
+        if not to:
+            return _error(Scripted(400, 21604, "A 'To' phone number is required."))
+        if not (form.get("From") or form.get("MessagingServiceSid")):
+            return _error(Scripted(400, 21603, "A 'From' phone number is required."))
+        if to in self.script:
+            return _error(self.script[to])
+        if self.raw_body is not None:
+            return 201, self.raw_body
+        return 201, message_resource(match["sid"], form)
+
+
+def message_resource(account_sid: str, form: dict[str, str]) -> dict[str, Any]:
+    """A Message resource as Twilio returns it from create."""
+    sid = "SM" + secrets.token_hex(16)
+    now = format_datetime(datetime.now(UTC))
+    body = form.get("Body", "")
+    return {
+        "account_sid": account_sid,
+        "api_version": "2010-04-01",
+        "body": body,
+        "date_created": now,
+        "date_sent": None,
+        "date_updated": now,
+        "direction": "outbound-api",
+        "error_code": None,
+        "error_message": None,
+        "from": form.get("From"),
+        "messaging_service_sid": form.get("MessagingServiceSid"),
+        "num_media": "0",
+        "num_segments": str(sms_segments(body).segments),
+        "price": None,
+        "price_unit": "USD",
+        "sid": sid,
+        # Twilio says "accepted" while a messaging service still picks the sender.
+        "status": "queued" if form.get("From") else "accepted",
+        "subresource_uris": {
+            "media": f"/2010-04-01/Accounts/{account_sid}/Messages/{sid}/Media.json"},
+        "to": form.get("To"),
+        "uri": f"/2010-04-01/Accounts/{account_sid}/Messages/{sid}.json",
+    }
+
+
+def _error(scripted: Scripted) -> tuple[int, dict[str, Any]]:
+    body: dict[str, Any] = {"message": scripted.message, "status": scripted.status}
+    if scripted.code is not None:
+        body["code"] = scripted.code
+        body["more_info"] = f"https://www.twilio.com/docs/errors/{scripted.code}"
+    return scripted.status, body
+
+
+def _basic_auth(header: str | None) -> tuple[str, str] | None:
+    if not header or not header.startswith("Basic "):
+        return None
+    try:
+        user, _, password = base64.b64decode(header[6:]).decode("utf-8").partition(":")
+    except ValueError:
+        return None
+    return user, password
+
+
+def _handler(fake: FakeTwilio) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as aiohttp expects from Twilio
+
+        def do_POST(self) -> None:
+            self._serve("POST")
+
+        def do_GET(self) -> None:
+            self._serve("GET")
+
+        def _serve(self, method: str) -> None:
+            at, wall = time.monotonic(), time.time()
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length).decode("utf-8") if length else ""
+            pairs = parse_qsl(raw, keep_blank_values=True)
+            fields = [name for name, _ in pairs]
+            form = dict(pairs)
+            auth = _basic_auth(self.headers.get("Authorization"))
+            path = self.path.split("?", 1)[0]
+            status, body = fake.answer(method, path, form, auth)
+            match = MESSAGES_PATH.match(path)
+            with fake.lock:
+                fake.requests.append(Recorded(
+                    at=at, wall=wall, method=method, path=path,
+                    account_sid=match["sid"] if match else None,
+                    username=auth[0] if auth else None, form=form, fields=fields,
+                    status=status, sid=body.get("sid") if isinstance(body, dict) else None))
+            if fake.delay:
+                time.sleep(fake.delay)
+            data = body if isinstance(body, bytes) else json.dumps(body).encode("utf-8")
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                if status == 429:
+                    self.send_header("Retry-After", "1")
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (timeout tests)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # the recorder is the log
+
+    return Handler
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # The stdlib's backlog of 5 drops the SYNs of a burst of new connections, which the
+    # client's kernel resends a second later: that would look like a slow API to rate tests.
+    request_queue_size = 128
+
+
+@contextmanager
+def serve_fake_twilio() -> Iterator[FakeTwilio]:
+    """Run a FakeTwilio on 127.0.0.1 (an OS-picked port) for the duration of the block."""
+    fake = FakeTwilio()
+    # 127.0.0.1, not localhost: localhost may resolve to ::1 first, where nothing listens.
+    server = _Server(("127.0.0.1", 0), _handler(fake))
+    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="fake-twilio",
+                              daemon=True)
+    thread.start()
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
