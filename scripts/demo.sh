@@ -8,8 +8,9 @@ cd "$repo"
 if [ ! -x .venv/bin/incident ]; then
   echo "== Setting up .venv (first run only)"
   python3 -m venv .venv
-  .venv/bin/pip install --quiet --upgrade pip
-  .venv/bin/pip install --quiet -e .
+  # pip's warnings about this machine's package mirrors are noise for a newcomer.
+  .venv/bin/pip install --quiet --upgrade pip 2> >(grep -v '^WARNING: Location' >&2)
+  .venv/bin/pip install --quiet -e . 2> >(grep -v '^WARNING: Location' >&2)
 fi
 incident="$repo/.venv/bin/incident"
 demo=${1:-demo}

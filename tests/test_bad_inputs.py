@@ -47,7 +47,7 @@ def case_unknown_key(ws: Workspace) -> tuple[list[str], list[str]]:
 def case_bad_duration(ws: Workspace) -> tuple[list[str], list[str]]:
     def edit(s: str) -> str:
         head, sep, tail = s.partition("first_notice_within:")
-        value, nl, rest = tail.partition("\n")
+        _value, nl, rest = tail.partition("\n")
         return head + sep + " soon" + nl + rest
     path = _playbook(ws, "slow", edit)
     line = _lines_of(path, "first_notice_within:")
@@ -58,7 +58,7 @@ def case_bad_duration(ws: Workspace) -> tuple[list[str], list[str]]:
 def case_duration_without_unit(ws: Workspace) -> tuple[list[str], list[str]]:
     def edit(s: str) -> str:
         head, sep, tail = s.partition("update_every:")
-        value, nl, rest = tail.partition("\n")
+        _value, nl, rest = tail.partition("\n")
         return head + sep + " 60" + nl + rest
     path = _playbook(ws, "unitless", edit)
     return ["playbooks", "validate", str(path)], [f"{path.name}:", "update_every", "no unit"]

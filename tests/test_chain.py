@@ -88,7 +88,7 @@ def test_two_processes_appending_at_once_lose_nothing(ws: Workspace) -> None:
     per_process = 12
     workers = [_append_worker(ws, incident_id, tag, per_process) for tag in ("alpha", "beta")]
     for worker in workers:
-        out, err = worker.communicate(timeout=240)
+        _out, err = worker.communicate(timeout=240)
         assert worker.returncode == 0, err[-2000:]
     timeline = ws.json("timeline", incident_id)
     messages = [e["data"].get("message") for e in timeline["events"][1:]]

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import servers
 from aiosmtpd.controller import Controller
 
+import servers
 from incident.channels.base import EmailOut, Outcome
 from incident.channels.email import SmtpChannel
 from incident.settings import SmtpSettings

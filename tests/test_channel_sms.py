@@ -13,14 +13,14 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from fake_twilio import FakeTwilio, Scripted, serve_fake_twilio
-from servers import PrismServer
 
+from fake_twilio import FakeTwilio, Scripted, serve_fake_twilio
 from incident.channels.base import EmailOut, Outcome, Outgoing, SmsOut
 from incident.channels.sms import BaseUrlHttpClient, OffBaseUrl, TwilioChannel
 from incident.rendering import sms_segments
 from incident.settings import TwilioSettings
 from incident.store.outbox import OutboxRow
+from servers import PrismServer
 
 ACCOUNT = "AC" + "0" * 32
 SERVICE = "MG" + "0" * 32

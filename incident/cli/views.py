@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import click
@@ -14,6 +16,7 @@ from incident.cli.output import state_counts
 from incident.errors import ChainBroken
 from incident.models import Event, EventType
 from incident.service import StatusResult
+from incident.timeutil import parse_iso
 
 pass_app = click.make_pass_decorator(App)
 
@@ -117,26 +120,30 @@ def _list(app: App, *, include_closed: bool) -> None:
     out.table(None, ["id", "title", "sev", "status", "ETA", "next update", "sent"], rows)
 
 
-def _describe(event: Event) -> str:
+def _describe(event: Event, when: Callable[[datetime | None], str]) -> str:
     d = event.data
+
+    def at(value: str | None) -> str:
+        return when(parse_iso(value)) if value else "—"
+
     parts: list[str] = []
     if event.type is EventType.DECLARED:
         parts.append(f"declared from {d['playbook']['id']}: {d['title']} (severity "
                      f"{d['severity']})")
         if d.get("eta"):
-            parts.append(f"ETA {d['eta']}")
+            parts.append(f"ETA {at(d['eta'])}")
     if d.get("status"):
         parts.append(f"status → {d['status']}")
     if event.type is EventType.ETA_REVISED:
-        parts.append(f"ETA {d.get('previous') or '—'} → {d['eta']}")
+        parts.append(f"ETA {at(d.get('previous'))} → {at(d['eta'])}")
     elif event.type is EventType.UPDATED and d.get("eta"):
-        parts.append(f"ETA → {d['eta']}")
+        parts.append(f"ETA → {at(d['eta'])}")
     if d.get("message"):
         parts.append(f"“{d['message']}”")
     if d.get("internal"):
         parts.append("(internal)")
     if event.type is EventType.RESOLVED:
-        parts.append(f"recovered at {d['resolved_at']}")
+        parts.append(f"recovered at {at(d['resolved_at'])}")
     notice = d.get("notice")
     if notice:
         parts.append(f"[{notice['phase']} notice: {notice['messages']} messages]")
@@ -158,7 +165,8 @@ def timeline(app: App, incident_id: str) -> None:
                         if e.data.get("notice") else None), "hash": e.hash} for e in events]})
         return
     out.table(f"{view.id} — {view.title}", ["#", "time", "by", "event", "details"],
-              [[e.seq, out.when(e.at), e.actor, e.type.value, _describe(e)] for e in events])
+              [[e.seq, out.when(e.at), e.actor, e.type.value, _describe(e, out.when)]
+               for e in events])
 
 
 @click.command()
