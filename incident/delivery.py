@@ -13,13 +13,15 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select
 
 from incident.channels.base import Channel, Outcome, Outgoing, SmsOut
 from incident.errors import IncidentError
 from incident.models import DeliveryState
-from incident.notices import Composer
+from incident.notices import Composer, message_id, sender_domain
+from incident.settings import DeliverySettings
 from incident.store import Store, schema
 from incident.store import outbox as ob
 from incident.store.events import as_utc
@@ -79,19 +81,32 @@ class DeliveryReport:
     counts: dict[str, dict[str, int]]
     elapsed: float
     fatal: str | None = None  # why sending stopped early (e.g. the relay refused our login)
+    fallbacks: int = 0  # messages re-queued on the other channel after a permanent failure
 
 
 @dataclass
 class DeliveryPolicy:
-    """Retry and batching knobs."""
+    """Retry, batching and concurrency knobs."""
 
-    batch: int = 200
+    batch: int = 64
+    flush_every: int = 16  # outcomes recorded per transaction: bounds what a crash can repeat
+    flush_interval: float = 0.2  # ... or at least this often (seconds) on a slow relay
     max_attempts: int = 8
     backoff_base: float = 2.0
     backoff_cap: float = 300.0
     wait_for_retries: float = 30.0  # how long a foreground run waits for due retries
     stale_claim: timedelta = timedelta(minutes=5)
     concurrency: dict[str, int] = field(default_factory=lambda: {"email": 8, "sms": 8})
+
+    @classmethod
+    def from_settings(cls, settings: DeliverySettings, concurrency: dict[str, int]
+                      ) -> DeliveryPolicy:
+        """The policy incident.yaml's `delivery:` section describes."""
+        return cls(batch=settings.batch, max_attempts=settings.max_attempts,
+                   backoff_base=settings.backoff_base.total_seconds(),
+                   backoff_cap=settings.backoff_cap.total_seconds(),
+                   wait_for_retries=settings.wait_for_retries.total_seconds(),
+                   stale_claim=settings.stale_claim, concurrency=concurrency)
 
     def backoff(self, attempts: int) -> float:
         """Seconds before the next try: exponential, capped, with ±50% jitter."""
@@ -115,6 +130,8 @@ class Dispatcher:
         self.limiters = {name: RateLimiter(ch.rate) for name, ch in channels.items() if ch.rate}
         self.gates = {name: asyncio.Semaphore(self.policy.concurrency.get(name, 8))
                       for name in channels}
+        self.domain = sender_domain(composer.rt)
+        self.fallbacks = 0
 
     def pending(self, incident_id: str | None) -> int:
         """Rows not yet sent or failed."""
@@ -183,7 +200,7 @@ class Dispatcher:
         return DeliveryReport(sent=tally.sent, failed=tally.failed,
                               pending=self.pending(incident_id), interrupted=interrupted,
                               counts=counts, elapsed=time.monotonic() - tally.started,
-                              fatal=fatal)
+                              fatal=fatal, fallbacks=self.fallbacks)
 
     def _fatal(self) -> str | None:
         for name, channel in self.channels.items():
@@ -193,60 +210,83 @@ class Dispatcher:
 
     async def _send_batch(self, rows: list[ob.OutboxRow], tally: Tally,
                           progress: ProgressFn | None) -> None:
-        self._load_notices({(r.incident_id, r.notice_seq) for r in rows})
-        outcomes: dict[int, Outcome] = {}
-        tasks = [asyncio.ensure_future(self._send_one(row, outcomes)) for row in rows]
-        try:
-            await asyncio.gather(*tasks)
-        finally:
-            for task in tasks:
-                task.cancel()
-            # Record whatever finished, even when interrupted: a sent message must be marked.
-            self._record(rows, outcomes, tally)
-            if progress:
-                progress(tally)
+        """Send a claimed batch, recording outcomes in small groups as they arrive.
 
-    async def _send_one(self, row: ob.OutboxRow, outcomes: dict[int, Outcome]) -> None:
+        Recording often keeps "sent but not yet marked" small: after a crash only those
+        messages can go out twice.
+        """
+        self._load_notices({(r.incident_id, r.notice_seq) for r in rows})
+        running = {asyncio.ensure_future(self._send_one(row)): row for row in rows}
+        done: list[tuple[ob.OutboxRow, Outcome]] = []
+        last_flush = time.monotonic()
+        try:
+            while running:
+                finished, _ = await asyncio.wait(running, timeout=self.policy.flush_interval,
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                for task in finished:
+                    done.append((running.pop(task), task.result()))
+                due = time.monotonic() - last_flush >= self.policy.flush_interval
+                if done and (len(done) >= self.policy.flush_every or due or not running):
+                    self._record(done, [], tally)
+                    done, last_flush = [], time.monotonic()
+                    if progress:
+                        progress(tally)
+        finally:
+            # Interrupted: whatever finished is recorded; what never finished goes back to
+            # pending (it may have reached the provider: that is the bounded duplicate).
+            for task in running:
+                task.cancel()
+            if done or running:
+                self._record(done, list(running.values()), tally)
+
+    async def _send_one(self, row: ob.OutboxRow) -> Outcome:
         try:
             message = self.composer.compose(row)
         except IncidentError as exc:
-            outcomes[row.id] = Outcome.fail(exc.message, code="template")
-            return
+            return Outcome.fail(exc.message, code="template")
         async with self.gates[row.channel]:
             limiter = self.limiters.get(row.channel)
             if limiter:
                 await limiter.acquire(_units(message))
             try:
-                outcomes[row.id] = await self.channels[row.channel].send(message)
+                return await self.channels[row.channel].send(message)
             except (OSError, TimeoutError) as exc:
-                outcomes[row.id] = Outcome.retry(f"{type(exc).__name__}: {exc}", code="network")
+                return Outcome.retry(f"{type(exc).__name__}: {exc}", code="network")
 
-    def _record(self, rows: list[ob.OutboxRow], outcomes: dict[int, Outcome],
-                tally: Tally) -> None:
+    def _record(self, done: list[tuple[ob.OutboxRow, Outcome]],
+                unfinished: list[ob.OutboxRow], tally: Tally) -> None:
         now = utcnow()
-        sent = [(row_id, o.provider_ref) for row_id, o in outcomes.items() if o.sent]
+        sent = [(row.id, outcome.provider_ref) for row, outcome in done if outcome.sent]
         with self.store.write() as conn:
             ob.mark_sent(conn, sent, now=now)
-            for row in rows:
-                outcome = outcomes.get(row.id)
-                if outcome is None:
-                    # Never started (interrupted): back to pending without using up an attempt.
-                    ob.mark_retry(conn, row.id, error="interrupted before sending", code=None,
-                                  at=now, attempts=row.attempts - 1)
-                elif outcome.sent:
+            for row in unfinished:
+                ob.mark_retry(conn, row.id, error="interrupted before the result was known",
+                              code="interrupted", at=now, attempts=row.attempts - 1)
+            for row, outcome in done:
+                if outcome.sent:
                     continue
-                elif outcome.permanent or row.attempts >= self.policy.max_attempts:
+                if outcome.permanent or row.attempts >= self.policy.max_attempts:
                     error = outcome.error or "failed"
                     if not outcome.permanent:
                         error += f" (gave up after {row.attempts} attempts)"
                     ob.mark_failed(conn, row.id, error=error, code=outcome.code)
                     tally.failed += 1
+                    self._fall_back(conn, row, now)
                 else:
                     delay = self.policy.backoff(row.attempts)
                     ob.mark_retry(conn, row.id, error=outcome.error or "temporary failure",
                                   code=outcome.code, at=now + timedelta(seconds=delay))
                     tally.retrying += 1
         tally.sent += len(sent)
+
+    def _fall_back(self, conn: Any, row: ob.OutboxRow, now: datetime) -> None:
+        channel = ob.FALLBACK_CHANNEL.get(row.channel)
+        if channel is None or channel not in self.channels:
+            return
+        key = ob.idempotency_key(row.incident_id, row.notice_seq, row.recipient_ref, channel)
+        if ob.add_fallback(conn, row, message_id=message_id(key, row.incident_id, self.domain),
+                           now=now):
+            self.fallbacks += 1
 
     def _load_notices(self, keys: set[tuple[str, int]]) -> None:
         missing = keys - set(self.composer.notices)

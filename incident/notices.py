@@ -115,34 +115,43 @@ def message_id(key: str, incident_id: str, domain: str) -> str:
 
 
 def rows_for_customers(incident_id: str, seq: int, customers: Iterable[Customer],
-                       channels: Sequence[str], domain: str) -> Iterator[dict[str, Any]]:
-    """Outbox rows of the first notice: one per customer and channel they can be reached on."""
+                       channels: Sequence[str], domain: str, *,
+                       fallback: bool = False) -> Iterator[dict[str, Any]]:
+    """Outbox rows of the first notice: one per customer and channel they can be reached on.
+
+    With `fallback`, a row also carries the customer's contact on the channel the notice does
+    not use, so a permanent failure can be retried there.
+    """
     for customer in customers:
+        contacts = {"email": customer.email, "sms": customer.phone}
         for channel in channels:
-            address = customer.email if channel == "email" else customer.phone
+            address = contacts[channel]
             if not address:
                 continue
+            other = "sms" if channel == "email" else "email"
+            spare = contacts[other] if fallback and other not in channels else None
             key = idempotency_key(incident_id, seq, customer.ref, channel)
             yield {"incident_id": incident_id, "notice_seq": seq, "channel": channel,
                    "recipient_ref": customer.ref, "recipient_name": customer.name,
                    "address": address, "language": customer.language,
                    "priority": 0 if customer.priority == "urgent" else 1,
-                   "message_id": message_id(key, incident_id, domain), "idempotency_key": key}
+                   "message_id": message_id(key, incident_id, domain), "idempotency_key": key,
+                   "fallback_address": spare}
 
 
 def rows_from_notice(conn: Connection, incident_id: str, source_seq: int, seq: int,
                      domain: str) -> Iterator[dict[str, Any]]:
-    """Outbox rows of a later notice: the recipients of the first one, minus permanent failures.
+    """Outbox rows of a later notice: every row of the first one (fallback rows included),
+    minus addresses that failed permanently (invalid, unsubscribed), which are not tried again.
 
-    The audience is fixed when the incident is declared; an address that failed permanently
-    (invalid, unsubscribed) is not tried again.
+    The audience is fixed when the incident is declared.
     """
     o = schema.outbox
     failed = select(o.c.recipient_ref, o.c.channel).where(
         o.c.incident_id == incident_id, o.c.state == DeliveryState.FAILED.value).distinct()
     dead = {(r.recipient_ref, r.channel) for r in conn.execute(failed)}
     query = (select(o.c.channel, o.c.recipient_ref, o.c.recipient_name, o.c.address,
-                    o.c.language, o.c.priority)
+                    o.c.language, o.c.priority, o.c.fallback_address)
              .where(o.c.incident_id == incident_id, o.c.notice_seq == source_seq)
              .order_by(o.c.id))
     for r in conn.execute(query).all():
@@ -152,7 +161,8 @@ def rows_from_notice(conn: Connection, incident_id: str, source_seq: int, seq: i
         yield {"incident_id": incident_id, "notice_seq": seq, "channel": r.channel,
                "recipient_ref": r.recipient_ref, "recipient_name": r.recipient_name,
                "address": r.address, "language": r.language, "priority": r.priority,
-               "message_id": message_id(key, incident_id, domain), "idempotency_key": key}
+               "message_id": message_id(key, incident_id, domain), "idempotency_key": key,
+               "fallback_address": r.fallback_address}
 
 
 _SPACES = re.compile(r"\s+")

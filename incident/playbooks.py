@@ -136,6 +136,9 @@ class Notices(Strict):
 
     template_set: str = Field(pattern=ID_PATTERN)
     channels: list[CustomerChannel] = Field(min_length=1)
+    # A customer whose address fails permanently on one channel gets the notice on the other
+    # (the emergency office mechanism): only meaningful when `channels` has one of the two.
+    fallback: bool = False
     phases: list[Phase] = Field(default_factory=lambda: list(Phase))
 
 

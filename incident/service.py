@@ -82,6 +82,7 @@ class StatusResult:
     counts: dict[str, dict[str, int]]
     failures: list[Any]
     now: datetime
+    retrying: list[Any] = field(default_factory=list)
 
     @property
     def update_overdue(self) -> bool:
@@ -159,8 +160,9 @@ class Service:
             view = fold([real])
             data["notice"] = self._notice(book, Phase.INITIAL, self._contexts(view, Phase.INITIAL,
                                                                               ""), 0)
-            messages = ob.enqueue(conn, rows_for_customers(incident_id, 1, customers, channels,
-                                                           domain), now=now)
+            rows = rows_for_customers(incident_id, 1, customers, channels, domain,
+                                      fallback=book.notices.fallback)
+            messages = ob.enqueue(conn, rows, now=now)
             data["notice"]["messages"] = messages
             data["notice"]["recipients"] = len(customers)
             event = self.store.append(conn, incident_id, EventType.DECLARED,
@@ -364,7 +366,9 @@ class Service:
         with self.store.read() as conn:
             counts = ob.counts(conn, view.id)
             failures = ob.failures(conn, view.id, limit=10)
-        return StatusResult(view=view, counts=counts, failures=failures, now=utcnow())
+            retrying = ob.retrying(conn, view.id)
+        return StatusResult(view=view, counts=counts, failures=failures, now=utcnow(),
+                            retrying=retrying)
 
     def incidents(self, *, include_closed: bool = False) -> list[StatusResult]:
         """Open incidents (or all), newest first, each with its delivery counts."""
@@ -398,7 +402,8 @@ class Service:
         """Send what is pending (for one incident or all), resuming after any crash."""
         incident_id = self.store.resolve_id(ref) if ref else None
         composer = Composer(self.rt, self.renderer, {})
-        policy = policy or DeliveryPolicy(concurrency=concurrency(self.rt))
+        policy = policy or DeliveryPolicy.from_settings(self.rt.settings.delivery,
+                                                        concurrency(self.rt))
         dispatcher = Dispatcher(self.store, composer, channels or build_channels(self.rt),
                                 policy=policy)
         return asyncio.run(dispatcher.run(incident_id=incident_id, progress=progress))

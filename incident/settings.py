@@ -6,6 +6,7 @@ import getpass
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo
@@ -13,7 +14,7 @@ from zoneinfo import ZoneInfo
 from pydantic import Field, field_validator, model_validator
 
 from incident.errors import ConfigInvalid, InvalidValue
-from incident.models import Strict, Text
+from incident.models import Duration, Strict, Text
 from incident.resources import shipped
 from incident.timeutil import get_zone
 from incident.yamlfile import parse_model
@@ -97,6 +98,18 @@ class Channels(Strict):
     outbox_dir: str = "outbox"
 
 
+class DeliverySettings(Strict):
+    """How the dispatcher retries and batches (the defaults suit most relays)."""
+
+    max_attempts: int = Field(default=8, ge=1, le=100)
+    backoff_base: Duration = timedelta(seconds=2)  # first retry after about this long
+    backoff_cap: Duration = timedelta(minutes=5)  # never wait longer than this between tries
+    wait_for_retries: Duration = timedelta(seconds=30)  # a foreground send waits this for retries
+    batch: int = Field(default=64, ge=1, le=5000)  # rows claimed per transaction
+    stale_claim: Duration = timedelta(minutes=5)  # a claim older than this on another host is
+    # taken back (a worker on this host that died is detected at once)
+
+
 class Party(Strict):
     """An internal department or outside body to coordinate with."""
 
@@ -129,6 +142,7 @@ class Settings(Strict):
     default_audience: str = "customers"
     phone_region: str = Field(default="CN", pattern=r"^[A-Z]{2}$")
     channels: Channels
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     parties: dict[str, Party] = Field(default_factory=dict)
     operators: list[Operator] = Field(default_factory=list)
 

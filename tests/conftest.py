@@ -51,8 +51,8 @@ def smtp_sink(tmp_path: Path) -> Iterator[Callable[..., servers.SmtpSink]]:
     ``.port``) for this test, e.g. ``smtp_sink("-f", "RCPT")`` rejects RCPT TO with a 5xx."""
     started: list[servers.SmtpSink] = []
 
-    def start(*args: str) -> servers.SmtpSink:
-        sink = servers.start_smtp_sink(tmp_path / f"smtp-sink-{len(started)}", *args)
+    def start(*args: str, port: int | None = None) -> servers.SmtpSink:
+        sink = servers.start_smtp_sink(tmp_path / f"smtp-sink-{len(started)}", *args, port=port)
         started.append(sink)
         return sink
 

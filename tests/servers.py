@@ -352,14 +352,15 @@ def _listens_on(pid: int, port: int) -> bool:
     return False
 
 
-def start_smtp_sink(base_dir: Path, *extra_args: str, timeout: float = 15) -> SmtpSink:
+def start_smtp_sink(base_dir: Path, *extra_args: str, timeout: float = 15,
+                    port: int | None = None) -> SmtpSink:
     """Run Postfix's ``smtp-sink [extra_args] 127.0.0.1:PORT 100`` and wait for its greeting.
 
     ``extra_args`` are smtp-sink options, e.g. ``"-f", "RCPT"`` to reject RCPT TO with a 5xx,
     ``"-r", "MAIL"`` for a 4xx on MAIL FROM, ``"-d", "%M."`` to dump each message to a file
     (relative to ``base_dir``, which must then be writable by ``nobody`` when run as root).
     Waits for a ``220`` greeting, or for any answer (or a hang-up) if the options make smtp-sink
-    reject CONNECT.
+    reject CONNECT. ``port`` reuses a known port (e.g. a relay that comes back healed).
     """
     binary = find_smtp_sink()
     base_dir = Path(base_dir)
@@ -367,8 +368,9 @@ def start_smtp_sink(base_dir: Path, *extra_args: str, timeout: float = 15) -> Sm
     user_args = ["-u", "nobody"] if _is_root() else []
     rejects_connect = any("connect" in a.lower() for a in extra_args)
     last_error = ""
+    fixed = port
     for _attempt in range(PORT_ATTEMPTS):
-        port = free_port()
+        port = fixed or free_port()
         log_path = base_dir / f"smtp-sink-{port}.log"
         cmd = [str(binary), *user_args, *extra_args, f"127.0.0.1:{port}", str(SMTP_BACKLOG)]
         with open(log_path, "wb") as log:

@@ -264,6 +264,7 @@ def deliver(app: App, incident_id: str | None) -> None:
     _stop_if_fatal(report, ref)
     if app.out.as_json:
         app.out.json({"sent": report.sent, "failed": report.failed, "pending": report.pending,
+                      "fallbacks": report.fallbacks,
                       "interrupted": report.interrupted, "deliveries": state_counts(report.counts),
                       "deliveries_by_channel": report.counts})
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -16,6 +17,7 @@ from incident.cli.output import state_counts
 from incident.errors import ChainBroken
 from incident.models import Event, EventType
 from incident.service import StatusResult
+from incident.store.events import as_utc
 from incident.timeutil import parse_iso
 
 pass_app = click.make_pass_decorator(App)
@@ -52,6 +54,10 @@ def status(app: App, incident_id: str | None) -> None:
     out, view = app.out, result.view
     if out.as_json:
         data = _status_json(result)
+        data["retrying"] = [
+            {"channel": r.channel, "customer": r.recipient_ref, "to": mask_contact(r.address),
+             "attempts": r.attempts, "code": r.error_code, "error": r.last_error}
+            for r in result.retrying]
         data["recent_failures"] = [
             {"channel": f.channel, "customer": f.recipient_ref, "to": mask_contact(f.address),
              "code": f.error_code, "error": f.last_error} for f in result.failures]
@@ -77,6 +83,12 @@ def status(app: App, incident_id: str | None) -> None:
     if view.resolved_at:
         out.line(f"Resolved: {out.when(view.resolved_at)}")
     out.deliveries(result.counts)
+    if result.retrying:
+        out.table("Retrying (temporary failures)", ["channel", "customer", "to", "attempts",
+                                                    "code", "last error", "next try"],
+                  [[r.channel, r.recipient_ref, mask_contact(r.address), r.attempts,
+                    r.error_code or "", (r.last_error or "")[:60],
+                    out.when(as_utc(r.next_attempt_at))] for r in result.retrying])
     if result.failures:
         out.table("Recent permanent failures", ["channel", "customer", "name", "to", "code",
                                                 "error"],
@@ -200,4 +212,50 @@ def _loc() -> Any:
     return Location()
 
 
-COMMANDS = [status, list_, timeline, verify]
+@click.command()
+@click.argument("incident_id", metavar="ID")
+@click.option("--export", "export", type=click.Path(dir_okay=False, writable=True),
+              help="Write the list as CSV for the manual-handling team.")
+@click.option("--with-contacts", is_flag=True,
+              help="Put full phone numbers and emails in the export (confidential).")
+@pass_app
+def failed(app: App, incident_id: str, export: str | None, with_contacts: bool) -> None:
+    """Customers whose notices failed permanently (invalid number, unsubscribed, mailbox
+    refused): hand them to the manual-handling team to call or serve at the counter.
+
+    \b
+    Example:
+      incident failed 3F2A --export failed.csv
+    """
+    rows = app.service.failed_deliveries(incident_id)
+    out = app.out
+
+    def contact(address: str) -> str:
+        return address if with_contacts else mask_contact(address)
+
+    records = [{"notice": r.notice_seq, "channel": r.channel, "customer": r.recipient_ref,
+                "name": r.recipient_name if with_contacts else mask_name(r.recipient_name),
+                "to": contact(r.address), "code": r.error_code or "",
+                "error": r.last_error or "", "attempts": r.attempts} for r in rows]
+    if export:
+        with open(export, "w", newline="", encoding="utf-8-sig") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(records[0]) if records else
+                                    ["notice", "channel", "customer", "name", "to", "code",
+                                     "error", "attempts"])
+            writer.writeheader()
+            writer.writerows(records)
+        if with_contacts:
+            out.warn(f"{export} holds full customer contacts: keep it confidential")
+    if out.as_json:
+        out.json({"failed": len(records), "export": export, "deliveries": records})
+        return
+    if not records:
+        out.line("No permanent delivery failures.")
+        return
+    out.table(f"{len(records)} permanent delivery failures", list(records[0]),
+              [[str(v)[:60] for v in r.values()] for r in records])
+    if export:
+        out.line(f"Written to {escape(export)} ({len(records)} rows)")
+
+
+COMMANDS = [status, list_, timeline, verify, failed]

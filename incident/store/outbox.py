@@ -45,6 +45,10 @@ class OutboxRow:
     attempts: int
     message_id: str
     idempotency_key: str
+    fallback_address: str | None = None
+
+
+FALLBACK_CHANNEL = {"email": "sms", "sms": "email"}
 
 
 def _db_time(conn: Connection, value: datetime) -> datetime:
@@ -103,7 +107,8 @@ def claim(conn: Connection, *, worker: str, now: datetime, limit: int,
                       channel=r.channel, recipient_ref=r.recipient_ref,
                       recipient_name=r.recipient_name, address=r.address, language=r.language,
                       priority=r.priority, attempts=r.attempts + 1, message_id=r.message_id,
-                      idempotency_key=r.idempotency_key) for r in rows]
+                      idempotency_key=r.idempotency_key, fallback_address=r.fallback_address)
+            for r in rows]
 
 
 def release_dead_claims(conn: Connection, *, alive: Iterable[str], host: str) -> int:
@@ -155,6 +160,38 @@ def mark_failed(conn: Connection, row_id: int, *, error: str, code: str | None) 
     o = schema.outbox
     conn.execute(update(o).where(o.c.id == row_id).values(
         state=DeliveryState.FAILED.value, last_error=error, error_code=code, claimed_by=None))
+
+
+def add_fallback(conn: Connection, row: OutboxRow, *, message_id: str, now: datetime) -> bool:
+    """Queue the same notice on the customer's other channel after a permanent failure.
+
+    Returns False when there is no other contact or the row already exists.
+    """
+    channel = FALLBACK_CHANNEL.get(row.channel)
+    if not row.fallback_address or channel is None:
+        return False
+    key = idempotency_key(row.incident_id, row.notice_seq, row.recipient_ref, channel)
+    o = schema.outbox
+    exists = conn.execute(select(o.c.id).where(o.c.idempotency_key == key)).first()
+    if exists:
+        return False
+    enqueue(conn, [{"incident_id": row.incident_id, "notice_seq": row.notice_seq,
+                    "channel": channel, "recipient_ref": row.recipient_ref,
+                    "recipient_name": row.recipient_name, "address": row.fallback_address,
+                    "language": row.language, "priority": row.priority,
+                    "message_id": message_id, "idempotency_key": key}], now=now)
+    return True
+
+
+def retrying(conn: Connection, incident_id: str, *, limit: int = 5) -> list[Any]:
+    """Pending rows that failed temporarily at least once, most recent errors first."""
+    o = schema.outbox
+    query = (select(o.c.channel, o.c.recipient_ref, o.c.address, o.c.attempts, o.c.error_code,
+                    o.c.last_error, o.c.next_attempt_at)
+             .where(o.c.incident_id == incident_id, o.c.state == DeliveryState.PENDING.value,
+                    o.c.last_error.is_not(None))
+             .order_by(o.c.next_attempt_at.desc()).limit(limit))
+    return list(conn.execute(query).all())
 
 
 def counts(conn: Connection, incident_id: str | None = None) -> dict[str, dict[str, int]]:

@@ -76,6 +76,8 @@ outbox = Table(
     Column("claimed_at", DateTime(timezone=True)),
     Column("sent_at", DateTime(timezone=True)),
     Column("provider_ref", String(200)),
+    # The customer's other contact, when the playbook asks for fallback to the other channel.
+    Column("fallback_address", String(320)),
     UniqueConstraint("idempotency_key", name="uq_outbox_key"),
     UniqueConstraint("incident_id", "notice_seq", "channel", "recipient_ref",
                      name="uq_outbox_recipient"),
