@@ -29,28 +29,47 @@ from incident.timeutil import utcnow
 
 
 class RateLimiter:
-    """At most `rate` units (messages or SMS segments) in any one-second window."""
+    """At most `rate` units (messages or SMS segments) in any one-second window, evenly spread.
 
-    def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+    Two rules together. A sliding window, slightly longer than a second (`margin`), so that
+    network jitter between us and the provider cannot make the provider see more than `rate`
+    in any second of its own. And even spacing (GCRA) with a burst of at most a tenth of a
+    second's worth, so that a second's allowance never leaves as one clump at its start.
+    """
+
+    def __init__(self, rate: float, *, margin: float = 0.05,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
+        self.span = 1.0 + margin
+        self.tolerance = 0.1  # seconds of burst the spacing allows (≥ 1 unit)
         self.clock = clock
         self.window: deque[tuple[float, float]] = deque()
         self.used = 0.0
+        self.tat = 0.0  # theoretical arrival time of the next unit (GCRA)
         self.lock = asyncio.Lock()
 
     async def acquire(self, units: float = 1.0) -> None:
-        """Wait until `units` fit in the trailing one-second window, then take them."""
+        """Wait until `units` may go without breaking either rule, then take them."""
         async with self.lock:
             while True:
                 now = self.clock()
-                while self.window and now - self.window[0][0] >= 1.0:
+                while self.window and now - self.window[0][0] >= self.span:
                     self.used -= self.window.popleft()[1]
+                tolerance = max(self.tolerance, units / self.rate)
+                spaced = self.tat - now <= tolerance - units / self.rate
                 # A single message larger than the whole rate goes alone in its window.
-                if self.used + units <= self.rate or not self.window:
+                fits = self.used + units <= self.rate or not self.window
+                if spaced and fits:
+                    self.tat = max(self.tat, now) + units / self.rate
                     self.window.append((now, units))
                     self.used += units
                     return
-                await asyncio.sleep(max(0.001, 1.0 - (now - self.window[0][0])))
+                waits = [0.0005]
+                if not spaced:
+                    waits.append(self.tat - (tolerance - units / self.rate) - now)
+                if not fits:
+                    waits.append(self.window[0][0] + self.span - now)
+                await asyncio.sleep(max(waits))
 
 
 @dataclass
@@ -177,11 +196,17 @@ class Dispatcher:
                                     channels=list(self.channels),
                                     stale_after=self.policy.stale_claim)
                 if rows:
+                    sent_before = tally.sent
                     await self._send_batch(rows, tally, progress)
                     fatal = self._fatal()
                     if fatal:
                         break
-                    deadline = time.monotonic() + wait_budget
+                    # Only progress extends the wait: a relay that keeps refusing must not
+                    # hold the supervisor's terminal until every attempt is used up.
+                    if tally.sent > sent_before:
+                        deadline = time.monotonic() + wait_budget
+                    elif time.monotonic() > deadline:
+                        break
                     continue
                 due = self._next_due(incident_id)
                 if due is None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from click.testing import CliRunner, Result
 
 from incident.cli import cli
@@ -53,6 +54,35 @@ class Workspace:
     def outbox_files(self, incident_id: str, suffix: str) -> list[Path]:
         """Files the file channel wrote for an incident."""
         return sorted((self.root / "outbox" / incident_id).rglob(f"*.{suffix}"))
+
+    def configure(self, edit: Callable[[dict[str, Any]], None]) -> None:
+        """Change incident.yaml through its parsed form (comments are dropped)."""
+        data = yaml.safe_load(self.config.read_text(encoding="utf-8"))
+        edit(data)
+        self.config.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False),
+                               encoding="utf-8")
+
+    def use_smtp(self, port: int, *, connections: int = 4, rate: float = 5000) -> None:
+        """Send email over SMTP (no TLS, no login) to 127.0.0.1:port."""
+        def edit(cfg: dict[str, Any]) -> None:
+            cfg["channels"]["email"].update(transport="smtp", rate=rate, smtp={
+                "host": "127.0.0.1", "port": port, "security": "none",
+                "connections": connections, "timeout": 10})
+        self.configure(edit)
+
+    def use_twilio(self, url: str, *, rate: float = 1000) -> None:
+        """Send SMS through a Twilio-compatible API at `url` (credentials from the env)."""
+        def edit(cfg: dict[str, Any]) -> None:
+            cfg["channels"]["sms"].update(transport="twilio", rate=rate, twilio={
+                "from_number": "+15005550006", "api_base_url": url})
+        self.configure(edit)
+
+    def fast_retries(self, *, wait: str = "1s", attempts: int = 20) -> None:
+        """Retry after about a second, and let a foreground send wait `wait` for retries."""
+        def edit(cfg: dict[str, Any]) -> None:
+            cfg["delivery"] = {"backoff_base": "1s", "backoff_cap": "1s",
+                               "wait_for_retries": wait, "max_attempts": attempts}
+        self.configure(edit)
 
     def set_config(self, old: str, new: str) -> None:
         """Edit incident.yaml in place."""

@@ -127,6 +127,9 @@ class TwilioChannel:
         self.client = Client(account_sid, auth_token, http_client=self.http,
                              environment={"TWILIO_ACCOUNT_SID": account_sid})
         self._secrets = (auth_token,)
+        # The SDK imports its API modules on first use (tens of ms); doing it now keeps that
+        # delay off the first message, where it would bunch the first second's sends.
+        _ = self.client.messages
 
     def __repr__(self) -> str:
         return f"TwilioChannel(base={self._host!r}, rate={self.rate})"
