@@ -85,8 +85,6 @@ SAMPLE = {
         "reason": "数据库切换需要额外校验",
         "name": "张伟",
         "status": "正在排查",
-        "affected": ["手机银行", "网上银行"],
-        "regions": ["香港", "广东"],
     },
     "en": {
         "org": "Example Bank",
@@ -96,10 +94,10 @@ SAMPLE = {
         "reason": "the database failover needs checks",
         "name": "Chan Tai Man",
         "status": "investigating",
-        "affected": ["mobile banking", "internet banking"],
-        "regions": ["Hong Kong", "Guangdong"],
     },
 }
+# What the real context carries in incident.affected and incident.regions: ids, not words.
+RAW_REGIONS = ["hong-kong", "guangdong"]
 REF = "INC-20261124-A1B2C3"
 ETA = "2026-11-24 16:30 CST"
 PREVIOUS_ETA = "2026-11-24 15:30 CST"
@@ -147,7 +145,8 @@ def context(book: Playbook, lang: str, phase: str, *, known: bool = True, drill:
             "severity_name": book.level(book.severity.default).name.get(lang),
             "status": sample["status"], "kind": template_set,
             "detected_at": "2026-11-24 14:05 CST", "declared_at": "2026-11-24 14:12 CST",
-            "affected": sample["affected"], "regions": sample["regions"], "drill": drill,
+            "affected": list(book.affected_services), "regions": list(RAW_REGIONS),
+            "drill": drill,
         },
         "notice": {"phase": phase, "message": sample["message"] if message else "",
                    "at": "2026-11-24 14:30 CST"},
@@ -300,15 +299,29 @@ def all_template_names() -> list[str]:
                   if p.is_file() and p.suffix in {".txt", ".html"})
 
 
+def bound_names(ast: nodes.Template) -> set[str]:
+    """Names a template binds itself: {% set %}, macros and their parameters, imported macros."""
+    names = {n.name for a in ast.find_all(nodes.Assign) for n in a.find_all(nodes.Name)}
+    macros = list(ast.find_all(nodes.Macro))
+    names |= {macro.name for macro in macros}
+    names |= {arg.name for m in [*macros, *ast.find_all(nodes.CallBlock)] for arg in m.args}
+    if macros:
+        names.add("caller")  # the body of a {% call %} block, inside the macro it calls
+    for imported in ast.find_all(nodes.FromImport):
+        names |= {n[1] if isinstance(n, tuple) else n for n in imported.names}
+    names |= {imported.target for imported in ast.find_all(nodes.Import)}
+    return names | {"self"}
+
+
 @pytest.mark.parametrize("name", all_template_names())
 def test_templates_use_only_the_documented_context(name: str) -> None:
     """Static check of every branch, including ones a sample context does not reach."""
     source = (TEMPLATES / name).read_text(encoding="utf-8")
     ast = ENV.parse(source, name=name)
-    assigned = {n.name for a in ast.find_all(nodes.Assign) for n in a.find_all(nodes.Name)}
+    bound = bound_names(ast)
     for node in ast.find_all(nodes.Name):
         if node.ctx == "load":
-            assert node.name in CONTEXT_SCHEMA or node.name in assigned | {"self"}, node.name
+            assert node.name in CONTEXT_SCHEMA or node.name in bound, node.name
     for node in ast.find_all(nodes.Getattr):
         if isinstance(node.node, nodes.Name) and node.node.name in CONTEXT_SCHEMA:
             allowed = CONTEXT_SCHEMA[node.node.name]
@@ -422,6 +435,23 @@ def test_sms_fits_the_segment_budget(playbook_id: str, phase: str, lang: str) ->
             assert septets <= 306, (septets, sms)
         else:
             assert len(sms) <= 201, (len(sms), sms)
+
+
+@pytest.mark.parametrize("playbook_id", PLAYBOOK_IDS)
+def test_customers_never_see_raw_ids(playbook_id: str) -> None:
+    """incident.affected and incident.regions are ids (counter_services, hong-kong): no notice
+    shows them; playbook.impact says in words what is affected."""
+    book = load(playbook_id)
+    template_set = book.notices.template_set
+    for phase, lang in itertools.product(PHASES, LANGS):
+        out = render(template_set, phase, lang, context(book, lang, phase))
+        bare = context(book, lang, phase)
+        bare["incident"]["affected"], bare["incident"]["regions"] = [], []
+        assert render(template_set, phase, lang, bare) == out, (phase, lang)
+        for raw in [*book.affected_services, *RAW_REGIONS]:
+            if not raw.isalpha():  # "branches" or "atms" may stand in prose as words
+                for part, body in out.items():
+                    assert raw not in body, (phase, lang, part, raw)
 
 
 @pytest.mark.parametrize("template_set", SETS)
