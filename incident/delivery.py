@@ -176,8 +176,8 @@ class Dispatcher:
         """Give back the claims of this host's processes that are no longer alive."""
         host = socket.gethostname()
         with self.store.write() as conn:
-            alive = [w for w in ob.claimed_workers(conn, host) if _alive(w)]
-            return ob.release_dead_claims(conn, alive=alive, host=host)
+            dead = [w for w in ob.claimed_workers(conn, host) if not _alive(w)]
+            return ob.release_claims(conn, dead)
 
     async def run(self, *, incident_id: str | None = None, progress: ProgressFn | None = None,
                   wait_for_retries: float | None = None) -> DeliveryReport:
@@ -249,7 +249,7 @@ class Dispatcher:
                 finished, _ = await asyncio.wait(running, timeout=self.policy.flush_interval,
                                                  return_when=asyncio.FIRST_COMPLETED)
                 for task in finished:
-                    done.append((running.pop(task), task.result()))
+                    done.append((running.pop(task), _result(task)))
                 due = time.monotonic() - last_flush >= self.policy.flush_interval
                 if done and (len(done) >= self.policy.flush_every or due or not running):
                     self._record(done, [], tally)
@@ -259,6 +259,8 @@ class Dispatcher:
         finally:
             # Interrupted: whatever finished is recorded; what never finished goes back to
             # pending (it may have reached the provider: that is the bounded duplicate).
+            for task in [t for t in running if t.done() and not t.cancelled()]:
+                done.append((running.pop(task), _result(task)))
             for task in running:
                 task.cancel()
             if done or running:
@@ -323,6 +325,14 @@ class Dispatcher:
                 data = conn.execute(select(e.c.data).where(
                     e.c.incident_id == incident_id, e.c.seq == seq)).scalar_one()
                 self.composer.notices[(incident_id, seq)] = json.loads(data)["notice"]
+
+
+def _result(task: asyncio.Future[Outcome]) -> Outcome:
+    """A finished send's outcome; an unexpected error is a temporary failure, never a stuck row."""
+    exc = task.exception()
+    if exc is None:
+        return task.result()
+    return Outcome.retry(f"unexpected {type(exc).__name__}: {exc}", code="internal")
 
 
 def _units(message: Outgoing) -> float:

@@ -29,18 +29,21 @@ def _deliver(app: App, result: NoticeResult, queue: bool) -> DeliveryReport | No
     if queue or not result.messages:
         return None
     with app.out.progress(result.messages, f"Sending notice #{result.seq}") as update:
-        report = app.service.deliver(result.incident_id, progress=update)
-    _stop_if_fatal(report, result.incident_id)
-    return report
+        return app.service.deliver(result.incident_id, progress=update)
 
 
 def _stop_if_fatal(report: DeliveryReport, incident_id: str | None) -> None:
-    """A channel that cannot work at all (credentials, relay) is a run-time failure: exit 1."""
+    """A channel that cannot work at all (credentials, relay), or Ctrl-C, ends the command
+    with exit 1 and says how to resume; nothing recorded is lost."""
+    target = f" {_short(incident_id)}" if incident_id else ""
     if report.fatal:
-        target = f" {_short(incident_id)}" if incident_id else ""
         raise DeliveryError(f"sending stopped: {report.fatal}",
                             hint=f"the notice is recorded and {report.pending} messages stay "
                                  f"pending; fix the channel, then run: incident deliver{target}")
+    if report.interrupted:
+        raise DeliveryError(f"sending interrupted after {report.sent} messages; "
+                            f"{report.pending} stay pending",
+                            hint=f"resume with: incident deliver{target}")
 
 
 def _finish(app: App, result: NoticeResult, report: DeliveryReport | None,
@@ -69,6 +72,8 @@ def _finish(app: App, result: NoticeResult, report: DeliveryReport | None,
                      f"run: incident deliver {_short(view.id)}")
         if app.rt.settings.channels.email.transport == "file" and result.messages:
             out.line(f"Files written under {app.rt.outbox_dir / view.id}")
+    if report is not None:
+        _stop_if_fatal(report, result.incident_id)
     if report and report.failed:
         _list_failures(app, result.incident_id)
         raise click.exceptions.Exit(ExitCode.PARTIAL)
@@ -261,7 +266,6 @@ def deliver(app: App, incident_id: str | None) -> None:
     ref = service.store.resolve_id(incident_id) if incident_id else None
     with app.out.progress(0, "Delivering") as update:
         report = service.deliver(ref, progress=update)
-    _stop_if_fatal(report, ref)
     if app.out.as_json:
         app.out.json({"sent": report.sent, "failed": report.failed, "pending": report.pending,
                       "fallbacks": report.fallbacks,
@@ -271,6 +275,7 @@ def deliver(app: App, incident_id: str | None) -> None:
         app.out.line(f"Sent {report.sent}, failed {report.failed}, still pending "
                      f"{report.pending} ({report.elapsed:.1f}s)")
         app.out.deliveries(report.counts)
+    _stop_if_fatal(report, ref)
     if report.failed and ref:
         _list_failures(app, ref)
     if report.failed:

@@ -111,23 +111,29 @@ def claim(conn: Connection, *, worker: str, now: datetime, limit: int,
             for r in rows]
 
 
-def release_dead_claims(conn: Connection, *, alive: Iterable[str], host: str) -> int:
-    """Return to pending the rows this host's dead processes had claimed (after a crash)."""
+def release_claims(conn: Connection, workers: Iterable[str]) -> int:
+    """Return to pending the rows these (dead) workers had claimed.
+
+    Named workers only: a worker that claims rows meanwhile is never touched.
+    """
+    dead = list(workers)
+    if not dead:
+        return 0
     o = schema.outbox
-    keep = list(alive)
-    query = update(o).where(o.c.state == DeliveryState.SENDING.value,
-                            o.c.claimed_by.like(f"{host}:%"))
-    if keep:
-        query = query.where(o.c.claimed_by.not_in(keep))
-    result = conn.execute(query.values(state=DeliveryState.PENDING.value, claimed_by=None))
+    result = conn.execute(update(o).where(o.c.state == DeliveryState.SENDING.value,
+                                          o.c.claimed_by.in_(dead))
+                          .values(state=DeliveryState.PENDING.value, claimed_by=None))
     return result.rowcount or 0
 
 
 def claimed_workers(conn: Connection, host: str) -> list[str]:
     """Workers of `host` that hold claims."""
     o = schema.outbox
+    # Escape LIKE's wildcards: a host called a_b must not match axb's workers.
+    pattern = host.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ":%"
     return list(conn.execute(select(o.c.claimed_by).distinct().where(
-        o.c.state == DeliveryState.SENDING.value, o.c.claimed_by.like(f"{host}:%"))).scalars())
+        o.c.state == DeliveryState.SENDING.value,
+        o.c.claimed_by.like(pattern, escape="\\"))).scalars())
 
 
 def mark_sent(conn: Connection, results: Sequence[tuple[int, str | None]], *,
