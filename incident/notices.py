@@ -3,18 +3,17 @@ per-recipient messages composed from it at send time."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator, Sequence
-from email.headerregistry import Address
-from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from typing import Any
 
 from sqlalchemy import Connection, select
 
+from incident import mime
 from incident.audience import Customer
 from incident.channels.base import EmailOut, Outgoing, SmsOut
 from incident.errors import TemplateInvalid
+from incident.mime import EmailTemplate
 from incident.models import DeliveryState, Phase, Status
 from incident.rendering import Renderer
 from incident.settings import Runtime
@@ -165,52 +164,70 @@ def rows_from_notice(conn: Connection, incident_id: str, source_seq: int, seq: i
                "fallback_address": r.fallback_address}
 
 
-_SPACES = re.compile(r"\s+")
 NoticeRecords = dict[tuple[str, int], dict[str, Any]]
 
 
 class Composer:
-    """Builds each recipient's message from its notice's recorded context."""
+    """Builds each recipient's message from its notice's recorded context.
+
+    Emails are rendered once per (notice, language) with placeholders for the customer and
+    filled in per recipient (see incident.mime), provided the templates use the customer's
+    fields as plain text — checked by rendering with two different placeholders and comparing.
+    A template that transforms them (e.g. `customer.name|upper`) is rendered per recipient.
+    """
 
     def __init__(self, rt: Runtime, renderer: Renderer, notices: NoticeRecords) -> None:
         self.rt = rt
         self.renderer = renderer
         self.notices = notices  # (incident, seq) -> the notice record of the event
+        self._emails: dict[tuple[str, int, str], EmailTemplate | None] = {}
 
     def compose(self, row: OutboxRow) -> Outgoing:
         """The message for one outbox row (TemplateInvalid if its template broke since)."""
         notice = self.notices[(row.incident_id, row.notice_seq)]
         lang = row.language if row.language in notice["context"] else next(iter(notice["context"]))
-        context = {**notice["context"][lang],
-                   "customer": {"name": row.recipient_name, "ref": row.recipient_ref}}
-        phase = notice["phase"]
         if row.channel == "sms":
-            sms = self.renderer.render_sms(notice["template_set"], phase, lang, context)
+            context = self._context(notice, lang, row.recipient_name, row.recipient_ref)
+            sms = self.renderer.render_sms(notice["template_set"], notice["phase"], lang, context)
             return SmsOut(row=row, to=row.address, body=sms.text, info=sms.info)
-        if row.channel == "email":
-            mail = self.renderer.render_email(notice["template_set"], phase, lang, context)
-            return EmailOut(row=row, message=self._email(row, lang, mail.subject, mail.text,
-                                                         mail.html))
-        raise TemplateInvalid(f"no customer template for channel {row.channel!r}")
+        if row.channel != "email":
+            raise TemplateInvalid(f"no customer template for channel {row.channel!r}")
+        key = (row.incident_id, row.notice_seq, lang)
+        if key not in self._emails:
+            self._emails[key] = self._shared_email(row, notice, lang)
+        template = self._emails[key] or self._email_template(
+            row, notice, lang, row.recipient_name, row.recipient_ref)
+        data = template.build(name=row.recipient_name, ref=row.recipient_ref, to=row.address,
+                              message_id=row.message_id, date=format_datetime(utcnow()))
+        return EmailOut(row=row, sender=template.envelope_sender, data=data)
 
-    def _email(self, row: OutboxRow, lang: str, subject: str, text: str,
-               html: str) -> EmailMessage:
+    def _context(self, notice: dict[str, Any], lang: str, name: str,
+                 ref: str) -> dict[str, Any]:
+        return {**notice["context"][lang], "customer": {"name": name, "ref": ref}}
+
+    def _email_template(self, row: OutboxRow, notice: dict[str, Any], lang: str, name: str,
+                        ref: str) -> EmailTemplate:
+        mail = self.renderer.render_email(notice["template_set"], notice["phase"], lang,
+                                          self._context(notice, lang, name, ref))
         email = self.rt.settings.channels.email
-        msg = EmailMessage()
-        msg["Subject"] = subject
-        msg["From"] = email.sender.get(lang)
-        # A name is customer data: strip line breaks so it can never inject a header.
-        name = _SPACES.sub(" ", row.recipient_name).strip()
-        local, _, domain = row.address.rpartition("@")
-        msg["To"] = Address(display_name=name, username=local, domain=domain)
-        if email.reply_to:
-            msg["Reply-To"] = email.reply_to.get(lang)
-        msg["Date"] = format_datetime(utcnow())
-        msg["Message-ID"] = row.message_id
-        msg["X-Incident-ID"] = row.incident_id
-        msg["X-Incident-Notice"] = str(row.notice_seq)
-        # Service notices are transactional: no List-Unsubscribe; mark as automatic.
-        msg["Auto-Submitted"] = "auto-generated"
-        msg.set_content(text)
-        msg.add_alternative(html, subtype="html")
-        return msg
+        return EmailTemplate(
+            sender=email.sender.get(lang),
+            reply_to=email.reply_to.get(lang) if email.reply_to else None,
+            subject=mail.subject, text=mail.text, html=mail.html,
+            # Service notices are transactional: no List-Unsubscribe; marked as automatic.
+            headers=(("X-Incident-ID", row.incident_id),
+                     ("X-Incident-Notice", str(row.notice_seq)),
+                     ("Auto-Submitted", "auto-generated")))
+
+    def _shared_email(self, row: OutboxRow, notice: dict[str, Any],
+                      lang: str) -> EmailTemplate | None:
+        """The notice rendered once with placeholders, or None if the templates transform the
+        customer's fields (then every recipient is rendered on their own)."""
+        first = self._email_template(row, notice, lang, mime.NAME, mime.REF)
+        second = self._email_template(row, notice, lang, mime.ALT_NAME, mime.ALT_REF)
+        for a, b in ((first.subject, second.subject), (first.text, second.text),
+                     (first.html, second.html)):
+            if (a.replace(mime.NAME, "\0N").replace(mime.REF, "\0R")
+                    != b.replace(mime.ALT_NAME, "\0N").replace(mime.ALT_REF, "\0R")):
+                return None
+        return first

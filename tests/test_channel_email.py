@@ -46,7 +46,7 @@ def make_email(i: int, *, to: str | None = None) -> EmailOut:
                     recipient_ref=f"c{i}", recipient_name=f"客户{i}", address=address,
                     language="zh-CN", priority=0, attempts=1, message_id=msg["Message-ID"],
                     idempotency_key=f"{i:064x}")
-    return EmailOut(row=row, message=msg)
+    return EmailOut.from_message(row, msg)
 
 
 def make_channel(port: int, *, connections: int = 4, timeout: float = 5.0,
@@ -167,7 +167,7 @@ def test_concurrent_messages_arrive_once_each_intact_over_the_pool(aiosmtpd_serv
         assert got["Subject"] == SUBJECT
         assert got["Message-ID"] not in received, "delivered twice"
         received[got["Message-ID"]] = got
-    assert set(received) == {m.message["Message-ID"] for m in messages}
+    assert set(received) == {m.row.message_id for m in messages}
     sample = received["<inc-1.n1.7@bank.example>"]
     assert sample.get_content_type() == "multipart/alternative"
     text = sample.get_body(("plain",)).get_content()

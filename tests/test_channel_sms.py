@@ -328,7 +328,7 @@ def test_other_hosts_are_refused(url: str) -> None:
 
 
 def test_email_is_refused_without_a_request(fake: FakeTwilio) -> None:
-    message = EmailOut(row=sms(NUMBERS[0]).row, message=EmailMessage())
+    message = EmailOut.from_message(sms(NUMBERS[0]).row, EmailMessage())
 
     [outcome] = send(channel(fake.url), message)
 

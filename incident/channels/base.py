@@ -12,10 +12,29 @@ from incident.store.outbox import OutboxRow
 
 @dataclass(frozen=True, slots=True)
 class EmailOut:
-    """A composed email for one outbox row."""
+    """A composed email for one outbox row: the envelope and the complete message bytes."""
 
     row: OutboxRow
-    message: EmailMessage
+    sender: str
+    data: bytes
+    recipients: tuple[str, ...] = ()  # envelope recipients; empty: the row's address
+
+    @property
+    def envelope_to(self) -> list[str]:
+        """RCPT TO addresses."""
+        return list(self.recipients) or ([self.row.address] if self.row.address else [])
+
+    @classmethod
+    def from_message(cls, row: OutboxRow, message: EmailMessage) -> EmailOut:
+        """From an EmailMessage built by hand (tests, tools): envelope from its headers."""
+        from email.utils import getaddresses, parseaddr
+
+        from incident.mime import flatten
+
+        to = tuple(a for _, a in getaddresses([str(v) for v in message.get_all("To", [])
+                                               + message.get_all("Cc", [])]) if a)
+        return cls(row=row, sender=parseaddr(str(message.get("From", "")))[1],
+                   data=flatten(message), recipients=to or ("",))
 
 
 @dataclass(frozen=True, slots=True)

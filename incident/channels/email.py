@@ -141,8 +141,12 @@ class SmtpChannel:
 
 async def _transact(client: SMTP, message: EmailOut) -> tuple[Outcome, bool]:
     """One MAIL/RCPT/DATA transaction: the outcome, and whether the connection can be reused."""
+    recipients = [r for r in message.envelope_to if r]
+    if not message.sender or not recipients:
+        return Outcome.fail("cannot send this message: no sender or no recipient address",
+                            code="message"), True
     try:
-        refused, reply = await client.send_message(message.message)
+        refused, reply = await client.sendmail(message.sender, recipients, message.data)
     except SMTPRecipientsRefused as exc:
         return _refused(exc.recipients), True
     except SMTPResponseException as exc:

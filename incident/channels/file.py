@@ -44,7 +44,7 @@ class FileChannel:
         path = self.path_for(message)
         try:
             if isinstance(message, EmailOut):
-                _atomic_write(path, message.message.as_bytes())
+                _atomic_write(path, message.data)
             else:
                 _atomic_write(path, _sms_json(message))
         except OSError as exc:

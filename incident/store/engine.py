@@ -7,7 +7,6 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-from sqlalchemy.pool import NullPool
 
 from incident.errors import ConfigInvalid
 
@@ -37,8 +36,9 @@ def make_engine(url: str) -> Engine:
 
 
 def _sqlite_engine(url: Any) -> Engine:
-    # NullPool: each command is short-lived; no connection survives a fork or a crash.
-    engine = create_engine(url, poolclass=NullPool,
+    # A small pool: the dispatcher runs many short transactions, and reconnecting (with the
+    # pragmas below) for each one cost more than the work itself.
+    engine = create_engine(url, pool_size=2, max_overflow=2,
                            connect_args={"timeout": SQLITE_BUSY_MS / 1000})
 
     @event.listens_for(engine, "connect")

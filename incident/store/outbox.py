@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 
 from incident.models import DeliveryState
 from incident.store import schema
@@ -138,12 +138,14 @@ def claimed_workers(conn: Connection, host: str) -> list[str]:
 
 def mark_sent(conn: Connection, results: Sequence[tuple[int, str | None]], *,
               now: datetime) -> None:
-    """Mark rows sent with their provider references."""
+    """Mark rows sent with their provider references (one statement, many rows)."""
+    if not results:
+        return
     o = schema.outbox
-    for row_id, ref in results:
-        conn.execute(update(o).where(o.c.id == row_id).values(
-            state=DeliveryState.SENT.value, sent_at=_db_time(conn, now), provider_ref=ref,
-            last_error=None, error_code=None, claimed_by=None))
+    statement = update(o).where(o.c.id == bindparam("b_id")).values(
+        state=DeliveryState.SENT.value, sent_at=_db_time(conn, now),
+        provider_ref=bindparam("b_ref"), last_error=None, error_code=None, claimed_by=None)
+    conn.execute(statement, [{"b_id": row_id, "b_ref": ref} for row_id, ref in results])
 
 
 def mark_retry(conn: Connection, row_id: int, *, error: str, code: str | None,
