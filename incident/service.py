@@ -11,12 +11,11 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Sequence
+from copy import deepcopy
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-
-from sqlalchemy import Connection
 
 from incident.audience import AudienceLoad, Customer, load_audience, select
 from incident.channels import Channel
@@ -299,8 +298,10 @@ class Service:
         now = utcnow()
         domain = sender_domain(self.rt)
         with self.store.write() as conn:
-            seq = self._lock_next_seq(conn, incident_id)
-            view = fold(self.store.events(incident_id, conn))
+            self.store.lock_incident(conn, incident_id)
+            events = self.store.events(incident_id, conn)
+            seq = len(events) + 1
+            view = fold(events)
             if view.status not in allowed:
                 raise InvalidTransition(
                     f"cannot {verb} {incident_id}: it is {view.status.value}",
@@ -313,7 +314,7 @@ class Service:
                                     actor=self.rt.operator,
                                     data={**data, "notice": _placeholder(phase)},
                                     prev_hash="", hash="")
-                after = _copy_view(view)
+                after = deepcopy(view)
                 apply(after, provisional)
                 contexts = self._contexts(after, phase, data.get("message", ""),
                                           data.get("message_zh"))
@@ -329,10 +330,6 @@ class Service:
             apply(view, event)
         return NoticeResult(incident_id=incident_id, seq=event.seq, phase=phase,
                             messages=messages, view=view)
-
-    def _lock_next_seq(self, conn: Connection, incident_id: str) -> int:
-        self.store.lock_incident(conn, incident_id)
-        return len(self.store.events(incident_id, conn)) + 1
 
     def _contexts(self, view: IncidentView, phase: Phase, message: str,
                   message_zh: str | None = None) -> dict[str, dict[str, Any]]:
@@ -373,10 +370,11 @@ class Service:
     def incidents(self, *, include_closed: bool = False) -> list[StatusResult]:
         """Open incidents (or all), newest first, each with its delivery counts."""
         out = []
+        rows = self.store.incidents()
         with self.store.read() as conn:
-            all_counts = {row.id: ob.counts(conn, row.id) for row in self.store.incidents()}
+            all_counts = {row.id: ob.counts(conn, row.id) for row in rows}
         now = utcnow()
-        for row in self.store.incidents():
+        for row in rows:
             view = fold(self.store.events(row.id))
             if include_closed or view.status is not Status.CLOSED:
                 out.append(StatusResult(view=view, counts=all_counts.get(row.id, {}),
@@ -416,12 +414,6 @@ class Service:
 
 def _placeholder(phase: Phase) -> dict[str, Any]:
     return {"phase": phase.value, "messages": 0, "recipients": 0}
-
-
-def _copy_view(view: IncidentView) -> IncidentView:
-    from copy import deepcopy
-
-    return deepcopy(view)
 
 
 def _transition_hint(status: Status) -> str:

@@ -14,7 +14,7 @@ from rich.text import Text
 from incident.audience import mask_contact, mask_name
 from incident.cli.app import App
 from incident.cli.output import state_counts
-from incident.errors import ChainBroken
+from incident.errors import ChainBroken, Location
 from incident.models import Event, EventType
 from incident.service import StatusResult
 from incident.store.events import as_utc
@@ -201,15 +201,9 @@ def verify(app: App, incident_id: str | None) -> None:
     if broken:
         lines = [f"{ident} {p}" for ident, problems in broken.items() for p in problems]
         raise ChainBroken(f"event chain broken in {len(broken)} incident(s)",
-                          problems=[(_loc(), line) for line in lines],
+                          problems=[(Location(), line) for line in lines],
                           hint="the database was changed outside the toolkit; keep a copy "
                                "of it for investigation")
-
-
-def _loc() -> Any:
-    from incident.errors import Location
-
-    return Location()
 
 
 @click.command()
