@@ -99,10 +99,26 @@ class EventType(StrEnum):
     """Everything the supervisor does is one of these."""
 
     DECLARED = "declared"
-    UPDATED = "updated"
+    UPDATED = "updated"  # progress, status and/or severity (re-grade)
     ETA_REVISED = "eta_revised"
     RESOLVED = "resolved"
     CLOSED = "closed"
+    # minimal impact: the manual-handling channel and its cases
+    MANUAL_OPENED = "manual_opened"  # opened, or its details changed
+    MANUAL_CLOSED = "manual_closed"
+    CASE_LOGGED = "case_logged"
+    CASE_RECONCILED = "case_reconciled"
+    # the checklist: playbook steps and regulator duties
+    STEP_DONE = "step_done"
+    STEP_SKIPPED = "step_skipped"
+    # coordination
+    PARTIES_NOTIFIED = "parties_notified"  # an internal notice to departments / outside bodies
+    PARTY_ACKED = "party_acked"
+    ALERTED = "alerted"  # `incident watch` told the supervisor something fell due
+    # the post-mortem (edited by people after the incident)
+    NOTE = "note"
+    ACTION_ADDED = "action_added"
+    ACTION_DONE = "action_done"
 
 
 class Event(BaseModel):

@@ -15,7 +15,8 @@ from incident.yamlfile import parse_model
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 CustomerChannel = Literal["email", "sms"]
-StepAction = Literal["notify_customers", "open_manual_channel", "notify_parties"]
+StepAction = Literal["declare", "notify_customers", "open_manual_channel", "notify_parties"]
+CapSeverity = Literal["Extreme", "Severe", "Moderate", "Minor", "Unknown"]
 
 
 class SeverityLevel(Strict):
@@ -50,6 +51,9 @@ class ManualChannel(Strict):
     counters: Text | None = None
     hours: Text
     workaround: Text | None = None
+    # Opened by `incident start` so the first notice already offers it; otherwise the
+    # supervisor opens it with `incident manual open`.
+    open_at_start: bool = True
 
     @model_validator(mode="after")
     def _something_to_offer(self) -> ManualChannel:
@@ -68,6 +72,8 @@ class RegulatorDuty(Strict):
     every: Duration | None = None  # recurring progress report until resolution
     grades: list[str] = Field(default_factory=list)  # empty: every grade
     source: str = Field(min_length=1)  # the rule, article and number it comes from
+    owner: str = Field(default="compliance", min_length=1)  # role that files the report
+    party: str = "regulator"  # the party (incident.yaml parties) the report goes to
 
     @model_validator(mode="after")
     def _one_clock(self) -> RegulatorDuty:
@@ -120,6 +126,7 @@ class Step(Strict):
     due: Duration
     action: StepAction | None = None
     grades: list[str] = Field(default_factory=list)  # empty: every grade
+    parties: list[str] = Field(default_factory=list)  # notify_parties: these (empty: all)
 
 
 class AudienceFilter(Strict):
@@ -129,6 +136,22 @@ class AudienceFilter(Strict):
     regions: list[str] = Field(default_factory=list)
     branches: list[str] = Field(default_factory=list)
     segments: list[str] = Field(default_factory=list)
+
+
+class Warnings(Strict):
+    """Which OASIS CAP 1.2 alerts this playbook answers (`incident warnings ingest`)."""
+
+    events: list[str] = Field(min_length=1)  # words matched in <info><event>, any case
+    categories: list[str] = Field(default_factory=list)  # CAP categories, e.g. Met, Geo
+    grades: dict[CapSeverity, str] = Field(default_factory=dict)  # CAP severity -> grade
+
+
+class Branches(Strict):
+    """How a disaster notice names closed branches and nearby open ones."""
+
+    announce: bool = True
+    nearby_km: float = Field(default=20.0, gt=0)  # open branches within this distance
+    nearby_max: int = Field(default=3, ge=0, le=20)  # at most this many of them
 
 
 class Notices(Strict):
@@ -158,6 +181,8 @@ class Playbook(Strict):
     steps: list[Step] = Field(default_factory=list)
     audience: AudienceFilter = Field(default_factory=AudienceFilter)
     notices: Notices
+    warnings: Warnings | None = None
+    branches: Branches = Field(default_factory=Branches)
 
     @field_validator("steps")
     @classmethod
@@ -178,7 +203,26 @@ class Playbook(Strict):
             unknown = sorted(set(grades) - levels)
             if unknown:
                 raise ValueError(f"{where}: unknown grades {unknown}; levels are {sorted(levels)}")
+        if self.warnings:
+            unknown = sorted(set(self.warnings.grades.values()) - levels)
+            if unknown:
+                raise ValueError(f"warnings.grades: unknown grades {unknown}; "
+                                 f"levels are {sorted(levels)}")
+        ids = [s.id for s in self.steps]
+        clash = sorted(set(ids) & {d.id for d in self.principles.coordination.regulator})
+        if clash:
+            raise ValueError(f"steps and regulator duties share ids {clash}: a duty is already "
+                             "a checklist item")
         return self
+
+    def steps_for(self, grade: str) -> list[Step]:
+        """The checklist steps that apply at `grade`."""
+        return [s for s in self.steps if not s.grades or grade in s.grades]
+
+    def duties_for(self, grade: str) -> list[RegulatorDuty]:
+        """The regulator duties that apply at `grade`."""
+        return [d for d in self.principles.coordination.regulator
+                if not d.grades or grade in d.grades]
 
     def level(self, grade: str) -> SeverityLevel:
         """The severity level with id `grade`."""

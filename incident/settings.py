@@ -119,6 +119,12 @@ class Party(Strict):
     webhook: str | None = None
     language: Language = "zh-CN"
 
+    @model_validator(mode="after")
+    def _reachable(self) -> Party:
+        if not (self.email or self.phone):
+            raise ValueError("give the party an email or a phone to be notified on")
+        return self
+
 
 class Operator(Strict):
     """A person allowed to run incidents, with their incident-command role."""
@@ -126,6 +132,13 @@ class Operator(Strict):
     id: str
     name: str
     role: str = "commander"
+
+
+class Alerts(Strict):
+    """Who `incident watch` alerts, and how early."""
+
+    parties: list[str] = Field(default_factory=list)  # party ids that get an internal message
+    due_soon: Duration = timedelta(minutes=15)  # warn this long before something falls due
 
 
 class Settings(Strict):
@@ -145,6 +158,8 @@ class Settings(Strict):
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     parties: dict[str, Party] = Field(default_factory=dict)
     operators: list[Operator] = Field(default_factory=list)
+    branches: str | None = None  # branch list CSV: id,name,region,latitude,longitude
+    alerts: Alerts = Field(default_factory=Alerts)
 
     @field_validator("timezone")
     @classmethod
@@ -161,6 +176,9 @@ class Settings(Strict):
             raise ValueError(f"default_language {self.default_language} is not in languages")
         if self.default_audience not in self.audiences:
             raise ValueError(f"default_audience {self.default_audience!r} is not in audiences")
+        unknown = sorted(set(self.alerts.parties) - set(self.parties))
+        if unknown:
+            raise ValueError(f"alerts.parties names unknown parties {unknown}")
         return self
 
 

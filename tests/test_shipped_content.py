@@ -217,11 +217,14 @@ def test_playbook_validates_and_is_complete(path: Path) -> None:
     duties = principles.coordination.regulator
     assert duties and all(duty.source.strip() for duty in duties)
 
-    # Steps: 8-14, known roles, the three actions, due times in order of the checklist's end.
+    # Steps: 8-14 (regulator duties are checklist items of their own), known roles, the four
+    # actions, the post-incident report last.
     assert 8 <= len(book.steps) <= 14
     assert {step.owner for step in book.steps} <= ROLES
     actions = [step.action for step in book.steps if step.action]
-    assert sorted(actions) == ["notify_customers", "notify_parties", "open_manual_channel"]
+    assert sorted(actions) == ["declare", "notify_customers", "notify_parties",
+                               "open_manual_channel"]
+    assert not any(step.id.startswith("regulator-") for step in book.steps)
     first_notice = next(s for s in book.steps if s.action == "notify_customers")
     assert first_notice.due <= principles.fast_response.first_notice_within
     assert book.steps[-1].id == "post-incident-report"
