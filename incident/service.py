@@ -252,7 +252,7 @@ class Service:
                 data["eta"] = to_iso(self._future(eta, now, "--eta"))
             return data
 
-        return self._record(ref, EventType.UPDATED, None if internal else Phase.UPDATE, build,
+        return self.record(ref, EventType.UPDATED, None if internal else Phase.UPDATE, build,
                             allowed=OPEN_STATES, verb="update")
 
     def revise_eta(self, ref: str, *, when: str, reason: str) -> NoticeResult:
@@ -265,7 +265,7 @@ class Service:
             return {"eta": to_iso(new), "previous": to_iso(view.eta) if view.eta else None,
                     "reason": reason.strip(), "message": reason.strip()}
 
-        return self._record(ref, EventType.ETA_REVISED, Phase.ETA_CHANGED, build,
+        return self.record(ref, EventType.ETA_REVISED, Phase.ETA_CHANGED, build,
                             allowed=OPEN_STATES, verb="revise the ETA of")
 
     def resolve(self, ref: str, *, message: str, message_zh: str | None = None,
@@ -283,17 +283,23 @@ class Service:
                 data["message_zh"] = message_zh.strip()
             return data
 
-        return self._record(ref, EventType.RESOLVED, Phase.RESOLVED, build,
+        return self.record(ref, EventType.RESOLVED, Phase.RESOLVED, build,
                             allowed=OPEN_STATES, verb="resolve")
 
     def close(self, ref: str) -> NoticeResult:
         """Close a resolved incident; its record is then final."""
-        return self._record(ref, EventType.CLOSED, None, lambda view, now: {},
+        return self.record(ref, EventType.CLOSED, None, lambda view, now: {},
                             allowed={Status.RESOLVED}, verb="close")
 
-    def _record(self, ref: str, type: EventType, phase: Phase | None,
+    def record(self, ref: str, type: EventType, phase: Phase | None,
                 build: Any, *, allowed: set[Status] | frozenset[Status],
                 verb: str) -> NoticeResult:
+        """Append one event of `type` to incident `ref` in one write transaction.
+
+        `build(view, now)` returns the event's data from the incident's fresh state (raising
+        BadInput to refuse); with a `phase`, the customer notice is rendered, checked and
+        enqueued with it. `allowed` are the states the incident may be in.
+        """
         incident_id = self.store.resolve_id(ref)
         now = utcnow()
         domain = sender_domain(self.rt)
