@@ -9,15 +9,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, text
+from sqlalchemy import Connection, Engine, inspect, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from incident.errors import AmbiguousIncident, IncidentNotFound, StorageError
 from incident.models import Event, EventType
+from incident.store import engine as _engine
 from incident.store import schema
 from incident.store.engine import make_engine
 from incident.store.events import GENESIS, append_event, as_utc, read_events, verify_chain
-from incident.store.migrations import migrate
+from incident.store.migrations import MIGRATIONS, migrate
 
 __all__ = ["GENESIS", "IncidentRow", "Store"]
 
@@ -45,12 +46,22 @@ class Store:
     def open(cls, url: str) -> Store:
         """Open the database at `url` and bring its schema up to date."""
         store = cls(make_engine(url))
-        with store.write() as conn:
-            if store.dialect == "postgresql":
-                # Two processes opening a fresh database must not both migrate it.
-                conn.execute(text("SELECT pg_advisory_xact_lock(4242001)"))
-            migrate(conn)
+        if store._migrations_pending():
+            with store.write() as conn:
+                if store.dialect == "postgresql":
+                    # Two processes opening a fresh database must not both migrate it.
+                    conn.execute(text("SELECT pg_advisory_xact_lock(4242001)"))
+                migrate(conn)  # checks again, under the write lock
         return store
+
+    def _migrations_pending(self) -> bool:
+        """Whether the schema needs migrating, found with a read: opening an up-to-date
+        database (every command does) must not wait for another writer's lock."""
+        with self.read() as conn:
+            if not inspect(conn).has_table(schema.migrations.name):
+                return True
+            done = set(conn.execute(select(schema.migrations.c.name)).scalars())
+        return any(name not in done for name, _step in MIGRATIONS)
 
     def close(self) -> None:
         """Release connections."""
@@ -69,8 +80,7 @@ class Store:
             raise StorageError(f"conflicting write, nothing was recorded: {exc.orig}",
                                hint="run the command again") from exc
         except (OperationalError, DBAPIError) as exc:
-            raise StorageError(f"database error, nothing was recorded: {exc.orig}",
-                               hint="check the database is reachable and not read-only") from exc
+            raise _storage_error(exc, self.dialect, ", nothing was recorded") from exc
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -79,7 +89,7 @@ class Store:
             with self.engine.connect() as conn, conn.begin():
                 yield conn
         except (OperationalError, DBAPIError) as exc:
-            raise StorageError(f"database error: {exc.orig}") from exc
+            raise _storage_error(exc, self.dialect, "") from exc
 
     # ------------------------------------------------------------------ incidents and events
 
@@ -156,6 +166,32 @@ class Store:
         """Problems in the incident's event chain (empty when intact)."""
         with self.read() as conn:
             return verify_chain(conn, incident_id)
+
+
+# SQLite result codes (sqlite3.Error.sqlite_errorname) and PostgreSQL SQLSTATEs of the two
+# run-time conditions an operator can do something about.
+_BUSY = ("SQLITE_BUSY", "SQLITE_LOCKED", "55P03")  # 55P03: lock_not_available
+_FULL = ("SQLITE_FULL", "53100")  # 53100: disk_full
+
+
+def _storage_error(exc: DBAPIError, dialect: str, outcome: str) -> StorageError:
+    """A database failure as the operator should read it: busy and full named as such."""
+    orig = exc.orig if exc.orig is not None else exc
+    code = getattr(orig, "sqlite_errorname", None) or getattr(orig, "sqlstate", None) or ""
+    text = str(orig)
+    if code.startswith(_BUSY) or "database is locked" in text:
+        waited = (f" (waited {_engine.SQLITE_BUSY_MS / 1000:g} s)" if dialect == "sqlite"
+                  else "")
+        return StorageError(f"the database is busy: locked by another writer{waited}{outcome}",
+                            hint="another incident command or delivery worker is writing; "
+                                 "run the command again when it has finished")
+    if code.startswith(_FULL) or "disk is full" in text or "No space left" in text:
+        detail = "" if "disk is full" in text else f" ({text})"  # SQLite says only that
+        return StorageError(f"the database or disk is full{outcome}{detail}",
+                            hint="free space on the disk that holds the database, then run "
+                                 "the command again")
+    return StorageError(f"database error{outcome}: {text}",
+                        hint="check the database is reachable and not read-only")
 
 
 def _incident_row(row: Any) -> IncidentRow:

@@ -5,8 +5,10 @@ flight (claimed, not yet marked) when its sender died — the bound the design p
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -194,37 +196,81 @@ def check_all_delivered(ws: Workspace, server: CountingServer, incident_id: str,
 # --- crash and resume ----------------------------------------------------------------------------
 
 
-CRASH_RECIPIENTS = 5000
-KILL_AFTER = (500, 2000, 3500)  # messages received by the server when each run is killed
+CRASH_RECIPIENTS = 20_000
+KILLS = 5
+# Each kill point is at least this many receipts after the previous one, so every run gets
+# going before it is killed (a kill during start-up alone would test nothing).
+KILL_GAP = CRASH_RECIPIENTS // 40
 
 
-def test_killed_deliveries_resume_and_repeat_only_what_was_in_flight(ws: Workspace) -> None:
+def kill_points(seed: int) -> list[int]:
+    """`KILLS` random receipt counts in (1%, 95%) of the send, increasing, `KILL_GAP` apart."""
+    rng = random.Random(seed)
+    while True:
+        points = sorted(rng.sample(range(CRASH_RECIPIENTS // 100, CRASH_RECIPIENTS * 95 // 100),
+                                   KILLS))
+        if all(b - a >= KILL_GAP for a, b in itertools.pairwise(points)):
+            return points
+
+
+def in_flight_ids(db_url: str, incident_id: str) -> set[str]:
+    """Message-IDs of rows claimed but not marked (state `sending`): what a dead sender may
+    have handed to the server without recording it."""
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return set(conn.execute(text("SELECT message_id FROM outbox WHERE incident_id = :id "
+                                         "AND state = 'sending'"), {"id": incident_id}).scalars())
+    finally:
+        engine.dispose()
+
+
+def test_sigkill_at_five_random_moments_of_a_20000_send_loses_nothing(ws: Workspace) -> None:
+    # One send of 20,000 messages, killed with SIGKILL at 5 random moments (kill, resume, kill,
+    # ...), then resumed to the end. INCIDENT_FAULT_SEED=N replays a run.
+    seed = int(os.environ.get("INCIDENT_FAULT_SEED") or random.SystemRandom().randrange(2**32))
+    points = kill_points(seed)
+    backend = ws.db.split(":")[0]
+    print(f"\n[{backend}] crash campaign seed={seed} (INCIDENT_FAULT_SEED={seed} replays it), "
+          f"kill after {points} receipts", end="")
     # A little DATA latency keeps every SMTP connection busy at the moment of a kill, so some
     # messages are always in flight (received, or about to be, but not yet marked sent).
     with counting_smtp(delay=0.002) as server:
         incident_id = queue_notice(ws, server, CRASH_RECIPIENTS)
-        in_flight: list[int] = []
+        in_flight: list[set[str]] = []
         with workers(ws, incident_id) as group:
-            for target in KILL_AFTER:
+            for target in points:
                 proc = group.start()
                 wait_for_receipts(server, target, proc, group)
                 proc.kill()
                 proc.wait()
-                assert proc.returncode == -signal.SIGKILL  # killed mid-run, not finished
+                assert proc.returncode == -signal.SIGKILL, f"seed {seed}: not killed mid-run"
                 states = outbox_states(ws.db, incident_id)
-                in_flight.append(states.get("sending", 0))
-                assert states.get("sent", 0) < CRASH_RECIPIENTS
-                print(f"\n[{ws.db.split(':')[0]}] kill at {server.total()} received: "
-                      f"{states}", end="")
+                in_flight.append(in_flight_ids(ws.db, incident_id))
+                assert states.get("sent", 0) < CRASH_RECIPIENTS, f"seed {seed}: already done"
+                print(f"\n[{backend}] kill at {server.total()} received: {states}", end="")
             report = group.finish(group.start())
         assert report["interrupted"] is False and report["failed"] == 0
-        duplicates = check_all_delivered(ws, server, incident_id, CRASH_RECIPIENTS)
-        print(f"\ncrash/resume [{ws.db.split(':')[0]}]: kills={len(KILL_AFTER)} "
-              f"in-flight={in_flight} (sum {sum(in_flight)}) received={server.total()} "
-              f"duplicates={duplicates} last run sent={report['sent']}")
+        duplicates = check_all_delivered(ws, server, incident_id, CRASH_RECIPIENTS)  # lost = 0
+        counts = server.counts()
+        # Each kill: a message arrives again only if it was in flight at that kill, and at most
+        # once more per kill that caught it in flight.
+        per_kill = []
+        for held in in_flight:
+            per_kill.append(sum(1 for mid in held if counts[mid] > 1))
+        for mid, n in counts.items():
+            if n > 1:
+                times_in_flight = sum(1 for held in in_flight if mid in held)
+                assert n - 1 <= times_in_flight, (
+                    f"seed {seed}: {mid} arrived {n} times but was in flight at "
+                    f"{times_in_flight} kills")
+        print(f"\ncrash/resume [{backend}] seed={seed}: in-flight per kill="
+              f"{[len(h) for h in in_flight]} duplicated of those={per_kill} "
+              f"received={server.total()} duplicates={duplicates} last run sent={report['sent']}")
         # A kill that found nothing in flight would not test the resume at all.
-        assert sum(in_flight) > 0
-        assert duplicates <= sum(in_flight)
+        assert sum(len(h) for h in in_flight) > 0, f"seed {seed}: nothing was ever in flight"
+        assert all(d <= len(h) for d, h in zip(per_kill, in_flight, strict=True))
+        assert duplicates <= sum(len(h) for h in in_flight), f"seed {seed}"
         # The outbox marks each message sent once, whatever the server saw.
         assert server.total() == CRASH_RECIPIENTS + duplicates
 
