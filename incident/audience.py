@@ -29,6 +29,11 @@ _PRODUCT_SEPARATORS = re.compile(r"[;|,]")
 _UTF8_BOM = b"\xef\xbb\xbf"
 _ENCODING_HINT = ("save the file as UTF-8 (Excel: 'CSV UTF-8'; or "
                   "`iconv -f GBK -t UTF-8 old.csv > new.csv`)")
+# A huge broken file must not cost memory in proportion to its size: keep this many problems
+# (the rest are counted), list fewer in an error, and refuse lines no customer row needs.
+MAX_PROBLEMS = 1000
+LISTED_IN_ERROR = 20
+MAX_LINE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +66,11 @@ class AudienceLoad:
     """The result of reading a customer list: the good rows and every bad one."""
 
     customers: list[Customer]
-    problems: list[RowProblem]
+    problems: list[RowProblem]  # the first MAX_PROBLEMS, then one line saying how many more
     path: str
     rows_read: int
+    bad_rows: int = 0
+    problem_count: int = 0  # all problems found, listed or not
 
     def locations(self) -> list[tuple[Location, str]]:
         """The problems in the form `IncidentError(problems=...)` takes."""
@@ -89,24 +96,38 @@ def load_audience(path: Path, *, default_language: str = "zh-CN",
     display = str(path)
     customers: list[Customer] = []
     problems: list[RowProblem] = []
+    problem_count = bad_rows = 0
+    last_bad = 0
     for item in iter_audience(path, default_language=default_language,
                               default_region=default_region):
         if isinstance(item, Customer):
             customers.append(item)
-        else:
+            continue
+        # A bad row may yield several problems, one after the other, all with its start line.
+        if item.line != last_bad:
+            bad_rows, last_bad = bad_rows + 1, item.line
+        problem_count += 1
+        if len(problems) < MAX_PROBLEMS:
             problems.append(item)
-    # A bad row may yield several problems, all with the row's start line.
-    rows_read = len(customers) + len({p.line for p in problems})
+    rows_read = len(customers) + bad_rows
     if not customers:
-        what = "no data rows" if rows_read == 0 else f"all {rows_read} rows are bad"
+        what = "no data rows" if rows_read == 0 else f"all {rows_read:,} rows are bad"
+        listed = [(_location(display, p), p.message) for p in problems[:LISTED_IN_ERROR]]
+        if problem_count > len(listed):
+            listed.append((Location(file=display), _more(problem_count - len(listed))))
         raise AudienceInvalid(
             f"{display}: no valid customer ({what})",
             hint="each row needs an id, a name and a valid email or phone",
-            problems=[(_location(display, p), p.message) for p in problems]
-            or [(Location(file=display), "no data rows after the header")],
+            problems=listed or [(Location(file=display), "no data rows after the header")],
         )
+    if problem_count > len(problems):
+        problems.append(RowProblem(0, "", _more(problem_count - len(problems))))
     return AudienceLoad(customers=customers, problems=problems, path=display,
-                        rows_read=rows_read)
+                        rows_read=rows_read, bad_rows=bad_rows, problem_count=problem_count)
+
+
+def _more(count: int) -> str:
+    return f"... and {count:,} more problems in later rows (not listed)"
 
 
 def iter_audience(path: Path, *, default_language: str = "zh-CN",
@@ -126,7 +147,8 @@ def iter_audience(path: Path, *, default_language: str = "zh-CN",
         raise AudienceInvalid(f"cannot read audience file {display}: {exc.strerror or exc}",
                               problems=[(Location(file=display), str(exc))]) from None
     with handle:
-        reader = csv.reader(_decoded_lines(handle, display))
+        lines = _LineTap(_decoded_lines(handle, display))
+        reader = csv.reader(lines)
         parser: _RowParser | None = None
         previous_end = 0
         try:
@@ -134,18 +156,24 @@ def iter_audience(path: Path, *, default_language: str = "zh-CN",
                 # line_num is where the record ends; a quoted cell can span several lines,
                 # so the record starts right after the previous one ended.
                 start, previous_end = previous_end + 1, reader.line_num
+                lines.watch = previous_end + 1
                 if not any(cell.strip() for cell in row):
                     continue
                 if parser is None:
                     parser = _RowParser.from_header(row, start, display, language, region)
                     continue
                 yield from parser.parse(row, start)
-        except csv.Error as exc:
+        except (csv.Error, _LineTooLong) as exc:
+            # csv stops a cell at 128 KB (field_size_limit): an unclosed quote costs no more.
             line = previous_end + 1
+            first = (exc.head if isinstance(exc, _LineTooLong) and exc.number == line
+                     else lines.watched)
+            field = _last_cell(first, parser)
             raise AudienceInvalid(
-                f"{display}:{line}: not readable as CSV: {exc}",
-                problems=[(Location(file=display, line=line), str(exc))],
-                hint="check for an unclosed quote (\") above this line",
+                f"{display}:{line}: not readable as CSV: {exc}"
+                + (f" (in column {field})" if field else ""),
+                problems=[(Location(file=display, line=line, field=field), str(exc))],
+                hint="check for an unclosed quote (\") in this row",
             ) from None
         if parser is None:
             raise AudienceInvalid(f"{display}: the file is empty (no header line)",
@@ -343,10 +371,58 @@ def _parse_phone(raw: str, region: str) -> tuple[str | None, str | None]:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), None
 
 
+class _LineTooLong(Exception):
+    """A physical line longer than MAX_LINE_BYTES (read no further than that)."""
+
+    def __init__(self, number: int, head: str) -> None:
+        super().__init__(f"line {number} is longer than {MAX_LINE_BYTES >> 20} MB (not a "
+                         "customer row: an unclosed quote, or not a CSV file)")
+        self.number = number
+        self.head = head
+
+
+class _LineTap:
+    """Passes lines through to csv.reader, keeping the one numbered `watch` (the first line of
+    the record being read) so that an error can name the cell it stopped in."""
+
+    def __init__(self, lines: Iterator[str]) -> None:
+        self.lines = lines
+        self.number = 0
+        self.watch = 1
+        self.watched = ""
+
+    def __iter__(self) -> _LineTap:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self.lines)
+        self.number += 1
+        if self.number == self.watch:
+            self.watched = line[:MAX_LINE_BYTES]
+        return line
+
+
+def _last_cell(first_line: str, parser: _RowParser | None) -> str | None:
+    """The column in which a broken record's first line ends (where its open quote is)."""
+    if parser is None or not first_line:
+        return None
+    try:
+        cells = next(csv.reader([first_line[:65536]]))  # within csv's 128 KB cell limit
+    except (csv.Error, StopIteration):
+        return None
+    index = len(cells) - 1
+    names = {position: name for name, position in parser.columns.items()}
+    return names.get(index, f"column {index + 1}")
+
+
 def _decoded_lines(handle: BinaryIO, display: str) -> Iterator[str]:
     """Decode line by line so that a bad byte can be reported with its line number."""
     # UTF-8 continuation bytes are never 0x0A, so splitting the raw bytes on LF is safe.
-    for number, raw in enumerate(handle, start=1):
+    number = 0
+    while raw := handle.readline(MAX_LINE_BYTES + 1):
+        number += 1
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            raise _LineTooLong(number, raw[:MAX_LINE_BYTES].decode("utf-8", "replace"))
         if number == 1 and raw.startswith(_UTF8_BOM):
             raw = raw[len(_UTF8_BOM):]
         try:
