@@ -221,7 +221,7 @@ class Dispatcher:
             for channel in self.channels.values():
                 await channel.close()
         with self.store.read() as conn:
-            counts = ob.counts(conn, incident_id)
+            counts = ob.counts(conn, incident_id, parties=None)
         return DeliveryReport(sent=tally.sent, failed=tally.failed,
                               pending=self.pending(incident_id), interrupted=interrupted,
                               counts=counts, elapsed=time.monotonic() - tally.started,

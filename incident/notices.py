@@ -43,7 +43,6 @@ def notice_context(rt: Runtime, view: IncidentView, *, phase: Phase, message: st
     zone = rt.zone
     org = rt.settings.organisation
     playbook = view.playbook
-    manual = playbook.principles.minimal_impact.manual_channel
     last = view.eta_history[-1] if view.eta_history else None
 
     def when(value: Any) -> str:
@@ -65,17 +64,35 @@ def notice_context(rt: Runtime, view: IncidentView, *, phase: Phase, message: st
                 "previous": when(view.previous_eta),
                 "reason": last.reason if last and phase is Phase.ETA_CHANGED else ""},
         "next_update": when(view.next_update_due),
-        "manual": {
-            "hotline": manual.hotline or "",
-            "counters": manual.counters.get(lang) if manual.counters else "",
-            "hours": manual.hours.get(lang),
-            "workaround": manual.workaround.get(lang) if manual.workaround else "",
-        },
+        "manual": manual_context(view, lang),
+        "branches": branch_context(view, lang),
         "playbook": {"name": playbook.name.get(lang), "summary": playbook.summary.get(lang),
                      "impact": playbook.impact.get(lang), "measures": playbook.measures.get(lang),
                      "advice": playbook.advice.get(lang)},
         "resolved": {"at": when(view.resolved_at)},
     }
+
+
+def manual_context(view: IncidentView, lang: str) -> dict[str, Any]:
+    """The manual-handling channel as announced: empty texts while it is not open."""
+    m = view.manual
+    if m is None or not m.open:
+        return {"open": False, "hotline": "", "counters": "", "hours": "", "workaround": ""}
+    return {"open": True, "hotline": m.hotline, "hours": m.hours[lang],
+            "counters": m.counters[lang] if m.counters else "",
+            "workaround": m.workaround[lang] if m.workaround else ""}
+
+
+def branch_context(view: IncidentView, lang: str) -> dict[str, Any]:
+    """Closed branches and nearby open ones, when the incident was scoped with a branch list."""
+    scope = view.scope
+
+    def label(branch: dict[str, Any]) -> str:
+        return str(branch.get("name_en") or branch["name"]) if lang == "en" else branch["name"]
+
+    return {"closed": [label(b) for b in scope.get("closed", [])],
+            "open": [{"name": label(b), "distance_km": b["distance_km"]}
+                     for b in scope.get("open", [])]}
 
 
 # Sample data per language, so that `playbooks validate` shows the segments a real SMS takes

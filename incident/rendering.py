@@ -17,6 +17,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 from incident.errors import Location, TemplateInvalid
 
 PHASES = ("initial", "update", "eta_changed", "resolved")
+INTERNAL_PHASE = "notice"  # the internal set has one template; the notice's kind varies in it
 CHANNELS = ("email", "sms")
 LANGUAGES = ("zh-CN", "en")
 
@@ -74,7 +75,7 @@ class RenderedSms:
 
 def template_names(template_set: str, phase: str, channel: str, lang: str) -> dict[str, str]:
     """The template name of each part (subject/text/html, or text for SMS) of one notice."""
-    if phase not in PHASES:
+    if phase not in PHASES and phase != INTERNAL_PHASE:
         raise ValueError(f"unknown phase {phase!r} (use one of {', '.join(PHASES)})")
     if channel not in _NAMES:
         raise ValueError(f"no templates for channel {channel!r} (use one of "

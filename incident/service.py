@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from copy import deepcopy
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -18,10 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from incident.audience import AudienceLoad, Customer, load_audience, select
+from incident.branches import Branch, load_branches, nearby_open, scope_branches
 from incident.channels import Channel
 from incident.channels.factory import build_channels, concurrency
+from incident.coordination import Coordination
 from incident.delivery import DeliveryPolicy, DeliveryReport, Dispatcher, ProgressFn
 from incident.errors import AudienceInvalid, BadInput, InvalidTransition, InvalidValue, Location
+from incident.manual import ManualChannelCases, manual_details, mask_reference
 from incident.models import OPEN_STATES, Event, EventType, Phase, Status
 from incident.notices import (
     Composer,
@@ -31,24 +34,20 @@ from incident.notices import (
     rows_from_notice,
     sender_domain,
 )
+from incident.parties import (
+    INTERNAL_SET,
+    check_parties,
+    internal_contexts,
+    party_rows,
+    playbook_parties,
+)
 from incident.playbooks import Playbook, find_playbook, load_playbook
-from incident.rendering import Renderer
+from incident.rendering import INTERNAL_PHASE, Renderer
 from incident.settings import Runtime
-from incident.state import IncidentView, apply, fold
+from incident.state import IncidentView, NoticeResult, apply, fold
 from incident.store import Store
 from incident.store import outbox as ob
 from incident.timeutil import parse_when, to_iso, utcnow
-
-
-@dataclass
-class NoticeResult:
-    """A recorded event and the customer notice it carries (if any)."""
-
-    incident_id: str
-    seq: int
-    phase: Phase | None
-    messages: int
-    view: IncidentView
 
 
 @dataclass
@@ -82,6 +81,7 @@ class StatusResult:
     failures: list[Any]
     now: datetime
     retrying: list[Any] = field(default_factory=list)
+    internal_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # to parties
 
     @property
     def update_overdue(self) -> bool:
@@ -95,7 +95,7 @@ class StatusResult:
         return self.view.status.is_open and self.view.eta is not None and self.view.eta < self.now
 
 
-class Service:
+class Service(ManualChannelCases, Coordination):
     """The toolkit's use cases over one Runtime and database."""
 
     def __init__(self, rt: Runtime, store: Store | None = None) -> None:
@@ -115,9 +115,15 @@ class Service:
     def start(self, *, playbook: str, title: str, severity: str | None = None,
               eta: str | None = None, detected_at: str | None = None,
               affected: Sequence[str] = (), regions: Sequence[str] = (),
-              audience: str | None = None, drill: bool = False,
+              branches: Sequence[str] = (), branch_list: str | None = None,
+              audience: str | None = None, drill: bool = False, manual: bool | None = None,
               dry_run: bool = False) -> StartResult | DryRunPlan:
-        """Declare an incident from a playbook and record its first customer notice."""
+        """Declare an incident from a playbook and record its first customer notice.
+
+        In the same transaction: the manual channel is opened (unless the playbook or
+        `manual=False` says not to), the playbook's parties get the internal notice, and the
+        steps those actions complete are marked done.
+        """
         book = load_playbook(find_playbook(playbook, self.rt.playbook_path))
         now = utcnow()
         if not title.strip():
@@ -132,16 +138,26 @@ class Service:
         if detected > now + timedelta(minutes=1):
             raise InvalidValue(f"--detected-at {detected_at!r} is in the future")
         eta_at = self._future(eta, now, "--eta") if eta else None
-        load, customers = self._audience(book, audience, drill, regions)
+        load, customers = self._audience(book, audience, drill, regions, branches)
+        scope = self._scope(book, regions, branches, branch_list)
+        opens_manual = book.principles.minimal_impact.manual_channel.open_at_start
+        opens_manual = opens_manual if manual is None else manual
         data: dict[str, Any] = {
             "title": title.strip(), "playbook": book.model_dump(mode="json", by_alias=True),
             "severity": grade, "drill": drill, "detected_at": to_iso(detected),
             "eta": to_iso(eta_at) if eta_at else None,
             "affected": list(affected) or list(book.affected_services),
-            "regions": list(regions),
+            "regions": list(regions), "branches_selected": list(branches),
             "audience": {"file": load.path, "rows": load.rows_read,
                          "skipped": len(load.problems), "selected": len(customers)},
         }
+        if scope:
+            data["scope"] = scope
+        if opens_manual:
+            data["manual"] = manual_details(book)
+        data["steps_done"] = [s.id for s in book.steps
+                              if s.action in ("declare", "notify_customers")
+                              or (s.action == "open_manual_channel" and opens_manual)]
         provisional = Event(incident_id="INC-PREVIEW", seq=1, type=EventType.DECLARED, at=now,
                             actor=self.rt.operator, data=data, prev_hash="", hash="")
         view = fold([provisional])
@@ -166,13 +182,21 @@ class Service:
             data["notice"]["recipients"] = len(customers)
             event = self.store.append(conn, incident_id, EventType.DECLARED,
                                       actor=self.rt.operator, data=data, at=now)
-        view = fold([event])
+            view = fold([event])
+            parties = playbook_parties(self.rt, view)
+            internal = 0
+            if parties:
+                steps = [s.id for s in book.steps if s.action == "notify_parties"]
+                internal = self.notify_in(conn, view, parties, kind="declared", message="",
+                                          now=now, steps_done=steps)
         return StartResult(incident_id=incident_id, seq=1, phase=Phase.INITIAL,
-                           messages=messages, view=view, audience_path=load.path,
-                           recipients=len(customers), skipped_rows=load.locations())
+                           messages=messages, view=view, internal=internal,
+                           audience_path=load.path, recipients=len(customers),
+                           skipped_rows=load.locations())
 
     def _audience(self, book: Playbook, given: str | None, drill: bool,
-                  regions: Sequence[str]) -> tuple[AudienceLoad, list[Customer]]:
+                  regions: Sequence[str], branches: Sequence[str] = (),
+                  ) -> tuple[AudienceLoad, list[Customer]]:
         settings = self.rt.settings
         if given:
             path = Path(given)
@@ -188,17 +212,45 @@ class Service:
                              default_region=settings.phone_region)
         wanted = book.audience
         customers = select(load.customers, products=wanted.products,
-                           regions=[*wanted.regions, *regions], branches=wanted.branches,
+                           regions=wanted.regions, branches=wanted.branches,
                            segments=wanted.segments)
+        if regions or branches:
+            # --region and --branch name the affected places: a customer of any of them.
+            places = ({r.casefold() for r in regions}, {b.casefold() for b in branches})
+            customers = [c for c in customers if c.region.casefold() in places[0]
+                         or c.branch.casefold() in places[1]]
         if drill and not given:
             customers = list(load.customers)  # a drill audience is staff: everyone in it
         if not customers:
+            where = [f"--region {', '.join(regions)}"] if regions else []
+            where += [f"--branch {', '.join(branches)}"] if branches else []
             raise AudienceInvalid(
                 f"no customer in {path} matches the playbook's audience filter"
-                + (f" and --region {', '.join(regions)}" if regions else ""),
+                + (f" and {' / '.join(where)}" if where else ""),
                 problems=[(Location(str(path)), f"{len(load.customers)} valid rows, 0 selected")],
                 hint="check --region and the playbook's audience: section")
         return load, customers
+
+    def _scope(self, book: Playbook, regions: Sequence[str], branch_ids: Sequence[str],
+               given: str | None) -> dict[str, Any] | None:
+        """The branches closed by the incident and open ones nearby, from the branch list."""
+        if not (regions or branch_ids) or not book.branches.announce:
+            return None
+        listed = given or self.rt.settings.branches
+        if not listed:
+            if not branch_ids:
+                return None
+            return {"file": None, "open": [],
+                    "closed": [{"id": b, "name": b, "name_en": b, "region": ""}
+                               for b in branch_ids]}
+        path = Path(given) if given else self.rt.path(listed)
+        known = load_branches(path)
+        closed = scope_branches(known, regions=regions, branch_ids=branch_ids)
+        near = nearby_open(closed, known, within_km=book.branches.nearby_km,
+                           limit=book.branches.nearby_max)
+        return {"file": str(path),
+                "closed": [_branch(b) for b in closed],
+                "open": [{**_branch(b), "distance_km": km} for b, km in near]}
 
     def _plan(self, book: Playbook, load: AudienceLoad, customers: list[Customer],
               contexts: dict[str, dict[str, Any]]) -> DryRunPlan:
@@ -225,11 +277,17 @@ class Service:
     # ------------------------------------------------------------------ later notices
 
     def update(self, ref: str, *, message: str, message_zh: str | None = None,
-               eta: str | None = None, status: str | None = None,
-               internal: bool = False) -> NoticeResult:
-        """Record a progress update; unless internal, customers get an update notice."""
+               eta: str | None = None, status: str | None = None, severity: str | None = None,
+               internal: bool = False, to: Sequence[str] = ()) -> NoticeResult:
+        """Record a progress update.
+
+        Customers get an update notice unless `internal`. Parties: those named in `to`; with
+        `internal` and no `to`, all the playbook's parties; a new `severity` (re-grade) is
+        announced to all of them.
+        """
         if not message.strip():
             raise InvalidValue("--message must not be empty")
+        targets = check_parties(self.rt, to)
         new_status = None
         if status:
             try:
@@ -250,10 +308,29 @@ class Service:
                 data["status"] = new_status.value
             if eta:
                 data["eta"] = to_iso(self._future(eta, now, "--eta"))
+            if severity and severity != view.severity:
+                levels = [level.id for level in view.playbook.severity.levels]
+                if severity not in levels:
+                    raise InvalidValue(f"--severity {severity!r} is not a grade of "
+                                       f"{view.playbook.id}", hint=f"grades: {', '.join(levels)}")
+                data["severity"] = severity
+                data["previous_severity"] = view.severity
+            if targets:
+                data["to"] = targets
             return data
 
+        def notify(view: IncidentView, data: dict[str, Any]) -> tuple[list[str], str] | None:
+            if data.get("severity"):
+                everyone = playbook_parties(self.rt, view)
+                return list(dict.fromkeys([*everyone, *targets])), "regraded"
+            if targets:
+                return targets, "update"
+            if internal:
+                return playbook_parties(self.rt, view), "update"
+            return None
+
         return self.record(ref, EventType.UPDATED, None if internal else Phase.UPDATE, build,
-                            allowed=OPEN_STATES, verb="update")
+                           allowed=OPEN_STATES, verb="update", notify=notify)
 
     def revise_eta(self, ref: str, *, when: str, reason: str) -> NoticeResult:
         """Announce a changed estimated recovery time, with the reason."""
@@ -266,7 +343,8 @@ class Service:
                     "reason": reason.strip(), "message": reason.strip()}
 
         return self.record(ref, EventType.ETA_REVISED, Phase.ETA_CHANGED, build,
-                            allowed=OPEN_STATES, verb="revise the ETA of")
+                           allowed=OPEN_STATES, verb="revise the ETA of",
+                           notify=self._everyone("eta_changed"))
 
     def resolve(self, ref: str, *, message: str, message_zh: str | None = None,
                 at: str | None = None) -> NoticeResult:
@@ -284,22 +362,52 @@ class Service:
             return data
 
         return self.record(ref, EventType.RESOLVED, Phase.RESOLVED, build,
-                            allowed=OPEN_STATES, verb="resolve")
+                           allowed=OPEN_STATES, verb="resolve",
+                           notify=self._everyone("resolved"))
 
-    def close(self, ref: str) -> NoticeResult:
-        """Close a resolved incident; its record is then final."""
-        return self.record(ref, EventType.CLOSED, None, lambda view, now: {},
-                            allowed={Status.RESOLVED}, verb="close")
+    def close(self, ref: str, *, force: bool = False, reason: str | None = None) -> NoticeResult:
+        """Close a resolved incident; its record is then final.
+
+        Refused while manual cases are unreconciled, unless forced with a reason (recorded).
+        """
+        if force and not (reason and reason.strip()):
+            raise InvalidValue("--force needs --reason: why close with cases unreconciled")
+
+        def build(view: IncidentView, now: datetime) -> dict[str, Any]:
+            open_cases = view.unreconciled
+            if open_cases and not force:
+                raise InvalidTransition(
+                    f"cannot close {view.id}: {len(open_cases)} manual case(s) not reconciled",
+                    problems=[(Location(field=c.id), f"customer {mask_reference(c.customer)}: "
+                                                     f"{c.request}") for c in open_cases],
+                    hint=f"reconcile them (incident manual reconcile {view.id[-6:]} CASE), or "
+                         "close with --force --reason \"...\"")
+            if force and open_cases:
+                return {"forced": True, "reason": (reason or "").strip(),
+                        "unreconciled": [c.id for c in open_cases]}
+            return {}
+
+        return self.record(ref, EventType.CLOSED, None, build, allowed={Status.RESOLVED},
+                           verb="close")
+
+    def _everyone(self, kind: str) -> Notify:
+        def notify(view: IncidentView, data: dict[str, Any]) -> tuple[list[str], str] | None:
+            parties = playbook_parties(self.rt, view)
+            return (parties, kind) if parties else None
+        return notify
 
     def record(self, ref: str, type: EventType, phase: Phase | None,
-                build: Any, *, allowed: set[Status] | frozenset[Status],
-                verb: str) -> NoticeResult:
+               build: Any, *, allowed: set[Status] | frozenset[Status] | None = None,
+               verb: str, notify: Notify | None = None) -> NoticeResult:
         """Append one event of `type` to incident `ref` in one write transaction.
 
         `build(view, now)` returns the event's data from the incident's fresh state (raising
         BadInput to refuse); with a `phase`, the customer notice is rendered, checked and
-        enqueued with it. `allowed` are the states the incident may be in.
+        enqueued with it. `allowed` are the states the incident may be in (None: any but
+        closed). `notify(view, data)` may name parties (and the kind of internal notice) that
+        get an internal notice about the event, recorded in the same transaction.
         """
+        allowed = allowed if allowed is not None else frozenset(Status) - {Status.CLOSED}
         incident_id = self.store.resolve_id(ref)
         now = utcnow()
         domain = sender_domain(self.rt)
@@ -334,8 +442,34 @@ class Service:
             event = self.store.append(conn, incident_id, type, actor=self.rt.operator,
                                       data=data, at=now)
             apply(view, event)
+            internal = notify(view, data) if notify else None
+            internal_messages = 0
+            if internal and internal[0]:
+                internal_messages = self.notify_in(conn, view, internal[0], kind=internal[1],
+                                                   message=data.get("message", ""), now=now)
         return NoticeResult(incident_id=incident_id, seq=event.seq, phase=phase,
-                            messages=messages, view=view)
+                            messages=messages, view=view, internal=internal_messages)
+
+    def notify_in(self, conn: Any, view: IncidentView, parties: Sequence[str], *, kind: str,
+                  message: str, now: datetime, steps_done: Sequence[str] = ()) -> int:
+        """Record an internal notice to `parties` in the open transaction `conn`, after the
+        events already applied to `view`; returns the number of messages enqueued."""
+        contexts = internal_contexts(self.rt, view, kind=kind, message=message, now=now,
+                                     actor=self.rt.operator)
+        check_templates(self.renderer, INTERNAL_SET, ["email", "sms"], contexts)
+        seq = view.event_count + 1
+        messages = ob.enqueue(conn, party_rows(self.rt, view.id, seq, parties,
+                                               sender_domain(self.rt)), now=now)
+        data = {"parties": list(parties), "kind": kind, "message": message,
+                "steps_done": [s for s in steps_done if not view.step_marks.get(s)],
+                "notice": {"phase": INTERNAL_PHASE, "template_set": INTERNAL_SET,
+                           "channels": ["email", "sms"], "context": contexts,
+                           "messages": messages, "recipients": len(parties),
+                           "audience": "internal"}}
+        event = self.store.append(conn, view.id, EventType.PARTIES_NOTIFIED,
+                                  actor=self.rt.operator, data=data, at=now)
+        apply(view, event)
+        return messages
 
     def _contexts(self, view: IncidentView, phase: Phase, message: str,
                   message_zh: str | None = None) -> dict[str, dict[str, Any]]:
@@ -368,10 +502,11 @@ class Service:
         view = self.view(ref)
         with self.store.read() as conn:
             counts = ob.counts(conn, view.id)
+            internal = ob.counts(conn, view.id, parties=True)
             failures = ob.failures(conn, view.id, limit=10)
             retrying = ob.retrying(conn, view.id)
         return StatusResult(view=view, counts=counts, failures=failures, now=utcnow(),
-                            retrying=retrying)
+                            retrying=retrying, internal_counts=internal)
 
     def incidents(self, *, include_closed: bool = False) -> list[StatusResult]:
         """Open incidents (or all), newest first, each with its delivery counts."""
@@ -416,6 +551,14 @@ class Service:
         """Every permanently failed delivery of an incident."""
         with self.store.read() as conn:
             return ob.failures(conn, self.store.resolve_id(ref))
+
+
+Notify = Callable[[IncidentView, dict[str, Any]], "tuple[list[str], str] | None"]
+
+
+def _branch(branch: Branch) -> dict[str, Any]:
+    return {"id": branch.id, "name": branch.name, "name_en": branch.name_en,
+            "region": branch.region}
 
 
 def _placeholder(phase: Phase) -> dict[str, Any]:

@@ -259,6 +259,7 @@ def apply(view: IncidentView, event: Event) -> None:
     elif kind is EventType.CLOSED:
         view.status = Status.CLOSED
         view.closed_at = event.at
+        _close_manual(view, event)  # closing the incident closes its manual channel
         view.close_forced = d.get("reason") if d.get("forced") else None
     elif kind in _HANDLERS:
         _HANDLERS[kind](view, event)
@@ -285,7 +286,7 @@ def _open_manual(view: IncidentView, event: Event) -> None:
 
 
 def _close_manual(view: IncidentView, event: Event) -> None:
-    if view.manual is not None:
+    if view.manual is not None and view.manual.open:
         view.manual.open = False
         view.manual.closed_at = event.at
         view.manual.closed_by = event.actor
@@ -352,3 +353,15 @@ _HANDLERS = {
 
 def _time(value: str | None) -> datetime | None:
     return parse_iso(value) if value else None
+
+
+@dataclass
+class NoticeResult:
+    """A recorded event, the notice it carries (if any) and the incident's state after it."""
+
+    incident_id: str
+    seq: int
+    phase: Phase | None
+    messages: int
+    view: IncidentView
+    internal: int = 0  # messages of the internal notice recorded with it

@@ -51,9 +51,13 @@ class Workspace:
         path.write_text(CUSTOMERS_HEADER + "".join(r + "\n" for r in rows), encoding="utf-8")
         return path
 
-    def outbox_files(self, incident_id: str, suffix: str) -> list[Path]:
-        """Files the file channel wrote for an incident."""
-        return sorted((self.root / "outbox" / incident_id).rglob(f"*.{suffix}"))
+    def outbox_files(self, incident_id: str, suffix: str, *,
+                     internal: bool = False) -> list[Path]:
+        """Files the file channel wrote for an incident's customers (or, with `internal`, for
+        its parties)."""
+        folder = self.root / "outbox" / incident_id
+        found = sorted(folder.rglob(f"*.{suffix}"))
+        return [p for p in found if (p.relative_to(folder).parts[0] == "internal") == internal]
 
     def configure(self, edit: Callable[[dict[str, Any]], None]) -> None:
         """Change incident.yaml through its parsed form (comments are dropped)."""

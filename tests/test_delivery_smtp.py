@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -60,7 +61,19 @@ def test_each_recipient_gets_one_message_per_notice_in_their_language(
     ws.json("eta", incident_id, "13:00", "--reason", "Data checks take longer")
     ws.json("resolve", incident_id, "-m", "Restored")
 
-    messages = handler.messages
+    # The parties got their own internal notices (declared, ETA changed, resolved) through
+    # the same server; customers got theirs.
+    def customer(address: str) -> bool:
+        return re.fullmatch(r"c\d+@example\.com", address) is not None
+
+    parties = {r[0]: m for r, m in handler.messages if not customer(r[0])}
+    assert {"it-ops@example.com", "compliance@example.com",
+            "regulator-liaison@example.com"} <= set(parties)
+    internal = [m for r, m in handler.messages if not customer(r[0])]
+    assert all("c7" not in m.get_body(("plain",)).get_content() for m in internal)
+    assert any("Severity" in m.get_body(("plain",)).get_content()
+               or "级别" in m.get_body(("plain",)).get_content() for m in internal)
+    messages = [(r, m) for r, m in handler.messages if customer(r[0])]
     assert len(messages) == 4 * 30
     per_recipient = Counter((rcpts[0], m["X-Incident-Notice"]) for rcpts, m in messages)
     assert set(per_recipient.values()) == {1}  # exactly one per notice, no duplicates
@@ -80,7 +93,7 @@ def test_each_recipient_gets_one_message_per_notice_in_their_language(
         assert "核心系统故障" in subject or incident_id in subject
         if notice == "1":
             assert "11:40" in text and "11:40" in html  # the ETA, in local time
-        if notice == "3":
+        if notice == "4":  # 1 initial, 2 to the parties, 3 update, 4 ETA changed
             assert "13:00" in text and "11:40" in text  # new and previous ETA
     # The urgent customer (c7, 7th in the file) is in the first wave of the first notice:
     # three connections send at once, so it is among the first three to arrive.

@@ -52,8 +52,11 @@ def test_full_lifecycle_records_every_step_and_writes_every_notice(ws: Workspace
     assert closed["status"] == "closed"
 
     timeline = ws.json("timeline", short)
+    # The parties hear of the declaration, the ETA change and the recovery; customers of
+    # every notice.
     assert [e["type"] for e in timeline["events"]] == [
-        "declared", "updated", "eta_revised", "resolved", "closed"]
+        "declared", "parties_notified", "updated", "eta_revised", "parties_notified",
+        "resolved", "parties_notified", "closed"]
     assert {e["actor"] for e in timeline["events"]} == {"duty-lead"}
     assert ws.json("verify", short) == {"verified": 1, "broken": {}}
 
@@ -130,16 +133,20 @@ def test_internal_update_records_without_notifying_customers(ws: Workspace) -> N
     before = started["deliveries"]["sent"]
     result = ws.json("update", started["id"], "--message", "DBA paged", "--internal")
     assert result["notice"] is None
-    assert result["deliveries"]["sent"] == before
+    assert result["deliveries"]["sent"] == before  # customer deliveries
+    internal = ws.outbox_files(started["id"], "eml", internal=True)
+    notices = sorted({p.parent.parent.name for p in internal})
+    assert len(notices) == 2  # the declaration and this update went to the parties
 
 
 def test_queue_only_records_then_deliver_sends_once(ws: Workspace) -> None:
     started = _start(ws, "--queue-only")
     assert started["deliveries"]["sent"] == 0
     pending = started["deliveries"]["pending"]
-    assert pending > 0
+    internal = started["internal_deliveries"]["pending"]
+    assert pending > 0 and internal > 0
     delivered = ws.json("deliver", started["id"])
-    assert delivered["sent"] == pending and delivered["pending"] == 0
+    assert delivered["sent"] == pending + internal and delivered["pending"] == 0
     again = ws.json("deliver", started["id"])
     assert again["sent"] == 0
     assert len(ws.outbox_files(started["id"], "eml")) + len(

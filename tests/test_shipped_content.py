@@ -69,10 +69,19 @@ CONTEXT_SCHEMA: dict[str, set[str] | None] = {
     "notice": {"phase", "message", "at"},
     "eta": {"known", "at", "previous", "reason"},
     "next_update": None,
-    "manual": {"hotline", "counters", "hours", "workaround"},
+    "manual": {"open", "hotline", "counters", "hours", "workaround"},
+    "branches": {"closed", "open"},
     "playbook": {"name", "summary", "impact", "measures", "advice"},
     "customer": {"name", "ref"},
     "resolved": {"at"},
+}
+# Internal notices to parties (template set `internal`) see more: the kind of notice and the
+# coordination detail customers do not get.
+INTERNAL_SCHEMA: dict[str, set[str] | None] = {
+    **CONTEXT_SCHEMA,
+    "notice": {"phase", "message", "at", "kind", "kind_label"},
+    "internal": {"operator", "severity_criteria", "customers", "customer_notices", "deliveries",
+                 "manual", "due", "parties"},
 }
 
 # Realistic sample values: titles ~30 characters (English), messages ~60.
@@ -155,17 +164,29 @@ def context(book: Playbook, lang: str, phase: str, *, known: bool = True, drill:
                 "reason": sample["reason"] if phase == "eta_changed" else ""},
         "next_update": "" if phase == "resolved" else NEXT_UPDATE,
         "manual": {
+            "open": True,
             "hotline": (manual.hotline or "") if hotline else "",
             "counters": manual.counters.get(lang) if manual.counters and counters else "",
             "hours": manual.hours.get(lang),
             "workaround": manual.workaround.get(lang) if manual.workaround and workaround
             else "",
         },
+        "branches": (BRANCHES[lang] if template_set == "natural_disaster"
+                     else {"closed": [], "open": []}),
         "playbook": {key: getattr(book, key).get(lang)
                      for key in ("name", "summary", "impact", "measures", "advice")},
         "customer": {"name": name or sample["name"], "ref": "C0001"},
         "resolved": {"at": RESOLVED_AT if phase == "resolved" else ""},
     }
+
+
+# A disaster notice started with a branch list names the closed branches and open ones nearby.
+BRANCHES = {
+    "zh-CN": {"closed": ["中环支行", "尖沙咀支行"],
+              "open": [{"name": "铜锣湾支行", "distance_km": 3.1}]},
+    "en": {"closed": ["Central Branch", "Tsim Sha Tsui Branch"],
+           "open": [{"name": "Causeway Bay Branch", "distance_km": 3.1}]},
+}
 
 
 def render(template_set: str, phase: str, lang: str, ctx: dict[str, Any]) -> dict[str, str]:
@@ -298,8 +319,11 @@ def test_template_set_is_complete(template_set: str) -> None:
 
 
 def all_template_names() -> list[str]:
+    """Notice templates (customer and internal) and their shared layouts and partials."""
     return sorted(str(p.relative_to(TEMPLATES)) for p in TEMPLATES.rglob("*")
-                  if p.is_file() and p.suffix in {".txt", ".html"})
+                  if p.is_file() and p.suffix in {".txt", ".html"}
+                  and p.relative_to(TEMPLATES).parts[0] in {*SETS, "internal", "_layouts",
+                                                             "_partials"})
 
 
 def bound_names(ast: nodes.Template) -> set[str]:
@@ -313,7 +337,10 @@ def bound_names(ast: nodes.Template) -> set[str]:
     for imported in ast.find_all(nodes.FromImport):
         names |= {n[1] if isinstance(n, tuple) else n for n in imported.names}
     names |= {imported.target for imported in ast.find_all(nodes.Import)}
-    return names | {"self"}
+    for loop in ast.find_all(nodes.For):
+        targets = [loop.target, *loop.target.find_all(nodes.Name)]
+        names |= {n.name for n in targets if isinstance(n, nodes.Name)}
+    return names | {"self", "loop"}
 
 
 @pytest.mark.parametrize("name", all_template_names())
@@ -322,12 +349,13 @@ def test_templates_use_only_the_documented_context(name: str) -> None:
     source = (TEMPLATES / name).read_text(encoding="utf-8")
     ast = ENV.parse(source, name=name)
     bound = bound_names(ast)
+    schema = INTERNAL_SCHEMA if name.startswith("internal/") else CONTEXT_SCHEMA
     for node in ast.find_all(nodes.Name):
         if node.ctx == "load":
-            assert node.name in CONTEXT_SCHEMA or node.name in bound, node.name
+            assert node.name in schema or node.name in bound, node.name
     for node in ast.find_all(nodes.Getattr):
-        if isinstance(node.node, nodes.Name) and node.node.name in CONTEXT_SCHEMA:
-            allowed = CONTEXT_SCHEMA[node.node.name]
+        if isinstance(node.node, nodes.Name) and node.node.name in schema:
+            allowed = schema[node.node.name]
             assert allowed is not None and node.attr in allowed, f"{node.node.name}.{node.attr}"
             if name.split("/")[-1].startswith("sms."):
                 assert (node.node.name, node.attr) != ("customer", "ref"), "customer.ref in SMS"
@@ -367,6 +395,11 @@ def test_every_notice_renders_with_the_required_facts(playbook_id: str, phase: s
             assert FOOTER[lang] in body, where
             if phase == "resolved":
                 continue  # the manual channel closes; the hotline stays for questions
+            # The closed branches and the open ones nearby, in disaster notices.
+            for closed in ctx["branches"]["closed"]:
+                assert closed in body, (where, closed)
+            for near in ctx["branches"]["open"]:
+                assert near["name"] in body and str(near["distance_km"]) in body, where
             # The manual channel in full, each part only when it has a value.
             assert ctx["manual"]["hours"] in body, where
             for part in ("counters", "workaround"):

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from incident.channels.base import EmailOut, Outcome, Outgoing, SmsOut
+from incident.store.outbox import PARTY_PREFIX
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -36,7 +37,10 @@ class FileChannel:
         """Where `message` is written."""
         row = message.row
         suffix = "eml" if isinstance(message, EmailOut) else "json"
-        return (self.directory / row.incident_id / f"notice-{row.notice_seq:03d}" / row.channel
+        folder = self.directory / row.incident_id
+        if row.recipient_ref.startswith(PARTY_PREFIX):
+            folder = folder / "internal"  # notices to departments, apart from customers'
+        return (folder / f"notice-{row.notice_seq:03d}" / row.channel
                 / f"{row.idempotency_key[:20]}.{suffix}")
 
     async def send(self, message: Outgoing) -> Outcome:

@@ -26,9 +26,10 @@ def _short(incident_id: str) -> str:
 
 def _deliver(app: App, result: NoticeResult, queue: bool) -> DeliveryReport | None:
     """Send the notice just recorded in the foreground, unless queued for workers."""
-    if queue or not result.messages:
+    if queue or not (result.messages or result.internal):
         return None
-    with app.out.progress(result.messages, f"Sending notice #{result.seq}") as update:
+    total = result.messages + result.internal
+    with app.out.progress(total, f"Sending notice #{result.seq}") as update:
         return app.service.deliver(result.incident_id, progress=update)
 
 
@@ -58,7 +59,8 @@ def _finish(app: App, result: NoticeResult, report: DeliveryReport | None,
                "notice": ({"seq": result.seq, "phase": result.phase.value,
                            "messages": result.messages} if result.phase else None),
                "deliveries": state_counts(status.counts),
-               "deliveries_by_channel": status.counts, **(extra or {})}
+               "deliveries_by_channel": status.counts,
+               "internal_deliveries": state_counts(status.internal_counts), **(extra or {})}
     out = app.out
     if out.as_json:
         out.json(payload)

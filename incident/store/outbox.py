@@ -17,6 +17,8 @@ from incident.models import DeliveryState
 from incident.store import schema
 from incident.store.events import as_utc
 
+PARTY_PREFIX = "party:"  # recipient_ref of an internal notice's row: party:<id>
+
 
 def idempotency_key(incident_id: str, notice_seq: int, recipient_ref: str, channel: str) -> str:
     """Stable key of one message, the same on every retry and every worker."""
@@ -202,12 +204,17 @@ def retrying(conn: Connection, incident_id: str, *, limit: int = 5) -> list[Any]
     return list(conn.execute(query).all())
 
 
-def counts(conn: Connection, incident_id: str | None = None) -> dict[str, dict[str, int]]:
-    """Delivery counts by channel and state (SQL aggregate)."""
+def counts(conn: Connection, incident_id: str | None = None, *,
+           parties: bool | None = False) -> dict[str, dict[str, int]]:
+    """Delivery counts by channel and state (SQL aggregate): of customer notices, of internal
+    notices to parties (`parties=True`), or of both (`None`)."""
     o = schema.outbox
     query = select(o.c.channel, o.c.state, func.count()).group_by(o.c.channel, o.c.state)
     if incident_id is not None:
         query = query.where(o.c.incident_id == incident_id)
+    if parties is not None:
+        is_party = o.c.recipient_ref.like(PARTY_PREFIX + "%")
+        query = query.where(is_party if parties else ~is_party)
     out: dict[str, dict[str, int]] = defaultdict(dict)
     for channel, state, n in conn.execute(query):
         out[channel][state] = n
