@@ -73,6 +73,11 @@ class FakeTwilio:
     script: dict[str, Scripted] = field(default_factory=lambda: dict(DEFAULT_SCRIPT))
     credentials: tuple[str, str] | None = None  # (account SID, token) to accept; None: any
     burst: int = 0  # answer this many of the next requests with 429 / 20429
+    # Recurring bursts: every `burst_every`-th request starts a burst of `burst_length` 429s
+    # (that request included), e.g. a provider that keeps pushing back during a long send.
+    burst_every: int = 0
+    burst_length: int = 0
+    seen: int = 0  # authenticated requests to Messages.json so far
     status_override: Scripted | None = None  # answer every request with this error
     delay: float = 0.0  # seconds to wait before answering
     raw_body: bytes | None = None  # answer 201 with these bytes instead of a Message
@@ -102,6 +107,9 @@ class FakeTwilio:
                 scripted = Scripted(401, 20003, f"Authenticate: {auth[0]}:{auth[1]} is wrong")
             return _error(scripted)
         with self.lock:
+            self.seen += 1
+            if self.burst_every and self.seen % self.burst_every == 0:
+                self.burst += self.burst_length
             bursting = self.burst > 0
             if bursting:
                 self.burst -= 1

@@ -5,12 +5,15 @@ from __future__ import annotations
 import csv
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from cli_fixtures import Workspace
-from fake_twilio import Scripted, serve_fake_twilio
+from counting_smtp import CountingHandler, CountingServer, _LocalController
+from fake_twilio import Recorded, Scripted, serve_fake_twilio
 from incident.rendering import sms_segments
 from servers import SmtpSink
 
@@ -153,3 +156,103 @@ def test_sms_rate_limit_holds_in_every_one_second_window(sqlite_ws: Workspace,
           f"worst one-second window {worst}")
     assert worst <= rate
     assert total / elapsed >= rate * 0.8  # and the limit is not wildly pessimistic
+
+
+# --- 5xx for a subset of recipients ---------------------------------------------------------------
+
+
+class RefusingHandler(CountingHandler):
+    """aiosmtpd handler that refuses RCPT TO for some addresses with a 550 (mailbox unknown), as
+    a relay does for a few bad addresses in a large list, and counts what it accepted."""
+
+    def __init__(self, refuse: set[str]) -> None:
+        super().__init__()
+        self.refuse = refuse
+        self.refused: Counter[str] = Counter()
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                          rcpt_options: list[str]) -> str:
+        if address in self.refuse:
+            self.refused[address] += 1
+            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 Ok"
+
+
+def test_a_5xx_for_some_recipients_reports_exactly_those_and_delivers_the_rest(
+        ws: Workspace) -> None:
+    n = 30
+    refused_refs = {f"c{k}" for k in (2, 3, 11, 17, 23, 29)}
+    rows = [f"c{k},客户{k},user{k}@example.com,,{'zh-CN' if k % 2 else 'en'},retail,guangdong,"
+            f"gd-sz,savings,{'urgent' if k % 5 == 0 else 'normal'}" for k in range(1, n + 1)]
+    handler = RefusingHandler({f"user{ref[1:]}@example.com" for ref in refused_refs})
+    controller = _LocalController(handler, hostname="127.0.0.1", port=0, data_size_limit=None)
+    controller.start()
+    try:
+        server = CountingServer(controller, handler)
+        ws.use_smtp(server.port)
+        ws.fast_retries()
+        ws.write_customers(rows)
+        result = ws.run("start", "core-banking-outage", "--title", "Core down", code=3)
+        assert f"{len(refused_refs)} permanent delivery failures" in result.stdout
+        incident_id = ws.json("list")[0]["id"]
+        failed = ws.json("failed", incident_id)
+        # Exactly the refused customers are reported, with the relay's code, masked.
+        assert {d["customer"] for d in failed["deliveries"]} == refused_refs
+        assert {d["code"] for d in failed["deliveries"]} == {"550"}
+        assert {d["channel"] for d in failed["deliveries"]} == {"email"}
+        assert all("@example.com" in d["to"] and "***" in d["to"] for d in failed["deliveries"])
+        # A 5xx is permanent: each refused address was tried once, never retried.
+        assert set(handler.refused.values()) == {1}
+        # Everyone else got the notice exactly once.
+        status = ws.json("status", incident_id)
+        assert status["deliveries"] == {"pending": 0, "sending": 0, "sent": n - len(refused_refs),
+                                        "failed": len(refused_refs)}
+        assert server.total() == n - len(refused_refs)
+        assert set(server.counts().values()) == {1}
+    finally:
+        controller.stop()
+
+
+# --- Twilio 429 bursts during a rate-limited send ---------------------------------------------
+
+
+def worst_window(requests: list[Recorded], rate: float) -> int:
+    """The most SMS segments that arrived in any one-second window."""
+    arrivals = [(r.at, sms_segments(r.form["Body"]).segments) for r in requests]
+    return max(sum(units for at, units in arrivals if start <= at < start + 1.0)
+               for start, _ in arrivals)
+
+
+def test_twilio_429_bursts_are_retried_until_all_arrive_within_the_rate(
+        sqlite_ws: Workspace, twilio_env: None) -> None:
+    # The limit is the dispatcher's, so one database backend is enough.
+    ws = sqlite_ws
+    rate = 10  # segments per second
+    # Chinese (UCS-2) and English notices: a mix of segment counts per message.
+    phones = {f"c{n}": f"+86138002{n:05d}" for n in range(1, 41)}
+    ws.write_customers([f"{ref},客户 {ref},,{phone},{'zh-CN' if int(ref[1:]) % 2 else 'en'},"
+                        "retail,guangdong,gd,savings,normal" for ref, phone in phones.items()])
+    ws.fast_retries(wait="60s")
+    with serve_fake_twilio() as fake:
+        # Every 8th request starts a burst of three 429 / 20429 answers, all through the send.
+        fake.burst_every, fake.burst_length = 8, 3
+        ws.use_twilio(fake.url, rate=rate)
+        result = _start(ws)
+        requests = fake.recorded()
+    assert result["deliveries"] == {"pending": 0, "sending": 0, "sent": 40, "failed": 0}
+    pushed_back = [r for r in requests if r.status == 429]
+    accepted = [r for r in requests if r.status == 201]
+    assert len(pushed_back) >= 9  # several bursts really happened
+    # Every number got exactly one message, including each one that was pushed back first.
+    assert Counter(r.form["To"] for r in accepted) == Counter(phones.values())
+    assert {r.form["To"] for r in pushed_back} <= set(phones.values())
+    segments = {sms_segments(r.form["Body"]).segments for r in accepted}
+    assert len(segments) > 1, segments  # the mix is real
+    # The rate holds for what Twilio accepted and for every request, retries included.
+    worst_accepted, worst_all = worst_window(accepted, rate), worst_window(requests, rate)
+    print(f"\n429 bursts: {len(requests)} requests, {len(pushed_back)} answered 429, "
+          f"segments per message {sorted(segments)}, worst one-second window: accepted "
+          f"{worst_accepted}, all requests {worst_all} (limit {rate})")
+    assert worst_accepted <= rate
+    assert worst_all <= rate
