@@ -62,9 +62,9 @@ def cli(ctx: click.Context, config: str | None, db: str | None, operator: str | 
 
 
 def _register() -> None:
-    from incident.cli import lifecycle, setup, views
+    from incident.cli import lifecycle, report, setup, views
 
-    for module in (setup, lifecycle, views):
+    for module in (setup, lifecycle, views, report):
         for command in module.COMMANDS:
             cli.add_command(command)
 
