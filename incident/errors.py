@@ -106,3 +106,11 @@ class ChainBroken(IncidentError):
 
 class DeliveryError(IncidentError):
     """A channel cannot be used at all (misconfigured, unreachable)."""
+
+
+class CapInvalid(BadInput):
+    """A CAP (Common Alerting Protocol 1.2) file cannot be read or does not conform."""
+
+
+class BranchesInvalid(BadInput):
+    """A branch list cannot be used (missing file or columns, bad rows)."""

@@ -1,0 +1,562 @@
+"""OASIS CAP 1.2 warnings: safe parsing with line numbers, and whether a warning starts a plan.
+
+The rules (facts.md): a warning applies when status is Actual, msgType is Alert or Update,
+now is within effective..expires, urgency is Immediate or Expected, severity Extreme or Severe,
+certainty Observed or Likely, and at least one branch lies in one of its areas. A Cancel
+stands down whatever the alerts it references started.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Literal, TypeVar
+from xml.parsers import expat
+
+from incident.branches import Branch
+from incident.errors import CapInvalid, Location
+from incident.geo import in_circle, in_polygon
+from incident.playbooks import Playbook
+
+CAP_NAMESPACE = "urn:oasis:names:tc:emergency:cap:1.2"
+
+STATUSES = ("Actual", "Exercise", "System", "Test", "Draft")
+MSG_TYPES = ("Alert", "Update", "Cancel", "Ack", "Error")
+SCOPES = ("Public", "Restricted", "Private")
+CATEGORIES = ("Geo", "Met", "Safety", "Security", "Rescue", "Fire", "Health", "Env",
+              "Transport", "Infra", "CBRNE", "Other")
+URGENCIES = ("Immediate", "Expected", "Future", "Past", "Unknown")
+SEVERITIES = ("Extreme", "Severe", "Moderate", "Minor", "Unknown")
+CERTAINTIES = ("Observed", "Likely", "Possible", "Unlikely", "Unknown")
+
+APPLYING_URGENCY = ("Immediate", "Expected")
+APPLYING_SEVERITY = ("Extreme", "Severe")
+APPLYING_CERTAINTY = ("Observed", "Likely")
+
+Action = Literal["start", "stand_down", "ignore"]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class CapArea:
+    """An `<area>`: polygons of (lat, lon), circles of (lat, lon, radius_km), geocodes."""
+
+    desc: str
+    polygons: list[list[tuple[float, float]]] = field(default_factory=list)
+    circles: list[tuple[float, float, float]] = field(default_factory=list)
+    geocodes: list[tuple[str, str]] = field(default_factory=list)  # (valueName, value)
+
+    def contains(self, branch: Branch) -> bool:
+        """Whether the branch is in a polygon or circle of the area, or matches a geocode."""
+        lat, lon = branch.latitude, branch.longitude
+        if any(in_polygon(lat, lon, polygon) for polygon in self.polygons):
+            return True
+        if any(in_circle(lat, lon, c_lat, c_lon, radius) for c_lat, c_lon, radius in self.circles):
+            return True
+        names = {g.casefold() for g in branch.geocodes} | {branch.region.casefold()}
+        return any(value.casefold() in names for _, value in self.geocodes)
+
+    @property
+    def empty(self) -> bool:
+        """True when the area gives no polygon, circle or geocode (only a description)."""
+        return not (self.polygons or self.circles or self.geocodes)
+
+
+@dataclass(frozen=True)
+class CapInfo:
+    """One `<info>` block (CAP repeats it once per language)."""
+
+    language: str
+    categories: list[str]
+    event: str
+    urgency: str
+    severity: str
+    certainty: str
+    effective: datetime | None
+    onset: datetime | None
+    expires: datetime | None
+    headline: str
+    description: str
+    instruction: str
+    areas: list[CapArea]
+    sender_name: str = ""
+
+
+@dataclass(frozen=True)
+class CapAlert:
+    """A parsed CAP 1.2 `<alert>`; `references` are "sender,identifier,sent" triples."""
+
+    identifier: str
+    sender: str
+    sent: datetime
+    status: str
+    msg_type: str
+    scope: str
+    references: list[str]
+    infos: list[CapInfo]
+
+    def referenced_identifiers(self) -> list[str]:
+        """The identifiers of the earlier alerts this one updates or cancels."""
+        return [ref.split(",")[1] if ref.count(",") == 2 else ref for ref in self.references]
+
+
+@dataclass
+class Decision:
+    """What to do about an alert, and why.
+
+    `applies` and `action` are the verdict: "start" (an Actual Alert or Update meeting every
+    criterion; `playbook` is None when no playbook answers its event, and the supervisor
+    picks one), "stand_down" (an Actual Cancel: stand down what `alert.references` started)
+    or "ignore". `info`, `playbook`, `grade` and `branches` describe the first info that meets
+    its own criteria (time, urgency, severity, certainty, area), even when the alert as a
+    whole is ignored for its status or msgType, so that an Exercise can be run as a drill.
+    """
+
+    applies: bool
+    action: Action
+    reasons: list[str]
+    info: CapInfo | None
+    playbook: Playbook | None
+    grade: str | None
+    branches: list[Branch]
+    alert: CapAlert
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def load_alert(path: Path) -> CapAlert:
+    """Read and validate one CAP 1.2 file; raise CapInvalid naming file, line and field."""
+    display = str(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CapInvalid(f"CAP file not found: {display}",
+                         problems=[(Location(display), "no such file")]) from None
+    except OSError as exc:
+        raise CapInvalid(f"cannot read CAP file {display}: {exc.strerror or exc}",
+                         problems=[(Location(display), str(exc))]) from None
+    return parse_alert(data, source=display)
+
+
+def parse_alert(data: bytes | str, *, source: str) -> CapAlert:
+    """Validate CAP 1.2 XML; `source` names the file in errors.
+
+    Field paths count repeated elements from 1, as XPath does: `alert.info[2].area[1].polygon[1]`.
+    """
+    root = _parse_xml(data.encode("utf-8") if isinstance(data, str) else data, source)
+    reader = _Reader(source)
+    alert = reader.alert(root)
+    if reader.problems:
+        (first, message), count = reader.problems[0], len(reader.problems)
+        more = f" (and {count - 1} more)" if count > 1 else ""
+        raise CapInvalid(f"{first}: {message}{more}", problems=reader.problems)
+    assert alert is not None  # no problems means every required part was read
+    return alert
+
+
+@dataclass
+class _Element:
+    """A parsed XML element with the line its start tag is on."""
+
+    namespace: str
+    name: str
+    line: int
+    children: list[_Element] = field(default_factory=list)
+    chunks: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.chunks).strip()
+
+    def cap_children(self, name: str) -> list[_Element]:
+        return [c for c in self.children if c.namespace == CAP_NAMESPACE and c.name == name]
+
+
+class _Refused(Exception):
+    """A DTD in the document: refused before expat can define or expand any entity."""
+
+    def __init__(self, line: int) -> None:
+        self.line = line
+
+
+def _parse_xml(data: bytes, source: str) -> _Element:
+    """Build a small element tree with expat, recording each start tag's line.
+
+    Any DOCTYPE is refused: CAP needs none, and without one no entity can be declared, so
+    neither entity expansion ("billion laughs") nor external entities can happen.
+    """
+    parser = expat.ParserCreate(namespace_separator=" ")
+    parser.buffer_text = True
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    stack: list[_Element] = []
+    roots: list[_Element] = []
+
+    def start(tag: str, _attributes: dict[str, str]) -> None:
+        namespace, _, name = tag.rpartition(" ")
+        element = _Element(namespace, name, parser.CurrentLineNumber)
+        (stack[-1].children if stack else roots).append(element)
+        stack.append(element)
+
+    def end(_tag: str) -> None:
+        stack.pop()
+
+    def text(chunk: str) -> None:
+        if stack:
+            stack[-1].chunks.append(chunk)
+
+    def refuse(*_args: object) -> None:
+        raise _Refused(parser.CurrentLineNumber)
+
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.CharacterDataHandler = text
+    parser.StartDoctypeDeclHandler = refuse
+    parser.EntityDeclHandler = refuse
+    try:
+        parser.Parse(data, True)
+    except expat.ExpatError as exc:
+        message = f"not well-formed XML: {expat.ErrorString(exc.code)} (column {exc.offset + 1})"
+        if stack and exc.code == expat.errors.codes[expat.errors.XML_ERROR_NO_ELEMENTS]:
+            message = (f"the file ends before <{stack[-1].name}> (line {stack[-1].line}) is "
+                       "closed: truncated?")
+        raise CapInvalid(f"{source}:{exc.lineno}: {message}",
+                         problems=[(Location(source, exc.lineno), message)]) from None
+    except _Refused as exc:
+        message = "a DOCTYPE is not allowed in a CAP file (refused: entities could expand)"
+        raise CapInvalid(f"{source}:{exc.line}: {message}",
+                         problems=[(Location(source, exc.line), message)]) from None
+    return roots[0]
+
+
+class _Reader:
+    """Turns the element tree into dataclasses, collecting every problem with its line."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.problems: list[tuple[Location, str]] = []
+
+    def problem(self, line: int, path: str, message: str) -> None:
+        self.problems.append((Location(self.source, line, path), message))
+
+    def alert(self, root: _Element) -> CapAlert | None:
+        if root.name != "alert" or root.namespace != CAP_NAMESPACE:
+            found = f"{{{root.namespace}}}{root.name}" if root.namespace else root.name
+            self.problem(root.line, "alert", f"the root element is {found}, expected "
+                         f"{{{CAP_NAMESPACE}}}alert (a CAP 1.2 alert)")
+            return None
+        identifier = self.text(root, "alert", "identifier")
+        if identifier and any(ch in identifier for ch in " ,<&"):
+            self.problem(self.line_of(root, "identifier"), "alert.identifier",
+                         "must not contain spaces, commas, < or &")
+        sender = self.text(root, "alert", "sender")
+        sent = self.time(root, "alert", "sent", required=True)
+        status = self.choice(root, "alert", "status", STATUSES)
+        msg_type = self.choice(root, "alert", "msgType", MSG_TYPES)
+        scope = self.choice(root, "alert", "scope", SCOPES)
+        references = self.optional(root, "alert", "references").split()
+        infos = [self.info(element, f"alert.info[{n}]")
+                 for n, element in enumerate(root.cap_children("info"), start=1)]
+        if (identifier is None or sender is None or sent is None or status is None
+                or msg_type is None or scope is None or None in infos):
+            return None
+        return CapAlert(identifier=identifier, sender=sender, sent=sent, status=status,
+                        msg_type=msg_type, scope=scope, references=references,
+                        infos=[i for i in infos if i is not None])
+
+    def info(self, element: _Element, path: str) -> CapInfo | None:
+        ok = len(self.problems)
+        categories = []
+        for n, child in enumerate(element.cap_children("category"), start=1):
+            if child.text not in CATEGORIES:
+                self.problem(child.line, f"{path}.category[{n}]",
+                             _not_one_of(child.text, CATEGORIES))
+            categories.append(child.text)
+        if not categories:
+            self.problem(element.line, f"{path}.category", "required element missing")
+        event = self.text(element, path, "event")
+        urgency = self.choice(element, path, "urgency", URGENCIES)
+        severity = self.choice(element, path, "severity", SEVERITIES)
+        certainty = self.choice(element, path, "certainty", CERTAINTIES)
+        effective = self.time(element, path, "effective", required=False)
+        onset = self.time(element, path, "onset", required=False)
+        expires = self.time(element, path, "expires", required=False)
+        areas = [self.area(child, f"{path}.area[{n}]")
+                 for n, child in enumerate(element.cap_children("area"), start=1)]
+        if (len(self.problems) > ok or event is None or urgency is None or severity is None
+                or certainty is None):
+            return None
+        return CapInfo(
+            language=self.optional(element, path, "language") or "en-US",
+            categories=categories, event=event, urgency=urgency, severity=severity,
+            certainty=certainty, effective=effective, onset=onset, expires=expires,
+            headline=self.optional(element, path, "headline"),
+            description=self.optional(element, path, "description"),
+            instruction=self.optional(element, path, "instruction"),
+            areas=[a for a in areas if a is not None],
+            sender_name=self.optional(element, path, "senderName"),
+        )
+
+    def area(self, element: _Element, path: str) -> CapArea | None:
+        ok = len(self.problems)
+        desc = self.text(element, path, "areaDesc")
+        polygons = self.each(element, path, "polygon", self.polygon)
+        circles = self.each(element, path, "circle", self.circle)
+        geocodes: list[tuple[str, str]] = []
+        for n, child in enumerate(element.cap_children("geocode"), start=1):
+            name = self.text(child, f"{path}.geocode[{n}]", "valueName")
+            value = self.text(child, f"{path}.geocode[{n}]", "value")
+            if name is not None and value is not None:
+                geocodes.append((name, value))
+        if len(self.problems) > ok or desc is None:
+            return None
+        return CapArea(desc=desc, polygons=polygons, circles=circles, geocodes=geocodes)
+
+    def polygon(self, text: str) -> list[tuple[float, float]]:
+        points = [_point(pair) for pair in text.split()]
+        if len(points) < 4:
+            raise ValueError(f"a polygon needs at least 4 points (first = last), got {len(points)}")
+        if points[0] != points[-1]:
+            raise ValueError("the polygon is not closed: the first point must equal the last")
+        return points
+
+    def circle(self, text: str) -> tuple[float, float, float]:
+        parts = text.split()
+        if len(parts) != 2:
+            raise ValueError(f"expected 'lat,lon radius_km', got {text!r}")
+        lat, lon = _point(parts[0])
+        radius = _number(parts[1], "radius")
+        if radius < 0:
+            raise ValueError(f"radius {parts[1]} is negative")
+        return lat, lon, radius
+
+    # -- element helpers: each records a problem and returns None (or "") when it fails
+
+    def each(self, parent: _Element, path: str, name: str,
+             convert: Callable[[str], T]) -> list[T]:
+        values = []
+        for n, child in enumerate(parent.cap_children(name), start=1):
+            try:
+                values.append(convert(child.text))
+            except ValueError as exc:
+                self.problem(child.line, f"{path}.{name}[{n}]", str(exc))
+        return values
+
+    def single(self, parent: _Element, path: str, name: str, required: bool) -> _Element | None:
+        found = parent.cap_children(name)
+        if len(found) > 1:
+            self.problem(found[1].line, f"{path}.{name}",
+                         f"appears {len(found)} times; CAP allows it once here")
+        if not found:
+            if required:
+                self.problem(parent.line, f"{path}.{name}", "required element missing")
+            return None
+        if required and not found[0].text:
+            self.problem(found[0].line, f"{path}.{name}", "empty")
+            return None
+        return found[0]
+
+    def line_of(self, parent: _Element, name: str) -> int:
+        found = parent.cap_children(name)
+        return found[0].line if found else parent.line
+
+    def text(self, parent: _Element, path: str, name: str) -> str | None:
+        element = self.single(parent, path, name, True)
+        return element.text if element is not None else None
+
+    def optional(self, parent: _Element, path: str, name: str) -> str:
+        element = self.single(parent, path, name, False)
+        return element.text if element is not None else ""
+
+    def choice(self, parent: _Element, path: str, name: str,
+               allowed: Sequence[str]) -> str | None:
+        element = self.single(parent, path, name, True)
+        if element is None:
+            return None
+        if element.text not in allowed:
+            self.problem(element.line, f"{path}.{name}", _not_one_of(element.text, allowed))
+            return None
+        return element.text
+
+    def time(self, parent: _Element, path: str, name: str, *,
+             required: bool) -> datetime | None:
+        element = self.single(parent, path, name, required)
+        if element is None or not element.text:
+            return None
+        try:
+            value = datetime.fromisoformat(element.text)
+        except ValueError:
+            self.problem(element.line, f"{path}.{name}",
+                         f"{element.text!r} is not a time like 2026-09-14T08:00:00+08:00")
+            return None
+        if value.tzinfo is None:
+            self.problem(element.line, f"{path}.{name}",
+                         f"{element.text!r} has no UTC offset (write e.g. +08:00)")
+            return None
+        return value
+
+
+def _number(text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{what} {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{what} {text!r} is not a number")
+    return value
+
+
+def _point(pair: str) -> tuple[float, float]:
+    parts = pair.split(",")
+    if len(parts) != 2:
+        raise ValueError(f"expected a 'lat,lon' pair, got {pair!r}")
+    lat, lon = _number(parts[0], "latitude"), _number(parts[1], "longitude")
+    if not -90 <= lat <= 90:
+        raise ValueError(f"latitude {parts[0]} is out of range (-90 to 90)")
+    if not -180 <= lon <= 180:
+        raise ValueError(f"longitude {parts[1]} is out of range (-180 to 180)")
+    return lat, lon
+
+
+def _not_one_of(value: str, allowed: Sequence[str]) -> str:
+    return f"{value!r} is not one of {', '.join(allowed)}"
+
+
+# ---------------------------------------------------------------- the decision
+
+
+def decide(alert: CapAlert, *, now: datetime, branches: Sequence[Branch],
+           playbooks: Sequence[Playbook]) -> Decision:
+    """Decide whether `alert` starts a plan (and which), stands one down, or is ignored."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    alert_reasons = []
+    if alert.status != "Actual":
+        alert_reasons.append(f"status is {alert.status}, not Actual")
+    cancel = alert.msg_type == "Cancel"
+    if alert.msg_type not in ("Alert", "Update", "Cancel"):
+        alert_reasons.append(f"msgType is {alert.msg_type}, not Alert, Update or Cancel")
+
+    if cancel:
+        return _stand_down(alert, alert_reasons, branches, playbooks)
+
+    checked = [(info, *_check_info(alert, info, now, branches)) for info in alert.infos]
+    applying = [(info, hit) for info, failed, hit in checked if not failed]
+    if not alert.infos:
+        info_reasons = ["the alert has no <info> block"]
+    elif applying:
+        info_reasons = []
+    else:
+        info_reasons = _merge_reasons(alert, [failed for _, failed, _ in checked])
+    if not applying:
+        return Decision(applies=False, action="ignore", reasons=alert_reasons + info_reasons,
+                        info=None, playbook=None, grade=None, branches=[], alert=alert)
+
+    # The first applying info whose event a playbook answers; else the first applying one.
+    matched = [(info, hit, _match_playbook(info, playbooks)) for info, hit in applying]
+    info, hit, playbook = next((m for m in matched if m[2] is not None), matched[0])
+    grade = None
+    if playbook is not None and playbook.warnings is not None:
+        grade = next((g for severity, g in playbook.warnings.grades.items()
+                      if severity == info.severity), playbook.severity.default)
+    if alert_reasons:
+        return Decision(applies=False, action="ignore", reasons=alert_reasons, info=info,
+                        playbook=playbook, grade=grade, branches=hit, alert=alert)
+    reasons = [
+        f"{alert.status} {alert.msg_type} in effect"
+        + (f" until {_when(info.expires)}" if info.expires else " with no end time"),
+        f"urgency {info.urgency}, severity {info.severity}, certainty {info.certainty}",
+        f"{len(hit)} branch{'es' if len(hit) != 1 else ''} inside the alert area: "
+        + ", ".join(b.id for b in hit),
+    ]
+    if playbook is None:
+        reasons.append(f"no playbook answers event {info.event!r}: choose one by hand")
+    else:
+        reasons.append(f"playbook {playbook.id} answers event {info.event!r}, grade {grade}")
+    return Decision(applies=True, action="start", reasons=reasons, info=info,
+                    playbook=playbook, grade=grade, branches=hit, alert=alert)
+
+
+def _check_info(alert: CapAlert, info: CapInfo, now: datetime,
+                branches: Sequence[Branch]) -> tuple[list[str], list[Branch]]:
+    """The criteria the info fails (empty when it applies) and the branches in its area."""
+    failed = []
+    effective = info.effective or alert.sent
+    if now < effective:
+        failed.append(f"not in effect until {_when(effective)}")
+    if info.expires is not None and now > info.expires:
+        failed.append(f"expired at {_when(info.expires)}")
+    if info.urgency not in APPLYING_URGENCY:
+        failed.append(f"urgency is {info.urgency}, not Immediate or Expected")
+    if info.severity not in APPLYING_SEVERITY:
+        failed.append(f"severity is {info.severity}, not Extreme or Severe")
+    if info.certainty not in APPLYING_CERTAINTY:
+        failed.append(f"certainty is {info.certainty}, not Observed or Likely")
+    hit = [b for b in branches if any(area.contains(b) for area in info.areas)]
+    if not hit:
+        if all(area.empty for area in info.areas):
+            failed.append("no branch inside the alert area (it gives no polygon, circle "
+                          "or geocode)")
+        else:
+            failed.append("no branch inside the alert area")
+    return failed, hit
+
+
+def _merge_reasons(alert: CapAlert, per_info: list[list[str]]) -> list[str]:
+    """One list of reasons; prefixed with the info when translations disagree."""
+    if all(reasons == per_info[0] for reasons in per_info):
+        return per_info[0]
+    return [f"info[{n}] ({info.language}): {reason}"
+            for n, (info, reasons) in enumerate(zip(alert.infos, per_info, strict=True), start=1)
+            for reason in reasons]
+
+
+def _match_playbook(info: CapInfo, playbooks: Sequence[Playbook]) -> Playbook | None:
+    """The first playbook whose `warnings` answer the info's event and category."""
+    event = info.event.casefold()
+    categories = {c.casefold() for c in info.categories}
+    for playbook in playbooks:
+        warnings = playbook.warnings
+        if warnings is None:
+            continue
+        if warnings.categories and not categories & {c.casefold() for c in warnings.categories}:
+            continue
+        if any(word.casefold() in event for word in warnings.events):
+            return playbook
+    return None
+
+
+def _stand_down(alert: CapAlert, alert_reasons: list[str], branches: Sequence[Branch],
+                playbooks: Sequence[Playbook]) -> Decision:
+    """A Cancel: stand down what the referenced alerts started (time and area not checked)."""
+    info: CapInfo | None = None
+    playbook: Playbook | None = None
+    for candidate in alert.infos:
+        playbook = _match_playbook(candidate, playbooks)
+        if playbook is not None or info is None:
+            info = candidate
+        if playbook is not None:
+            break
+    hit = ([b for b in branches if any(area.contains(b) for area in info.areas)]
+           if info is not None else [])
+    if alert_reasons:
+        return Decision(applies=False, action="ignore", reasons=alert_reasons, info=info,
+                        playbook=playbook, grade=None, branches=hit, alert=alert)
+    referenced = alert.referenced_identifiers()
+    reasons = [f"msgType is Cancel: stand down what {', '.join(referenced)} started"
+               if referenced else "msgType is Cancel, but it references no earlier alert"]
+    if playbook is not None and info is not None:
+        reasons.append(f"playbook {playbook.id} answers event {info.event!r}")
+    return Decision(applies=True, action="stand_down", reasons=reasons, info=info,
+                    playbook=playbook, grade=None, branches=hit, alert=alert)
+
+
+def _when(value: datetime) -> str:
+    """`2026-09-14 20:00 +08:00`: the time in the offset the alert gave it."""
+    offset = value.utcoffset() or timedelta(0)
+    sign = "-" if offset < timedelta(0) else "+"
+    minutes = abs(int(offset.total_seconds())) // 60
+    return f"{value.strftime('%Y-%m-%d %H:%M')} {sign}{minutes // 60:02d}:{minutes % 60:02d}"
