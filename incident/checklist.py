@@ -8,7 +8,7 @@ a recurring duty (`every`) falls due again after each period until the incident 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -100,27 +100,28 @@ def _duty(view: IncidentView, duty: RegulatorDuty, now: datetime | None) -> Item
     anchor = view.grade_since(duty.grades)
     if anchor is None:
         anchor = view.detected_at  # marked although never at its grade: keep it visible
-    common = {"id": duty.id, "kind": "duty", "title": duty.title, "owner": duty.owner,
-              "marks": marks, "body": duty.body, "source": duty.source, "party": duty.party}
+    base = Item(id=duty.id, kind="duty", title=duty.title, owner=duty.owner, due=None,
+                state=_state(marks), marks=marks, body=duty.body, source=duty.source,
+                party=duty.party)
     if duty.within is not None:
         due = anchor + duty.within
-        return Item(**common, due=due, state=_state(marks), deadlines=(due,))
+        return replace(base, due=due, deadlines=(due,))
     assert duty.every is not None
     if any(m.state == "skipped" for m in marks):
-        return Item(**common, due=None, state="skipped", every=duty.every)
+        return replace(base, state="skipped", every=duty.every)
     done = sum(1 for m in marks if m.state == "done")
     # Deadlines fall every period after the anchor while the incident is open.
     end = view.resolved_at
-    deadlines = []
+    deadlines: list[datetime] = []
     at = anchor + duty.every
     while (end is None or at <= end) and len(deadlines) <= done:
         deadlines.append(at)
         at += duty.every
     if len(deadlines) > done:
-        return Item(**common, due=deadlines[done], state="open", every=duty.every,
-                    deadlines=tuple(deadlines))
-    return Item(**common, due=None, state="done" if done else "open", every=duty.every,
-                deadlines=tuple(deadlines))
+        return replace(base, due=deadlines[done], state="open", every=duty.every,
+                       deadlines=tuple(deadlines))
+    return replace(base, state="done" if done else "open", every=duty.every,
+                   deadlines=tuple(deadlines))
 
 
 # ---------------------------------------------------------------------- attention
@@ -179,4 +180,6 @@ def _relative(delta: timedelta) -> str:
     minutes = rest // 60
     if hours >= 24:
         return f"{hours // 24}d{hours % 24}h"
+    if not hours and not minutes:
+        return "<1m"
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m"

@@ -12,7 +12,9 @@ from incident.checklist import Attention, Item, attention, checklist, find
 from incident.errors import InvalidTransition, InvalidValue
 from incident.models import EventType
 from incident.parties import check_parties, playbook_parties
+from incident.regulator import Draft, draft, pick_duty, progress_messages
 from incident.state import IncidentView, NoticeResult, fold
+from incident.store import outbox as ob
 from incident.timeutil import local_text, utcnow
 
 if TYPE_CHECKING:
@@ -29,9 +31,13 @@ class StepResult:
 
 
 class Coordination:
-    """Steps, acknowledgements, regulator drafts and alerts."""
+    """Steps, acknowledgements, regulator drafts and alerts (`service.coordination`)."""
 
-    def step(self: Service, ref: str, step_id: str, *, done: bool = False,
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.rt = service.rt
+
+    def step(self, ref: str, step_id: str, *, done: bool = False,
              skip: str | None = None, note: str | None = None) -> StepResult:
         """Mark a checklist item done (running its action if that has not happened yet) or
         skipped with a reason. A recurring regulator duty is done once per report filed."""
@@ -39,7 +45,7 @@ class Coordination:
             raise InvalidValue("give exactly one of --done or --skip REASON")
         if skip is not None and not skip.strip():
             raise InvalidValue("--skip needs a reason")
-        view = self.view(ref)
+        view = self.service.view(ref)
         item = find(view, step_id)
         if item is None:
             known = ", ".join(i.id for i in checklist(view))
@@ -50,12 +56,12 @@ class Coordination:
             raise InvalidTransition(f"step {item.id} is {item.state} already "
                                     f"(by {mark.by} at {local_text(mark.at, self.rt.zone)})")
         if skip is not None:
-            result = self.record(ref, EventType.STEP_SKIPPED, None,
+            result = self.service.record(ref, EventType.STEP_SKIPPED, None,
                                  lambda v, now: {"step": item.id, "reason": skip.strip()},
                                  verb="skip a step of")
             return StepResult(result, item, None)
         if item.action == "open_manual_channel" and not view.manual_open:
-            return StepResult(self.manual_open(ref), item, "open_manual_channel")
+            return StepResult(self.service.manual.open(ref), item, "open_manual_channel")
         if item.action == "notify_parties":
             step = next(s for s in view.playbook.steps if s.id == item.id)
             parties = (check_parties(self.rt, step.parties, option=f"steps.{step.id}.parties")
@@ -67,26 +73,26 @@ class Coordination:
         def build(v: IncidentView, now: datetime) -> dict[str, Any]:
             return {"step": item.id, **({"note": note.strip()} if note else {})}
 
-        return StepResult(self.record(ref, EventType.STEP_DONE, None, build,
+        return StepResult(self.service.record(ref, EventType.STEP_DONE, None, build,
                                       verb="complete a step of"), item, None)
 
-    def notify_parties(self: Service, ref: str, parties: Sequence[str], *, message: str,
+    def notify_parties(self, ref: str, parties: Sequence[str], *, message: str,
                        step: str | None = None, kind: str = "update") -> NoticeResult:
         """Send an internal notice to `parties` on its own (a step's action)."""
         targets = check_parties(self.rt, parties)
-        incident_id = self.store.resolve_id(ref)
+        incident_id = self.service.store.resolve_id(ref)
         now = utcnow()
-        with self.store.write() as conn:
-            self.store.lock_incident(conn, incident_id)
-            view = fold(self.store.events(incident_id, conn))
+        with self.service.store.write() as conn:
+            self.service.store.lock_incident(conn, incident_id)
+            view = fold(self.service.store.events(incident_id, conn))
             if not view.status.is_open and view.status.value != "resolved":
                 raise InvalidTransition(f"{incident_id} is {view.status.value}")
-            messages = self.notify_in(conn, view, targets, kind=kind, message=message,
+            messages = self.service.notify_in(conn, view, targets, kind=kind, message=message,
                                       now=now, steps_done=[step] if step else [])
         return NoticeResult(incident_id=incident_id, seq=view.event_count, phase=None,
                             messages=messages, view=view)
 
-    def ack(self: Service, ref: str, party: str, *, note: str | None = None) -> NoticeResult:
+    def ack(self, ref: str, party: str, *, note: str | None = None) -> NoticeResult:
         """Record that `party` acknowledged the notices (first acknowledgement counts)."""
         (party,) = check_parties(self.rt, [party], option="PARTY")
 
@@ -102,9 +108,9 @@ class Coordination:
                                              f"{party} -m \"...\"")
             return {"party": party, **({"note": note.strip()} if note else {})}
 
-        return self.record(ref, EventType.PARTY_ACKED, None, build, verb="record an ack on")
+        return self.service.record(ref, EventType.PARTY_ACKED, None, build, verb="record an ack on")
 
-    def alert(self: Service, ref: str, items: Sequence[Attention]) -> NoticeResult:
+    def alert(self, ref: str, items: Sequence[Attention]) -> NoticeResult:
         """Record that the supervisor was alerted about `items`, and send the alert parties
         (incident.yaml `alerts.parties`) an internal message."""
         parties = list(self.rt.settings.alerts.parties)
@@ -113,9 +119,22 @@ class Coordination:
             return {"keys": [a.key for a in items], "alerts": [a.what for a in items],
                     "message": "; ".join(a.what for a in items)}
 
-        return self.record(ref, EventType.ALERTED, None, build, verb="alert on",
+        return self.service.record(ref, EventType.ALERTED, None, build, verb="alert on",
                            notify=(lambda v, d: (parties, "alert")) if parties else None)
 
-    def attention(self: Service, ref: str, now: datetime | None = None) -> list[Attention]:
+    def attention(self, ref: str, now: datetime | None = None) -> list[Attention]:
         """What falls due on one incident now (the cadence warnings of every command)."""
-        return attention(self.view(ref), now or utcnow(), self.rt.settings.alerts.due_soon)
+        return attention(self.service.view(ref), now or utcnow(), self.rt.settings.alerts.due_soon)
+
+    def regulator_draft(self, ref: str, *, duty: str | None = None,
+                        lang: str | None = None) -> Draft:
+        """A draft of the regulator report `duty` (default: the next due) from the record."""
+        view, events = self.service.timeline(ref)
+        now = utcnow()
+        item = pick_duty(view, duty, now)
+        with self.service.store.read() as conn:
+            counts = ob.counts(conn, view.id)
+        reached = sum(by_state.get("sent", 0) for by_state in counts.values())
+        language = lang or self.rt.settings.default_language
+        return draft(self.rt, view, item, lang=language, now=now, customers_reached=reached,
+                     updates=progress_messages(events))

@@ -81,9 +81,12 @@ def manual_details(book: Playbook, overrides: dict[str, Any] | None = None,
 
 
 class ManualChannelCases:
-    """The manual-channel use cases; mixed into Service (uses its `record`, `view`, `rt`)."""
+    """The manual-channel use cases (`service.manual`), recorded through `service.record`."""
 
-    def manual_open(self: Service, ref: str, *, hotline: str | None = None,
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def open(self, ref: str, *, hotline: str | None = None,
                     texts: dict[str, dict[str, str] | None] | None = None) -> NoticeResult:
         """Open the manual channel, or change its details while open (`texts`: counters,
         hours, workaround, each {zh-CN, en}). Every later customer notice announces it."""
@@ -100,10 +103,10 @@ class ManualChannelCases:
                                   and not view.step_marks.get(s.id)]
             return data
 
-        return self.record(ref, EventType.MANUAL_OPENED, None, build, allowed=OPEN_STATES,
+        return self.service.record(ref, EventType.MANUAL_OPENED, None, build, allowed=OPEN_STATES,
                            verb="open the manual channel of")
 
-    def manual_close(self: Service, ref: str, *, note: str | None = None) -> NoticeResult:
+    def close(self, ref: str, *, note: str | None = None) -> NoticeResult:
         """Close the manual channel (cases stay to be reconciled)."""
 
         def build(view: IncidentView, now: datetime) -> dict[str, Any]:
@@ -111,10 +114,10 @@ class ManualChannelCases:
                 raise InvalidTransition(f"the manual channel of {view.id} is not open")
             return {"note": note.strip()} if note and note.strip() else {}
 
-        return self.record(ref, EventType.MANUAL_CLOSED, None, build,
+        return self.service.record(ref, EventType.MANUAL_CLOSED, None, build,
                            verb="close the manual channel of")
 
-    def manual_log(self: Service, ref: str, *, customer: str, request: str,
+    def log(self, ref: str, *, customer: str, request: str,
                    amount: str | None = None, urgent: bool = False) -> NoticeResult:
         """Record a request handled by hand (who took it and when come from the event)."""
         if not customer.strip():
@@ -131,10 +134,10 @@ class ManualChannelCases:
             return {"case": f"M{len(view.cases) + 1:03d}", "customer": customer.strip(),
                     "request": request.strip(), "amount": value, "urgent": urgent}
 
-        return self.record(ref, EventType.CASE_LOGGED, None, build,
+        return self.service.record(ref, EventType.CASE_LOGGED, None, build,
                            verb="log a manual case on")
 
-    def manual_reconcile(self: Service, ref: str, case: str, *,
+    def reconcile(self, ref: str, case: str, *,
                          note: str | None = None) -> NoticeResult:
         """Mark a case as entered back into the recovered system."""
 
@@ -146,5 +149,5 @@ class ManualChannelCases:
                                         f"(by {done.reconciled_by})")
             return {"case": wanted, "note": (note or "").strip()}
 
-        return self.record(ref, EventType.CASE_RECONCILED, None, build,
+        return self.service.record(ref, EventType.CASE_RECONCILED, None, build,
                            verb="reconcile a case of")

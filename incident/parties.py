@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from incident.checklist import checklist
 from incident.errors import InvalidValue
@@ -23,9 +23,6 @@ from incident.store.outbox import PARTY_PREFIX, idempotency_key
 from incident.timeutil import local_text
 
 INTERNAL_SET = "internal"
-Kind = Literal["declared", "update", "eta_changed", "regraded", "resolved", "closed", "alert",
-               "manual_opened", "manual_closed", "step"]
-
 KIND_LABELS = {
     "zh-CN": {"declared": "启动应急预案", "update": "处置进展", "eta_changed": "预计恢复时间变更",
               "regraded": "事件级别调整", "resolved": "服务已恢复", "closed": "事件关闭",
@@ -78,12 +75,14 @@ def party_rows(rt: Runtime, incident_id: str, seq: int, parties: Sequence[str],
                    "fallback_address": None}
 
 
-def internal_contexts(rt: Runtime, view: IncidentView, *, kind: Kind, message: str,
+def internal_contexts(rt: Runtime, view: IncidentView, *, kind: str, message: str,
                       now: datetime, actor: str,
                       deliveries: dict[str, int] | None = None) -> dict[str, dict[str, Any]]:
     """The internal notice's context in every language: the customer notice's facts plus the
     technical and coordination detail."""
-    out = {}
+    if kind not in KIND_LABELS["en"]:
+        raise ValueError(f"unknown internal notice kind {kind!r}")
+    out: dict[str, dict[str, Any]] = {}
     level = view.playbook.level(view.severity)
     items = [i for i in checklist(view, now) if i.state == "open" and i.due is not None]
     items.sort(key=lambda i: i.due or now)

@@ -21,6 +21,7 @@ from incident.audience import AudienceLoad, Customer, load_audience, select
 from incident.branches import Branch, load_branches, nearby_open, scope_branches
 from incident.channels import Channel
 from incident.channels.factory import build_channels, concurrency
+from incident.checklist import Attention, attention
 from incident.coordination import Coordination
 from incident.delivery import DeliveryPolicy, DeliveryReport, Dispatcher, ProgressFn
 from incident.errors import AudienceInvalid, BadInput, InvalidTransition, InvalidValue, Location
@@ -82,6 +83,7 @@ class StatusResult:
     now: datetime
     retrying: list[Any] = field(default_factory=list)
     internal_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # to parties
+    attention: list[Attention] = field(default_factory=list)  # what falls due
 
     @property
     def update_overdue(self) -> bool:
@@ -95,13 +97,15 @@ class StatusResult:
         return self.view.status.is_open and self.view.eta is not None and self.view.eta < self.now
 
 
-class Service(ManualChannelCases, Coordination):
+class Service:
     """The toolkit's use cases over one Runtime and database."""
 
     def __init__(self, rt: Runtime, store: Store | None = None) -> None:
         self.rt = rt
         self._store = store
         self.renderer = Renderer(rt.template_path)
+        self.manual = ManualChannelCases(self)
+        self.coordination = Coordination(self)
 
     @property
     def store(self) -> Store:
@@ -505,8 +509,10 @@ class Service(ManualChannelCases, Coordination):
             internal = ob.counts(conn, view.id, parties=True)
             failures = ob.failures(conn, view.id, limit=10)
             retrying = ob.retrying(conn, view.id)
-        return StatusResult(view=view, counts=counts, failures=failures, now=utcnow(),
-                            retrying=retrying, internal_counts=internal)
+        now = utcnow()
+        return StatusResult(view=view, counts=counts, failures=failures, now=now,
+                            retrying=retrying, internal_counts=internal,
+                            attention=attention(view, now, self.rt.settings.alerts.due_soon))
 
     def incidents(self, *, include_closed: bool = False) -> list[StatusResult]:
         """Open incidents (or all), newest first, each with its delivery counts."""

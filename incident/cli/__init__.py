@@ -19,7 +19,11 @@ class IncidentGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command; report toolkit errors in one place."""
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+        except click.exceptions.Exit as done:
+            if done.exit_code in (ExitCode.OK, ExitCode.PARTIAL):
+                self._remind(ctx)
+            raise
         except IncidentError as exc:
             app = ctx.obj if isinstance(ctx.obj, App) else None
             if app is not None and app.debug:
@@ -29,6 +33,19 @@ class IncidentGroup(click.Group):
             else:
                 click.echo("\n".join(exc.lines()), err=True)
             ctx.exit(exc.exit_code)
+        self._remind(ctx)
+        return result
+
+    @staticmethod
+    def _remind(ctx: click.Context) -> None:
+        """After a command on an open incident: what falls due there (never fails it)."""
+        app = ctx.obj if isinstance(ctx.obj, App) else None
+        if app is None or not app.touched:
+            return
+        try:
+            app.remind()
+        except IncidentError as exc:  # a reminder must not turn a success into a failure
+            app.out.warn(f"cannot check what falls due: {exc.message}")
 
 
 @click.group(cls=IncidentGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -62,9 +79,9 @@ def cli(ctx: click.Context, config: str | None, db: str | None, operator: str | 
 
 
 def _register() -> None:
-    from incident.cli import lifecycle, report, setup, views
+    from incident.cli import coordination, lifecycle, manual, report, setup, views
 
-    for module in (setup, lifecycle, views, report):
+    for module in (setup, lifecycle, manual, coordination, views, report):
         for command in module.COMMANDS:
             cli.add_command(command)
 

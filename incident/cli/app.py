@@ -19,6 +19,8 @@ class App:
         self.operator = operator
         self.debug = debug
         self.out = Output(as_json=as_json)
+        self.touched: list[str] = []  # incidents this command acted on (for the reminders)
+        self.reminded = False  # the command showed what falls due itself (status, watch)
 
     @cached_property
     def rt(self) -> Runtime:
@@ -34,3 +36,23 @@ class App:
     def service(self) -> Service:
         """The use cases."""
         return Service(self.rt)
+
+    def touch(self, incident_id: str) -> None:
+        """Note that the command acted on `incident_id`: what falls due there is shown after
+        the command's own output."""
+        if incident_id not in self.touched:
+            self.touched.append(incident_id)
+
+    def remind(self) -> None:
+        """Warn (stderr) about what falls due on the incidents this command touched: the next
+        customer update, a passed ETA, overdue steps and regulator deadlines."""
+        if self.reminded:
+            return
+        self.reminded = True
+        for incident_id in self.touched:
+            items = self.service.coordination.attention(incident_id)
+            for item in items[:4]:
+                self.out.warn(f"{incident_id[-6:]}: {item.what}")
+            if len(items) > 4:
+                self.out.warn(f"{incident_id[-6:]}: and {len(items) - 4} more — "
+                              f"incident status {incident_id[-6:]}")

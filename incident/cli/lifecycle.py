@@ -51,6 +51,7 @@ def _finish(app: App, result: NoticeResult, report: DeliveryReport | None,
             extra: dict[str, Any] | None = None) -> None:
     """Print the outcome (table or JSON) and exit 3 when deliveries failed permanently."""
     view = result.view
+    app.touch(result.incident_id)
     status = app.service.status(result.incident_id)
     payload = {"id": view.id, "status": view.status.value, "severity": view.severity,
                "eta": view.eta.isoformat() if view.eta else None,
@@ -98,7 +99,15 @@ def _list_failures(app: App, incident_id: str) -> None:
 @click.option("--eta", metavar="WHEN", help="Estimated recovery: 90m, 2h, 14:30, ISO time.")
 @click.option("--detected-at", metavar="TIME", help="When it was detected (default: now).")
 @click.option("--affected", multiple=True, metavar="SERVICE", help="Affected service (repeat).")
-@click.option("--region", multiple=True, metavar="R", help="Only customers of region R (repeat).")
+@click.option("--region", multiple=True, metavar="R",
+              help="Affected region: its customers are notified, its branches closed (repeat).")
+@click.option("--branch", multiple=True, metavar="B",
+              help="Affected branch: its customers are notified, it is closed (repeat).")
+@click.option("--branches", "branch_list", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Branch list CSV (id,name,region,latitude,longitude; default: the "
+                   "config's branches).")
+@click.option("--no-manual-channel", "no_manual", is_flag=True,
+              help="Do not open the manual channel yet (incident manual open, later).")
 @click.option("--audience", metavar="FILE", type=click.Path(dir_okay=False),
               help="Customer CSV (default: the config's default audience).")
 @click.option("--drill", is_flag=True, help="An exercise: only the drill audience is notified.")
@@ -108,6 +117,7 @@ def _list_failures(app: App, incident_id: str) -> None:
 @pass_app
 def start(app: App, playbook: str, title: str, severity: str | None, eta: str | None,
           detected_at: str | None, affected: tuple[str, ...], region: tuple[str, ...],
+          branch: tuple[str, ...], branch_list: str | None, no_manual: bool,
           audience: str | None, drill: bool, dry_run: bool, queue_only: bool) -> None:
     """Declare an incident from PLAYBOOK and send the first customer notice.
 
@@ -118,6 +128,8 @@ def start(app: App, playbook: str, title: str, severity: str | None, eta: str | 
     """
     result = app.service.start(playbook=playbook, title=title, severity=severity, eta=eta,
                                detected_at=detected_at, affected=affected, regions=region,
+                               branches=branch, branch_list=branch_list,
+                               manual=False if no_manual else None,
                                audience=audience, drill=drill, dry_run=dry_run)
     if isinstance(result, DryRunPlan):
         _print_plan(app, result)
@@ -128,7 +140,11 @@ def start(app: App, playbook: str, title: str, severity: str | None, eta: str | 
     _finish(app, result, report, {"audience": {"file": result.audience_path,
                                                "recipients": result.recipients,
                                                "skipped_rows": len(result.skipped_rows)},
-                                  "drill": result.view.drill})
+                                  "drill": result.view.drill,
+                                  "manual_channel": result.view.manual_open,
+                                  "parties": (result.view.party_notices[0].parties
+                                              if result.view.party_notices else []),
+                                  "branches": result.view.scope})
     short = _short(result.incident_id)
     app.out.next(f"incident update {short} --message \"...\"", f"incident status {short}")
 
@@ -152,6 +168,24 @@ def _print_declared(app: App, result: StartResult) -> None:
         out.warn(f"skipped {location}: {message}")
     if len(result.skipped_rows) > 10:
         out.warn(f"... and {len(result.skipped_rows) - 10} more skipped rows")
+    lang = app.rt.settings.default_language
+    closed = [b["name"] if lang == "zh-CN" else b.get("name_en") or b["name"]
+              for b in view.scope.get("closed", [])]
+    if closed:
+        near = ", ".join(b["name"] if lang == "zh-CN" else b.get("name_en") or b["name"]
+                         for b in view.scope.get("open", []))
+        out.line(f"Branches closed: {escape(', '.join(closed))}"
+                 + (f"  ·  open nearby: {escape(near)}" if near else ""))
+    out.line("Manual channel: " + ("open, announced in the notice" if view.manual_open else
+                                   f"not open — incident manual open {view.id[-6:]}"))
+    if view.party_notices:
+        notified = [app.rt.settings.parties[p].name.get(lang)
+                    for p in view.party_notices[0].parties]
+        out.line(f"Parties notified: {escape(', '.join(notified))}")
+    missing = [p for p in book.principles.coordination.parties
+               if p not in app.rt.settings.parties]
+    if missing:
+        out.warn(f"playbook parties not in incident.yaml, not notified: {', '.join(missing)}")
 
 
 def _print_plan(app: App, plan: DryRunPlan) -> None:
@@ -187,11 +221,17 @@ def format_duration_s(seconds: float) -> str:
 @click.option("--message-zh", help="The message in Chinese for zh-CN customers.")
 @click.option("--eta", metavar="WHEN", help="A new ETA along with the update.")
 @click.option("--status", type=click.Choice(["investigating", "identified", "monitoring"]))
-@click.option("--internal", is_flag=True, help="Record only; customers are not notified.")
+@click.option("--severity", metavar="GRADE",
+              help="Re-grade (e.g. I); regulator clocks and cadence follow; parties are told.")
+@click.option("--internal", is_flag=True,
+              help="Not to customers: to the playbook's parties (or only those of --to).")
+@click.option("--to", "to", multiple=True, metavar="PARTY",
+              help="Also send it to this party from incident.yaml (repeat).")
 @queue_only
 @pass_app
 def update(app: App, incident_id: str, message: str, message_zh: str | None, eta: str | None,
-           status: str | None, internal: bool, queue_only: bool) -> None:
+           status: str | None, severity: str | None, internal: bool, to: tuple[str, ...],
+           queue_only: bool) -> None:
     """Post a progress update; customers get it unless --internal.
 
     \b
@@ -199,10 +239,14 @@ def update(app: App, incident_id: str, message: str, message_zh: str | None, eta
       incident update 3F2A --status identified -m "Database failover in progress"
     """
     result = app.service.update(incident_id, message=message, message_zh=message_zh, eta=eta,
-                                status=status, internal=internal)
-    app.out.line(f"Update recorded on {result.incident_id}: {result.view.status.value}, "
-                 f"ETA {app.out.when(result.view.eta)}, next update due "
-                 f"{app.out.when(result.view.next_update_due)}")
+                                status=status, severity=severity, internal=internal, to=to)
+    view = result.view
+    app.out.line(f"Update recorded on {result.incident_id}: {view.status.value}, severity "
+                 f"{view.severity}, ETA {app.out.when(view.eta)}, next update due "
+                 f"{app.out.when(view.next_update_due)}")
+    if result.internal and view.party_notices:
+        app.out.line(f"Internal notice to {', '.join(view.party_notices[-1].parties)}: "
+                     f"{result.internal} messages")
     _finish(app, result, _deliver(app, result, queue_only))
 
 
@@ -248,11 +292,20 @@ def resolve(app: App, incident_id: str, message: str, message_zh: str | None, at
 
 @click.command()
 @click.argument("incident_id", metavar="ID")
+@click.option("--force", is_flag=True, help="Close although manual cases are unreconciled.")
+@click.option("--reason", help="Why --force (recorded, shown in the report).")
 @pass_app
-def close(app: App, incident_id: str) -> None:
-    """Close a resolved incident; its record becomes final."""
-    result = app.service.close(incident_id)
-    app.out.line(f"{result.incident_id} closed.")
+def close(app: App, incident_id: str, force: bool, reason: str | None) -> None:
+    """Close a resolved incident; its record becomes final.
+
+    Refused (exit 2, listing them) while manual cases are unreconciled, unless --force
+    --reason is given.
+    """
+    result = app.service.close(incident_id, force=force, reason=reason)
+    app.out.line(f"{result.incident_id} closed."
+                 + (f" Forced with {len(result.view.unreconciled)} unreconciled case(s): "
+                    f"{escape(result.view.close_forced or '')}" if result.view.close_forced
+                    else ""))
     _finish(app, result, None)
     app.out.next(f"incident timeline {_short(result.incident_id)}",
                  f"incident verify {_short(result.incident_id)}")

@@ -88,6 +88,15 @@ class Output:
             return "—"
         return local_text(value, self.zone) if self.zone else value.isoformat()
 
+    def short(self, value: datetime | None, now: datetime) -> str:
+        """A time for a table cell: `14:30` today, `11-26 14:30` another day, or '—'."""
+        if value is None:
+            return "—"
+        if self.zone is None:
+            return value.isoformat(timespec="minutes")
+        local, today = value.astimezone(self.zone), now.astimezone(self.zone)
+        return local.strftime("%H:%M" if local.date() == today.date() else "%m-%d %H:%M")
+
     @staticmethod
     def ago(value: timedelta) -> str:
         """A duration as `1h30m`."""

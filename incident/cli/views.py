@@ -12,11 +12,13 @@ from rich.markup import escape
 from rich.text import Text
 
 from incident.audience import mask_contact, mask_name
+from incident.checklist import checklist
 from incident.cli.app import App
-from incident.cli.output import state_counts
+from incident.cli.output import Output, state_counts
 from incident.errors import ChainBroken, Location
 from incident.models import Event, EventType
 from incident.service import StatusResult
+from incident.state import IncidentView
 from incident.store.events import as_utc
 from incident.timeutil import parse_iso
 
@@ -38,7 +40,23 @@ def _status_json(result: StatusResult) -> dict[str, Any]:
         "closed_at": view.closed_at.isoformat() if view.closed_at else None,
         "notices": len(view.notices),
         "deliveries": state_counts(result.counts), "deliveries_by_channel": result.counts,
+        "internal_deliveries": state_counts(result.internal_counts),
+        "manual_channel": {"open": view.manual_open,
+                           "opened_at": view.manual.opened_at.isoformat() if view.manual else None,
+                           "cases": len(view.cases), "unreconciled": len(view.unreconciled)},
+        "steps": [{"id": i.id, "kind": i.kind, "owner": i.owner, "state": i.state,
+                   "due": i.due.isoformat() if i.due else None,
+                   "overdue": i.overdue(result.now)} for i in checklist(view, result.now)],
+        "parties": {p: {"notified_at": _iso(view.notified_at(p)),
+                        "acknowledged_at": _iso(view.acks[p].at if p in view.acks else None)}
+                    for n in view.party_notices for p in n.parties},
+        "attention": [{"level": a.level, "what": a.what, "at": a.at.isoformat()}
+                      for a in result.attention],
     }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
 
 
 @click.command()
@@ -51,6 +69,12 @@ def status(app: App, incident_id: str | None) -> None:
         _list(app, include_closed=False)
         return
     result = app.service.status(incident_id)
+    app.reminded = True  # the view below shows what falls due
+    render_status(app, result)
+
+
+def render_status(app: App, result: StatusResult) -> None:
+    """The status of one incident: the facts, what falls due, the checklist, deliveries."""
     out, view = app.out, result.view
     if out.as_json:
         data = _status_json(result)
@@ -82,7 +106,15 @@ def status(app: App, incident_id: str | None) -> None:
                      f"(in {out.ago(view.next_update_due - result.now)})")
     if view.resolved_at:
         out.line(f"Resolved: {out.when(view.resolved_at)}")
+    _manual_line(out, view)
+    _parties_line(app, view)
+    for item in result.attention:
+        style = "bold red" if item.level == "overdue" else "yellow"
+        out.line(f"[{style}]! {escape(item.what)}[/{style}]")
+    _checklist(app, result)
     out.deliveries(result.counts)
+    if result.internal_counts:
+        out.deliveries(result.internal_counts, title="Internal notices to parties")
     if result.retrying:
         out.table("Retrying (temporary failures)", ["channel", "customer", "to", "attempts",
                                                     "code", "last error", "next try"],
@@ -102,22 +134,73 @@ def status(app: App, incident_id: str | None) -> None:
         out.next(f"incident close {short}")
 
 
+def _manual_line(out: Output, view: IncidentView) -> None:
+    m = view.manual
+    if m is None:
+        out.line("Manual channel: not open")
+        return
+    state = (f"[green]open[/green] since {out.when(m.opened_at)}" if m.open
+             else f"closed {out.when(m.closed_at)}")
+    cases = f" · {len(view.cases)} cases, {len(view.unreconciled)} to reconcile"
+    out.line(f"Manual channel: {state}{cases if view.cases else ''}")
+
+
+def _parties_line(app: App, view: IncidentView) -> None:
+    parties = list(dict.fromkeys(p for n in view.party_notices for p in n.parties))
+    if not parties:
+        return
+    acked = [p for p in parties if p in view.acks]
+    waiting = [p for p in parties if p not in view.acks]
+    app.out.line(f"Parties: {len(acked)}/{len(parties)} acknowledged"
+                 + (f" · waiting for {escape(', '.join(waiting))}" if waiting else ""))
+
+
+def _checklist(app: App, result: StatusResult) -> None:
+    """Open checklist items with due time and owner (overdue in red), then a count of done."""
+    out, view, now = app.out, result.view, result.now
+    items = checklist(view, now)
+    open_items = sorted((i for i in items if i.state == "open" and i.due is not None),
+                        key=lambda i: i.due or now)
+    rows = []
+    for item in open_items[:10]:
+        assert item.due is not None
+        if item.overdue(now):
+            left: str | Text = Text(f"OVERDUE {out.ago(now - item.due)}", style="bold red")
+        else:
+            left = f"in {out.ago(item.due - now)}"
+        rows.append([item.id, item.owner, out.short(item.due, now), left])
+    done = sum(1 for i in items if i.state == "done")
+    skipped = sum(1 for i in items if i.state == "skipped")
+    title = f"Checklist: {done} done, {skipped} skipped, {len(open_items)} open"
+    if rows:
+        out.table(title, ["step", "owner", "due", "left"], rows)
+        if len(open_items) > len(rows):
+            out.line(f"… and {len(open_items) - len(rows)} more later "
+                     f"(incident status {view.id[-6:]} --json)")
+    else:
+        out.line(title)
+
+
 @click.command(name="list")
 @click.option("--all", "include_closed", is_flag=True, help="Include closed incidents.")
+@click.option("--drills", is_flag=True, help="Drills only (they are left out otherwise).")
 @pass_app
-def list_(app: App, include_closed: bool) -> None:
-    """Open incidents (all with --all), newest first."""
-    _list(app, include_closed=include_closed)
+def list_(app: App, include_closed: bool, drills: bool) -> None:
+    """Open incidents (all with --all), newest first; drills only with --drills."""
+    _list(app, include_closed=include_closed, drills=drills)
 
 
-def _list(app: App, *, include_closed: bool) -> None:
+def _list(app: App, *, include_closed: bool, drills: bool | None = None) -> None:
     results = app.service.incidents(include_closed=include_closed)
+    if drills is not None:
+        results = [r for r in results if r.view.drill == drills]
     out = app.out
     if out.as_json:
         out.json([_status_json(r) for r in results])
         return
     if not results:
-        out.line("No open incidents." if not include_closed else "No incidents recorded.")
+        what = "drills" if drills else "incidents"
+        out.line(f"No open {what}." if not include_closed else f"No {what} recorded.")
         return
     rows = []
     for r in results:
