@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import re
 import secrets
 import threading
@@ -80,6 +81,7 @@ class FakeTwilio:
     seen: int = 0  # authenticated requests to Messages.json so far
     status_override: Scripted | None = None  # answer every request with this error
     delay: float = 0.0  # seconds to wait before answering
+    latency: tuple[float, float] | None = None  # and a random wait in [low, high] seconds
     raw_body: bytes | None = None  # answer 201 with these bytes instead of a Message
     echo_credentials: bool = False  # put the received user:password into error messages
     requests: list[Recorded] = field(default_factory=list)
@@ -207,6 +209,8 @@ def _handler(fake: FakeTwilio) -> type[BaseHTTPRequestHandler]:
                     status=status, sid=body.get("sid") if isinstance(body, dict) else None))
             if fake.delay:
                 time.sleep(fake.delay)
+            if fake.latency:
+                time.sleep(random.uniform(*fake.latency))  # a real API's varying latency
             data = body if isinstance(body, bytes) else json.dumps(body).encode("utf-8")
             try:
                 self.send_response(status)
