@@ -26,6 +26,14 @@ step "Core banking fails: declare the incident, notify affected customers" \
   start core-banking-outage --title "核心系统故障 / Core banking unavailable" \
   --severity II --eta 2h --detected-at 10m
 id=$("$incident" --json list | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
+step "A customer at a branch needs cash now: log the manual case" \
+  manual log "$id" --customer C0003 --request "Urgent cash withdrawal at the counter" \
+  --amount 5000 --urgent
+step "Compliance confirms it received the internal notice" ack "$id" compliance
+step "Draft the 60-minute first report to the regulator from the record" \
+  regulator "$id" --draft --lang zh-CN
+step "Report filed: tick the regulator duty" \
+  step "$id" nfra-first-report --done --note "Phoned the NFRA duty officer"
 step "Engineers found the cause: progress update to customers" \
   update "$id" --status identified \
   -m "The fault is in the core database; engineers are switching to the standby system." \
@@ -36,9 +44,14 @@ step "Where do we stand?" status "$id"
 step "Service restored: the recovery notice closes the loop" \
   resolve "$id" -m "All services are available again. Transfers made during the outage are being processed." \
   --message-zh "各项业务已恢复正常，故障期间提交的转账正在处理。"
+step "The manual case is posted in the recovered system" \
+  manual reconcile "$id" M001 --note "Posted to the ledger"
 step "Close the incident" close "$id"
 step "The record: every action, who did it, when" timeline "$id"
 step "Check the record has not been altered" verify "$id"
+step "Post-mortem report against the four principles" \
+  report "$id" --format html --lang en -o "report-$id.html"
+echo "  report written to $PWD/report-$id.html"
 
 printf '\n\033[1m== Where the notices went\033[0m (file channel: %s/outbox/%s)\n' "$PWD" "$id"
 for notice in outbox/"$id"/notice-*; do

@@ -35,7 +35,8 @@ def init(app: App, directory: Path, force: bool) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     plan = [(shipped("incident.yaml.example"), directory / "incident.yaml"),
             (shipped("examples") / "customers.csv", directory / "customers.csv"),
-            (shipped("examples") / "drill.csv", directory / "drill.csv")]
+            (shipped("examples") / "drill.csv", directory / "drill.csv"),
+            (shipped("examples") / "branches.csv", directory / "branches.csv")]
     for folder in ("playbooks", "templates"):
         source = shipped(folder)
         plan += [(path, directory / folder / path.relative_to(source))

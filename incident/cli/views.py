@@ -16,6 +16,7 @@ from incident.checklist import checklist
 from incident.cli.app import App
 from incident.cli.output import Output, state_counts
 from incident.errors import ChainBroken, Location
+from incident.manual import mask_reference
 from incident.models import Event, EventType
 from incident.service import StatusResult
 from incident.state import IncidentView
@@ -141,7 +142,7 @@ def _manual_line(out: Output, view: IncidentView) -> None:
         return
     state = (f"[green]open[/green] since {out.when(m.opened_at)}" if m.open
              else f"closed {out.when(m.closed_at)}")
-    cases = f" · {len(view.cases)} cases, {len(view.unreconciled)} to reconcile"
+    cases = f" · {len(view.cases)} case(s), {len(view.unreconciled)} to reconcile"
     out.line(f"Manual channel: {state}{cases if view.cases else ''}")
 
 
@@ -239,10 +240,50 @@ def _describe(event: Event, when: Callable[[datetime | None], str]) -> str:
         parts.append("(internal)")
     if event.type is EventType.RESOLVED:
         parts.append(f"recovered at {at(d['resolved_at'])}")
+    if d.get("severity") and event.type is EventType.UPDATED:
+        parts.append(f"severity {d.get('previous_severity', '?')} → {d['severity']}")
+    parts += _describe_coordination(event)
     notice = d.get("notice")
     if notice:
-        parts.append(f"[{notice['phase']} notice: {notice['messages']} messages]")
+        label = "internal" if notice.get("audience") == "internal" else notice["phase"]
+        parts.append(f"[{label} notice: {notice['messages']} messages]")
     return " · ".join(parts) or event.type.value
+
+
+def _describe_coordination(event: Event) -> list[str]:
+    """The details of the manual-channel, checklist, party and review events."""
+    d, kind = event.data, event.type
+    if kind is EventType.MANUAL_OPENED:
+        return ["manual channel opened" + (f", hotline {d['hotline']}" if d.get("hotline")
+                                           else "")]
+    if kind is EventType.MANUAL_CLOSED:
+        return ["manual channel closed"]
+    if kind is EventType.CASE_LOGGED:
+        return [f"case {d['case']} for {mask_reference(d['customer'])}: {d['request']}"
+                + (f" ({d['amount']})" if d.get("amount") else "")
+                + (" URGENT" if d.get("urgent") else "")]
+    if kind is EventType.CASE_RECONCILED:
+        return [f"case {d['case']} reconciled" + (f": {d['note']}" if d.get("note") else "")]
+    if kind is EventType.STEP_DONE:
+        return [f"step {d['step']} done" + (f": {d['note']}" if d.get("note") else "")]
+    if kind is EventType.STEP_SKIPPED:
+        return [f"step {d['step']} skipped: {d['reason']}"]
+    if kind is EventType.PARTIES_NOTIFIED:
+        return [f"{d.get('kind', 'notice')} to {', '.join(d.get('parties', []))}"]
+    if kind is EventType.PARTY_ACKED:
+        return [f"{d['party']} acknowledged"]
+    if kind is EventType.ALERTED:
+        return [f"alerted: {'; '.join(d.get('alerts', []))}"]
+    if kind is EventType.CLOSED and d.get("forced"):
+        return [f"FORCED with cases {', '.join(d.get('unreconciled', []))} unreconciled: "
+                f"{d.get('reason', '')}"]
+    if kind is EventType.NOTE:
+        return [f"note ({d['section']}): {d['text'][:80]}"]
+    if kind is EventType.ACTION_ADDED:
+        return [f"action {d['action']} for {d['owner']}: {d['text'][:60]}"]
+    if kind is EventType.ACTION_DONE:
+        return [f"action {d['action']} done"]
+    return []
 
 
 @click.command()
