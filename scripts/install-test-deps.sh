@@ -3,6 +3,8 @@
 #   - PostgreSQL server binaries (initdb, pg_ctl, postgres)  -> Debian package postgresql-15
 #   - Postfix's smtp-sink                                    -> Debian package postfix
 #   - Prism, the OpenAPI mock server for the Twilio API      -> npm, into .cache/prism (no root needed)
+#   - headless Chromium, to open the HTML report             -> Debian package chromium
+#   - a Chinese font, so zh-CN report screenshots show text  -> Debian package fonts-wqy-microhei
 #
 # Idempotent and fast when everything is present (no apt-get update then).
 # As root it installs what is missing; otherwise it prints what to install and exits 2.
@@ -35,6 +37,19 @@ have_smtp_sink() {
     command -v smtp-sink >/dev/null 2>&1 || [[ -x /usr/sbin/smtp-sink ]]
 }
 
+have_chromium() {
+    command -v chromium >/dev/null 2>&1
+}
+
+have_cjk_font() {
+    # Any Chinese font will do (fc-list comes with fontconfig, which may not be installed).
+    if command -v fc-list >/dev/null 2>&1; then
+        [[ -n "$(fc-list :lang=zh family 2>/dev/null)" ]]
+    else
+        compgen -G "/usr/share/fonts/*/wqy/*" >/dev/null || compgen -G "/usr/share/fonts/*/noto-cjk/*" >/dev/null
+    fi
+}
+
 have_prism() {
     [[ -x "$PRISM_BIN" ]]
 }
@@ -47,6 +62,8 @@ have_pg_user() {
 apt_pkgs=()
 have_pg || apt_pkgs+=(postgresql-15)
 have_smtp_sink || apt_pkgs+=(postfix)
+have_chromium || apt_pkgs+=(chromium)
+have_cjk_font || apt_pkgs+=(fonts-wqy-microhei)
 
 if ((${#apt_pkgs[@]} == 0)) && have_prism && have_pg_user; then
     exit 0
@@ -131,5 +148,7 @@ fi
 fail=0
 have_pg || { log "PostgreSQL server binaries (initdb, pg_ctl) still not found"; fail=1; }
 have_smtp_sink || { log "smtp-sink still not found (expected /usr/sbin/smtp-sink)"; fail=1; }
+have_chromium || { log "chromium still not found"; fail=1; }
+have_cjk_font || { log "no Chinese font found (fonts-wqy-microhei)"; fail=1; }
 have_prism || { log "prism still not found at $PRISM_BIN"; fail=1; }
 ((fail == 0)) || exit 1

@@ -126,8 +126,9 @@ def timeline_svg(report: dict[str, Any], t: dict[str, Any], zone: ZoneInfo) -> s
             marker(due, "steps", COLOURS["due"], f'{s["id"]} {t["due"]}', shape="tick")
         done = _t(s["done_at"]) or _t(s["skipped_at"])
         if done is not None:
-            marker(done, "steps", COLOURS["late"] if s["state"] == "late" else COLOURS["ok"],
-                   title)
+            colour = {"late": COLOURS["late"], "skipped": COLOURS["due"]}.get(s["state"],
+                                                                              COLOURS["ok"])
+            marker(done, "steps", colour, title)
     # manual channel
     manual = p["minimal_impact"]["figures"]["manual_channel"]
     if manual["opened_at"]:
