@@ -9,7 +9,7 @@ import email.policy
 import json
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from email.message import EmailMessage
 from typing import Any
 
@@ -18,8 +18,6 @@ from markdown_it import MarkdownIt
 
 from cli_fixtures import Workspace
 from counting_smtp import _LocalController
-from incident.cli import cli
-from incident.models import EventType, Status
 from incident.service import Service
 from incident.settings import load_runtime
 from incident.store import outbox as ob
@@ -151,9 +149,6 @@ def smtp() -> Iterator[tuple[Recorder, int]]:
         controller.stop()
 
 
-OPEN_OR_RESOLVED = frozenset(Status) - {Status.CLOSED}
-
-
 class Clock:
     """INCIDENT_NOW, stepped through the incident's timeline (times in UTC)."""
 
@@ -166,20 +161,6 @@ class Clock:
 
 def _service(ws: Workspace) -> Service:
     return Service(load_runtime(str(ws.config), db=ws.db, operator=ws.operator))
-
-
-def _issue4(ws: Workspace, args: list[str], fallback: Callable[[Service], Any]) -> None:
-    """Run an issue-4 command through the CLI once it exists; until then record the same
-    event with `Service.record` and the documented event data (incident/state.py)."""
-    if args[0] in cli.commands:
-        ws.run(*args)
-    else:
-        fallback(_service(ws))
-
-
-def _record(incident_id: str, type: EventType, data: dict[str, Any]) -> Callable[[Service], Any]:
-    return lambda service: service.record(incident_id, type, None, lambda view, now: data,
-                                          allowed=OPEN_OR_RESOLVED, verb="record")
 
 
 def _setup(ws: Workspace, port: int) -> None:
@@ -198,57 +179,38 @@ def _build_incident(ws: Workspace, clock: Clock) -> str:
     clock.at("01:14")
     ws.run("deliver", iid, code=3)  # tom.lee@example.org is refused: a permanent failure
     clock.at("01:20")
-    _issue4(ws, ["manual", "open", iid], _record(iid, EventType.MANUAL_OPENED, {
-        "hotline": "95000", "hours": {"zh-CN": "7×24小时", "en": "24 hours a day"},
-        "counters": None, "workaround": None, "steps_done": ["open-manual"]}))
+    ws.run("manual", "open", iid)
     clock.at("01:25")
-    _issue4(ws, ["ack", iid, "tech_support"],
-            _record(iid, EventType.PARTY_ACKED, {"party": "tech_support"}))
+    ws.run("ack", iid, "tech_support")
     clock.at("01:30")
-    _issue4(ws, ["manual", "log", iid, "--customer", "C0003", "--request",
-                 "Urgent cash withdrawal; call back on 13800138000", "--amount", "5000",
-                 "--urgent"],
-            _record(iid, EventType.CASE_LOGGED, {
-                "case": "M001", "customer": "C0003", "amount": "5000.00", "urgent": True,
-                "request": "Urgent cash withdrawal; call back on 13800138000"}))
+    ws.run("manual", "log", iid, "--customer", "C0003", "--request",
+           "Urgent cash withdrawal; call back on 13800138000", "--amount", "5000", "--urgent")
     clock.at("01:32")
-    _issue4(ws, ["ack", iid, "compliance"],
-            _record(iid, EventType.PARTY_ACKED, {"party": "compliance"}))
+    ws.run("ack", iid, "compliance")
     clock.at("01:35")
-    _issue4(ws, ["manual", "log", iid, "--customer", "C0007", "--request", "Lost card",
-                 "--amount", "1200.50"],
-            _record(iid, EventType.CASE_LOGGED, {"case": "M002", "customer": "C0007",
-                                                 "request": "Lost card", "amount": "1200.50",
-                                                 "urgent": False}))
+    ws.run("manual", "log", iid, "--customer", "C0007", "--request", "Lost card",
+           "--amount", "1200.50")
     clock.at("01:40")
     ws.run("update", iid, "-m", "Failover in progress", "--status", "identified")
     for hhmm, step in [("01:45", "reg-first"), ("01:50", "triage"), ("01:55", "reg-progress")]:
         clock.at(hhmm)
-        _issue4(ws, ["step", iid, step, "--done"], _record(iid, EventType.STEP_DONE,
-                                                           {"step": step}))
+        ws.run("step", iid, step, "--done")
     clock.at("01:58")
-    _issue4(ws, ["step", iid, "media", "--skip", "No press enquiries"],
-            _record(iid, EventType.STEP_SKIPPED, {"step": "media",
-                                                  "reason": "No press enquiries"}))
+    ws.run("step", iid, "media", "--skip", "No press enquiries")
     clock.at("02:00")
     ws.run("eta", iid, "2026-11-24T03:40:00Z", "--reason", "Database checks take longer")
     clock.at("02:50")
     ws.run("eta", iid, "2026-11-24T04:00:00Z", "--reason", "Batch catch-up")
     clock.at("02:55")
-    _issue4(ws, ["step", iid, "reg-progress", "--done"],
-            _record(iid, EventType.STEP_DONE, {"step": "reg-progress"}))
+    ws.run("step", iid, "reg-progress", "--done")
     clock.at("03:20")
     ws.run("resolve", iid, "-m", "Transfers restored")
     clock.at("03:30")
-    _issue4(ws, ["manual", "reconcile", iid, "M001"],
-            _record(iid, EventType.CASE_RECONCILED, {"case": "M001", "note": ""}))
+    ws.run("manual", "reconcile", iid, "M001")
     clock.at("03:40")
-    _issue4(ws, ["manual", "close", iid], _record(iid, EventType.MANUAL_CLOSED, {}))
+    ws.run("manual", "close", iid)
     clock.at("04:00")
-    if "manual" in cli.commands:  # issue 4's close refuses unreconciled cases unless forced
-        ws.run("close", iid, "--force", "--reason", "M002: customer unreachable")
-    else:
-        ws.run("close", iid)
+    ws.run("close", iid, "--force", "--reason", "M002: customer unreachable")  # M002 is open
     clock.at("04:10")
     ws.run("note", iid, "--section", "summary", "Transfers were down for 2h20m.")
     ws.run("note", iid, "--section", "root_cause",
@@ -635,7 +597,11 @@ def test_drill_reaches_only_the_drill_audience_and_stays_out_of_real_summaries(
         ws: Workspace, smtp: tuple[Recorder, int], monkeypatch: pytest.MonkeyPatch) -> None:
     recorder, port = smtp
     ws.use_smtp(port)
-    ws.configure(lambda cfg: cfg.pop("parties", None))  # only customer notices on the wire
+    def customers_only(cfg: dict[str, Any]) -> None:  # only customer notices on the wire
+        cfg.pop("parties", None)
+        cfg.pop("alerts", None)
+
+    ws.configure(customers_only)
     monkeypatch.setenv("INCIDENT_NOW", "2026-11-24T01:00:00Z")
     real = ws.json("start", "core-banking-outage", "--title", "Real outage", "--eta", "2h")
     customers_wire = recorder.recipients()
