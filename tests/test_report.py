@@ -467,7 +467,7 @@ def test_markdown_states_the_same_facts_in_both_languages(
     iid = _build_incident(ws, Clock(monkeypatch))
     facts = {
         # times in Shanghai (UTC+8), durations as `incident` writes them
-        "en": ["Post-incident report: Transfers down", "Fast response | **partly met**",
+        "en": ["# Post-incident report: Transfers down", "Fast response | **partly met**",
                "Minimal impact | **partly met**", "Coordination | **met**",
                "Transparency | **missed**", "| Detection → first notice accepted | 14m |",
                "| Impact duration (detection → recovery) | 2h20m |",
@@ -477,7 +477,7 @@ def test_markdown_states_the_same_facts_in_both_languages(
                "| email | 4 | 3 | 4m | — | — |", "2026-11-24 09:00 CST",
                "2026-11-24 11:20 CST", "Expired certificate", "| A1 | Alert 30 days",
                "t***@example.org", "138****8000"],
-        "zh-CN": ["事件总结报告：Transfers down".replace("：", ": "), "快速响应 | **部分达标**",
+        "zh-CN": ["# 事件总结报告：Transfers down", "快速响应 | **部分达标**",
                   "最小影响 | **部分达标**", "协同配合 | **达标**", "信息透明 | **未达标**",
                   "| 发现故障 → 首次通知被接收 | 14m |", "| 影响时长（发现 → 恢复） | 2h20m |",
                   "| 登记 / 紧急 / 已核对 / 未核对 | 2 / 1 / 1 / 1 |", "逾期 (逾期 20m)",

@@ -8,6 +8,7 @@ REPORT_LANGUAGES = ("zh-CN", "en")
 
 _EN: dict[str, Any] = {
     "title": "Post-incident report",
+    "colon": ": ",
     "summary_title": "Incident summary",
     "drill_banner": "DRILL — an exercise, not a real incident. Scored against the playbook's "
                     "deadlines like a real one; excluded from real statistics.",
@@ -121,7 +122,7 @@ _EN: dict[str, Any] = {
     "timeline_title": "Timeline",
     "lanes": {"notices": "Customer notices", "eta": "ETA versions", "steps": "Steps",
               "manual": "Manual channel", "parties": "Parties", "recovery": "Recovery"},
-    "event": "Event", "by": "By",
+    "event": "Event", "by": "By", "to_parties": "internal notice to parties",
     "event_types": {"declared": "declared", "updated": "update", "eta_revised": "ETA revised",
                     "resolved": "resolved", "closed": "closed",
                     "manual_opened": "manual channel opened",
@@ -154,6 +155,7 @@ _EN: dict[str, Any] = {
 
 _ZH: dict[str, Any] = {
     "title": "事件总结报告",
+    "colon": "：",
     "summary_title": "突发事件汇总",
     "drill_banner": "演练 —— 本次为应急演练，并非真实事件。按预案时限评分，与真实事件相同；"
                     "不计入真实事件统计。",
@@ -267,7 +269,7 @@ _ZH: dict[str, Any] = {
     "timeline_title": "时间线",
     "lanes": {"notices": "客户通知", "eta": "预计恢复时间", "steps": "处置步骤",
               "manual": "人工渠道", "parties": "相关方", "recovery": "恢复"},
-    "event": "事件", "by": "操作人",
+    "event": "事件", "by": "操作人", "to_parties": "相关方内部通知",
     "event_types": {"declared": "启动预案", "updated": "进展", "eta_revised": "预计时间变更",
                     "resolved": "恢复", "closed": "关闭", "manual_opened": "开通人工渠道",
                     "manual_closed": "关闭人工渠道", "case_logged": "登记人工业务",

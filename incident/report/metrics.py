@@ -494,9 +494,9 @@ def _timeline_entry(event: Event) -> dict[str, Any]:
     what: dict[str, Any] = {k: d[k] for k in _TIMELINE_FIELDS if k in d and d[k] is not None}
     if event.type is EventType.DECLARED:
         what = {"severity": d.get("severity"), "eta": d.get("eta")}
-    for key in ("reason",):
-        if key in what:
-            what[key] = scrub(str(what[key]))
+    what = {k: v for k, v in what.items() if v is not False}  # internal: false says nothing
+    if "reason" in what:
+        what["reason"] = scrub(str(what["reason"]))
     notice = d.get("notice")
     if notice:
         what["notice"] = {"phase": notice.get("phase"),
