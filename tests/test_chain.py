@@ -14,7 +14,11 @@ from cli_fixtures import Workspace
 
 def _no_parties(ws: Workspace) -> None:
     """These tests count events: keep internal notices to parties out of the log."""
-    ws.configure(lambda data: data.pop("parties", None))
+    def drop(data: dict) -> None:
+        data.pop("parties", None)
+        data.pop("alerts", None)  # names a party
+
+    ws.configure(drop)
 
 
 def _incident_with_updates(ws: Workspace, updates: int = 3) -> str:

@@ -39,8 +39,10 @@ def init(app: App, directory: Path, force: bool) -> None:
             (shipped("examples") / "branches.csv", directory / "branches.csv")]
     for folder in ("playbooks", "templates"):
         source = shipped(folder)
+        # Report templates are the toolkit's own (read from the package), not for editing.
         plan += [(path, directory / folder / path.relative_to(source))
-                 for path in sorted(source.rglob("*")) if path.is_file()]
+                 for path in sorted(source.rglob("*"))
+                 if path.is_file() and path.relative_to(source).parts[0] != "_report"]
     written, kept = [], []
     for source, target in plan:
         if target.exists() and not force:
