@@ -27,6 +27,15 @@ def twilio_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TWILIO_AUTH_TOKEN", "test-token-not-secret")
 
 
+def customers_only(ws: Workspace) -> None:
+    """No internal notices to parties (their own tests cover them): only customer notices go
+    out, so what the relay sees is exactly the customers' outbox rows."""
+    def edit(cfg: dict[str, Any]) -> None:
+        cfg.pop("parties", None)
+        cfg.pop("alerts", None)
+    ws.configure(edit)
+
+
 def _start(ws: Workspace, *extra: str, code: int = 0) -> dict:
     return ws.json("start", "core-banking-outage", "--title", "Core banking down", "--eta",
                    "2h", *extra, code=code)
@@ -44,6 +53,7 @@ def test_temporary_smtp_faults_are_retried_then_delivered_when_the_relay_heals(
         code: str) -> None:
     broken = smtp_sink(*fault)
     ws.use_smtp(broken.port)
+    customers_only(ws)
     ws.fast_retries()
     ws.write_customers(EMAILS)
     started = _start(ws)
@@ -64,6 +74,7 @@ def test_permanent_smtp_refusal_is_reported_masked_and_exits_3(
     refusing = smtp_sink("-f", "RCPT")
     ws.use_smtp(refusing.port)
     ws.write_customers(EMAILS)
+    customers_only(ws)
     result = ws.run("start", "core-banking-outage", "--title", "Core down", code=3)
     assert "5 permanent delivery failures" in result.stdout
     assert "user1@example.com" not in result.output
@@ -92,6 +103,7 @@ def test_a_permanent_email_failure_falls_back_to_sms(
     playbook.write_text(text, "utf-8")
     refusing = smtp_sink("-f", "RCPT")
     ws.use_smtp(refusing.port)
+    customers_only(ws)
     ws.write_customers([
         "c1,张伟,zhang@example.com,+8613800138001,zh-CN,retail,guangdong,gd,savings,normal",
         "c2,Mary,mary@example.com,,en,retail,guangdong,gd,savings,normal"])
@@ -191,6 +203,7 @@ def test_a_5xx_for_some_recipients_reports_exactly_those_and_delivers_the_rest(
     try:
         server = CountingServer(controller, handler)
         ws.use_smtp(server.port)
+        customers_only(ws)
         ws.fast_retries()
         ws.write_customers(rows)
         result = ws.run("start", "core-banking-outage", "--title", "Core down", code=3)
