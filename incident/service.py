@@ -38,6 +38,7 @@ from incident.notices import (
 from incident.parties import (
     INTERNAL_SET,
     check_parties,
+    drill_barred,
     internal_contexts,
     party_rows,
     playbook_parties,
@@ -153,7 +154,7 @@ class Service:
             "affected": list(affected) or list(book.affected_services),
             "regions": list(regions), "branches_selected": list(branches),
             "audience": {"file": load.path, "rows": load.rows_read,
-                         "skipped": len(load.problems), "selected": len(customers)},
+                         "skipped": load.bad_rows, "selected": len(customers)},
         }
         if scope:
             data["scope"] = scope
@@ -320,6 +321,11 @@ class Service:
                 data["severity"] = severity
                 data["previous_severity"] = view.severity
             if targets:
+                barred = [p for p in targets if p in drill_barred(view)]
+                if barred:
+                    raise InvalidValue(f"--to {', '.join(barred)}: {view.id} is a drill, and "
+                                       "a drill never reaches the regulator",
+                                       hint="leave the regulator out of drills")
                 data["to"] = targets
             return data
 

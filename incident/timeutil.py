@@ -18,8 +18,11 @@ def parse_duration(text: str) -> timedelta:
     if not cleaned or not match or not any(match.groupdict().values()):
         raise InvalidValue(f"not a duration: {text!r} (use e.g. 90m, 2h, 1h30m, 1d)")
     parts = {k: int(v) for k, v in match.groupdict().items() if v}
-    value = timedelta(days=parts.get("d", 0), hours=parts.get("h", 0),
-                      minutes=parts.get("m", 0), seconds=parts.get("s", 0))
+    try:
+        value = timedelta(days=parts.get("d", 0), hours=parts.get("h", 0),
+                          minutes=parts.get("m", 0), seconds=parts.get("s", 0))
+    except OverflowError:
+        raise InvalidValue(f"duration too long: {text!r}") from None
     if value <= timedelta(0):
         raise InvalidValue(f"duration must be positive: {text!r}")
     return value
@@ -83,7 +86,13 @@ def parse_when(text: str, *, zone: ZoneInfo, now: datetime | None = None,
 
     A clock time means the next such time when `future` (ETA), else the last one (detection).
     """
-    now = now or utcnow()
+    try:
+        return _parse_when(text, zone=zone, now=now or utcnow(), future=future)
+    except OverflowError:
+        raise InvalidValue(f"{str(text).strip()!r} is beyond the calendar") from None
+
+
+def _parse_when(text: str, *, zone: ZoneInfo, now: datetime, future: bool) -> datetime:
     text = str(text).strip()
     if not text:
         raise InvalidValue("empty time")

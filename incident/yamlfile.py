@@ -41,6 +41,17 @@ def parse_model(text: str, model: type[M], *, source: str, what: str,
                 error: type[BadInput]) -> M:
     """Parse YAML `text` (safe loader) and validate it as `model`; raise `error` with locations."""
     try:
+        return _parse_model(text, model, source=source, what=what, error=error)
+    except RecursionError:
+        # A recursive alias (`a: &x [*x]`) or thousands of nested brackets.
+        raise error(f"{what} {source} is nested too deeply or refers to itself",
+                    problems=[(Location(source), "remove the recursive alias or the "
+                                                 "excess nesting")]) from None
+
+
+def _parse_model(text: str, model: type[M], *, source: str, what: str,
+                 error: type[BadInput]) -> M:
+    try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

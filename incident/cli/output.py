@@ -7,7 +7,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from rich.console import Console
@@ -16,9 +16,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from incident.delivery import Tally
 from incident.errors import IncidentError
 from incident.timeutil import format_duration, local_text
+
+if TYPE_CHECKING:  # `incident --help` must not import the delivery machinery
+    from incident.delivery import Tally
 
 STATES = ("pending", "sending", "sent", "failed")
 
@@ -28,6 +30,7 @@ class Output:
 
     def __init__(self, *, as_json: bool) -> None:
         self.as_json = as_json
+        self.json_extra: dict[str, Any] = {}  # merged into the next JSON document printed
         self.zone: ZoneInfo | None = None
         # soft_wrap: a message is never broken mid-path; scripts grep these lines.
         self.console = Console(highlight=False, soft_wrap=True)
@@ -37,6 +40,8 @@ class Output:
 
     def json(self, data: Any) -> None:
         """Print one JSON document (only in --json mode)."""
+        if self.json_extra and isinstance(data, dict):
+            data, self.json_extra = {**data, **self.json_extra}, {}
         sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
 
     def line(self, text: str = "") -> None:

@@ -31,14 +31,6 @@ SHIPPED = {p.stem: yaml.safe_load(p.read_text(encoding="utf-8")) for p in PLAYBO
 FAST = settings(max_examples=150, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
-# Numbers of ten digits or more overflow timedelta/datetime inside incident.timeutil and escape
-# as OverflowError (see the xfail tests at the end). Until that is fixed the properties keep
-# their numbers shorter; drop this bound with the fix.
-_LONG_NUMBER = re.compile(r"\d{10,}")
-
-
-def short_numbers(text: str) -> bool:
-    return _LONG_NUMBER.search(text) is None
 
 
 def load(text: str) -> Playbook | None:
@@ -54,18 +46,18 @@ def load(text: str) -> Playbook | None:
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6),
                     st.floats(allow_nan=True, allow_infinity=True),
-                    st.text(max_size=30).filter(short_numbers),
+                    st.text(max_size=30),
                     st.from_regex(r"\A\d{1,6}(d|h|m|min|s)\Z"),
                     st.sampled_from(["30m", "2h", "1h30m", "I", "II", "email", "sms", "urgent",
                                      "system_failure", "natural_disaster", "zh-CN", "en"]))
 values = st.recursive(scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=4),
-    st.dictionaries(st.text(max_size=12).filter(short_numbers), inner, max_size=4)),
+    st.dictionaries(st.text(max_size=12), inner, max_size=4)),
     max_leaves=12)
 
 
 @FAST
-@given(st.text(max_size=400).filter(short_numbers))
+@given(st.text(max_size=400))
 @example("")
 @example("id: [unclosed")
 @example("- a list\n- not a mapping\n")
@@ -132,7 +124,7 @@ def test_every_shipped_playbook_loads() -> None:
 
 
 @FAST
-@given(st.text(max_size=40).filter(short_numbers))
+@given(st.text(max_size=40))
 @example("")
 @example("0m")
 @example("1h1h")
@@ -184,7 +176,7 @@ nows = st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2100, 1, 
 
 
 @FAST
-@given(st.text(max_size=40).filter(short_numbers), st.sampled_from(ANY_ZONES), nows,
+@given(st.text(max_size=40), st.sampled_from(ANY_ZONES), nows,
        st.booleans())
 @example("24:00", "Asia/Shanghai", datetime(2026, 11, 24, tzinfo=UTC), True)
 @example("2026-02-30T10:00", "UTC", datetime(2026, 1, 1, tzinfo=UTC), True)
@@ -242,21 +234,14 @@ def test_to_iso_round_trips_to_the_second(value: datetime) -> None:
     assert parse_iso(to_iso(value)) == value.replace(microsecond=0)
 
 
-# --- known bugs: inputs that still escape as OverflowError (fix in incident/timeutil.py) ------
+# --- edge cases that once escaped as OverflowError / RecursionError --------------------------
 
-_OVERFLOW = pytest.mark.xfail(raises=OverflowError, strict=True,
-                              reason="incident.timeutil lets OverflowError escape: a huge "
-                                     "number or an edge-of-calendar date should be InvalidValue")
-
-
-@_OVERFLOW
 @pytest.mark.parametrize("text", ["9999999999d", "99999999999999999999h"])
 def test_a_huge_duration_is_invalid_value(text: str) -> None:
     with pytest.raises(InvalidValue):
         parse_duration(text)
 
 
-@_OVERFLOW
 @pytest.mark.parametrize("text, zone", [("9999999999d", "UTC"),
                                         ("0001-01-01T00:00", "Asia/Shanghai"),
                                         ("9999-12-31T23:59", "America/New_York")])
@@ -265,7 +250,6 @@ def test_a_when_beyond_the_calendar_is_invalid_value(text: str, zone: str) -> No
         parse_when(text, zone=ZoneInfo(zone), now=datetime(2026, 1, 1, tzinfo=UTC))
 
 
-@_OVERFLOW
 def test_a_playbook_with_a_huge_duration_is_playbook_invalid() -> None:
     book = copy.deepcopy(SHIPPED["core-banking-outage"])
     book["principles"]["fast_response"]["first_notice_within"] = "99999999999d"
@@ -273,9 +257,6 @@ def test_a_playbook_with_a_huge_duration_is_playbook_invalid() -> None:
         parse_playbook(yaml.safe_dump(book, allow_unicode=True), source="huge.yaml")
 
 
-@pytest.mark.xfail(raises=RecursionError, strict=True,
-                   reason="incident.yamlfile walks YAML nodes recursively: a recursive alias, "
-                          "or nesting past the recursion limit, should be PlaybookInvalid")
 @pytest.mark.parametrize("text", ["a: &x [*x]\n", "a: " + "[" * 2000 + "]" * 2000],
                          ids=["recursive-alias", "nested-2000"])
 def test_a_self_referencing_or_very_deep_playbook_is_playbook_invalid(text: str) -> None:
