@@ -54,8 +54,15 @@ def playbook_parties(rt: Runtime, view: IncidentView) -> list[str]:
     reach the regulator.
     """
     coordination = view.playbook.principles.coordination
-    outside = {duty.party for duty in coordination.regulator} if view.drill else set()
+    outside = drill_barred(view)
     return [p for p in coordination.parties if p in rt.settings.parties and p not in outside]
+
+
+def drill_barred(view: IncidentView) -> set[str]:
+    """The parties a drill must never reach: those that receive its regulator reports."""
+    if not view.drill:
+        return set()
+    return {duty.party for duty in view.playbook.principles.coordination.regulator}
 
 
 def party_rows(rt: Runtime, incident_id: str, seq: int, parties: Sequence[str],

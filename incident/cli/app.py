@@ -51,6 +51,8 @@ class App:
         self.reminded = True
         for incident_id in self.touched:
             items = self.service.coordination.attention(incident_id)
+            # The customer update and the ETA first: they must not hide behind late steps.
+            items.sort(key=lambda a: not a.key.startswith(("update:", "eta:")))
             for item in items[:4]:
                 self.out.warn(f"{incident_id[-6:]}: {item.what}")
             if len(items) > 4:

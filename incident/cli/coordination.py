@@ -236,7 +236,9 @@ def ingest(ctx: click.Context, app: App, file: str, branch_list: str | None,
     alert = load_alert(Path(file))
     decision = decide(alert, now=utcnow(), branches=branches, playbooks=_playbooks(app))
     counts = _customer_counts(app, decision, audience)
-    _print_decision(app, decision, counts, file)
+    starting = start_it and decision.action == "start" and decision.playbook is not None
+    # With --json and --start, one document: the started incident with the decision in it.
+    _print_decision(app, decision, counts, file, defer=starting)
     if not start_it:
         if decision.action == "start" and decision.playbook is not None:
             out.next(f"incident warnings ingest {file} --start")
@@ -284,21 +286,26 @@ def _customer_counts(app: App, decision: Decision, audience: str | None) -> dict
     return counts
 
 
-def _print_decision(app: App, decision: Decision, counts: dict[str, int], file: str) -> None:
+def _print_decision(app: App, decision: Decision, counts: dict[str, int], file: str, *,
+                    defer: bool = False) -> None:
     out, alert, info = app.out, decision.alert, decision.info
     if out.as_json:
-        out.json({"file": file, "identifier": alert.identifier, "sender": alert.sender,
-                  "status": alert.status, "msg_type": alert.msg_type,
-                  "applies": decision.applies, "action": decision.action,
-                  "reasons": decision.reasons,
-                  "event": info.event if info else None,
-                  "headline": info.headline if info else None,
-                  "playbook": decision.playbook.id if decision.playbook else None,
-                  "grade": decision.grade,
-                  "branches": [{"id": b.id, "name": b.name, "region": b.region,
-                                "customers": counts.get(b.id, 0)} for b in decision.branches],
-                  "customers": sum(counts.values()),
-                  "references": alert.referenced_identifiers()})
+        data = {"file": file, "identifier": alert.identifier, "sender": alert.sender,
+                "status": alert.status, "msg_type": alert.msg_type,
+                "applies": decision.applies, "action": decision.action,
+                "reasons": decision.reasons,
+                "event": info.event if info else None,
+                "headline": info.headline if info else None,
+                "playbook": decision.playbook.id if decision.playbook else None,
+                "grade": decision.grade,
+                "branches": [{"id": b.id, "name": b.name, "region": b.region,
+                              "customers": counts.get(b.id, 0)} for b in decision.branches],
+                "customers": sum(counts.values()),
+                "references": alert.referenced_identifiers()}
+        if defer:
+            out.json_extra["warning"] = data
+        else:
+            out.json(data)
         return
     verdict = {"start": "[bold red]APPLIES[/bold red] — start the playbook",
                "stand_down": "[bold yellow]CANCEL[/bold yellow] — stand down",

@@ -286,6 +286,15 @@ def _describe_coordination(event: Event) -> list[str]:
     return []
 
 
+def _public(data: dict[str, Any]) -> dict[str, Any]:
+    """An event's data as shown: no playbook or notice body, and a manual case's customer
+    reference masked when it was typed as a phone number or email."""
+    shown = {k: v for k, v in data.items() if k not in {"playbook", "notice"}}
+    if isinstance(shown.get("customer"), str):
+        shown["customer"] = mask_reference(shown["customer"])
+    return shown
+
+
 @click.command()
 @click.argument("incident_id", metavar="ID")
 @pass_app
@@ -296,7 +305,7 @@ def timeline(app: App, incident_id: str) -> None:
     if out.as_json:
         out.json({"id": view.id, "events": [
             {"seq": e.seq, "type": e.type.value, "at": e.at.isoformat(), "actor": e.actor,
-             "data": {k: v for k, v in e.data.items() if k not in {"playbook", "notice"}},
+             "data": _public(e.data),
              "notice": ({k: v for k, v in e.data["notice"].items() if k != "context"}
                         if e.data.get("notice") else None), "hash": e.hash} for e in events]})
         return
