@@ -51,6 +51,9 @@ class Coordination:
             known = ", ".join(i.id for i in checklist(view))
             raise InvalidValue(f"no step {step_id!r} in {view.playbook.id}",
                                hint=f"steps: {known}")
+        if done and item.every and item.due is None and item.state != "skipped":
+            raise InvalidTransition(f"no {item.id} report is due on {view.id}: the incident "
+                                    "is resolved and every report owed was filed")
         if item.state != "open" and not (item.every and done and item.state != "skipped"):
             mark = item.marks[0]
             raise InvalidTransition(f"step {item.id} is {item.state} already "
@@ -137,4 +140,4 @@ class Coordination:
         reached = sum(by_state.get("sent", 0) for by_state in counts.values())
         language = lang or self.rt.settings.default_language
         return draft(self.rt, view, item, lang=language, now=now, customers_reached=reached,
-                     updates=progress_messages(events))
+                     updates=progress_messages(events, language))

@@ -146,8 +146,9 @@ def _cause(view: IncidentView, updates: list[tuple[datetime, str]], lang: str) -
     return f"{kind}，原因排查中" if lang == "zh-CN" else f"{kind}; cause under investigation"
 
 
-def progress_messages(events: list[Event]) -> list[tuple[datetime, str]]:
-    """The progress messages recorded so far (updates, ETA reasons, resolution)."""
+def progress_messages(events: list[Event], lang: str) -> list[tuple[datetime, str]]:
+    """The progress messages recorded so far (updates, ETA reasons, resolution), in `lang`
+    where the supervisor gave a Chinese text."""
     kinds = {EventType.UPDATED, EventType.ETA_REVISED, EventType.RESOLVED}
-    return [(e.at, e.data["message"]) for e in events
-            if e.type in kinds and e.data.get("message")]
+    return [(e.at, (e.data.get("message_zh") if lang == "zh-CN" else None) or e.data["message"])
+            for e in events if e.type in kinds and e.data.get("message")]

@@ -463,7 +463,15 @@ class Service:
     def notify_in(self, conn: Any, view: IncidentView, parties: Sequence[str], *, kind: str,
                   message: str, now: datetime, steps_done: Sequence[str] = ()) -> int:
         """Record an internal notice to `parties` in the open transaction `conn`, after the
-        events already applied to `view`; returns the number of messages enqueued."""
+        events already applied to `view`; returns the number of messages enqueued.
+
+        A drill never reaches the parties that receive regulator reports, whichever path
+        names them (playbook, step, `--to`, alerts): they are dropped here.
+        """
+        barred = drill_barred(view)
+        parties = [p for p in parties if p not in barred]
+        if not parties:
+            return 0
         contexts = internal_contexts(self.rt, view, kind=kind, message=message, now=now,
                                      actor=self.rt.operator)
         check_templates(self.renderer, INTERNAL_SET, ["email", "sms"], contexts)

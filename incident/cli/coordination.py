@@ -20,7 +20,7 @@ from incident.cli.output import Output
 from incident.cli.views import render_status
 from incident.errors import BadInput, InvalidValue, PlaybookInvalid
 from incident.playbooks import Playbook, load_playbook, playbook_files
-from incident.timeutil import utcnow
+from incident.timeutil import to_iso, utcnow
 
 pass_app = click.make_pass_decorator(App)
 
@@ -250,9 +250,12 @@ def ingest(ctx: click.Context, app: App, file: str, branch_list: str | None,
                        hint="; ".join(decision.reasons[:3]))
     info = decision.info
     assert info is not None
+    # Detection is when the warning took effect (not when it was read here), if that is past.
+    effective = info.effective or alert.sent
+    detected = to_iso(effective) if effective <= utcnow() else None
     ctx.invoke(start, playbook=decision.playbook.id,
                title=(info.headline or info.event)[:200], severity=decision.grade,
-               eta=None, detected_at=None, affected=(), region=(),
+               eta=None, detected_at=detected, affected=(), region=(),
                branch=tuple(b.id for b in decision.branches), branch_list=str(branch_path),
                no_manual=False, audience=audience, drill=False, dry_run=False,
                queue_only=queue_only)
