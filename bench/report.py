@@ -195,6 +195,8 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=1_000_000, help="outbox rows (default 1M)")
     parser.add_argument("--events", type=int, default=10_000, help="events (default 10,000)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON only")
+    parser.add_argument("--json-out", metavar="FILE", type=Path, default=None,
+                        help="also write the figures as JSON to FILE (bench/run_all.sh)")
     args = parser.parse_args()
 
     def say(text: str) -> None:
@@ -230,6 +232,8 @@ def main() -> int:
                               "outbox": round(built["outbox"], 1)},
             "reports": results, "report_saw": checked, "target_seconds": TARGET_SECONDS,
             "pass": passed}
+    if args.json_out:
+        args.json_out.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     if args.json:
         print(json.dumps(data, indent=2))
         return 0 if passed else 1
