@@ -1,16 +1,44 @@
-"""Customer lists (CSV) → validated recipients; filters, urgent-first order and masking."""
+"""Customer lists (CSV) → validated recipients; filters, urgent-first order and masking.
+
+Two ways to read a list, with the same validation and the same problems reported:
+
+- `iter_audience` / `load_audience` yield or return `Customer`s (the list API: small files,
+  counts per branch, tests);
+- `scan_audience`, what `incident start` uses: one streaming pass that validates, selects and
+  counts, and spools the selected recipients (urgent ones first) to an unnamed temporary file,
+  so that memory does not grow with the list. Only counts, the first MAX_PROBLEMS problems and
+  the ids already seen (for duplicates: a dict while small, then 20 bytes per id) are kept.
+
+Validation is the hot path of a big start, so it avoids repeated work: the file is decoded in
+1 MB blocks (line numbers are still exact), and an email's domain is checked once per file
+(`_EmailCheck`) — the result is the one `email_validator.validate_email` gives, which the
+rare addresses off the fast path still go through.
+"""
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
+import marshal
+import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+import struct
+import tempfile
+from array import array
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain
+from operator import itemgetter
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, Any, BinaryIO, NamedTuple
 
+import email_validator
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
+from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES, DOT_ATOM_TEXT
+from email_validator.syntax import validate_email_domain_name
 
 from incident.errors import AudienceInvalid, Location
 
@@ -34,6 +62,7 @@ _ENCODING_HINT = ("save the file as UTF-8 (Excel: 'CSV UTF-8'; or "
 MAX_PROBLEMS = 1000
 LISTED_IN_ERROR = 20
 MAX_LINE_BYTES = 1 << 20
+_BLOCK_BYTES = 1 << 20  # read and decode this much at a time (≤ MAX_LINE_BYTES: see _Lines)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +78,17 @@ class Customer:
     region: str
     branch: str
     products: tuple[str, ...]
+    priority: str
+
+
+class Recipient(NamedTuple):
+    """What a notice needs of a selected customer (what `scan_audience` spools)."""
+
+    ref: str
+    name: str
+    email: str | None
+    phone: str | None
+    language: str
     priority: str
 
 
@@ -95,108 +135,242 @@ def load_audience(path: Path, *, default_language: str = "zh-CN",
     """Read a whole customer CSV; raise AudienceInvalid if it cannot be used at all."""
     display = str(path)
     customers: list[Customer] = []
-    problems: list[RowProblem] = []
-    problem_count = bad_rows = 0
-    last_bad = 0
+    tally = _Problems(display)
     for item in iter_audience(path, default_language=default_language,
                               default_region=default_region):
         if isinstance(item, Customer):
             customers.append(item)
-            continue
-        # A bad row may yield several problems, one after the other, all with its start line.
-        if item.line != last_bad:
-            bad_rows, last_bad = bad_rows + 1, item.line
-        problem_count += 1
-        if len(problems) < MAX_PROBLEMS:
-            problems.append(item)
-    rows_read = len(customers) + bad_rows
+        else:
+            tally.add(item)
+    rows_read = len(customers) + tally.bad_rows
     if not customers:
-        what = "no data rows" if rows_read == 0 else f"all {rows_read:,} rows are bad"
-        listed = [(_location(display, p), p.message) for p in problems[:LISTED_IN_ERROR]]
-        if problem_count > len(listed):
-            listed.append((Location(file=display), _more(problem_count - len(listed))))
-        raise AudienceInvalid(
-            f"{display}: no valid customer ({what})",
-            hint="each row needs an id, a name and a valid email or phone",
-            problems=listed or [(Location(file=display), "no data rows after the header")],
-        )
-    if problem_count > len(problems):
-        problems.append(RowProblem(0, "", _more(problem_count - len(problems))))
-    return AudienceLoad(customers=customers, problems=problems, path=display,
-                        rows_read=rows_read, bad_rows=bad_rows, problem_count=problem_count)
-
-
-def _more(count: int) -> str:
-    return f"... and {count:,} more problems in later rows (not listed)"
+        tally.refuse(rows_read)
+    return AudienceLoad(customers=customers, problems=tally.listed(), path=display,
+                        rows_read=rows_read, bad_rows=tally.bad_rows,
+                        problem_count=tally.count)
 
 
 def iter_audience(path: Path, *, default_language: str = "zh-CN",
                   default_region: str = "CN") -> Iterator[Customer | RowProblem]:
     """Stream a customer CSV: per data row one Customer, or one or more RowProblems."""
-    language = normalize_language(default_language)
-    region = default_region.strip().upper()
-    if region not in phonenumbers.SUPPORTED_REGIONS:
-        raise ValueError(f"unknown phone region {default_region!r}")
+    for item in _rows(path, default_language=default_language, default_region=default_region):
+        if isinstance(item, tuple):
+            yield Customer(*item)
+        else:
+            yield from item
+
+
+# ---------------------------------------------------------------------- selection and scan
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which valid customers a notice goes to.
+
+    The playbook's criteria (every non-empty one must match; any listed product; compared
+    stripped and case-folded, as `select` does), then the places the incident names with
+    --region/--branch (a customer of any of them), unless `everyone` (a drill audience).
+    """
+
+    products: frozenset[str] = frozenset()
+    regions: frozenset[str] = frozenset()
+    branches: frozenset[str] = frozenset()
+    segments: frozenset[str] = frozenset()
+    place_regions: frozenset[str] = frozenset()
+    place_branches: frozenset[str] = frozenset()
+    places: bool = False  # --region or --branch was given
+    everyone: bool = False
+
+    @classmethod
+    def of(cls, *, products: Sequence[str] = (), regions: Sequence[str] = (),
+           branches: Sequence[str] = (), segments: Sequence[str] = (),
+           place_regions: Sequence[str] = (), place_branches: Sequence[str] = (),
+           everyone: bool = False) -> Selection:
+        """A selection from the playbook's criteria and the incident's places."""
+        return cls(products=frozenset(_folded(products)), regions=frozenset(_folded(regions)),
+                   branches=frozenset(_folded(branches)),
+                   segments=frozenset(_folded(segments)),
+                   place_regions=frozenset(r.casefold() for r in place_regions),
+                   place_branches=frozenset(b.casefold() for b in place_branches),
+                   places=bool(place_regions or place_branches), everyone=everyone)
+
+    @property
+    def is_all(self) -> bool:
+        """Every valid customer is selected."""
+        return self.everyone or not (self.products or self.regions or self.branches
+                                     or self.segments or self.places)
+
+    def matches(self, region: str, branch: str, segment: str,
+                products: tuple[str, ...]) -> bool:
+        """Whether a valid customer with these fields is selected."""
+        if self.everyone:
+            return True
+        if self.products and self.products.isdisjoint(p.casefold() for p in products):
+            return False
+        folded_region, folded_branch = region.casefold(), branch.casefold()
+        if self.regions and folded_region not in self.regions:
+            return False
+        if self.branches and folded_branch not in self.branches:
+            return False
+        if self.segments and segment.casefold() not in self.segments:
+            return False
+        return not self.places or (folded_region in self.place_regions
+                                   or folded_branch in self.place_branches)
+
+    def record(self) -> dict[str, Any]:
+        """As stored with a notice (JSON), so that its rows can be derived again."""
+        return {"products": sorted(self.products), "regions": sorted(self.regions),
+                "branches": sorted(self.branches), "segments": sorted(self.segments),
+                "place_regions": sorted(self.place_regions),
+                "place_branches": sorted(self.place_branches), "places": self.places,
+                "everyone": self.everyone}
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any]) -> Selection:
+        """The selection `record()` stored."""
+        sets = ("products", "regions", "branches", "segments", "place_regions",
+                "place_branches")
+        return cls(**{key: frozenset(data.get(key, ())) for key in sets},
+                   places=bool(data.get("places")), everyone=bool(data.get("everyone")))
+
+
+@dataclass
+class AudienceScan:
+    """One pass over a customer list: counts, the first problems, the selected recipients
+    (spooled, urgent first) and the file's SHA-256 (what the rows were derived from)."""
+
+    path: str
+    rows_read: int
+    bad_rows: int
+    problem_count: int
+    problems: list[RowProblem]
+    valid: int
+    selected: int
+    reach: Counter[tuple[str, bool, bool]]  # (language, has email, has phone) -> customers
+    sha256: str
+    size: int
+    spool: RecipientSpool | None = None
+
+    def locations(self) -> list[tuple[Location, str]]:
+        """The problems in the form `IncidentError(problems=...)` takes."""
+        return [(_location(self.path, p), p.message) for p in self.problems]
+
+    def messages(self, channels: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Messages per channel and language: a customer gets one per channel they have an
+        address for (email, or phone for sms)."""
+        out: dict[str, dict[str, int]] = {}
+        for (lang, has_email, has_phone), n in sorted(self.reach.items()):
+            for channel in channels:
+                if has_email if channel == "email" else has_phone:
+                    by_lang = out.setdefault(channel, {})
+                    by_lang[lang] = by_lang.get(lang, 0) + n
+        return out
+
+    def message_count(self, channels: Sequence[str]) -> int:
+        """All messages of the notice on `channels`."""
+        return sum(n for by_lang in self.messages(channels).values() for n in by_lang.values())
+
+
+def scan_audience(path: Path, selection: Selection, *, default_language: str = "zh-CN",
+                  default_region: str = "CN", spool: bool = True) -> AudienceScan:
+    """Validate, select and count a whole customer list in one streaming pass, spooling the
+    selected recipients (unless `spool` is false: a dry run only counts).
+
+    Raises AudienceInvalid if the file cannot be used at all or has no valid customer; a scan
+    that selects nobody is returned (`selected == 0`, the caller says why that is wrong).
+    """
     display = str(path)
+    tally = _Problems(display)
+    reach: Counter[tuple[str, bool, bool]] = Counter()
+    valid = selected = 0
+    recipients = RecipientSpool() if spool else None
+    matches = None if selection.is_all else selection.matches
+    source: list[_Lines] = []
     try:
-        handle = path.open("rb")
-    except FileNotFoundError:
-        raise AudienceInvalid(f"audience file not found: {display}",
-                              problems=[(Location(file=display), "no such file")]) from None
-    except OSError as exc:
-        raise AudienceInvalid(f"cannot read audience file {display}: {exc.strerror or exc}",
-                              problems=[(Location(file=display), str(exc))]) from None
-    with handle:
-        lines = _LineTap(_decoded_lines(handle, display))
-        reader = csv.reader(lines)
-        parser: _RowParser | None = None
-        previous_end = 0
-        try:
-            for row in reader:
-                # line_num is where the record ends; a quoted cell can span several lines,
-                # so the record starts right after the previous one ended.
-                start, previous_end = previous_end + 1, reader.line_num
-                lines.watch = previous_end + 1
-                if not any(cell.strip() for cell in row):
-                    continue
-                if parser is None:
-                    parser = _RowParser.from_header(row, start, display, language, region)
-                    continue
-                yield from parser.parse(row, start)
-        except (csv.Error, _LineTooLong) as exc:
-            # csv stops a cell at 128 KB (field_size_limit): an unclosed quote costs no more.
-            line = previous_end + 1
-            first = (exc.head if isinstance(exc, _LineTooLong) and exc.number == line
-                     else lines.watched)
-            field = _last_cell(first, parser)
-            raise AudienceInvalid(
-                f"{display}:{line}: not readable as CSV: {exc}"
-                + (f" (in column {field})" if field else ""),
-                problems=[(Location(file=display, line=line, field=field), str(exc))],
-                hint="check for an unclosed quote (\") in this row",
-            ) from None
-        if parser is None:
-            raise AudienceInvalid(f"{display}: the file is empty (no header line)",
-                                  problems=[(Location(file=display, line=1), "no header")],
-                                  hint="the first line must be: " + ",".join(
-                                      REQUIRED_COLUMNS + OPTIONAL_COLUMNS))
+        for item in _rows(path, default_language=default_language,
+                          default_region=default_region, source=source):
+            if not isinstance(item, tuple):
+                for problem in item:
+                    tally.add(problem)
+                continue
+            valid += 1
+            ref, name, email, phone, language, segment, region, branch, products, priority = item
+            if matches is not None and not matches(region, branch, segment, products):
+                continue
+            selected += 1
+            reach[language, email is not None, phone is not None] += 1
+            if recipients is not None:
+                recipients.add((ref, name, email, phone, language, priority),
+                               urgent=priority == "urgent")
+        if not valid:
+            tally.refuse(valid + tally.bad_rows)
+    except BaseException:
+        if recipients is not None:
+            recipients.close()
+        raise
+    lines = source[0]
+    return AudienceScan(path=display, rows_read=valid + tally.bad_rows, bad_rows=tally.bad_rows,
+                        problem_count=tally.count, problems=tally.listed(), valid=valid,
+                        selected=selected, reach=reach, sha256=lines.digest.hexdigest(),
+                        size=lines.size, spool=recipients)
+
+
+class RecipientSpool:
+    """Selected recipients in an unnamed temporary file (in memory while small): urgent ones
+    first, each group in file order; blocks of marshalled tuples, so memory stays flat."""
+
+    BLOCK = 5000
+    _LENGTH = struct.Struct("<I")
+
+    def __init__(self) -> None:
+        self._files = {True: _spool_file(), False: _spool_file()}
+        self._pending: dict[bool, list[tuple[Any, ...]]] = {True: [], False: []}
+        self.count = 0
+
+    def add(self, recipient: tuple[Any, ...], *, urgent: bool) -> None:
+        """Append one recipient (ref, name, email, phone, language, priority)."""
+        pending = self._pending[urgent]
+        pending.append(recipient)
+        self.count += 1
+        if len(pending) >= self.BLOCK:
+            self._flush(urgent)
+
+    def _flush(self, urgent: bool) -> None:
+        pending = self._pending[urgent]
+        if pending:
+            data = marshal.dumps(pending)
+            self._files[urgent].write(self._LENGTH.pack(len(data)) + data)
+            self._pending[urgent] = []
+
+    def __iter__(self) -> Iterator[Recipient]:
+        """Every recipient, urgent first (read once, after the last `add`)."""
+        for urgent in (True, False):
+            self._flush(urgent)
+            handle = self._files[urgent]
+            handle.seek(0)
+            while header := handle.read(self._LENGTH.size):
+                (size,) = self._LENGTH.unpack(header)
+                yield from map(Recipient._make, marshal.loads(handle.read(size)))
+
+    def close(self) -> None:
+        """Drop the spooled data."""
+        for handle in self._files.values():
+            handle.close()
+
+
+def _spool_file() -> IO[bytes]:
+    # Unnamed: customer contacts never appear under a file name, and vanish with the process.
+    return tempfile.SpooledTemporaryFile(max_size=4 << 20)
 
 
 def select(customers: Iterable[Customer], *, products: Sequence[str] = (),
            regions: Sequence[str] = (), branches: Sequence[str] = (),
            segments: Sequence[str] = ()) -> list[Customer]:
     """Customers matching every non-empty criterion (any listed product), urgent first."""
-    want_products = _folded(products)
-    want_regions = _folded(regions)
-    want_branches = _folded(branches)
-    want_segments = _folded(segments)
-    chosen = [
-        c for c in customers
-        if (not want_products or not want_products.isdisjoint(p.casefold() for p in c.products))
-        and (not want_regions or c.region.casefold() in want_regions)
-        and (not want_branches or c.branch.casefold() in want_branches)
-        and (not want_segments or c.segment.casefold() in want_segments)
-    ]
+    wanted = Selection.of(products=products, regions=regions, branches=branches,
+                          segments=segments)
+    chosen = [c for c in customers
+              if wanted.matches(c.region, c.branch, c.segment, c.products)]
     # sorted() is stable, so the file's order is kept within each priority.
     return sorted(chosen, key=lambda c: c.priority != "urgent")
 
@@ -252,6 +426,112 @@ def mask_name(value: str | None) -> str:
     return _differs(value, re.sub(r"\S+", word, value.strip()))
 
 
+# ---------------------------------------------------------------------- reading and validating
+
+
+class _Problems:
+    """Problems of a list: the first MAX_PROBLEMS kept, all counted, bad rows counted."""
+
+    def __init__(self, display: str) -> None:
+        self.display = display
+        self.kept: list[RowProblem] = []
+        self.count = 0
+        self.bad_rows = 0
+        self._last_bad = 0
+
+    def add(self, problem: RowProblem) -> None:
+        """Note one problem (a bad row may have several, one after the other)."""
+        if problem.line != self._last_bad:
+            self.bad_rows, self._last_bad = self.bad_rows + 1, problem.line
+        self.count += 1
+        if len(self.kept) < MAX_PROBLEMS:
+            self.kept.append(problem)
+
+    def listed(self) -> list[RowProblem]:
+        """The kept problems, plus one line saying how many more there were."""
+        if self.count > len(self.kept):
+            return [*self.kept, RowProblem(0, "", _more(self.count - len(self.kept)))]
+        return list(self.kept)
+
+    def refuse(self, rows_read: int) -> None:
+        """Raise AudienceInvalid: the list has no valid customer."""
+        display = self.display
+        what = "no data rows" if rows_read == 0 else f"all {rows_read:,} rows are bad"
+        listed = [(_location(display, p), p.message) for p in self.kept[:LISTED_IN_ERROR]]
+        if self.count > len(listed):
+            listed.append((Location(file=display), _more(self.count - len(listed))))
+        raise AudienceInvalid(
+            f"{display}: no valid customer ({what})",
+            hint="each row needs an id, a name and a valid email or phone",
+            problems=listed or [(Location(file=display), "no data rows after the header")],
+        )
+
+
+def _more(count: int) -> str:
+    return f"... and {count:,} more problems in later rows (not listed)"
+
+
+# A data row's fields, validated: ref, name, email, phone, language, segment, region, branch,
+# products, priority (the order of Customer's fields).
+_Fields = tuple[Any, ...]
+
+
+def _rows(path: Path, *, default_language: str, default_region: str,
+          source: list[_Lines] | None = None) -> Iterator[_Fields | list[RowProblem]]:
+    """Per data row its validated fields, or its problems; raises AudienceInvalid when the
+    file cannot be read as a customer list. `source` receives the line reader (for its
+    digest and size once the rows are read)."""
+    language = normalize_language(default_language)
+    region = default_region.strip().upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(f"unknown phone region {default_region!r}")
+    display = str(path)
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        raise AudienceInvalid(f"audience file not found: {display}",
+                              problems=[(Location(file=display), "no such file")]) from None
+    except OSError as exc:
+        raise AudienceInvalid(f"cannot read audience file {display}: {exc.strerror or exc}",
+                              problems=[(Location(file=display), str(exc))]) from None
+    with handle:
+        lines = _Lines(handle, display)
+        if source is not None:
+            source.append(lines)
+        reader = csv.reader(lines)
+        parser: _RowParser | None = None
+        previous_end = 0
+        try:
+            for row in reader:
+                # line_num is where the record ends; a quoted cell can span several lines,
+                # so the record starts right after the previous one ended.
+                start, previous_end = previous_end + 1, reader.line_num
+                if parser is None:
+                    if not any(cell.strip() for cell in row):
+                        continue
+                    parser = _RowParser.from_header(row, start, display, language, region)
+                    parser.seen.expected = lines.rows_hint(reader)
+                    continue
+                yield parser.parse(row, start)
+        except (csv.Error, _LineTooLong) as exc:
+            # csv stops a cell at 128 KB (field_size_limit): an unclosed quote costs no more.
+            line = previous_end + 1
+            first = (exc.head if isinstance(exc, _LineTooLong) and exc.number == line
+                     else _read_line(handle, line))
+            field = _last_cell(first, parser)
+            raise AudienceInvalid(
+                f"{display}:{line}: not readable as CSV: {exc}"
+                + (f" (in column {field})" if field else ""),
+                problems=[(Location(file=display, line=line, field=field), str(exc))],
+                hint="check for an unclosed quote (\") in this row",
+            ) from None
+        if parser is None:
+            raise AudienceInvalid(f"{display}: the file is empty (no header line)",
+                                  problems=[(Location(file=display, line=1), "no header")],
+                                  hint="the first line must be: " + ",".join(
+                                      REQUIRED_COLUMNS + OPTIONAL_COLUMNS))
+
+
 class _RowParser:
     """Validates data rows against one header; remembers ids to catch duplicates."""
 
@@ -262,7 +542,12 @@ class _RowParser:
         self.display = display
         self.language = language
         self.region = region
-        self.seen: dict[str, int] = {}
+        self.seen = _Seen()
+        self.emails = _EmailCheck()
+        self.languages: dict[str, str | ValueError] = {}
+        # parse() appends "" to each row: a column the file lacks reads that cell.
+        self.cells = itemgetter(*(columns.get(name, width)
+                                  for name in REQUIRED_COLUMNS + OPTIONAL_COLUMNS))
 
     @classmethod
     def from_header(cls, header: list[str], line: int, display: str, language: str,
@@ -293,36 +578,35 @@ class _RowParser:
             )
         return cls(columns, len(header), display, language, region)
 
-    def cell(self, row: list[str], name: str) -> str:
-        """The stripped cell of column `name`, or "" when the file has no such column."""
-        index = self.columns.get(name)
-        return row[index].strip() if index is not None else ""
-
-    def parse(self, row: list[str], line: int) -> Iterator[Customer | RowProblem]:
-        """Yield the row's Customer, or every problem found in it."""
+    def parse(self, row: list[str], line: int) -> _Fields | list[RowProblem]:
+        """The row's validated fields, or every problem found in it ([] for a blank row)."""
         if len(row) != self.width:
+            if not any(cell.strip() for cell in row):
+                return []  # a blank line (or a row of empty cells): not a customer
             # Cells are shifted (usually an unquoted comma), so no column can be trusted.
-            yield RowProblem(line, "", f"expected {self.width} cells, found {len(row)} "
-                                       "(quote cells that contain commas)")
-            return
+            return [RowProblem(line, "", f"expected {self.width} cells, found {len(row)} "
+                                         "(quote cells that contain commas)")]
+        row.append("")
+        (ref, name, raw_email, raw_phone, raw_language, segment, region, branch, products,
+         raw_priority) = map(str.strip, self.cells(row))
+        if not (ref or name or raw_email or raw_phone or raw_language or segment or region
+                or branch or products or raw_priority) and not any(c.strip() for c in row):
+            return []
         problems: list[RowProblem] = []
-        ref = self.cell(row, "id")
         if not ref:
             problems.append(RowProblem(line, "id", "empty id"))
-        elif ref in self.seen:
-            problems.append(RowProblem(line, "id", f"duplicate id {ref!r} "
-                                                   f"(first on line {self.seen[ref]})"))
         else:
-            self.seen[ref] = line
-        name = self.cell(row, "name")
+            first = self.seen.first(ref, line)
+            if first is not None:
+                problems.append(RowProblem(line, "id", f"duplicate id {ref!r} "
+                                                       f"(first on line {first})"))
         if not name:
             problems.append(RowProblem(line, "name", "empty name"))
 
         email = phone = None
-        raw_email, raw_phone = self.cell(row, "email"), self.cell(row, "phone")
         if raw_email:
             try:
-                email = validate_email(raw_email, check_deliverability=False).normalized
+                email = self.emails.normalized(raw_email)
             except EmailNotValidError as exc:
                 problems.append(RowProblem(line, "email", f"invalid email: {exc}"))
         if raw_phone:
@@ -333,29 +617,154 @@ class _RowParser:
             problems.append(RowProblem(line, "email/phone", "neither an email nor a phone"))
 
         language = self.language
-        raw_language = self.cell(row, "language")
         if raw_language:
-            try:
-                language = normalize_language(raw_language)
-            except ValueError as exc:
-                problems.append(RowProblem(line, "language", str(exc)))
-        raw_priority = self.cell(row, "priority")
+            known = self.languages.get(raw_language)
+            if known is None:
+                try:
+                    known = normalize_language(raw_language)
+                except ValueError as exc:
+                    known = exc
+                if len(self.languages) < 1000:  # a few spellings, unless the file is odd
+                    self.languages[raw_language] = known
+            if isinstance(known, ValueError):
+                problems.append(RowProblem(line, "language", str(known)))
+            else:
+                language = known
         priority = _PRIORITY_VALUES.get(raw_priority.lower())
         if priority is None:
             problems.append(RowProblem(line, "priority", f"unknown priority {raw_priority!r} "
                                        "(use urgent/high/vip/1 or normal/0/empty)"))
 
         if problems:
-            yield from problems
-            return
-        products = _PRODUCT_SEPARATORS.split(self.cell(row, "products").lower())
-        yield Customer(
-            ref=ref, name=name, email=email, phone=phone, language=language,
-            segment=self.cell(row, "segment"), region=self.cell(row, "region"),
-            branch=self.cell(row, "branch"),
-            products=tuple(dict.fromkeys(p.strip() for p in products if p.strip())),
-            priority=priority or "normal",
-        )
+            return problems
+        return (ref, name, email, phone, language, segment, region, branch,
+                tuple(dict.fromkeys(p.strip() for p in
+                                    _PRODUCT_SEPARATORS.split(products.lower()) if p.strip()))
+                if products else (), priority or "normal")
+
+
+class _EmailCheck:
+    """`validate_email(raw, check_deliverability=False).normalized`, fast for common addresses.
+
+    An address whose local part is a plain ASCII dot-atom with one @ is what email_validator
+    accepts without change on that side (RFC 2142 role names aside, which it lower-cases), so
+    only its domain needs checking, and a domain is checked once per file with the library's
+    own function; the total length is checked as the library does. Anything else — quotes,
+    display names, non-ASCII local parts, bracketed IPs, role names, an invalid domain, a
+    length over the limit — goes through `validate_email` itself, so the accepted set, the
+    normalised form and every error message are the library's.
+    """
+
+    MAX_DOMAINS = 10_000  # a list with more distinct domains than this checks the rest each time
+    _ROLES = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)
+
+    def __init__(self) -> None:
+        self.domains: dict[str, tuple[str, int] | None] = {}
+
+    def normalized(self, raw: str) -> str:
+        """The normalised address; EmailNotValidError as the library raises it."""
+        local, at, domain_part = raw.partition("@")
+        if (at and "@" not in domain_part and DOT_ATOM_TEXT.match(local)
+                and not email_validator.STRICT and local.lower() not in self._ROLES):
+            try:
+                domain = self.domains[domain_part]
+            except KeyError:
+                domain = self._domain(domain_part)
+            # The local part is ASCII: the address's three forms (as given, normalised, with
+            # the ASCII domain) fit in 254 octets when the local part fits the domain's room.
+            if domain is not None and len(local) <= domain[1]:
+                return f"{local}@{domain[0]}"
+        return validate_email(raw, check_deliverability=False).normalized
+
+    def _domain(self, domain_part: str) -> tuple[str, int] | None:
+        """(domain as the library normalises it, room left for the local part), or None (not
+        on the fast path: a bracketed literal, or invalid — validate_email then says why)."""
+        result: tuple[str, int] | None = None
+        if domain_part and not (domain_part.startswith("[") and domain_part.endswith("]")):
+            try:
+                info = validate_email_domain_name(
+                    domain_part, test_environment=email_validator.TEST_ENVIRONMENT,
+                    globally_deliverable=email_validator.GLOBALLY_DELIVERABLE)
+                longest = max(_utf8_len(domain_part), _utf8_len(info["domain"]),
+                              _utf8_len(info["ascii_domain"]))
+                result = (info["domain"], _EMAIL_MAX - 1 - longest)
+            except EmailNotValidError:
+                result = None
+        if len(self.domains) < self.MAX_DOMAINS:
+            self.domains[domain_part] = result
+        return result
+
+
+_EMAIL_MAX = 254  # octets (email_validator's EMAIL_MAX_LENGTH)
+
+
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
+class _Seen:
+    """Ids already read, each with its line: a dict while small, then an open-addressing table
+    of two independent 64-bit hashes per id (24 bytes a slot; two different ids collide on
+    128 bits with a chance below 1e-26 in a million), so a huge list costs little memory."""
+
+    SMALL = 200_000
+
+    def __init__(self) -> None:
+        self.small: dict[str, int] | None = {}
+        self.expected: Callable[[], int] = lambda: 0  # rows the whole file probably holds
+        self.size = 0
+        self.mask = 0
+        self.keys = array("q")
+        self.checks = array("q")
+        self.lines = array("q")
+
+    def first(self, ref: str, line: int) -> int | None:
+        """The line `ref` was first seen on, or None (and remember it on `line`)."""
+        small = self.small
+        if small is not None:
+            first = small.setdefault(ref, line)
+            if first != line:
+                return first
+            if len(small) > self.SMALL:
+                # Sized for the whole file at once: growing later would hold both tables.
+                self._grow(max(len(small), self.expected()) * 2)
+                for known, at in small.items():
+                    self._put(known, at)
+                self.small = None
+            return None
+        return self._put(ref, line)
+
+    def _put(self, ref: str, line: int) -> int | None:
+        key, check = hash(ref) or 1, hash(ref + "\x00")
+        keys, mask = self.keys, self.mask
+        slot = key & mask
+        while True:
+            found = keys[slot]
+            if found == 0:
+                break
+            if found == key and self.checks[slot] == check:
+                return self.lines[slot]
+            slot = (slot + 1) & mask
+        keys[slot], self.checks[slot], self.lines[slot] = key, check, line
+        self.size += 1
+        if self.size * 2 > len(keys):
+            self._grow(len(keys) * 2)
+        return None
+
+    def _grow(self, wanted: int) -> None:
+        capacity = 1 << max(wanted - 1, 1).bit_length()
+        old = self.keys, self.checks, self.lines
+        self.keys = array("q", bytes(8 * capacity))
+        self.checks = array("q", bytes(8 * capacity))
+        self.lines = array("q", bytes(8 * capacity))
+        self.mask = mask = capacity - 1
+        keys, checks, lines = self.keys, self.checks, self.lines
+        for key, check, line in zip(*old, strict=True):
+            if key:
+                slot = key & mask
+                while keys[slot]:
+                    slot = (slot + 1) & mask
+                keys[slot], checks[slot], lines[slot] = key, check, line
 
 
 def _parse_phone(raw: str, region: str) -> tuple[str | None, str | None]:
@@ -381,25 +790,103 @@ class _LineTooLong(Exception):
         self.head = head
 
 
-class _LineTap:
-    """Passes lines through to csv.reader, keeping the one numbered `watch` (the first line of
-    the record being read) so that an error can name the cell it stopped in."""
+class _Lines:
+    """The file's lines for csv.reader, decoded a block at a time (C-speed iteration), with
+    the checks per line: UTF-8 (a bad byte is reported with its line, after the lines before
+    it), no line over MAX_LINE_BYTES, a BOM dropped. Also hashes the bytes (SHA-256)."""
 
-    def __init__(self, lines: Iterator[str]) -> None:
-        self.lines = lines
-        self.number = 0
-        self.watch = 1
-        self.watched = ""
+    def __init__(self, handle: BinaryIO, display: str) -> None:
+        self.handle = handle
+        self.display = display
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.number = 0  # lines handed out so far
 
-    def __iter__(self) -> _LineTap:
-        return self
+    def __iter__(self) -> Iterator[str]:
+        return chain.from_iterable(self._blocks())
 
-    def __next__(self) -> str:
-        line = next(self.lines)
-        self.number += 1
-        if self.number == self.watch:
-            self.watched = line[:MAX_LINE_BYTES]
-        return line
+    def rows_hint(self, reader: Any) -> Callable[[], int]:
+        """A guess of the file's line count from what `reader` has read so far."""
+        try:
+            total = os.fstat(self.handle.fileno()).st_size
+        except (OSError, ValueError):
+            total = 0
+
+        def guess() -> int:
+            done = max(self.size, 1)
+            return int(reader.line_num * max(total, done) / done)
+        return guess
+
+    def _blocks(self) -> Iterator[Iterable[str]]:
+        rest = b""
+        first = True
+        while True:
+            raw = self.handle.read(_BLOCK_BYTES)
+            self.digest.update(raw)
+            self.size += len(raw)
+            data = rest + raw if rest else raw
+            if first and (len(data) >= len(_UTF8_BOM) or not raw):
+                first = False
+                if data.startswith(_UTF8_BOM):
+                    data = data[len(_UTF8_BOM):]
+            if not raw:
+                if data:
+                    yield self._decoded(data)
+                return
+            end = data.rfind(b"\n")
+            if end < 0 or first:
+                rest = data
+            else:
+                # The first line may have begun in an earlier block: the only one that can
+                # be longer than a block.
+                if data.find(b"\n", 0, MAX_LINE_BYTES + 1) < 0:
+                    raise _LineTooLong(self.number + 1, _head(data))
+                rest = data[end + 1:]
+                yield self._decoded(data[:end + 1])
+            if len(rest) > MAX_LINE_BYTES:
+                raise _LineTooLong(self.number + 1, _head(rest))
+
+    def _decoded(self, data: bytes) -> Iterable[str]:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return self._line_by_line(data)
+        self.number += data.count(b"\n") + (not data.endswith(b"\n"))
+        return io.StringIO(text, newline="\n")
+
+    def _line_by_line(self, data: bytes) -> Iterator[str]:
+        """Decode line by line so that a bad byte is reported with its line number."""
+        # UTF-8 continuation bytes are never 0x0A, so splitting the raw bytes on LF is safe.
+        for raw in io.BytesIO(data):
+            self.number += 1
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                message = (f"not UTF-8: byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} "
+                           "of the line")
+                raise AudienceInvalid(f"{self.display}:{self.number}: {message}",
+                                      hint=_ENCODING_HINT,
+                                      problems=[(Location(file=self.display, line=self.number),
+                                                 message)]) from None
+
+
+def _head(data: bytes) -> str:
+    return data[:MAX_LINE_BYTES].decode("utf-8", "replace")
+
+
+def _read_line(handle: BinaryIO, number: int) -> str:
+    """Physical line `number` of the file (lines before it are known to be short), for an
+    error message."""
+    try:
+        handle.seek(0)
+        raw = b""
+        for _ in range(number):
+            raw = handle.readline(MAX_LINE_BYTES + 1)
+    except OSError:
+        return ""
+    if number == 1 and raw.startswith(_UTF8_BOM):
+        raw = raw[len(_UTF8_BOM):]
+    return raw.decode("utf-8", "replace")
 
 
 def _last_cell(first_line: str, parser: _RowParser | None) -> str | None:
@@ -413,26 +900,6 @@ def _last_cell(first_line: str, parser: _RowParser | None) -> str | None:
     index = len(cells) - 1
     names = {position: name for name, position in parser.columns.items()}
     return names.get(index, f"column {index + 1}")
-
-
-def _decoded_lines(handle: BinaryIO, display: str) -> Iterator[str]:
-    """Decode line by line so that a bad byte can be reported with its line number."""
-    # UTF-8 continuation bytes are never 0x0A, so splitting the raw bytes on LF is safe.
-    number = 0
-    while raw := handle.readline(MAX_LINE_BYTES + 1):
-        number += 1
-        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
-            raise _LineTooLong(number, raw[:MAX_LINE_BYTES].decode("utf-8", "replace"))
-        if number == 1 and raw.startswith(_UTF8_BOM):
-            raw = raw[len(_UTF8_BOM):]
-        try:
-            yield raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            message = (f"not UTF-8: byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} "
-                       "of the line")
-            raise AudienceInvalid(f"{display}:{number}: {message}", hint=_ENCODING_HINT,
-                                  problems=[(Location(file=display, line=number), message)]
-                                  ) from None
 
 
 def _location(display: str, problem: RowProblem) -> Location:

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from incident import mime
-from incident.audience import Customer
+from incident.audience import Customer, Recipient
 from incident.channels.base import EmailOut, Outgoing, SmsOut
 from incident.errors import TemplateInvalid
 from incident.mime import EmailTemplate
@@ -130,7 +130,7 @@ def message_id(key: str, incident_id: str, domain: str) -> str:
     return f"<{incident_id}.{key[:24]}@{domain}>"
 
 
-def rows_for_customers(incident_id: str, seq: int, customers: Iterable[Customer],
+def rows_for_customers(incident_id: str, seq: int, customers: Iterable[Customer | Recipient],
                        channels: Sequence[str], domain: str, *,
                        fallback: bool = False) -> Iterator[dict[str, Any]]:
     """Outbox rows of the first notice: one per customer and channel they can be reached on.

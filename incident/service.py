@@ -4,27 +4,72 @@ Each command that changes an incident runs in one write transaction that holds t
 re-reads its events, checks the transition against that fresh state, renders the notice for a
 sample customer (so a broken template records nothing), enqueues the outbox rows and appends
 the event. Sending happens afterwards, from the outbox.
+
+`start` is the exception, because its notice can go to a million customers and the first of
+them must hear within seconds. Nothing is sent that was not first recorded, and the record is
+never half a notice that nobody completes:
+
+1. The whole customer list is read once before anything is recorded (`scan_audience`, one
+   streaming pass): every row validated, the audience selected and counted, the selected
+   recipients spooled to an unnamed temporary file, urgent ones first. A file that cannot be
+   used, or selects nobody, stops here with nothing recorded (exit 2), as before.
+2. One transaction records the incident, the declared event with the notice — its exact
+   message and recipient counts, and what its rows are derived from: the audience file's path
+   and SHA-256, the selection, the default language and phone region — and the notice's first
+   FIRST_ROWS recipients' outbox rows (urgent first), plus the internal notice to the parties.
+   From its commit on, the notice is on record and its first messages can be sent.
+3. The other rows are recorded in batches, one transaction each, while the dispatcher sends,
+   in the same event loop, taking turns (`deliver_started`; `--queue-only` records them all
+   first). Rows are claimed urgent first whenever they were recorded: claims order by priority.
+
+A notice is complete when its rows on its channels number its recorded message count. If the
+process dies during step 3, the notice is on record but not complete: `incident deliver` (and
+any later notice, which copies the first notice's rows) completes it first
+(`complete_notices`): it reads the audience file again, checks its SHA-256, derives the same
+rows and inserts the missing ones (rows already there are skipped, so two processes completing
+at once cannot clash). If the file is gone or changed, it says so and what is missing.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
-from collections.abc import Callable, Sequence
+import contextlib
+import json
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator, Sequence
 from copy import deepcopy
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from incident.audience import AudienceLoad, Customer, load_audience, select
+from sqlalchemy import func, select
+
+from incident.audience import (
+    AudienceScan,
+    Recipient,
+    RecipientSpool,
+    Selection,
+    scan_audience,
+)
 from incident.branches import Branch, load_branches, nearby_open, scope_branches
 from incident.channels import Channel
 from incident.channels.factory import build_channels, concurrency
 from incident.checklist import Attention, attention
 from incident.coordination import Coordination
-from incident.delivery import DeliveryPolicy, DeliveryReport, Dispatcher, ProgressFn
-from incident.errors import AudienceInvalid, BadInput, InvalidTransition, InvalidValue, Location
+from incident.delivery import DeliveryPolicy, DeliveryReport, Dispatcher, ProgressFn, Tally
+from incident.errors import (
+    AudienceInvalid,
+    BadInput,
+    IncidentError,
+    InvalidTransition,
+    InvalidValue,
+    Location,
+    StorageError,
+)
 from incident.manual import ManualChannelCases, manual_details, mask_reference
 from incident.models import OPEN_STATES, Event, EventType, Phase, Status
 from incident.notices import (
@@ -47,18 +92,32 @@ from incident.playbooks import Playbook, find_playbook, load_playbook
 from incident.rendering import INTERNAL_PHASE, Renderer
 from incident.settings import Runtime
 from incident.state import IncidentView, NoticeResult, apply, fold
-from incident.store import Store
+from incident.store import Store, schema
 from incident.store import outbox as ob
 from incident.timeutil import parse_when, to_iso, utcnow
+
+# `start` records the notice's event with the outbox rows of this many recipients (urgent
+# first), then the rest in batches of ROWS_PER_BATCH recipients — of SENDING_BATCH while the
+# first ones are sent, each followed by as long a pause, so that the dispatcher, in the same
+# event loop, keeps at least half of the time.
+FIRST_ROWS = 500
+ROWS_PER_BATCH = 2000
+SENDING_BATCH = 500
+FIRST_SEND_WAIT = 1.0  # seconds: the rest is recorded once the first messages went (or after)
 
 
 @dataclass
 class StartResult(NoticeResult):
-    """What `start` recorded, plus what the audience file held."""
+    """What `start` recorded, plus what the audience file held.
+
+    `pending` holds the notice's rows still to record (None once all are): `deliver_started`
+    records them while sending, `finish_start` without; `messages` counts them all.
+    """
 
     audience_path: str = ""
     recipients: int = 0
     skipped_rows: list[tuple[Location, str]] = field(default_factory=list)
+    pending: PendingRows | None = None
 
 
 @dataclass
@@ -107,6 +166,7 @@ class Service:
         self.renderer = Renderer(rt.template_path)
         self.manual = ManualChannelCases(self)
         self.coordination = Coordination(self)
+        self.notes: list[str] = []  # what the last use case wants the operator to know
 
     @property
     def store(self) -> Store:
@@ -127,7 +187,9 @@ class Service:
 
         In the same transaction: the manual channel is opened (unless the playbook or
         `manual=False` says not to), the playbook's parties get the internal notice, and the
-        steps those actions complete are marked done.
+        steps those actions complete are marked done. The notice's first rows are recorded
+        with it; the result's `pending` rows must then be recorded too (`deliver_started` or
+        `finish_start`; see the module docstring).
         """
         book = load_playbook(find_playbook(playbook, self.rt.playbook_path))
         now = utcnow()
@@ -143,18 +205,42 @@ class Service:
         if detected > now + timedelta(minutes=1):
             raise InvalidValue(f"--detected-at {detected_at!r} is in the future")
         eta_at = self._future(eta, now, "--eta") if eta else None
-        load, customers = self._audience(book, audience, drill, regions, branches)
+        scan, selection = self._audience(book, audience, drill, regions, branches,
+                                         spool=not dry_run)
+        try:
+            return self._declare(book, scan, selection, now=now, title=title, grade=grade,
+                                 detected=detected, eta_at=eta_at, affected=affected,
+                                 regions=regions, branches=branches, branch_list=branch_list,
+                                 drill=drill, manual=manual, dry_run=dry_run)
+        except BaseException:
+            if scan.spool is not None:
+                scan.spool.close()
+            raise
+
+    def _declare(self, book: Playbook, scan: AudienceScan, selection: Selection, *,
+                 now: datetime, title: str, grade: str, detected: datetime,
+                 eta_at: datetime | None, affected: Sequence[str], regions: Sequence[str],
+                 branches: Sequence[str], branch_list: str | None, drill: bool,
+                 manual: bool | None, dry_run: bool) -> StartResult | DryRunPlan:
+        """`start` once the audience is read: render, check and record (see start())."""
         scope = self._scope(book, regions, branches, branch_list)
         opens_manual = book.principles.minimal_impact.manual_channel.open_at_start
         opens_manual = opens_manual if manual is None else manual
+        settings = self.rt.settings
         data: dict[str, Any] = {
             "title": title.strip(), "playbook": book.model_dump(mode="json", by_alias=True),
             "severity": grade, "drill": drill, "detected_at": to_iso(detected),
             "eta": to_iso(eta_at) if eta_at else None,
             "affected": list(affected) or list(book.affected_services),
             "regions": list(regions), "branches_selected": list(branches),
-            "audience": {"file": load.path, "rows": load.rows_read,
-                         "skipped": load.bad_rows, "selected": len(customers)},
+            # What the notice's rows are derived from, so that they can be derived again if
+            # recording them is interrupted (complete_notices).
+            "audience": {"file": scan.path, "rows": scan.rows_read,
+                         "skipped": scan.bad_rows, "selected": scan.selected,
+                         "path": str(Path(scan.path).resolve()), "sha256": scan.sha256,
+                         "bytes": scan.size, "language": settings.default_language,
+                         "phone_region": settings.phone_region,
+                         "selection": selection.record(), "recorder": ob.worker_name()},
         }
         if scope:
             data["scope"] = scope
@@ -170,7 +256,10 @@ class Service:
         channels = list(book.notices.channels)
         check_templates(self.renderer, book.notices.template_set, channels, contexts)
         if dry_run:
-            return self._plan(book, load, customers, contexts)
+            return self._plan(book, scan, contexts)
+        assert scan.spool is not None
+        recipients = iter(scan.spool)
+        messages = scan.message_count(channels)
         domain = sender_domain(self.rt)
         with self.store.write() as conn:
             incident_id = self.store.create_incident(conn, playbook_id=book.id,
@@ -179,12 +268,11 @@ class Service:
             real = provisional.model_copy(update={"incident_id": incident_id})
             view = fold([real])
             data["notice"] = self._notice(book, Phase.INITIAL, self._contexts(view, Phase.INITIAL,
-                                                                              ""), 0)
-            rows = rows_for_customers(incident_id, 1, customers, channels, domain,
-                                      fallback=book.notices.fallback)
-            messages = ob.enqueue(conn, rows, now=now)
-            data["notice"]["messages"] = messages
-            data["notice"]["recipients"] = len(customers)
+                                                                              ""), messages)
+            data["notice"]["recipients"] = scan.selected
+            recorded = ob.enqueue(conn, rows_for_customers(
+                incident_id, 1, islice(recipients, FIRST_ROWS), channels, domain,
+                fallback=book.notices.fallback), now=now)
             event = self.store.append(conn, incident_id, EventType.DECLARED,
                                       actor=self.rt.operator, data=data, at=now)
             view = fold([event])
@@ -194,14 +282,85 @@ class Service:
                 steps = [s.id for s in book.steps if s.action == "notify_parties"]
                 internal = self.notify_in(conn, view, parties, kind="declared", message="",
                                           now=now, steps_done=steps)
+        pending = PendingRows(self.store, incident_id, recipients, scan.spool,
+                              channels=channels, domain=domain, fallback=book.notices.fallback,
+                              now=now, recorded=recorded, total=messages)
         return StartResult(incident_id=incident_id, seq=1, phase=Phase.INITIAL,
                            messages=messages, view=view, internal=internal,
-                           audience_path=load.path, recipients=len(customers),
-                           skipped_rows=load.locations())
+                           audience_path=scan.path, recipients=scan.selected,
+                           skipped_rows=scan.locations(),
+                           pending=None if pending.done else pending)
+
+    def finish_start(self, result: StartResult) -> None:
+        """Record the rest of a start's notice now (for `--queue-only`, or after sending
+        stopped early); nothing to do once it is complete or was left to `incident deliver`."""
+        if result.pending is not None and not result.pending.closed:
+            result.pending.finish()
+        result.pending = None
+
+    def deliver_started(self, result: StartResult, *,
+                        progress: ProgressFn | None = None) -> DeliveryReport:
+        """Send a start's notice in the foreground while the rest of its rows are recorded."""
+        pending = result.pending
+        if pending is None:
+            return self.deliver(result.incident_id, progress=progress)
+        try:
+            return asyncio.run(self._send_while_recording(result.incident_id, pending,
+                                                          progress))
+        except KeyboardInterrupt:
+            # Interrupted twice: stop now; `incident deliver` records the rest (and sends it).
+            pending.close()
+            raise
+        finally:
+            self.finish_start(result)
+
+    async def _send_while_recording(self, incident_id: str, pending: PendingRows,
+                                    progress: ProgressFn | None) -> DeliveryReport:
+        """One event loop: the dispatcher sends what is recorded; between its awaits, a task
+        records the next batch of rows (some ms of blocking each, then a pause as long), once
+        the first messages have gone, so that recording never delays the first one."""
+        composer = Composer(self.rt, self.renderer, {})
+        policy = DeliveryPolicy.from_settings(self.rt.settings.delivery, concurrency(self.rt))
+        dispatcher = Dispatcher(self.store, composer, build_channels(self.rt), policy=policy)
+        first_sent = asyncio.Event()
+        runs: list[DeliveryReport] = []
+
+        def report(tally: Tally) -> None:
+            first_sent.set()
+            if progress is not None:  # the runs before this one, plus this one
+                progress(Tally(total=tally.total, sent=tally.sent + sum(r.sent for r in runs),
+                               failed=tally.failed + sum(r.failed for r in runs),
+                               retrying=tally.retrying, started=tally.started))
+
+        async def record() -> None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(first_sent.wait(), FIRST_SEND_WAIT)
+            while not pending.done:
+                began = time.perf_counter()
+                pending.step(SENDING_BATCH)
+                await asyncio.sleep(time.perf_counter() - began)
+
+        recorder = asyncio.ensure_future(record())
+        try:
+            while True:
+                recorded_all = pending.done
+                runs.append(await dispatcher.run(incident_id=incident_id, progress=report))
+                last = runs[-1]
+                if recorded_all or last.interrupted or last.fatal:
+                    break
+                # The dispatcher found nothing due before the next batch was recorded.
+                await asyncio.wait([recorder], timeout=0.05)
+        finally:
+            await recorder  # the rest of the notice is recorded even when sending stopped
+        return DeliveryReport(sent=sum(r.sent for r in runs), failed=sum(r.failed for r in runs),
+                              pending=last.pending, interrupted=last.interrupted,
+                              counts=last.counts, elapsed=sum(r.elapsed for r in runs),
+                              fatal=last.fatal, fallbacks=dispatcher.fallbacks)
 
     def _audience(self, book: Playbook, given: str | None, drill: bool,
-                  regions: Sequence[str], branches: Sequence[str] = (),
-                  ) -> tuple[AudienceLoad, list[Customer]]:
+                  regions: Sequence[str], branches: Sequence[str] = (), *,
+                  spool: bool = True) -> tuple[AudienceScan, Selection]:
+        """Read, validate and select the audience (one pass; see scan_audience)."""
         settings = self.rt.settings
         if given:
             path = Path(given)
@@ -213,28 +372,26 @@ class Service:
             path = self.rt.path(settings.audiences["drill"])
         else:
             path = self.rt.path(settings.audiences[settings.default_audience])
-        load = load_audience(path, default_language=settings.default_language,
-                             default_region=settings.phone_region)
         wanted = book.audience
-        customers = select(load.customers, products=wanted.products,
-                           regions=wanted.regions, branches=wanted.branches,
-                           segments=wanted.segments)
-        if regions or branches:
-            # --region and --branch name the affected places: a customer of any of them.
-            places = ({r.casefold() for r in regions}, {b.casefold() for b in branches})
-            customers = [c for c in customers if c.region.casefold() in places[0]
-                         or c.branch.casefold() in places[1]]
-        if drill and not given:
-            customers = list(load.customers)  # a drill audience is staff: everyone in it
-        if not customers:
+        # --region and --branch name the affected places: a customer of any of them; a drill
+        # audience is staff: everyone in it.
+        selection = Selection.of(products=wanted.products, regions=wanted.regions,
+                                 branches=wanted.branches, segments=wanted.segments,
+                                 place_regions=regions, place_branches=branches,
+                                 everyone=drill and not given)
+        scan = scan_audience(path, selection, default_language=settings.default_language,
+                             default_region=settings.phone_region, spool=spool)
+        if not scan.selected:
+            if scan.spool is not None:
+                scan.spool.close()
             where = [f"--region {', '.join(regions)}"] if regions else []
             where += [f"--branch {', '.join(branches)}"] if branches else []
             raise AudienceInvalid(
                 f"no customer in {path} matches the playbook's audience filter"
                 + (f" and {' / '.join(where)}" if where else ""),
-                problems=[(Location(str(path)), f"{len(load.customers)} valid rows, 0 selected")],
+                problems=[(Location(str(path)), f"{scan.valid} valid rows, 0 selected")],
                 hint="check --region and the playbook's audience: section")
-        return load, customers
+        return scan, selection
 
     def _scope(self, book: Playbook, regions: Sequence[str], branch_ids: Sequence[str],
                given: str | None) -> dict[str, Any] | None:
@@ -257,13 +414,9 @@ class Service:
                 "closed": [_branch(b) for b in closed],
                 "open": [{**_branch(b), "distance_km": km} for b, km in near]}
 
-    def _plan(self, book: Playbook, load: AudienceLoad, customers: list[Customer],
+    def _plan(self, book: Playbook, scan: AudienceScan,
               contexts: dict[str, dict[str, Any]]) -> DryRunPlan:
-        messages: dict[str, Counter[str]] = {}
-        for customer in customers:
-            for channel in book.notices.channels:
-                if (customer.email if channel == "email" else customer.phone):
-                    messages.setdefault(channel, Counter())[customer.language] += 1
+        messages = scan.messages(book.notices.channels)
         sms: dict[str, dict[str, Any]] = {}
         segments = 0
         for lang, context in contexts.items():
@@ -271,13 +424,13 @@ class Service:
                                                 {**context, "customer": {"name": "-", "ref": "-"}})
             sms[lang] = {"encoding": rendered.info.encoding, "segments": rendered.info.segments,
                          "units": rendered.info.units, "text": rendered.text}
-            segments += rendered.info.segments * messages.get("sms", Counter())[lang]
+            segments += rendered.info.segments * messages.get("sms", {}).get(lang, 0)
         channels = self.rt.settings.channels
-        estimate = {"email": sum(messages.get("email", Counter()).values()) / channels.email.rate,
+        estimate = {"email": sum(messages.get("email", {}).values()) / channels.email.rate,
                     "sms": segments / channels.sms.rate}
-        return DryRunPlan(playbook=book, audience_path=load.path, recipients=len(customers),
-                          messages={k: dict(v) for k, v in messages.items()}, sms=sms,
-                          estimated_seconds=estimate, skipped_rows=load.locations())
+        return DryRunPlan(playbook=book, audience_path=scan.path, recipients=scan.selected,
+                          messages=messages, sms=sms, estimated_seconds=estimate,
+                          skipped_rows=scan.locations())
 
     # ------------------------------------------------------------------ later notices
 
@@ -419,6 +572,8 @@ class Service:
         """
         allowed = allowed if allowed is not None else frozenset(Status) - {Status.CLOSED}
         incident_id = self.store.resolve_id(ref)
+        if phase is not None:  # a later notice copies the first one's rows: complete them
+            self.notes = self.complete_notices(incident_id, strict=True)
         now = utcnow()
         domain = sender_domain(self.rt)
         with self.store.write() as conn:
@@ -560,6 +715,7 @@ class Service:
                 channels: dict[str, Channel] | None = None) -> DeliveryReport:
         """Send what is pending (for one incident or all), resuming after any crash."""
         incident_id = self.store.resolve_id(ref) if ref else None
+        self.notes = self.complete_notices(incident_id)
         composer = Composer(self.rt, self.renderer, {})
         policy = policy or DeliveryPolicy.from_settings(self.rt.settings.delivery,
                                                         concurrency(self.rt))
@@ -567,13 +723,183 @@ class Service:
                                 policy=policy)
         return asyncio.run(dispatcher.run(incident_id=incident_id, progress=progress))
 
+    def complete_notices(self, incident_id: str | None = None, *,
+                         strict: bool = False) -> list[str]:
+        """Record the missing rows of first notices whose recording stopped (a start that
+        died while recording them): of one incident, or of every one not closed.
+
+        Returns what the operator should know. A notice still being recorded by a live
+        process on this host is left to it. A notice that cannot be completed (the audience
+        file is gone or changed) is reported, or raises with `strict` (a later notice must
+        not copy a partial audience).
+        """
+        if incident_id is None:
+            with self.store.read() as conn:
+                closed = select(schema.events.c.incident_id).where(
+                    schema.events.c.type == EventType.CLOSED.value)
+                ids = list(conn.execute(select(schema.incidents.c.id).where(
+                    schema.incidents.c.id.not_in(closed))).scalars())
+        else:
+            ids = [incident_id]
+        notes = []
+        for each in ids:
+            try:
+                note = self._complete_notice(each, strict=strict)
+            except IncidentError as exc:
+                if strict:
+                    raise
+                note = exc.message + (f" ({exc.hint})" if exc.hint else "")
+            if note:
+                notes.append(note)
+        return notes
+
+    def _complete_notice(self, incident_id: str, *, strict: bool) -> str | None:
+        e = schema.events
+        with self.store.read() as conn:
+            text = conn.execute(select(e.c.data).where(e.c.incident_id == incident_id,
+                                                       e.c.seq == 1)).scalar()
+            data = json.loads(text) if text else {}
+            audience, notice = data.get("audience", {}), data.get("notice")
+            if "sha256" not in audience or not notice:
+                return None  # recorded in one transaction (or no customer notice)
+            channels = list(notice["channels"])
+            total = int(notice["messages"])
+            recorded = self._recorded(conn, incident_id, channels)
+        if recorded >= total:
+            return None
+        short = incident_id[-6:]
+        recorder = str(audience.get("recorder", ""))
+        if not strict and _alive_here(recorder):
+            return (f"{incident_id}: notice #1 is being recorded by {recorder} "
+                    f"({recorded:,} of {total:,} messages so far)")
+        path = Path(audience["path"])
+        missing = (f"{incident_id}: notice #1 has {recorded:,} of its {total:,} messages "
+                   f"recorded, and the rest cannot be derived from {path}")
+        hint = (f"put back the audience file it was declared with (SHA-256 "
+                f"{audience['sha256'][:16]}...), then run: incident deliver {short}")
+        if not path.is_file():
+            raise AudienceInvalid(f"{missing}: the file is not there", hint=hint,
+                                  problems=[(Location(str(path)), "no such file")])
+        scan = scan_audience(path, Selection.from_record(audience["selection"]),
+                             default_language=audience["language"],
+                             default_region=audience["phone_region"])
+        assert scan.spool is not None
+        try:
+            if scan.sha256 != audience["sha256"]:
+                raise AudienceInvalid(f"{missing}: the file has changed since", hint=hint,
+                                      problems=[(Location(str(path)), "SHA-256 differs")])
+            fallback = bool(data["playbook"]["notices"].get("fallback", False))
+            domain = sender_domain(self.rt)
+            now = utcnow()
+            recipients = iter(scan.spool)
+            while batch := list(islice(recipients, ROWS_PER_BATCH)):
+                with self.store.write() as conn:
+                    ob.enqueue(conn, rows_for_customers(incident_id, 1, batch, channels,
+                                                        domain, fallback=fallback),
+                               now=now, ignore_existing=True)
+        finally:
+            scan.spool.close()
+        with self.store.read() as conn:
+            done = self._recorded(conn, incident_id, channels)
+        if done < total:
+            raise StorageError(f"{incident_id}: notice #1 has {done:,} of {total:,} messages "
+                               f"recorded after reading {path} again",
+                               hint="the validation rules may have changed since (a newer "
+                                    "phonenumbers or email-validator)")
+        return (f"{incident_id}: notice #1 was interrupted while being recorded; its other "
+                f"{total - recorded:,} messages are recorded now (from {path})")
+
+    @staticmethod
+    def _recorded(conn: Any, incident_id: str, channels: Sequence[str]) -> int:
+        """Outbox rows of notice #1 on its own channels (fallback rows are on the other)."""
+        o = schema.outbox
+        return int(conn.execute(select(func.count()).where(
+            o.c.incident_id == incident_id, o.c.notice_seq == 1,
+            o.c.channel.in_(list(channels)))).scalar() or 0)
+
     def failed_deliveries(self, ref: str) -> list[Any]:
         """Every permanently failed delivery of an incident."""
         with self.store.read() as conn:
             return ob.failures(conn, self.store.resolve_id(ref))
 
 
+class PendingRows:
+    """The outbox rows of a start's notice still to record after its event, from the spooled
+    recipients: one transaction per batch. Done when all are recorded; closed (spool dropped)
+    then, or when abandoned to `incident deliver` (see the module docstring)."""
+
+    def __init__(self, store: Store, incident_id: str, recipients: Iterator[Recipient],
+                 spool: RecipientSpool, *, channels: Sequence[str], domain: str,
+                 fallback: bool, now: datetime, recorded: int, total: int) -> None:
+        self.store = store
+        self.incident_id = incident_id
+        self.recipients = recipients
+        self.spool = spool
+        self.channels = list(channels)
+        self.domain = domain
+        self.fallback = fallback
+        self.now = now
+        self.recorded = recorded
+        self.total = total
+        self.done = False
+        self.closed = False
+        if recorded >= total:
+            self._end()
+
+    def step(self, recipients: int = ROWS_PER_BATCH) -> None:
+        """Record the next batch (its own transaction)."""
+        batch = list(islice(self.recipients, recipients))
+        if not batch:
+            self._end()
+            return
+        try:
+            with self.store.write() as conn:
+                self.recorded += ob.enqueue(conn, rows_for_customers(
+                    self.incident_id, 1, batch, self.channels, self.domain,
+                    fallback=self.fallback), now=self.now)
+        except StorageError as exc:
+            self.close()
+            raise StorageError(
+                f"recording notice #1 of {self.incident_id} stopped after {self.recorded:,} of "
+                f"{self.total:,} messages: {exc.message.replace(', nothing was recorded', '')}",
+                hint=f"the notice is on record; `incident deliver {self.incident_id[-6:]}` "
+                     "records the rest (from the audience file) and sends it") from exc
+
+    def finish(self) -> None:
+        """Record every remaining batch."""
+        while not self.done:
+            self.step()
+
+    def _end(self) -> None:
+        self.done = True
+        self.close()
+        if self.recorded != self.total:  # the scan counted what the spool holds
+            raise StorageError(f"notice #1 of {self.incident_id}: {self.recorded:,} messages "
+                               f"recorded, {self.total:,} expected",
+                               hint=f"run `incident deliver {self.incident_id[-6:]}`")
+
+    def close(self) -> None:
+        """Drop the spooled recipients (what is not recorded is left to `complete_notices`)."""
+        if not self.closed:
+            self.closed = True
+            self.spool.close()
+
+
 Notify = Callable[[IncidentView, dict[str, Any]], "tuple[list[str], str] | None"]
+
+
+def _alive_here(worker: str) -> bool:
+    """Whether `worker` (host:pid) is another live process on this host."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _branch(branch: Branch) -> dict[str, Any]:

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.markup import escape
 
-from incident.audience import mask_contact, mask_name
 from incident.cli.app import App
 from incident.cli.output import state_counts
-from incident.delivery import DeliveryReport
 from incident.errors import DeliveryError, ExitCode
-from incident.service import DryRunPlan, NoticeResult, StartResult
 from incident.timeutil import format_duration
+
+if TYPE_CHECKING:  # `incident --help` must not import the service and what it pulls in
+    from incident.delivery import DeliveryReport
+    from incident.service import DryRunPlan, NoticeResult, StartResult
 
 pass_app = click.make_pass_decorator(App)
 queue_only = click.option("--queue-only", is_flag=True,
@@ -25,11 +26,22 @@ def _short(incident_id: str) -> str:
 
 
 def _deliver(app: App, result: NoticeResult, queue: bool) -> DeliveryReport | None:
-    """Send the notice just recorded in the foreground, unless queued for workers."""
+    """Send the notice just recorded in the foreground, unless queued for workers.
+
+    A start's notice may still be being recorded: it is then sent while the rest of its rows
+    are recorded, or (queued) recorded in full first.
+    """
+    from incident.service import StartResult
+
+    started = result if isinstance(result, StartResult) else None
     if queue or not (result.messages or result.internal):
+        if started is not None:
+            app.service.finish_start(started)
         return None
     total = result.messages + result.internal
     with app.out.progress(total, f"Sending notice #{result.seq}") as update:
+        if started is not None:
+            return app.service.deliver_started(started, progress=update)
         return app.service.deliver(result.incident_id, progress=update)
 
 
@@ -52,6 +64,8 @@ def _finish(app: App, result: NoticeResult, report: DeliveryReport | None,
     """Print the outcome (table or JSON) and exit 3 when deliveries failed permanently."""
     view = result.view
     app.touch(result.incident_id)
+    for note in app.service.notes:  # e.g. the first notice, completed after a crash
+        app.out.warn(note)
     status = app.service.status(result.incident_id)
     payload = {"id": view.id, "status": view.status.value, "severity": view.severity,
                "eta": view.eta.isoformat() if view.eta else None,
@@ -83,6 +97,8 @@ def _finish(app: App, result: NoticeResult, report: DeliveryReport | None,
 
 
 def _list_failures(app: App, incident_id: str) -> None:
+    from incident.audience import mask_contact, mask_name
+
     failures = app.service.failed_deliveries(incident_id)
     app.out.table(f"{len(failures)} permanent delivery failures (give these customers to the "
                   "manual-handling team)", ["notice", "channel", "customer", "name", "to",
@@ -126,6 +142,8 @@ def start(app: App, playbook: str, title: str, severity: str | None, eta: str | 
       incident start core-banking-outage --title "Core banking unavailable" \\
           --severity II --eta 2h --detected-at 09:40
     """
+    from incident.service import DryRunPlan, StartResult
+
     result = app.service.start(playbook=playbook, title=title, severity=severity, eta=eta,
                                detected_at=detected_at, affected=affected, regions=region,
                                branches=branch, branch_list=branch_list,
@@ -135,8 +153,11 @@ def start(app: App, playbook: str, title: str, severity: str | None, eta: str | 
         _print_plan(app, result)
         return
     assert isinstance(result, StartResult)
-    _print_declared(app, result)
-    report = _deliver(app, result, queue_only)
+    try:
+        _print_declared(app, result)
+        report = _deliver(app, result, queue_only)
+    finally:
+        app.service.finish_start(result)  # the whole notice is recorded, whatever happened
     _finish(app, result, report, {"audience": {"file": result.audience_path,
                                                "recipients": result.recipients,
                                                "skipped_rows": len(result.skipped_rows)},
@@ -321,6 +342,8 @@ def deliver(app: App, incident_id: str | None) -> None:
     ref = service.store.resolve_id(incident_id) if incident_id else None
     with app.out.progress(0, "Delivering") as update:
         report = service.deliver(ref, progress=update)
+    for note in service.notes:  # e.g. a notice whose recording a crash had interrupted
+        app.out.warn(note)
     if app.out.as_json:
         app.out.json({"sent": report.sent, "failed": report.failed, "pending": report.pending,
                       "fallbacks": report.fallbacks,

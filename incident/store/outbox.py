@@ -6,12 +6,16 @@ import hashlib
 import os
 import socket
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from incident.models import DeliveryState
 from incident.store import schema
@@ -59,22 +63,86 @@ def _db_time(conn: Connection, value: datetime) -> datetime:
 
 
 def enqueue(conn: Connection, rows: Iterable[dict[str, Any]], *, now: datetime,
-            chunk: int = 2000) -> int:
-    """Insert outbox rows (pending) in chunks; return how many."""
+            chunk: int = 2000, ignore_existing: bool = False) -> int:
+    """Insert outbox rows (pending) in chunks; return how many.
+
+    With `ignore_existing`, a row whose idempotency key (or recipient) is already there is
+    skipped, not an error: completing a notice whose recording was interrupted, possibly by
+    two processes at once. The count is then of the rows inserted.
+
+    All rows of one call carry the same keys (outbox column names). On SQLite they go to the
+    driver's executemany as tuples: SQLAlchemy's processing of every parameter of every row
+    cost more than SQLite's inserting it (the timestamps, the only columns SQLAlchemy converts
+    on SQLite, are the same for every row and converted once).
+    """
     stamp = _db_time(conn, now)
+    fixed = {"state": DeliveryState.PENDING.value, "attempts": 0, "created_at": stamp,
+             "next_attempt_at": stamp}
+    todo = iter(rows)
+    first = next(todo, None)
+    if first is None:
+        return 0
+    todo = chain([first], todo)
+    if conn.dialect.name == "sqlite" and len(first) > 1 and not any(
+            _processor(conn, name) for name in first):
+        return _enqueue_sqlite(conn, todo, list(first), fixed, chunk, ignore_existing)
+    o = schema.outbox
+    statement: Any = o.insert()
+    if ignore_existing and conn.dialect.name == "postgresql":
+        statement = postgresql_insert(o).on_conflict_do_nothing()
+    elif ignore_existing:
+        statement = sqlite_insert(o).on_conflict_do_nothing()
     total = 0
     batch: list[dict[str, Any]] = []
-    for row in rows:
-        batch.append({**row, "state": DeliveryState.PENDING.value, "attempts": 0,
-                      "created_at": stamp, "next_attempt_at": stamp})
+    for row in todo:
+        batch.append({**row, **fixed})
         if len(batch) >= chunk:
-            conn.execute(schema.outbox.insert(), batch)
-            total += len(batch)
+            total += _inserted(conn.execute(statement, batch), len(batch), ignore_existing)
             batch = []
     if batch:
-        conn.execute(schema.outbox.insert(), batch)
-        total += len(batch)
+        total += _inserted(conn.execute(statement, batch), len(batch), ignore_existing)
     return total
+
+
+def _enqueue_sqlite(conn: Connection, rows: Iterable[dict[str, Any]], names: list[str],
+                    fixed: dict[str, Any], chunk: int, ignore_existing: bool) -> int:
+    constants = tuple(_bound(conn, name, value) for name, value in fixed.items())
+    columns = [*names, *fixed]
+    sql = (f"INSERT INTO {schema.outbox.name} ({', '.join(columns)}) "
+           f"VALUES ({', '.join('?' * len(columns))})"
+           + (" ON CONFLICT DO NOTHING" if ignore_existing else ""))
+    values = itemgetter(*names)
+    width = len(names)
+    total = 0
+    batch: list[tuple[Any, ...]] = []
+    for row in rows:
+        if len(row) != width:
+            raise ValueError(f"outbox rows of one enqueue differ: {sorted(row)} vs {names}")
+        batch.append(values(row) + constants)
+        if len(batch) >= chunk:
+            total += _inserted(conn.exec_driver_sql(sql, batch), len(batch), ignore_existing)
+            batch = []
+    if batch:
+        total += _inserted(conn.exec_driver_sql(sql, batch), len(batch), ignore_existing)
+    return total
+
+
+def _processor(conn: Connection, name: str) -> Callable[[Any], Any] | None:
+    """How SQLAlchemy converts a value of outbox column `name` for this driver, if it does."""
+    kind = schema.outbox.c[name].type
+    return kind.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+
+
+def _bound(conn: Connection, name: str, value: Any) -> Any:
+    process = _processor(conn, name)
+    return process(value) if process is not None and value is not None else value
+
+
+def _inserted(result: Any, rows: int, ignore_existing: bool) -> int:
+    if not ignore_existing:
+        return rows
+    count = result.rowcount
+    return int(count) if count is not None and count >= 0 else rows
 
 
 def claim(conn: Connection, *, worker: str, now: datetime, limit: int,
