@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from incident.cli.output import Output
-from incident.service import Service
-from incident.settings import Runtime, load_runtime
+
+if TYPE_CHECKING:  # imported on first use: `incident --help` needs neither
+    from incident.service import Service
+    from incident.settings import Runtime
 
 
 class App:
@@ -25,6 +28,8 @@ class App:
     @cached_property
     def rt(self) -> Runtime:
         """Settings, paths, database URL and operator."""
+        from incident.settings import load_runtime
+
         rt = load_runtime(self.config, db=self.db, operator=self.operator)
         self.out.zone = rt.zone
         if rt.config_path is None:
@@ -35,6 +40,8 @@ class App:
     @cached_property
     def service(self) -> Service:
         """The use cases."""
+        from incident.service import Service
+
         return Service(self.rt)
 
     def touch(self, incident_id: str) -> None:

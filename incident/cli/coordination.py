@@ -5,22 +5,23 @@ from __future__ import annotations
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.markup import escape
 from rich.text import Text
 
-from incident.audience import load_audience
-from incident.branches import load_branches
-from incident.cap import Decision, decide, load_alert
-from incident.checklist import Attention, Item, checklist
 from incident.cli.app import App
 from incident.cli.lifecycle import start
 from incident.cli.output import Output
 from incident.cli.views import render_status
 from incident.errors import BadInput, InvalidValue, PlaybookInvalid
-from incident.playbooks import Playbook, load_playbook, playbook_files
 from incident.timeutil import to_iso, utcnow
+
+if TYPE_CHECKING:  # the rest is imported where used: `incident --help` needs none of it
+    from incident.cap import Decision
+    from incident.checklist import Attention, Item
+    from incident.playbooks import Playbook
 
 pass_app = click.make_pass_decorator(App)
 
@@ -67,6 +68,8 @@ def step(app: App, incident_id: str, step_id: str, done: bool, skip: str | None,
 
 
 def _items(app: App, incident_id: str) -> list[Item]:
+    from incident.checklist import checklist
+
     return checklist(app.service.view(incident_id))
 
 
@@ -226,6 +229,9 @@ def ingest(ctx: click.Context, app: App, file: str, branch_list: str | None,
     Example:
       incident warnings ingest hko-typhoon-8.xml --start
     """
+    from incident.branches import load_branches
+    from incident.cap import decide, load_alert
+
     rt, out = app.rt, app.out
     listed = branch_list or rt.settings.branches
     if not listed:
@@ -262,6 +268,8 @@ def ingest(ctx: click.Context, app: App, file: str, branch_list: str | None,
 
 
 def _playbooks(app: App) -> list[Playbook]:
+    from incident.playbooks import load_playbook, playbook_files
+
     books = []
     for path in playbook_files(app.rt.playbook_path).values():
         try:
@@ -272,6 +280,8 @@ def _playbooks(app: App) -> list[Playbook]:
 
 
 def _customer_counts(app: App, decision: Decision, audience: str | None) -> dict[str, int]:
+    from incident.audience import load_audience
+
     if not decision.branches:
         return {}
     settings = app.rt.settings

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from incident.cli.app import App
-from incident.manual import mask_reference
-from incident.state import IncidentView
 from incident.timeutil import utcnow
+
+if TYPE_CHECKING:  # `incident --help` must not import the domain model
+    from incident.state import IncidentView
 
 pass_app = click.make_pass_decorator(App)
 
@@ -21,8 +22,14 @@ def _both(text: str | None, text_zh: str | None) -> dict[str, str] | None:
     return {"en": (text or text_zh or "").strip(), "zh-CN": (text_zh or text or "").strip()}
 
 
+def _masked(customer: str) -> str:
+    from incident.manual import mask_reference
+
+    return mask_reference(customer)
+
+
 def _cases_json(view: IncidentView) -> list[dict[str, Any]]:
-    return [{"case": c.id, "customer": mask_reference(c.customer), "request": c.request,
+    return [{"case": c.id, "customer": _masked(c.customer), "request": c.request,
              "amount": c.amount, "urgent": c.urgent, "logged_at": c.logged_at.isoformat(),
              "logged_by": c.logged_by,
              "reconciled_at": c.reconciled_at.isoformat() if c.reconciled_at else None,
@@ -102,7 +109,7 @@ def log(app: App, incident_id: str, customer: str, request: str, amount: str | N
         app.out.json({"id": view.id, **_cases_json(view)[-1]})
         return
     app.out.line(f"Case {case.id} logged on {view.id} for customer "
-                 f"{mask_reference(case.customer)} by {case.logged_by}"
+                 f"{_masked(case.customer)} by {case.logged_by}"
                  + (" (urgent)" if case.urgent else "") + ".")
     app.out.line(f"{len(view.unreconciled)} case(s) to reconcile after recovery.")
 
@@ -127,7 +134,7 @@ def list_(app: App, incident_id: str) -> None:
     out.table(f"Manual cases of {view.id} (channel {state}; {len(view.unreconciled)} to "
               "reconcile)", ["case", "customer", "request", "amount", "urgent", "logged",
                              "by", "reconciled"],
-              [[c.id, mask_reference(c.customer), c.request[:50], c.amount or "",
+              [[c.id, _masked(c.customer), c.request[:50], c.amount or "",
                 "yes" if c.urgent else "", out.short(c.logged_at, now), c.logged_by,
                 out.short(c.reconciled_at, now)] for c in view.cases.values()])
 

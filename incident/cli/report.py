@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 from rich.markup import escape
 from rich.text import Text
 
-from incident import postmortem
 from incident.cli.app import App
 from incident.errors import BadInput, StorageError
-from incident.report import FORMATS, SECTIONS
-from incident.report.labels import REPORT_LANGUAGES
-from incident.report.render import Format
 from incident.timeutil import utcnow
 
+if TYPE_CHECKING:
+    from incident.report.render import Format
+
 pass_app = click.make_pass_decorator(App)
+
+# The options' choices, spelt out: importing incident.report (SQL aggregates, templates) only
+# to list them would cost every command, `incident --help` included, its import time.
+# tests/test_startup.py checks that they are incident.report's own.
+FORMATS = ("md", "html", "json")
+SECTIONS = ("summary", "root_cause", "trigger", "resolution", "went_well", "went_wrong",
+            "lucky")
+REPORT_LANGUAGES = ("zh-CN", "en")
 
 
 def _short(incident_id: str) -> str:
@@ -51,6 +58,8 @@ def report(app: App, incident_id: str | None, fmt: str | None, lang: str | None,
       incident report --since 2026-07-01 --until 2026-09-30
       incident report --since 90d --drills
     """
+    from incident import postmortem
+
     if incident_id and since:
         raise BadInput("give an incident ID or --since, not both")
     if not incident_id and not since:
@@ -58,7 +67,7 @@ def report(app: App, incident_id: str | None, fmt: str | None, lang: str | None,
                        hint="incident report 3F2A  ·  incident report --since 2026-07-01")
     if (until or drills) and not since:
         raise BadInput("--until and --drills go with --since")
-    chosen = cast(Format, fmt or ("json" if app.out.as_json else "md"))
+    chosen = cast("Format", fmt or ("json" if app.out.as_json else "md"))
     language = lang or app.rt.settings.default_language
     service = app.service
     if incident_id:
@@ -92,6 +101,8 @@ def note(app: App, incident_id: str, text: str | None, section: str,
     Example:
       incident note 3F2A --section root_cause "Expired certificate on the DB proxy"
     """
+    from incident import postmortem
+
     body = text_option if text_option is not None else text
     if text and text_option:
         raise BadInput("give the note as TEXT or --text, not both")
@@ -124,6 +135,8 @@ def action_add(app: App, incident_id: str, text: str, owner: str, due: str) -> N
     Example:
       incident action add 3F2A --owner dba-team --due 2026-12-31 "Monitor certificate expiry"
     """
+    from incident import postmortem
+
     result = postmortem.add_action(app.service, incident_id, owner, due, text)
     item = list(result.view.actions.values())[-1]
     if app.out.as_json:
@@ -147,6 +160,8 @@ def action_done(app: App, incident_id: str, action_id: str, note: str | None) ->
     Example:
       incident action done 3F2A A1 --note "Alerting added in change CHG-1234"
     """
+    from incident import postmortem
+
     result = postmortem.complete_action(app.service, incident_id, action_id, note)
     item = result.view.actions[action_id.strip().upper()]
     if app.out.as_json:
@@ -173,6 +188,8 @@ def _action_json(incident_id: str, item: Any, drill: bool = False,
 @pass_app
 def actions(app: App, include_done: bool) -> None:
     """Open action items across every incident, earliest due first (all with --all)."""
+    from incident import postmortem
+
     items = postmortem.open_actions(app.service, include_done=include_done)
     out = app.out
     if out.as_json:

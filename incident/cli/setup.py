@@ -6,14 +6,11 @@ import shutil
 from pathlib import Path
 
 import click
-import yaml
 from rich.markup import escape
 
 from incident.cli.app import App
 from incident.errors import BadInput, PlaybookInvalid
-from incident.playbooks import find_playbook, load_playbook, playbook_files
 from incident.resources import shipped
-from incident.service import check_playbook
 from incident.timeutil import format_duration
 
 pass_app = click.make_pass_decorator(App)
@@ -70,6 +67,8 @@ def playbooks() -> None:
 @pass_app
 def list_playbooks(app: App) -> None:
     """Every playbook found, with its kind, grades and deadlines."""
+    from incident.playbooks import load_playbook, playbook_files
+
     rows: list[list[str]] = []
     data: list[dict[str, object]] = []
     for stem, path in playbook_files(app.rt.playbook_path).items():
@@ -100,6 +99,10 @@ def list_playbooks(app: App) -> None:
 @pass_app
 def show(app: App, name: str) -> None:
     """Show one playbook in full (as validated)."""
+    import yaml
+
+    from incident.playbooks import find_playbook, load_playbook
+
     book = load_playbook(find_playbook(name, app.rt.playbook_path))
     data = book.model_dump(mode="json", by_alias=True)
     if app.out.as_json:
@@ -114,6 +117,9 @@ def show(app: App, name: str) -> None:
 def validate(app: App, paths: tuple[Path, ...]) -> None:
     """Validate playbooks and render every notice (phase × channel × language) with sample
     data. Without PATH: every playbook found. Exits 2 naming file, line and field."""
+    from incident.playbooks import playbook_files
+    from incident.service import check_playbook
+
     targets = list(paths) or list(playbook_files(app.rt.playbook_path).values())
     if not targets:
         raise BadInput("no playbooks found", hint="incident init copies the shipped ones")

@@ -5,28 +5,28 @@ from __future__ import annotations
 import csv
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.markup import escape
 from rich.text import Text
 
-from incident.audience import mask_contact, mask_name
-from incident.checklist import checklist
 from incident.cli.app import App
 from incident.cli.output import Output, state_counts
 from incident.errors import ChainBroken, Location
-from incident.manual import mask_reference
-from incident.models import Event, EventType
-from incident.service import StatusResult
-from incident.state import IncidentView
-from incident.store.events import as_utc
 from incident.timeutil import parse_iso
+
+if TYPE_CHECKING:  # the rest is imported where used: `incident --help` needs none of it
+    from incident.models import Event
+    from incident.service import StatusResult
+    from incident.state import IncidentView
 
 pass_app = click.make_pass_decorator(App)
 
 
 def _status_json(result: StatusResult) -> dict[str, Any]:
+    from incident.checklist import checklist
+
     view = result.view
     return {
         "id": view.id, "title": view.title, "playbook": view.playbook.id,
@@ -76,6 +76,9 @@ def status(app: App, incident_id: str | None) -> None:
 
 def render_status(app: App, result: StatusResult) -> None:
     """The status of one incident: the facts, what falls due, the checklist, deliveries."""
+    from incident.audience import mask_contact, mask_name
+    from incident.store.events import as_utc
+
     out, view = app.out, result.view
     if out.as_json:
         data = _status_json(result)
@@ -158,6 +161,8 @@ def _parties_line(app: App, view: IncidentView) -> None:
 
 def _checklist(app: App, result: StatusResult) -> None:
     """Open checklist items with due time and owner (overdue in red), then a count of done."""
+    from incident.checklist import checklist
+
     out, view, now = app.out, result.view, result.now
     items = checklist(view, now)
     open_items = sorted((i for i in items if i.state == "open" and i.due is not None),
@@ -217,6 +222,8 @@ def _list(app: App, *, include_closed: bool, drills: bool | None = None) -> None
 
 
 def _describe(event: Event, when: Callable[[datetime | None], str]) -> str:
+    from incident.models import EventType
+
     d = event.data
 
     def at(value: str | None) -> str:
@@ -252,6 +259,9 @@ def _describe(event: Event, when: Callable[[datetime | None], str]) -> str:
 
 def _describe_coordination(event: Event) -> list[str]:
     """The details of the manual-channel, checklist, party and review events."""
+    from incident.manual import mask_reference
+    from incident.models import EventType
+
     d, kind = event.data, event.type
     if kind is EventType.MANUAL_OPENED:
         return ["manual channel opened" + (f", hotline {d['hotline']}" if d.get("hotline")
@@ -289,6 +299,8 @@ def _describe_coordination(event: Event) -> list[str]:
 def _public(data: dict[str, Any]) -> dict[str, Any]:
     """An event's data as shown: no playbook or notice body, and a manual case's customer
     reference masked when it was typed as a phone number or email."""
+    from incident.manual import mask_reference
+
     shown = {k: v for k, v in data.items() if k not in {"playbook", "notice"}}
     if isinstance(shown.get("customer"), str):
         shown["customer"] = mask_reference(shown["customer"])
@@ -354,6 +366,8 @@ def failed(app: App, incident_id: str, export: str | None, with_contacts: bool) 
     Example:
       incident failed 3F2A --export failed.csv
     """
+    from incident.audience import mask_contact, mask_name
+
     rows = app.service.failed_deliveries(incident_id)
     out = app.out
 
