@@ -116,6 +116,8 @@ def project_samples(base: Path) -> dict[str, Sample]:
         raw = re.sub(rb"\r?\n", b"\r\n", path.read_bytes())
         msg = email.message_from_bytes(raw, policy=email.policy.default)
         _, address = parseaddr(str(msg["To"]))
+        if address not in by_address:  # internal notices to the playbook's parties
+            continue
         _, name, _, lang = by_address[address]
         plain, html = msg.get_body(("plain",)), msg.get_body(("html",))
         assert isinstance(plain, EmailMessage) and isinstance(html, EmailMessage)

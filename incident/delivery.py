@@ -10,7 +10,7 @@ import random
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -48,28 +48,38 @@ class RateLimiter:
         self.tat = 0.0  # theoretical arrival time of the next unit (GCRA)
         self.lock = asyncio.Lock()
 
+    def try_acquire(self, units: float = 1.0) -> bool:
+        """Take `units` now if both rules allow it and nobody is waiting; else False."""
+        return not self.lock.locked() and self._take(units, self.clock()) is None
+
     async def acquire(self, units: float = 1.0) -> None:
         """Wait until `units` may go without breaking either rule, then take them."""
         async with self.lock:
             while True:
-                now = self.clock()
-                while self.window and now - self.window[0][0] >= self.span:
-                    self.used -= self.window.popleft()[1]
-                tolerance = max(self.tolerance, units / self.rate)
-                spaced = self.tat - now <= tolerance - units / self.rate
-                # A single message larger than the whole rate goes alone in its window.
-                fits = self.used + units <= self.rate or not self.window
-                if spaced and fits:
-                    self.tat = max(self.tat, now) + units / self.rate
-                    self.window.append((now, units))
-                    self.used += units
+                wait = self._take(units, self.clock())
+                if wait is None:
                     return
-                waits = [0.0005]
-                if not spaced:
-                    waits.append(self.tat - (tolerance - units / self.rate) - now)
-                if not fits:
-                    waits.append(self.window[0][0] + self.span - now)
-                await asyncio.sleep(max(waits))
+                await asyncio.sleep(wait)
+
+    def _take(self, units: float, now: float) -> float | None:
+        """Take `units` at `now` (None) or say how long to wait before trying again."""
+        while self.window and now - self.window[0][0] >= self.span:
+            self.used -= self.window.popleft()[1]
+        tolerance = max(self.tolerance, units / self.rate)
+        spaced = self.tat - now <= tolerance - units / self.rate
+        # A single message larger than the whole rate goes alone in its window.
+        fits = self.used + units <= self.rate or not self.window
+        if spaced and fits:
+            self.tat = max(self.tat, now) + units / self.rate
+            self.window.append((now, units))
+            self.used += units
+            return None
+        waits = [0.0005]
+        if not spaced:
+            waits.append(self.tat - (tolerance - units / self.rate) - now)
+        if not fits:
+            waits.append(self.window[0][0] + self.span - now)
+        return max(waits)
 
 
 @dataclass
@@ -108,7 +118,7 @@ class DeliveryPolicy:
     """Retry, batching and concurrency knobs."""
 
     batch: int = 64
-    flush_every: int = 16  # outcomes recorded per transaction: bounds what a crash can repeat
+    flush_every: int = 64  # outcomes recorded per transaction: bounds what a crash can repeat
     flush_interval: float = 0.2  # ... or at least this often (seconds) on a slow relay
     max_attempts: int = 8
     backoff_base: float = 2.0
@@ -134,10 +144,28 @@ class DeliveryPolicy:
 
 
 ProgressFn = Callable[[Tally], None]
+_RECHECK = 0.25  # s: after a claim found no more rows for a channel, look again this often
+_STALE_EVERY = 1.0  # s: how often claims also look for stale claims of dead workers
 
 
 class Dispatcher:
-    """Sends what the outbox holds; safe to run in several processes at once."""
+    """Sends what the outbox holds; safe to run in several processes at once.
+
+    One run is a small pipeline in one event loop:
+
+    - a conductor (`_conduct`) claims due rows in batches (urgent first) and hands them to the
+      channels' queues before they run dry, and records the outcomes that came back, both in
+      one write transaction: claim → send → mark;
+    - per channel, as many senders (`_sender`) as the channel may have messages in flight,
+      each taking the next row from its channel's queue, composing it, waiting for the rate
+      limit and sending it. No task per message, no semaphore: the number of senders is the
+      concurrency.
+
+    What a crash can send twice is bounded: rows being sent (at most the concurrency) and
+    outcomes not yet recorded (fewer than `flush_every`, never older than `flush_interval`).
+    Rows claimed but not yet sent are given back by the next run (`recover`) or, after
+    `stale_claim`, by any worker; they are never sent twice.
+    """
 
     def __init__(self, store: Store, composer: Composer, channels: dict[str, Channel], *,
                  policy: DeliveryPolicy | None = None) -> None:
@@ -147,10 +175,16 @@ class Dispatcher:
         self.policy = policy or DeliveryPolicy()
         self.worker = f"{ob.worker_name()}:{random.getrandbits(32):08x}"
         self.limiters = {name: RateLimiter(ch.rate) for name, ch in channels.items() if ch.rate}
-        self.gates = {name: asyncio.Semaphore(self.policy.concurrency.get(name, 8))
-                      for name in channels}
         self.domain = sender_domain(composer.rt)
         self.fallbacks = 0
+        # The state of one run (see _conduct and _sender).
+        self._queues: dict[str, asyncio.Queue[ob.OutboxRow | None]] = {}
+        self._done: list[tuple[ob.OutboxRow, Outcome]] = []  # outcomes not yet recorded
+        self._busy: dict[int, ob.OutboxRow] = {}  # rows being sent, by id
+        self._unsent: list[ob.OutboxRow] = []  # claimed, never tried: given back at the end
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self._stale_checked = -_STALE_EVERY
 
     def pending(self, incident_id: str | None) -> int:
         """Rows not yet sent or failed."""
@@ -187,34 +221,8 @@ class Dispatcher:
         tally = Tally(total=self.pending(incident_id))
         interrupted = False
         fatal: str | None = None
-        deadline = time.monotonic() + wait_budget
         try:
-            while True:
-                with self.store.write() as conn:
-                    rows = ob.claim(conn, worker=self.worker, now=utcnow(),
-                                    limit=self.policy.batch, incident_id=incident_id,
-                                    channels=list(self.channels),
-                                    stale_after=self.policy.stale_claim)
-                if rows:
-                    sent_before = tally.sent
-                    await self._send_batch(rows, tally, progress)
-                    fatal = self._fatal()
-                    if fatal:
-                        break
-                    # Only progress extends the wait: a relay that keeps refusing must not
-                    # hold the supervisor's terminal until every attempt is used up.
-                    if tally.sent > sent_before:
-                        deadline = time.monotonic() + wait_budget
-                    elif time.monotonic() > deadline:
-                        break
-                    continue
-                due = self._next_due(incident_id)
-                if due is None:
-                    break
-                delay = (due - utcnow()).total_seconds()
-                if time.monotonic() + max(delay, 0) > deadline:
-                    break
-                await asyncio.sleep(min(max(delay, 0.05), 5.0))
+            fatal = await self._pipeline(incident_id, tally, progress, wait_budget)
         except (asyncio.CancelledError, KeyboardInterrupt):
             interrupted = True
         finally:
@@ -233,77 +241,213 @@ class Dispatcher:
                 return f"{name}: {channel.fatal}"
         return None
 
-    async def _send_batch(self, rows: list[ob.OutboxRow], tally: Tally,
-                          progress: ProgressFn | None) -> None:
-        """Send a claimed batch, recording outcomes in small groups as they arrive.
+    # --- the pipeline ----------------------------------------------------------------------
 
-        Recording often keeps "sent but not yet marked" small: after a crash only those
-        messages can go out twice.
-        """
-        self._load_notices({(r.incident_id, r.notice_seq) for r in rows})
-        running = {asyncio.ensure_future(self._send_one(row)): row for row in rows}
-        done: list[tuple[ob.OutboxRow, Outcome]] = []
-        last_flush = time.monotonic()
+    async def _pipeline(self, incident_id: str | None, tally: Tally,
+                        progress: ProgressFn | None, wait_budget: float) -> str | None:
+        """Start the senders, conduct, then stop the senders and record what is left."""
+        self._queues = {name: asyncio.Queue() for name in self.channels}
+        self._done, self._busy, self._unsent = [], {}, []
+        self._stopping = False
+        self._wake = asyncio.Event()
+        senders = [asyncio.ensure_future(self._sender(name, queue))
+                   for name, queue in self._queues.items()
+                   for _ in range(max(1, self.policy.concurrency.get(name, 8)))]
+        finished = False
         try:
-            while running:
-                finished, _ = await asyncio.wait(running, timeout=self.policy.flush_interval,
-                                                 return_when=asyncio.FIRST_COMPLETED)
-                for task in finished:
-                    done.append((running.pop(task), _result(task)))
-                due = time.monotonic() - last_flush >= self.policy.flush_interval
-                if done and (len(done) >= self.policy.flush_every or due or not running):
-                    self._record(done, [], tally)
-                    done, last_flush = [], time.monotonic()
-                    if progress:
-                        progress(tally)
+            fatal = await self._conduct(incident_id, tally, progress, wait_budget)
+            finished = True
+            return fatal
         finally:
-            # Interrupted: whatever finished is recorded; what never finished goes back to
-            # pending (it may have reached the provider: that is the bounded duplicate).
-            for task in [t for t in running if t.done() and not t.cancelled()]:
-                done.append((running.pop(task), _result(task)))
-            for task in running:
-                task.cancel()
-            if done or running:
-                self._record(done, list(running.values()), tally)
+            self._stopping = True
+            if finished:
+                # Sends under way finish (their outcome is known); queued rows are given back.
+                for name, queue in self._queues.items():
+                    for _ in range(max(1, self.policy.concurrency.get(name, 8))):
+                        queue.put_nowait(None)
+                await asyncio.gather(*senders, return_exceptions=True)
+            else:
+                # Interrupted: sends under way are abandoned; their result is unknown.
+                for sender in senders:
+                    sender.cancel()
+                await asyncio.gather(*senders, return_exceptions=True)
+            for queue in self._queues.values():
+                while not queue.empty():
+                    row = queue.get_nowait()
+                    if row is not None:
+                        self._unsent.append(row)
+            self._flush(tally, claim=None, unfinished=list(self._busy.values()))
+            if progress:
+                progress(tally)
 
-    async def _send_one(self, row: ob.OutboxRow) -> Outcome:
+    async def _conduct(self, incident_id: str | None, tally: Tally,
+                       progress: ProgressFn | None, wait_budget: float) -> str | None:
+        """Keep the queues fed and the outcomes recorded until nothing is due; the reason if
+        a channel became unusable (fatal)."""
+        policy = self.policy
+        low = {name: max(1, policy.concurrency.get(name, 8)) for name in self._queues}
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + wait_budget
+        sent_before = tally.sent
+        drained: dict[str, float] = {}  # channel -> when a claim last found nothing more for it
+        last_flush = time.monotonic()
+        while True:
+            fatal = self._fatal()
+            if fatal:
+                return fatal
+            now = time.monotonic()
+            for name in [n for n, at in drained.items() if now - at >= _RECHECK]:
+                del drained[name]  # rows may have come due or been added meanwhile
+            hungry = [name for name, queue in self._queues.items()
+                      if name not in drained and queue.qsize() <= low[name]]
+            in_flight = bool(self._busy) or any(not queue.empty()
+                                                for queue in self._queues.values())
+            # Outcomes are recorded in groups (flush_every), at least every flush_interval,
+            # and at once when nothing else is in flight (the last ones of a run).
+            flush_due = bool(self._done) and (len(self._done) >= policy.flush_every
+                                              or now - last_flush >= policy.flush_interval
+                                              or not in_flight)
+            if hungry or flush_due:
+                recorded = len(self._done)
+                claimed = self._flush(tally, claim=(incident_id, hungry) if hungry else None)
+                last_flush = time.monotonic()
+                if progress and recorded:
+                    progress(tally)
+                for row in claimed:
+                    self._queues[row.channel].put_nowait(row)
+                if hungry and len(claimed) < policy.batch:
+                    drained.update(dict.fromkeys(hungry, last_flush))
+                # Only progress extends the wait: a relay that keeps refusing must not hold
+                # the supervisor's terminal until every attempt is used up.
+                if tally.sent > sent_before:
+                    sent_before, deadline = tally.sent, last_flush + wait_budget
+                elif last_flush > deadline:
+                    return None
+                continue
+            if not in_flight and not self._done:
+                # Nothing in flight and nothing due now (every queue is empty, so every
+                # channel is drained): wait for the next retry, if any.
+                due = self._next_due(incident_id)
+                if due is None:
+                    return None
+                delay = (due - utcnow()).total_seconds()
+                if time.monotonic() + max(delay, 0) > deadline:
+                    return None
+                await asyncio.sleep(min(max(delay, 0.05), 5.0))
+                drained.clear()
+                continue
+            # Wait for a sender to report (outcomes to record, a queue running low), for the
+            # flush interval, or for the re-check of a drained channel.
+            timeouts = [at + _RECHECK - now for at in drained.values()]
+            if self._done:
+                timeouts.append(last_flush + policy.flush_interval - now)
+            self._wake.clear()
+            timer = loop.call_later(max(min(timeouts), 0.001), self._wake.set) \
+                if timeouts else None
+            try:
+                await self._wake.wait()
+            finally:
+                if timer is not None:
+                    timer.cancel()
+
+    async def _sender(self, name: str, queue: asyncio.Queue[ob.OutboxRow | None]) -> None:
+        """Send the rows of one channel's queue, one at a time, until told to stop."""
+        channel = self.channels[name]
+        limiter = self.limiters.get(name)
+        low = max(1, self.policy.concurrency.get(name, 8))
+        flush_every = self.policy.flush_every
+        done, busy, wake = self._done, self._busy, self._wake
+        while True:
+            if queue.qsize() <= low:
+                wake.set()  # the conductor claims more before the queue runs dry
+            if not queue.empty():
+                row = queue.get_nowait()
+            elif self._stopping:
+                # (Also reached when a cancellation was lost: asyncio.wait_for, which
+                # aiosmtplib uses, returns the result instead when both come at once.)
+                return
+            else:
+                row = await queue.get()
+            if row is None:
+                return
+            if self._stopping or channel.fatal:
+                self._unsent.append(row)  # never tried: given back as it was
+                continue
+            busy[row.id] = row
+            try:
+                outcome = await self._attempt(row, channel, limiter)
+            except Exception as exc:  # never a stuck row: a temporary failure
+                outcome = Outcome.retry(f"unexpected {type(exc).__name__}: {exc}",
+                                        code="internal")
+            del busy[row.id]
+            done.append((row, outcome))
+            if len(done) == 1 or len(done) >= flush_every:
+                wake.set()
+
+    async def _attempt(self, row: ob.OutboxRow, channel: Channel,
+                       limiter: RateLimiter | None) -> Outcome:
         try:
             message = self.composer.compose(row)
         except IncidentError as exc:
             return Outcome.fail(exc.message, code="template")
-        async with self.gates[row.channel]:
-            limiter = self.limiters.get(row.channel)
-            if limiter:
-                await limiter.acquire(_units(message))
-            try:
-                return await self.channels[row.channel].send(message)
-            except (OSError, TimeoutError) as exc:
-                return Outcome.retry(f"{type(exc).__name__}: {exc}", code="network")
+        if limiter is not None:
+            units = _units(message)
+            if not limiter.try_acquire(units):
+                await limiter.acquire(units)
+        try:
+            return await channel.send(message)
+        except (OSError, TimeoutError) as exc:
+            return Outcome.retry(f"{type(exc).__name__}: {exc}", code="network")
 
-    def _record(self, done: list[tuple[ob.OutboxRow, Outcome]],
-                unfinished: list[ob.OutboxRow], tally: Tally) -> None:
-        now = utcnow()
-        sent = [(row.id, outcome.provider_ref) for row, outcome in done if outcome.sent]
+    def _flush(self, tally: Tally, *, claim: tuple[str | None, list[str]] | None,
+               unfinished: Sequence[ob.OutboxRow] = ()) -> list[ob.OutboxRow]:
+        """One write transaction: record the outcomes so far, give back what was not sent,
+        and (with `claim`: the incident and the channels to claim for) claim the next batch."""
+        # Emptied in place: the senders hold these lists.
+        done, unsent = self._done[:], self._unsent[:]
+        self._done.clear()
+        self._unsent.clear()
         with self.store.write() as conn:
-            ob.mark_sent(conn, sent, now=now)
-            for row in unfinished:
-                ob.mark_retry(conn, row.id, error="interrupted before the result was known",
-                              code="interrupted", at=now, attempts=row.attempts - 1)
-            for row, outcome in done:
-                if outcome.sent:
-                    continue
-                if outcome.permanent or row.attempts >= self.policy.max_attempts:
-                    error = outcome.error or "failed"
-                    if not outcome.permanent:
-                        error += f" (gave up after {row.attempts} attempts)"
-                    ob.mark_failed(conn, row.id, error=error, code=outcome.code)
-                    tally.failed += 1
-                    self._fall_back(conn, row, now)
-                else:
-                    delay = self.policy.backoff(row.attempts)
-                    ob.mark_retry(conn, row.id, error=outcome.error or "temporary failure",
-                                  code=outcome.code, at=now + timedelta(seconds=delay))
-                    tally.retrying += 1
+            now = utcnow()
+            self._record(conn, done, unfinished, unsent, tally, now)
+            if claim is None:
+                return []
+            incident_id, channels = claim
+            # Stale claims (of workers on other hosts that died) are looked for once a second.
+            stale = time.monotonic() - self._stale_checked >= _STALE_EVERY
+            rows = ob.claim(conn, worker=self.worker, now=now, limit=self.policy.batch,
+                            incident_id=incident_id, channels=channels,
+                            stale_after=self.policy.stale_claim, stale=stale)
+        if stale:
+            self._stale_checked = time.monotonic()
+        if rows:
+            self._load_notices({(r.incident_id, r.notice_seq) for r in rows})
+        return rows
+
+    def _record(self, conn: Any, done: list[tuple[ob.OutboxRow, Outcome]],
+                unfinished: Sequence[ob.OutboxRow], unsent: list[ob.OutboxRow], tally: Tally,
+                now: datetime) -> None:
+        sent = [(row.id, outcome.provider_ref) for row, outcome in done if outcome.sent]
+        ob.mark_sent(conn, sent, now=now)
+        ob.release(conn, [row.id for row in unsent])
+        for row in unfinished:
+            ob.mark_retry(conn, row.id, error="interrupted before the result was known",
+                          code="interrupted", at=now, attempts=row.attempts - 1)
+        for row, outcome in done:
+            if outcome.sent:
+                continue
+            if outcome.permanent or row.attempts >= self.policy.max_attempts:
+                error = outcome.error or "failed"
+                if not outcome.permanent:
+                    error += f" (gave up after {row.attempts} attempts)"
+                ob.mark_failed(conn, row.id, error=error, code=outcome.code)
+                tally.failed += 1
+                self._fall_back(conn, row, now)
+            else:
+                delay = self.policy.backoff(row.attempts)
+                ob.mark_retry(conn, row.id, error=outcome.error or "temporary failure",
+                              code=outcome.code, at=now + timedelta(seconds=delay))
+                tally.retrying += 1
         tally.sent += len(sent)
 
     def _fall_back(self, conn: Any, row: ob.OutboxRow, now: datetime) -> None:
@@ -325,14 +469,6 @@ class Dispatcher:
                 data = conn.execute(select(e.c.data).where(
                     e.c.incident_id == incident_id, e.c.seq == seq)).scalar_one()
                 self.composer.notices[(incident_id, seq)] = json.loads(data)["notice"]
-
-
-def _result(task: asyncio.Future[Outcome]) -> Outcome:
-    """A finished send's outcome; an unexpected error is a temporary failure, never a stuck row."""
-    exc = task.exception()
-    if exc is None:
-        return task.result()
-    return Outcome.retry(f"unexpected {type(exc).__name__}: {exc}", code="internal")
 
 
 def _units(message: Outgoing) -> float:

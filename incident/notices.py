@@ -3,6 +3,7 @@ per-recipient messages composed from it at send time."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from email.utils import format_datetime, parseaddr
 from typing import Any
@@ -198,6 +199,8 @@ class Composer:
         self.renderer = renderer
         self.notices = notices  # (incident, seq) -> the notice record of the event
         self._emails: dict[tuple[str, int, str], EmailTemplate | None] = {}
+        self._date_second = -1
+        self._date_text = ""
 
     def compose(self, row: OutboxRow) -> Outgoing:
         """The message for one outbox row (TemplateInvalid if its template broke since)."""
@@ -215,8 +218,15 @@ class Composer:
         template = self._emails[key] or self._email_template(
             row, notice, lang, row.recipient_name, row.recipient_ref)
         data = template.build(name=row.recipient_name, ref=row.recipient_ref, to=row.address,
-                              message_id=row.message_id, date=format_datetime(utcnow()))
+                              message_id=row.message_id, date=self._date())
         return EmailOut(row=row, sender=template.envelope_sender, data=data)
+
+    def _date(self) -> str:
+        """The Date header's value, formatted once per second rather than per message."""
+        second = int(time.time())
+        if second != self._date_second:
+            self._date_second, self._date_text = second, format_datetime(utcnow())
+        return self._date_text
 
     def _context(self, notice: dict[str, Any], lang: str, name: str,
                  ref: str) -> dict[str, Any]:

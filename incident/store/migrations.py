@@ -17,8 +17,17 @@ def m001_initial(conn: Connection) -> None:
         table.create(conn)
 
 
+def m002_outbox_due_index(conn: Connection) -> None:
+    """The index claims walk: (incident, state, priority, id).
+
+    A database created after this index joined the schema got it from m001 already.
+    """
+    schema.ix_outbox_due.create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_initial", m001_initial),
+    ("m002_outbox_due_index", m002_outbox_due_index),
 ]
 
 

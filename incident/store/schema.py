@@ -85,3 +85,7 @@ outbox = Table(
 
 Index("ix_outbox_claim", outbox.c.state, outbox.c.priority, outbox.c.next_attempt_at)
 Index("ix_outbox_notice", outbox.c.incident_id, outbox.c.notice_seq, outbox.c.state)
+# Claims walk this in claim order (urgent first, then oldest) and stop after one batch: without
+# it each claim sorted every row of the incident (migration m002).
+ix_outbox_due = Index("ix_outbox_due", outbox.c.incident_id, outbox.c.state, outbox.c.priority,
+                      outbox.c.id)
