@@ -97,11 +97,13 @@ from incident.store import outbox as ob
 from incident.timeutil import parse_when, to_iso, utcnow
 
 # `start` records the notice's event with the outbox rows of this many recipients (urgent
-# first), then the rest in batches of ROWS_PER_BATCH recipients — of SENDING_BATCH while the
-# first ones are sent, each followed by as long a pause, so that the dispatcher, in the same
-# event loop, keeps at least half of the time.
+# first), then the rest in transactions of SENDING_BATCH recipients while the first ones are
+# sent, each followed by as long a pause, so that the dispatcher, in the same event loop,
+# keeps at least half of the time; without sending (--queue-only, completing a notice), in
+# transactions of ROWS_PER_BATCH: fewer, larger transactions write each index page to the
+# SQLite WAL fewer times (1,000,000 rows: 55 s in batches of 2,000, 23 s of 100,000).
 FIRST_ROWS = 500
-ROWS_PER_BATCH = 2000
+ROWS_PER_BATCH = 100_000
 SENDING_BATCH = 500
 FIRST_SEND_WAIT = 1.0  # seconds: the rest is recorded once the first messages went (or after)
 
