@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError
 
 from incident.models import DeliveryState
 from incident.store import schema
@@ -154,13 +155,34 @@ _CLAIM_COLUMNS = ("id, incident_id, notice_seq, channel, recipient_ref, recipien
 
 
 def _driver_sql(conn: Connection, text: str) -> str:
-    """`text`, written with `?` placeholders, in the driver's own parameter style.
-
-    The statements a dispatcher runs for every batch (claim, mark sent) go to the driver as
-    plain SQL: through SQLAlchemy Core, compiling their parameters (one set per row for
-    `executemany`) cost more than the database's own work.
-    """
+    """`text`, written with `?` placeholders, in the driver's own parameter style."""
     return text if conn.dialect.paramstyle == "qmark" else text.replace("?", "%s")
+
+
+def _on_driver(conn: Connection, text: str, params: Any, *, many: bool = False) -> list[Any]:
+    """Run `text` (`?` placeholders) on the DBAPI cursor of `conn`, inside its transaction;
+    the rows it returns, as plain tuples.
+
+    The statements a dispatcher runs for every batch (claim, mark sent) go to the driver
+    directly: through SQLAlchemy, building their parameters (one set per row for
+    `executemany`) and their result rows cost more than the database's own work. A driver
+    error is raised as SQLAlchemy's (OperationalError, IntegrityError ...), as
+    `conn.execute` would, so that the store reports it the same way.
+    """
+    sql = _driver_sql(conn, text)
+    dbapi = conn.dialect.loaded_dbapi
+    cursor = conn.connection.cursor()
+    try:
+        if many:
+            cursor.executemany(sql, params)
+            return []
+        cursor.execute(sql, params)
+        return list(cursor.fetchall()) if cursor.description is not None else []
+    except dbapi.Error as exc:
+        raise DBAPIError.instance(sql, params, exc, dbapi.Error,
+                                  dialect=conn.dialect) from exc
+    finally:
+        cursor.close()
 
 
 @lru_cache(maxsize=8)
@@ -204,7 +226,7 @@ def claim(conn: Connection, *, worker: str, now: datetime, limit: int,
         sql = (f"SELECT {_CLAIM_COLUMNS} FROM outbox WHERE "
                + " AND ".join([*where, f"state = '{state.value}'", condition])
                + f" ORDER BY priority, id LIMIT {int(limit)}{lock}")
-        return list(conn.exec_driver_sql(_driver_sql(conn, sql), (*params, value)))
+        return _on_driver(conn, sql, (*params, value))
 
     found = select_rows(DeliveryState.PENDING, "next_attempt_at <= ?", _driver_time(conn, now))
     if stale:
@@ -218,8 +240,7 @@ def claim(conn: Connection, *, worker: str, now: datetime, limit: int,
     sql = (f"UPDATE outbox SET state = '{DeliveryState.SENDING.value}', claimed_by = ?, "
            "claimed_at = ?, attempts = attempts + 1 "
            f"WHERE id IN ({', '.join('?' * len(rows))})")
-    conn.exec_driver_sql(_driver_sql(conn, sql),
-                         (worker, _driver_time(conn, now), *(r.id for r in rows)))
+    _on_driver(conn, sql, (worker, _driver_time(conn, now), *(r.id for r in rows)))
     return rows
 
 
@@ -257,8 +278,7 @@ def mark_sent(conn: Connection, results: Sequence[tuple[int, str | None]], *,
            "provider_ref = ?, last_error = NULL, error_code = NULL, claimed_by = NULL "
            "WHERE id = ?")
     stamp = _driver_time(conn, now)
-    conn.exec_driver_sql(_driver_sql(conn, sql),
-                         [(stamp, ref, row_id) for row_id, ref in results])
+    _on_driver(conn, sql, [(stamp, ref, row_id) for row_id, ref in results], many=True)
 
 
 def release(conn: Connection, row_ids: Sequence[int]) -> None:
