@@ -345,7 +345,7 @@ class Service:
         recorder = asyncio.ensure_future(record())
         try:
             while True:
-                recorded_all = pending.done
+                recorded_all = recorder.done()  # every row (or recording failed: see below)
                 runs.append(await dispatcher.run(incident_id=incident_id, progress=report))
                 last = runs[-1]
                 if recorded_all or last.interrupted or last.fatal:
