@@ -27,7 +27,9 @@ process dies during step 3, the notice is on record but not complete: `incident 
 any later notice, which copies the first notice's rows) completes it first
 (`complete_notices`): it reads the audience file again, checks its SHA-256, derives the same
 rows and inserts the missing ones (rows already there are skipped, so two processes completing
-at once cannot clash). If the file is gone or changed, it says so and what is missing.
+at once cannot clash). `deliver` leaves a notice to its recording process while that lives:
+on this host, while its pid does; on another, for `delivery.stale_claim` after the declaration
+(as for a claim). If the file is gone or changed, it says so and what is missing.
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ from incident.settings import Runtime
 from incident.state import IncidentView, NoticeResult, apply, fold
 from incident.store import Store, schema
 from incident.store import outbox as ob
+from incident.store.events import as_utc
 from incident.timeutil import parse_when, to_iso, utcnow
 
 # `start` records the notice's event with the outbox rows of this many recipients (urgent
@@ -730,10 +733,10 @@ class Service:
         """Record the missing rows of first notices whose recording stopped (a start that
         died while recording them): of one incident, or of every one not closed.
 
-        Returns what the operator should know. A notice still being recorded by a live
-        process on this host is left to it. A notice that cannot be completed (the audience
-        file is gone or changed) is reported, or raises with `strict` (a later notice must
-        not copy a partial audience).
+        Returns what the operator should know. A notice still being recorded (see the module
+        docstring) is left to its recorder, unless `strict`. A notice that cannot be completed
+        (the audience file is gone or changed) is reported, or raises with `strict` (a later
+        notice must not copy a partial audience).
         """
         if incident_id is None:
             with self.store.read() as conn:
@@ -758,9 +761,10 @@ class Service:
     def _complete_notice(self, incident_id: str, *, strict: bool) -> str | None:
         e = schema.events
         with self.store.read() as conn:
-            text = conn.execute(select(e.c.data).where(e.c.incident_id == incident_id,
-                                                       e.c.seq == 1)).scalar()
-            data = json.loads(text) if text else {}
+            first = conn.execute(select(e.c.data, e.c.at).where(e.c.incident_id == incident_id,
+                                                                e.c.seq == 1)).first()
+            data = json.loads(first.data) if first else {}
+            declared = as_utc(first.at) if first else utcnow()
             audience, notice = data.get("audience", {}), data.get("notice")
             if "sha256" not in audience or not notice:
                 return None  # recorded in one transaction (or no customer notice)
@@ -771,7 +775,11 @@ class Service:
             return None
         short = incident_id[-6:]
         recorder = str(audience.get("recorder", ""))
-        if not strict and _alive_here(recorder):
+        # Left to its recorder while that process lives (on another host: for as long as a
+        # claim there would be trusted; the audience file is that host's anyway).
+        elsewhere = (recorder.rpartition(":")[0] != socket.gethostname()
+                     and utcnow() - declared < self.rt.settings.delivery.stale_claim)
+        if not strict and (_alive_here(recorder) or elsewhere):
             return (f"{incident_id}: notice #1 is being recorded by {recorder} "
                     f"({recorded:,} of {total:,} messages so far)")
         path = Path(audience["path"])
