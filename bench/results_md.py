@@ -20,6 +20,7 @@ BENCHES = [
     ("fanout_big", "Email fan-out at 1,000,000 recipients (memory)"),
     ("sms_rate", "SMS at a configured segments/second rate"),
     ("first_notice", "`incident start` to the first message accepted; start-up time"),
+    ("first_notice_sms", "the same, every customer with a phone number too"),
     ("start_memory", "`incident start` memory with a large audience"),
     ("report", "`incident report` over 1,000,000 delivery rows"),
 ]
@@ -32,8 +33,10 @@ WHY: dict[str, str] = {
         "transactions, marking each outcome, composing each recipient's message from the "
         "recorded notice (see bench/README.md, profile)"),
     "spawn -> first notice accepted": (
-        "the whole audience is validated and recorded before the first message may leave "
-        "(nothing is sent that was not first recorded); see bench/README.md, first notice"),
+        "the whole audience is validated before the notice is recorded (its event carries "
+        "exact counts; a customer with an invalid phone is skipped on every channel); "
+        "checking a phone number with `phonenumbers` costs ~25 µs, 2.4 s for 100,000 — "
+        "email-only lists meet the target; see bench/README.md, first notice"),
 }
 
 

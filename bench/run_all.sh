@@ -60,11 +60,12 @@ else
     run fanout_big "$PY" bench/fanout_email.py --big --json-out "$OUT/fanout_big.json"
     run sms_rate "$PY" bench/sms_rate.py --json-out "$OUT/sms_rate.json"
     run first_notice "$PY" bench/first_notice.py --json-out "$OUT/first_notice.json"
+    run first_notice_sms "$PY" bench/first_notice.py --phones --json-out "$OUT/first_notice_sms.json"
     run report "$PY" bench/report.py --json-out "$OUT/report.json"
 fi
 if [[ -f bench/start_memory.py ]]; then
     if (( QUICK )); then
-        run start_memory "$PY" bench/start_memory.py --sizes 20000 --json-out "$OUT/start_memory.json"
+        run start_memory "$PY" bench/start_memory.py --customers 20000 --json-out "$OUT/start_memory.json"
     else
         run start_memory "$PY" bench/start_memory.py --json-out "$OUT/start_memory.json"
     fi

@@ -37,7 +37,7 @@ class RateLimiter:
     second's worth, so that a second's allowance never leaves as one clump at its start.
     """
 
-    def __init__(self, rate: float, *, margin: float = 0.05,
+    def __init__(self, rate: float, *, margin: float = 0.03,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
         self.span = 1.0 + margin
