@@ -1,0 +1,123 @@
+"""`incident start` killed while it is still recording its first notice (the first recipients
+are recorded with the event, the rest while sending): the notice must end up complete — every
+selected customer exactly once — through `incident deliver` or the next `update`, and a changed
+audience file must be refused rather than completed from the wrong list."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError
+
+import incident
+from cli_fixtures import Workspace
+
+PACKAGE_PARENT = str(Path(incident.__file__).resolve().parent.parent)
+N = 20_000
+
+
+def customers(n: int) -> list[str]:
+    """`n` CSV rows with an email only, every 7th customer urgent."""
+    return [f"C{i:05d},Customer {i},customer{i:05d}@example.com,,{'zh-CN' if i % 2 else 'en'},"
+            f"retail,guangdong,gd-sz-futian,,{'urgent' if i % 7 == 0 else 'normal'}"
+            for i in range(n)]
+
+
+def customers_only(ws: Workspace) -> None:
+    """No parties: only customer rows in the outbox."""
+    def edit(cfg: dict) -> None:
+        cfg.pop("parties", None)
+        cfg.pop("alerts", None)
+    ws.configure(edit)
+
+
+def _scalar(db_url: str, sql: str, **params: object) -> int:
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(text(sql), params).scalar() or 0)
+    finally:
+        engine.dispose()
+
+
+def _start_and_kill(ws: Workspace) -> str:
+    """Run `incident start` as a process; SIGKILL it once its notice is recorded but before
+    all of its rows are; return the incident id."""
+    customers_only(ws)
+    ws.write_customers(customers(N))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (PACKAGE_PARENT, os.environ.get("PYTHONPATH")) if p)}
+    env.pop("INCIDENT_NOW", None)
+    cmd = [sys.executable, "-m", "incident", "--config", str(ws.config), "--db", ws.db,
+           "start", "core-banking-outage", "--title", "Core banking down", "--eta", "2h"]
+    proc = subprocess.Popen(cmd, env=env, cwd=ws.root, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    rows = 0
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                rows = _scalar(ws.db, "SELECT count(*) FROM outbox")
+            except DBAPIError:  # the database is not created yet
+                rows = 0
+            if 0 < rows < N:
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.01)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "start finished before it could be killed"
+    recorded = _scalar(ws.db, "SELECT count(*) FROM outbox")
+    assert 0 < recorded < N, f"killed with {recorded} of {N} rows recorded"
+    incident_ids = ws.json("list")
+    assert len(incident_ids) == 1
+    return incident_ids[0]["id"]
+
+
+def _complete(ws: Workspace, incident_id: str, notices: int = 1) -> None:
+    rows = _scalar(ws.db, "SELECT count(*) FROM outbox WHERE incident_id = :i AND "
+                   "notice_seq = 1", i=incident_id)
+    distinct = _scalar(ws.db, "SELECT count(DISTINCT recipient_ref) FROM outbox WHERE "
+                       "incident_id = :i AND notice_seq = 1", i=incident_id)
+    assert rows == distinct == N  # every selected customer, exactly once
+    status = ws.json("status", incident_id)
+    assert status["deliveries"]["pending"] == 0 and status["deliveries"]["failed"] == 0
+    assert status["deliveries"]["sent"] == notices * N
+    assert ws.json("verify", incident_id)["broken"] == {}
+
+
+def test_deliver_completes_a_notice_whose_start_was_killed(ws: Workspace) -> None:
+    incident_id = _start_and_kill(ws)
+    result = ws.run("deliver", incident_id)
+    assert "complet" in (result.stdout + result.stderr).lower()
+    _complete(ws, incident_id)
+    # Every customer's file was written once (the file channel names files by the row's key).
+    assert len(ws.outbox_files(incident_id, "eml")) == N
+
+
+def test_update_completes_the_first_notice_before_copying_it(ws: Workspace) -> None:
+    incident_id = _start_and_kill(ws)
+    ws.run("update", incident_id, "-m", "Failover in progress", "--queue-only")
+    rows = _scalar(ws.db, "SELECT count(*) FROM outbox WHERE incident_id = :i AND "
+                   "notice_seq > 1 AND recipient_ref NOT LIKE 'party:%'", i=incident_id)
+    assert rows == N  # the update went to the whole audience, not to the part recorded
+    ws.run("deliver", incident_id)
+    _complete(ws, incident_id, notices=2)
+
+
+def test_a_changed_audience_file_is_refused_not_used(ws: Workspace) -> None:
+    incident_id = _start_and_kill(ws)
+    before = _scalar(ws.db, "SELECT count(*) FROM outbox")
+    ws.write_customers(customers(N)[:100])  # someone replaced the list after the crash
+    result = ws.run("update", incident_id, "-m", "Failover in progress", code=2)
+    assert "customers.csv" in result.stderr
+    assert _scalar(ws.db, "SELECT count(*) FROM outbox") == before  # nothing recorded
+    assert ws.json("verify", incident_id)["broken"] == {}
