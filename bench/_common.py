@@ -298,9 +298,10 @@ class Workspace:
 
 
 def make_workspace(path: Path, *, smtp_port: int | None = None, connections: int = 8,
-                   rate: float = 1_000_000.0) -> Workspace:
+                   rate: float = 1_000_000.0, batch: int | None = None) -> Workspace:
     """`incident init PATH`; with `smtp_port`, email goes over SMTP to 127.0.0.1:smtp_port
-    (security none, `connections` connections, a rate high enough never to limit)."""
+    (security none, `connections` connections, a rate high enough never to limit); with
+    `batch`, `delivery.batch` (outbox rows claimed per transaction; default: incident's)."""
     import yaml
 
     run([*incident_cmd(), "init", str(path)], env=clean_env()).check("incident init")
@@ -312,6 +313,8 @@ def make_workspace(path: Path, *, smtp_port: int | None = None, connections: int
         email["rate"] = rate
         email["smtp"] = {"host": "127.0.0.1", "port": smtp_port, "security": "none",
                          "connections": connections, "timeout": 60}
+    if batch is not None:
+        config["delivery"] = {**(config.get("delivery") or {}), "batch": batch}
     ws.config.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False),
                          encoding="utf-8")
     return ws

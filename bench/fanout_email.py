@@ -178,11 +178,12 @@ class SinkCounter:
 # --- 1. this project ---------------------------------------------------------------------------
 
 
-def run_project(base: Path, port: int, n: int, c: int, *,
-                profile_to: Path | None) -> tuple[Row, dict[str, Any], Workspace | None]:
+def run_project(base: Path, port: int, n: int, c: int, *, profile_to: Path | None,
+                batch: int | None = None) -> tuple[Row, dict[str, Any], Workspace | None]:
     """incident start --queue-only (timed), then incident deliver ID in a fresh process."""
-    log(f"  incident: workspace, {n}-customer CSV")
-    ws = make_workspace(base / "ws", smtp_port=port, connections=c)
+    log(f"  incident: workspace, {n}-customer CSV"
+        + (f", delivery.batch {batch}" if batch else ""))
+    ws = make_workspace(base / "ws", smtp_port=port, connections=c, batch=batch)
     audience = write_audience(ws.path / "audience.csv", n)
     log(f"  incident start {PLAYBOOK} --queue-only ({n} rows)")
     started = ws.incident("--json", "start", PLAYBOOK, "--title", TITLE, "--audience",
@@ -426,6 +427,7 @@ class Regime:
     smtplib_cap: float | None
     aiosmtplib_cap: float | None
     memory_target: bool = False  # --big: peak RSS < 200 MB
+    batch: int | None = None  # --batch: the workspace's delivery.batch (None: incident's default)
 
 
 def run_regime(regime: Regime, base: Path, *, profile_to: Path | None) -> dict[str, Any]:
@@ -453,7 +455,8 @@ def run_regime(regime: Regime, base: Path, *, profile_to: Path | None) -> dict[s
             rows.append(row)
             return out
 
-        _, record, replay = measured(run_project, base, sink.port, n, c, profile_to=profile_to)
+        _, record, replay = measured(run_project, base, sink.port, n, c, profile_to=profile_to,
+                                     batch=regime.batch)
         measured(run_smtplib, sink.port, n, samples, regime.smtplib_cap)
         measured(run_aiosmtplib, sink.port, n, c, samples, regime.aiosmtplib_cap)
         if regime.name == "fast":  # where the cost of each call shows
@@ -468,6 +471,7 @@ def run_regime(regime: Regime, base: Path, *, profile_to: Path | None) -> dict[s
     result.update({
         "server": f"smtp-sink {' '.join(regime.sink_args)}".strip(),
         "description": regime.description, "n": regime.n, "concurrency": regime.concurrency,
+        "batch": regime.batch,
         "message_bytes": {lang: len(s.raw) for lang, s in samples.items()},
         "record": record,
         "rows": {row.key: {**asdict(row), "rate": row.rate} for row in rows},
@@ -550,7 +554,8 @@ def render(report: dict[str, Any]) -> str:
         base = {k: rows[k]["rate"] for k in ("smtplib", "aiosmtplib", "smtp_source")}
         sizes = ", ".join(f"{lang} {size:,} B" for lang, size in r["message_bytes"].items())
         lines += ["", f"== {name}: {r['server']} on 127.0.0.1 — {r['description']}",
-                  f"N={r['n']:,}  C={r['concurrency']}  message size: {sizes}",
+                  f"N={r['n']:,}  C={r['concurrency']}  "
+                  f"delivery.batch={r.get('batch') or 'default (64)'}  message size: {sizes}",
                   f"record {r['record']['rows']:,} rows (incident start --queue-only, "
                   f"process wall): {r['record']['seconds']:.2f} s, "
                   f"peak RSS {r['record']['peak_rss_mb']:.0f} MB",
@@ -641,6 +646,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json-out", metavar="FILE", type=Path, default=None,
                    help="also write the figures as JSON to FILE (for bench/RESULTS.md)")
     p.add_argument("--keep", action="store_true", help="keep the temporary workspaces")
+    p.add_argument("--batch", type=int, default=None,
+                   help="delivery.batch of the incident workspace: outbox rows claimed per "
+                        "transaction (default: incident's own, 64)")
     args = p.parse_args(argv)
     if args.concurrency < 1 or args.concurrency > 64:
         p.error("--concurrency must be 1..64 (the email channel allows up to 64 connections)")
@@ -656,15 +664,17 @@ def main(argv: list[str] | None = None) -> int:
     regimes = []
     if args.regime in ("fast", "both"):
         regimes.append(Regime("fast", [], fast_n, c, "fast local server, CPU-bound",
-                              smtplib_cap=cap, aiosmtplib_cap=cap, memory_target=args.big))
+                              smtplib_cap=cap, aiosmtplib_cap=cap, memory_target=args.big,
+                              batch=args.batch))
     if args.regime in ("slow", "both"):
         slow_cap = min(cap or SLOW_SMTPLIB_CAP, SLOW_SMTPLIB_CAP)
         regimes.append(Regime("slow", ["-w", str(SLOW_DELAY)], args.slow_n or 50 * c, c,
                               f"slow relay ({SLOW_DELAY} s before answering DATA), "
                               "latency-bound", smtplib_cap=slow_cap,
-                              aiosmtplib_cap=args.baseline_seconds))
+                              aiosmtplib_cap=args.baseline_seconds, batch=args.batch))
     report: dict[str, Any] = {"benchmark": "fanout_email", "machine": machine_info(),
                               "params": {"concurrency": c, "big": args.big,
+                                         "batch": args.batch,
                                          "regimes": [r.name for r in regimes]},
                               "regimes": {}}
     tmp = Path(tempfile.mkdtemp(prefix="incident-bench-email-"))

@@ -68,9 +68,9 @@ _LINE = 57  # input bytes per base64 line (76 characters), as email.base64mime d
 
 def _b64_lines(data: bytes) -> bytes:
     """Base64 in lines of at most 76 characters, each ending in CRLF (RFC 2045)."""
+    if len(data) <= _LINE:
+        return binascii.b2a_base64(data, newline=False) + CRLF if data else b""
     encoded = binascii.b2a_base64(data, newline=False)
-    if len(encoded) <= 76:
-        return encoded + CRLF if encoded else b""
     return CRLF.join([encoded[i:i + 76] for i in range(0, len(encoded), 76)]) + CRLF
 
 
@@ -114,10 +114,11 @@ class _Base64Body:
             if pending or head:
                 out.append(_b64_lines(pending + segment[:head]))
             whole = (len(segment) - head) // _LINE * _LINE
-            run = self._runs.get((index, head))
-            if run is None:
-                run = self._runs[(index, head)] = _b64_lines(segment[head:head + whole])
-            out.append(run)
+            if whole:
+                run = self._runs.get((index, head))
+                if run is None:
+                    run = self._runs[(index, head)] = _b64_lines(segment[head:head + whole])
+                out.append(run)
             pending = segment[head + whole:]
         if pending:
             out.append(_b64_lines(pending))
