@@ -18,16 +18,26 @@ def m001_initial(conn: Connection) -> None:
 
 
 def m002_outbox_due_index(conn: Connection) -> None:
-    """The index claims walk: (incident, state, priority, id).
+    """An index for claims: (incident, state, priority, id). Superseded by m003."""
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_outbox_due "
+                         "ON outbox (incident_id, state, priority, id)")
 
-    A database created after this index joined the schema got it from m001 already.
+
+def m003_outbox_next_index(conn: Connection) -> None:
+    """The index claims walk, with the channel: (incident, state, channel, priority, id).
+
+    A claim is per channel; m002's index made a claim for a channel with nothing due walk
+    every pending row of the incident. A database created after this index joined the
+    schema got it from m001 already.
     """
-    schema.ix_outbox_due.create(conn, checkfirst=True)
+    conn.exec_driver_sql("DROP INDEX IF EXISTS ix_outbox_due")
+    schema.ix_outbox_next.create(conn, checkfirst=True)
 
 
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_initial", m001_initial),
     ("m002_outbox_due_index", m002_outbox_due_index),
+    ("m003_outbox_next_index", m003_outbox_next_index),
 ]
 
 

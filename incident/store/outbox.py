@@ -206,34 +206,37 @@ def claim(conn: Connection, *, worker: str, now: datetime, limit: int,
     The caller's transaction is a write transaction: IMMEDIATE on SQLite (one claimer at a
     time), and on PostgreSQL the rows are locked with SKIP LOCKED so workers never share one.
 
-    Due rows and stale claims are found by two queries that each walk the index
-    ix_outbox_due (incident, state, priority, id) in claim order and stop after `limit` rows,
-    so a claim costs the same at the first row of a million-row notice as at the last (one
-    query with an OR of both states had to sort every row of the incident each time). The two
-    are merged in (priority, id) order.
+    Due rows and stale claims are found by queries, one per channel, that each seek
+    (incident, state, channel) in the index ix_outbox_next and walk it in claim order, stopping
+    after `limit` rows: a claim costs the same at the first row of a million-row notice as at
+    the last, and as little for a channel with nothing due (one query with an OR of both states
+    had to sort every row of the incident each time). What they find is merged in (priority,
+    id) order and cut to `limit`.
     """
-    where: list[str] = []
+    scope: list[str] = []
     params: list[Any] = []
     if incident_id is not None:
-        where.append("incident_id = ?")
+        scope.append("incident_id = ?")
         params.append(incident_id)
-    if channels:
-        where.append(f"channel IN ({', '.join('?' * len(channels))})")
-        params += channels
+    scopes = [([*scope, "channel = ?"], [*params, channel]) for channel in channels] \
+        if channels else [(scope, params)]
     lock = " FOR UPDATE SKIP LOCKED" if conn.dialect.name == "postgresql" else ""
 
     def select_rows(state: DeliveryState, condition: str, value: Any) -> list[Any]:
-        sql = (f"SELECT {_CLAIM_COLUMNS} FROM outbox WHERE "
-               + " AND ".join([*where, f"state = '{state.value}'", condition])
-               + f" ORDER BY priority, id LIMIT {int(limit)}{lock}")
-        return _on_driver(conn, sql, (*params, value))
+        rows: list[Any] = []
+        for where, args in scopes:
+            sql = (f"SELECT {_CLAIM_COLUMNS} FROM outbox WHERE "
+                   + " AND ".join([*where, f"state = '{state.value}'", condition])
+                   + f" ORDER BY priority, id LIMIT {int(limit)}{lock}")
+            rows += _on_driver(conn, sql, (*args, value))
+        return rows
 
     found = select_rows(DeliveryState.PENDING, "next_attempt_at <= ?", _driver_time(conn, now))
     if stale:
-        taken_back = select_rows(DeliveryState.SENDING, "claimed_at < ?",
-                                 _driver_time(conn, now - stale_after))
-        if taken_back:
-            found = sorted(found + taken_back, key=lambda r: (r[8], r[0]))[:limit]
+        found += select_rows(DeliveryState.SENDING, "claimed_at < ?",
+                             _driver_time(conn, now - stale_after))
+    if len(found) > limit or stale or len(scopes) > 1:
+        found = sorted(found, key=lambda r: (r[8], r[0]))[:limit]  # (priority, id)
     if not found:
         return []
     rows = [OutboxRow(*r) for r in found]

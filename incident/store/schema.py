@@ -85,7 +85,9 @@ outbox = Table(
 
 Index("ix_outbox_claim", outbox.c.state, outbox.c.priority, outbox.c.next_attempt_at)
 Index("ix_outbox_notice", outbox.c.incident_id, outbox.c.notice_seq, outbox.c.state)
-# Claims walk this in claim order (urgent first, then oldest) and stop after one batch: without
-# it each claim sorted every row of the incident (migration m002).
-ix_outbox_due = Index("ix_outbox_due", outbox.c.incident_id, outbox.c.state, outbox.c.priority,
-                      outbox.c.id)
+# A claim for one channel seeks (incident, state, channel) here and walks the rest in claim
+# order (urgent first, then oldest), stopping after one batch: without it each claim sorted
+# every row of the incident; without `channel` in it, a claim for a channel with nothing due
+# walked every pending row of the others (migrations m002, m003).
+ix_outbox_next = Index("ix_outbox_next", outbox.c.incident_id, outbox.c.state, outbox.c.channel,
+                       outbox.c.priority, outbox.c.id)
