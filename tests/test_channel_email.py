@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import email
 import subprocess
 import time
@@ -16,10 +17,13 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from aiosmtplib.email import quote_address
+from hypothesis import given
+from hypothesis import strategies as st
 
 import servers
 from incident.channels.base import EmailOut, Outcome
-from incident.channels.email import SmtpChannel
+from incident.channels.email import _PLAIN_ADDRESS, SmtpChannel, _quoted
 from incident.settings import SmtpSettings
 from incident.store.outbox import OutboxRow
 
@@ -87,6 +91,7 @@ class Recorder:
         self.sessions: dict[int, Any] = {}  # the objects are kept, so their ids stay unique
         self.hang_up = 0  # hang up (no reply) after the next N messages' data
         self.refuse: dict[str, str] = {}  # recipient -> reply to its RCPT TO
+        self.mail_options: list[list[str]] = []  # MAIL FROM parameters of each message kept
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
                           rcpt_options: list[str]) -> str:
@@ -108,6 +113,7 @@ class Recorder:
             return "250 2.0.0 never seen"
         tls = server.transport.get_extra_info("cipher") is not None
         self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content, tls))
+        self.mail_options.append(list(envelope.mail_options))
         return f"250 2.0.0 Ok: queued as Q{len(self.messages)}"
 
 
@@ -441,3 +447,46 @@ def test_nothing_listening_is_a_temporary_connect_failure():
     assert [(o.sent, o.permanent, o.code) for o in outcomes] == [(False, False, "connect")] * 4
     assert all(f"127.0.0.1:{port}" in (o.error or "") for o in outcomes)
     assert channel.fatal is None  # the relay may come back
+
+
+# --- addresses on the command line ---------------------------------------------------------------
+
+
+@given(st.from_regex(_PLAIN_ADDRESS, fullmatch=True))
+def test_a_plain_address_is_quoted_exactly_as_aiosmtplib_quotes_it(address):
+    assert _quoted(address) == quote_address(address).encode("ascii")
+
+
+@pytest.mark.parametrize("address", ["客户 <c1@example.com>", "c1@example.com ", '"a b"@example.com'])
+def test_other_addresses_go_through_aiosmtplib_quoting(address):
+    assert _quoted(address) == quote_address(address).encode("ascii")
+
+
+@pytest.mark.parametrize("address", ["a b@example.com",
+                                     "用户@例子.中国"])
+def test_an_address_that_cannot_go_on_the_command_line_fails_that_message_alone(aiosmtpd_server,
+                                                                              address):
+    handler = Recorder()
+    server = aiosmtpd_server(handler)
+
+    bad = dataclasses.replace(make_email(1), recipients=(address,))  # as the envelope has it
+
+    outcomes = asyncio.run(send_all(make_channel(server.port, connections=1),
+                                    [bad, make_email(2)]))
+
+    assert (outcomes[0].sent, outcomes[0].permanent, outcomes[0].code) == (False, True, "message")
+    assert outcomes[1].sent
+    assert [m[1] for m in handler.messages] == [["customer2@example.com"]]
+
+
+def test_every_message_announces_its_size_from_the_first_on_a_connection(aiosmtpd_server):
+    handler = Recorder()
+    server = aiosmtpd_server(handler)
+    messages = [make_email(i) for i in range(6)]
+
+    outcomes = asyncio.run(send_all(make_channel(server.port, connections=2), messages))
+
+    assert all(o.sent for o in outcomes)
+    by_to = {m[1][0]: opts for m, opts in zip(handler.messages, handler.mail_options)}
+    for message in messages:
+        assert by_to[message.envelope_to[0]] == [f"SIZE={len(message.data)}"]

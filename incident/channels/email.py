@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 
 from aiosmtplib import (
     SMTP,
     SMTPAuthenticationError,
     SMTPException,
+    SMTPHeloError,
     SMTPNotSupported,
     SMTPRecipientRefused,
     SMTPRecipientsRefused,
     SMTPResponseException,
+    SMTPSenderRefused,
     SMTPServerDisconnected,
+    SMTPStatus,
     SMTPTimeoutError,
 )
+from aiosmtplib.email import quote_address
 
 from incident.channels.base import EmailOut, Outcome, Outgoing
 from incident.settings import SmtpSettings
@@ -24,6 +29,11 @@ from incident.settings import SmtpSettings
 _MAX_REF = 200
 _MAX_ERROR = 300
 _QUIT_TIMEOUT = 5.0
+# An ASCII dot-atom addr-spec: what aiosmtplib's quote_address would return as "<address>"
+# unchanged after parsing it with email.utils.parseaddr (tests/test_email_channel.py checks
+# that equivalence); anything else goes through quote_address itself.
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+                            r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
 
 
 class SmtpChannel:
@@ -133,6 +143,22 @@ class SmtpChannel:
             return Outcome.retry(text, code="config")
         if self._local_hostname is None:
             self._local_hostname = client.local_hostname
+        try:
+            # EHLO now rather than inside the first MAIL, so that the first message on the
+            # connection already knows whether it may announce its SIZE.
+            if client.is_ehlo_or_helo_needed:
+                try:
+                    await client.ehlo()
+                except SMTPHeloError:
+                    await client.helo()
+        except SMTPResponseException as exc:
+            client.close()
+            return Outcome.retry(f"session refused: {_reply(exc.code, exc.message)}",
+                                 code=str(exc.code))
+        except (SMTPException, OSError, TimeoutError) as exc:
+            client.close()
+            return Outcome.retry(f"cannot greet {self._where()}: {_describe(exc)}",
+                                 code="connect")
         return None
 
     def _where(self) -> str:
@@ -182,24 +208,27 @@ async def _transact(client: SMTP, message: EmailOut) -> tuple[Outcome, bool]:
 
 async def _mail_rcpt_data(client: SMTP, sender: str, recipients: list[str],
                           data: bytes) -> tuple[list[SMTPRecipientRefused], str]:
-    """What `SMTP.sendmail` does, through its public MAIL, RCPT and DATA calls, minus the work
-    it would repeat on bytes built here: the SIZE it announces is `len(data)` (the composer
-    writes CRLF line ends already; sendmail normalises the whole message once more just to
-    count it), and each address is parsed once (by MAIL and RCPT), not twice.
+    """What `SMTP.sendmail` does, minus the work it would repeat on bytes and addresses
+    already checked here: the SIZE it announces is `len(data)` (the composer writes CRLF line
+    ends already; sendmail normalises the whole message once more just to count it), and MAIL
+    and RCPT go through `execute_command` with addresses quoted by `_quoted` (a plain address
+    is not parsed again with email.utils.parseaddr, twice per message in sendmail). The same
+    replies are errors as in `SMTP.mail`/`SMTP.rcpt`, raised as the same exceptions.
 
     Returns the recipients refused (when some were accepted) and the reply to DATA. As in
     sendmail: SMTPRecipientsRefused when every recipient is refused, and RSET after a refusal
     so that the connection can carry the next message.
     """
-    options = [f"SIZE={len(data)}"] if client.supports_extension("size") else None
+    options = [f"SIZE={len(data)}".encode()] if client.supports_extension("size") else []
     refused: list[SMTPRecipientRefused] = []
     try:
-        await client.mail(sender, options=options)
+        response = await client.execute_command(b"MAIL", b"FROM:" + _quoted(sender), *options)
+        if response.code != SMTPStatus.completed:
+            raise SMTPSenderRefused(response.code, response.message, sender)
         for recipient in recipients:
-            try:
-                await client.rcpt(recipient)
-            except SMTPRecipientRefused as exc:
-                refused.append(exc)
+            response = await client.execute_command(b"RCPT", b"TO:" + _quoted(recipient))
+            if response.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
+                refused.append(SMTPRecipientRefused(response.code, response.message, recipient))
         if len(refused) == len(recipients):
             raise SMTPRecipientsRefused(refused)
         response = await client.data(data)
@@ -208,6 +237,14 @@ async def _mail_rcpt_data(client: SMTP, sender: str, recipients: list[str],
             await client.rset()
         raise
     return refused, response.message
+
+
+def _quoted(address: str) -> bytes:
+    """The address as MAIL FROM/RCPT TO take it: `<address>`, as aiosmtplib quotes it (a
+    ValueError for one that cannot go on an SMTP command line)."""
+    if _PLAIN_ADDRESS.fullmatch(address):
+        return b"<" + address.encode("ascii") + b">"
+    return quote_address(address).encode("ascii")
 
 
 def _refused(recipients: list[SMTPRecipientRefused]) -> Outcome:
