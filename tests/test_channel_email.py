@@ -457,7 +457,8 @@ def test_a_plain_address_is_quoted_exactly_as_aiosmtplib_quotes_it(address):
     assert _quoted(address) == quote_address(address).encode("ascii")
 
 
-@pytest.mark.parametrize("address", ["客户 <c1@example.com>", "c1@example.com ", '"a b"@example.com'])
+@pytest.mark.parametrize("address",
+                         ["客户 <c1@example.com>", "c1@example.com ", '"a b"@example.com'])
 def test_other_addresses_go_through_aiosmtplib_quoting(address):
     assert _quoted(address) == quote_address(address).encode("ascii")
 
@@ -487,6 +488,6 @@ def test_every_message_announces_its_size_from_the_first_on_a_connection(aiosmtp
     outcomes = asyncio.run(send_all(make_channel(server.port, connections=2), messages))
 
     assert all(o.sent for o in outcomes)
-    by_to = {m[1][0]: opts for m, opts in zip(handler.messages, handler.mail_options)}
+    by_to = {m[1][0]: opts for m, opts in zip(handler.messages, handler.mail_options, strict=True)}
     for message in messages:
         assert by_to[message.envelope_to[0]] == [f"SIZE={len(message.data)}"]
