@@ -145,6 +145,8 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
                                     f"{RSS_TARGET_MB:.0f} MB at {size['customers']:,} "
                                     "recipients",
                             "value": rss, "shown": f"{rss:.0f} MB",
+                            "goal": f"< {RSS_TARGET_MB:.0f} MB", "goal_value": RSS_TARGET_MB,
+                            "comparison": "<",
                             "pass": rss < RSS_TARGET_MB})
     return out
 

@@ -48,9 +48,13 @@ class IncidentError(Exception):
         self.problems = problems or []
 
     def lines(self) -> list[str]:
-        """The message followed by one line per located problem."""
+        """The message followed by one line per located problem (not the one the message
+        already starts with: `file:12 field: what (and 2 more)` lists only the 2 more)."""
         out = [self.message]
-        out += [f"  {loc}: {msg}" if str(loc) else f"  {msg}" for loc, msg in self.problems]
+        for loc, msg in self.problems:
+            text = f"{loc}: {msg}" if str(loc) else msg
+            if not (len(out) == 1 and self.message.startswith(text)):
+                out.append(f"  {text}")
         return out
 
 

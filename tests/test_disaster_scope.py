@@ -164,7 +164,10 @@ def test_bad_warning_files_and_a_missing_branch_list_are_refused(
         path = CAP / "malformed" / name
         result = ws.run("warnings", "ingest", str(path), code=2)
         assert f"{path}:{line}:" in result.stderr, name
+        assert result.stderr.count(f"{path}:{line}:") == 1, name  # said once, not repeated
         assert result.stdout == "", name
+    polygons = ws.run("warnings", "ingest", str(CAP / "malformed" / "bad-polygon.xml"), code=2)
+    assert "(and 1 more)" in polygons.stderr and ":43: alert.info[2]" in polygons.stderr
     ws.run("warnings", "ingest", str(CAP / "no-such-alert.xml"), code=2)
     ws.configure(lambda cfg: cfg.pop("branches"))
     missing = ws.run("warnings", "ingest", str(CAP / "typhoon-alert.xml"), code=2)
