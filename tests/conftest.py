@@ -14,7 +14,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/servers.py, an
 import servers
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TWILIO_SPEC = REPO_ROOT.parent / "shared" / "twilio" / "twilio_api_v2010.json"
+# Twilio's published OpenAPI description, vendored (MIT, tests/data/twilio/README.md) so that a
+# clone anywhere runs the contract tests.
+TWILIO_SPEC = REPO_ROOT / "tests" / "data" / "twilio" / "twilio_api_v2010.json"
 
 
 # --- real servers (tests/servers.py). A server that cannot start is an error, never a skip. ----
