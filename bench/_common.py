@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import importlib
+import json
 import os
 import platform
 import shutil
@@ -23,7 +24,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -360,3 +361,29 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]],
 
     rule = "  ".join("-" * w for w in widths)
     return [line(cells[0]), rule, *(line(r) for r in cells[1:])]
+
+
+PLAYBOOK = "core-banking-outage"  # the playbook every benchmark starts
+TITLE = "核心系统故障 Core banking unavailable"
+
+
+def log(text: str) -> None:
+    """Progress on stderr (stdout carries the report or the JSON)."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def discard(tmp: Path, keep: bool) -> None:
+    """Remove a benchmark's temporary folder, or say where it was kept (--keep)."""
+    if keep:
+        log(f"kept {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def emit(report: Mapping[str, Any], args: Any, render: Callable[[Any], str]) -> None:
+    """The figures as JSON to --json-out (if given), and the report (or JSON, --json) on
+    stdout."""
+    text = json.dumps(report, indent=2, ensure_ascii=False)
+    if args.json_out:
+        args.json_out.write_text(text + "\n", encoding="utf-8")
+    print(text if args.json else render(report))

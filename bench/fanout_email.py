@@ -58,11 +58,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # bench/ is not a package: imported via sys.path
     LANGS,
+    PLAYBOOK,
+    TITLE,
     CpuMeter,
     Workspace,
     clean_env,
     customer,
+    discard,
+    emit,
     find_smtp_source,
+    log,
     machine_info,
     machine_lines,
     make_workspace,
@@ -72,19 +77,12 @@ from _common import (  # bench/ is not a package: imported via sys.path
     write_audience,
 )
 
-PLAYBOOK = "core-banking-outage"
-TITLE = "核心系统故障 Core banking unavailable"
 BIG_N = 1_000_000
 SLOW_DELAY = 1  # smtp-sink -w: seconds before answering DATA
 SLOW_SMTPLIB_CAP = 20.0  # s; one connection at 1 s a message: a sample is enough
 BIG_BASELINE_CAP = 120.0  # s; the baselines' rate over 2 minutes is their steady rate
 DELIVER_SUMMARY = re.compile(r"Sent (\d+), failed (\d+), still pending (\d+) \(([\d.]+)s\)")
 MEMORY_LIMIT_MB = 200.0
-
-
-def log(text: str) -> None:
-    """Progress on stderr (stdout carries the report or the JSON)."""
-    print(text, file=sys.stderr, flush=True)
 
 
 # --- the message every row sends ---------------------------------------------------------------
@@ -685,19 +683,8 @@ def main(argv: list[str] | None = None) -> int:
             report["regimes"][regime.name] = run_regime(regime, tmp / regime.name,
                                                         profile_to=profile_to)
     finally:
-        if args.keep:
-            log(f"kept {tmp}")
-        else:
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
-    text = json.dumps(report, indent=2, ensure_ascii=False)
-    if args.json_out:
-        args.json_out.write_text(text + "\n", encoding="utf-8")
-    if args.json:
-        print(text)
-    else:
-        print(render(report))
+        discard(tmp, args.keep)
+    emit(report, args, render)
     return 0
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import pstats
 import re
@@ -43,10 +42,15 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # bench/ is not a package: imported via sys.path
+    PLAYBOOK,
+    TITLE,
     Workspace,
     clean_env,
     customer,
+    discard,
+    emit,
     incident_cmd,
+    log,
     machine_info,
     machine_lines,
     make_workspace,
@@ -57,8 +61,6 @@ from _common import (  # bench/ is not a package: imported via sys.path
 
 from counting_smtp import CountingHandler, CountingServer, _LocalController  # tests/
 
-PLAYBOOK = "core-banking-outage"
-TITLE = "核心系统故障 Core banking unavailable"
 TARGET_SECONDS = 1.0
 HEAVY = ("twilio", "aiosmtplib", "sqlalchemy", "aiohttp", "jinja2", "pydantic", "phonenumbers",
          "email_validator", "rich", "yaml")
@@ -78,11 +80,6 @@ def write_audience_with_phones(path: Path, n: int) -> Path:
             w.writerow([ref, name, email, f"+86 139 {i // 10000 % 10000:04d} {i % 10000:04d}",
                         lang])
     return path
-
-
-def log(text: str) -> None:
-    """Progress on stderr (stdout carries the report or the JSON)."""
-    print(text, file=sys.stderr, flush=True)
 
 
 # --- the SMTP server that notes the first DATA ----------------------------------------------------
@@ -383,15 +380,9 @@ def main(argv: list[str] | None = None) -> int:
         report["startup"] = startup(ws, args.startup_runs)
     finally:
         server.controller.stop()
-        if args.keep:
-            log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        discard(tmp, args.keep)
     report["targets"] = targets(report)
-    text = json.dumps(report, indent=2, ensure_ascii=False)
-    if args.json_out:
-        args.json_out.write_text(text + "\n", encoding="utf-8")
-    print(text if args.json else render(report))
+    emit(report, args, render)
     return 0
 
 

@@ -36,7 +36,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # bench/ is not a package: imported via sys.path
+    PLAYBOOK,
+    TITLE,
     clean_env,
+    discard,
+    emit,
+    log,
     machine_info,
     machine_lines,
     make_workspace,
@@ -46,18 +51,11 @@ from _common import (  # bench/ is not a package: imported via sys.path
 
 import fake_twilio  # tests/fake_twilio.py: tests/ is on sys.path through _common
 
-PLAYBOOK = "core-banking-outage"
-TITLE = "核心系统故障 Core banking unavailable"
 ACCOUNT_SID = "AC" + "0" * 32
 AUTH_TOKEN = "bench-token-not-secret"
 FROM_NUMBER = "+15005550006"
 TWILIO_API = "https://api.twilio.com"
 TOLERANCE = 0.05  # achieved within 5% of the configured rate
-
-
-def log(text: str) -> None:
-    """Progress on stderr (stdout carries the report or the JSON)."""
-    print(text, file=sys.stderr, flush=True)
 
 
 # --- measuring a send from the API's side -------------------------------------------------------
@@ -308,21 +306,13 @@ def main(argv: list[str] | None = None) -> int:
             project, info = run_project(tmp, fake, args.rate, args.seconds)
             baseline = run_sdk_loop(fake, info["customers"], info["bodies"], args.seconds)
     finally:
-        if args.keep:
-            log(f"kept {tmp}")
-        else:
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
+        discard(tmp, args.keep)
     report.update(customers=info["customers"], segments_per_notice=info["segments_per_notice"],
                   record_seconds=info["record_seconds"],
                   rows=[asdict(project), asdict(baseline)],
                   targets=targets(project, args.rate),
                   baseline_checks=targets(baseline, args.rate))
-    text = json.dumps(report, indent=2, ensure_ascii=False)
-    if args.json_out:
-        args.json_out.write_text(text + "\n", encoding="utf-8")
-    print(text if args.json else render(report))
+    emit(report, args, render)
     return 0
 
 

@@ -21,7 +21,6 @@ Target (issue 6): every `start` under 200 MB peak RSS at 1,000,000 recipients.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import shutil
 import sqlite3
@@ -34,10 +33,15 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # bench/ is not a package: imported via sys.path
+    PLAYBOOK,
+    TITLE,
     RunResult,
     Workspace,
     clean_env,
+    discard,
+    emit,
     incident_cmd,
+    log,
     machine_info,
     machine_lines,
     make_workspace,
@@ -47,15 +51,8 @@ from _common import (  # bench/ is not a package: imported via sys.path
     write_audience,
 )
 
-PLAYBOOK = "core-banking-outage"
-TITLE = "核心系统故障 Core banking unavailable"
 RSS_TARGET_MB = 200.0
 TARGET_AT = 1_000_000
-
-
-def log(text: str) -> None:
-    """Progress on stderr (stdout carries the report or the JSON)."""
-    print(text, file=sys.stderr, flush=True)
 
 
 def outbox_rows(ws: Workspace) -> int:
@@ -188,15 +185,9 @@ def main(argv: list[str] | None = None) -> int:
             audience.unlink()
     finally:
         sink.stop()
-        if args.keep:
-            log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        discard(tmp, args.keep)
     report["targets"] = targets(report)
-    text = json.dumps(report, indent=2, ensure_ascii=False)
-    if args.json_out:
-        args.json_out.write_text(text + "\n", encoding="utf-8")
-    print(text if args.json else render(report))
+    emit(report, args, render)
     return 0
 
 

@@ -178,7 +178,6 @@ class Selection:
     segments: frozenset[str] = frozenset()
     place_regions: frozenset[str] = frozenset()
     place_branches: frozenset[str] = frozenset()
-    places: bool = False  # --region or --branch was given
     everyone: bool = False
 
     @classmethod
@@ -192,7 +191,12 @@ class Selection:
                    segments=frozenset(_folded(segments)),
                    place_regions=frozenset(r.casefold() for r in place_regions),
                    place_branches=frozenset(b.casefold() for b in place_branches),
-                   places=bool(place_regions or place_branches), everyone=everyone)
+                   everyone=everyone)
+
+    @property
+    def places(self) -> bool:
+        """--region or --branch was given."""
+        return bool(self.place_regions or self.place_branches)
 
     @property
     def is_all(self) -> bool:
@@ -231,7 +235,7 @@ class Selection:
         sets = ("products", "regions", "branches", "segments", "place_regions",
                 "place_branches")
         return cls(**{key: frozenset(data.get(key, ())) for key in sets},
-                   places=bool(data.get("places")), everyone=bool(data.get("everyone")))
+                   everyone=bool(data.get("everyone")))
 
 
 @dataclass

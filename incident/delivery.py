@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import socket
 import time
@@ -480,11 +479,5 @@ def _alive(worker: str) -> bool:
         pid = int(worker.split(":")[1])
     except (IndexError, ValueError):
         return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return ob.pid_alive(pid)
 

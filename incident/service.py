@@ -5,42 +5,16 @@ re-reads its events, checks the transition against that fresh state, renders the
 sample customer (so a broken template records nothing), enqueues the outbox rows and appends
 the event. Sending happens afterwards, from the outbox.
 
-`start` is the exception, because its notice can go to a million customers and the first of
-them must hear within seconds. Nothing is sent that was not first recorded, and the record is
-never half a notice that nobody completes:
-
-1. The whole customer list is read once before anything is recorded (`scan_audience`, one
-   streaming pass): every row validated, the audience selected and counted, the selected
-   recipients spooled to an unnamed temporary file, urgent ones first. A file that cannot be
-   used, or selects nobody, stops here with nothing recorded (exit 2), as before.
-2. One transaction records the incident, the declared event with the notice — its exact
-   message and recipient counts, and what its rows are derived from: the audience file's path
-   and SHA-256, the selection, the default language and phone region — and the notice's first
-   FIRST_ROWS recipients' outbox rows (urgent first), plus the internal notice to the parties.
-   From its commit on, the notice is on record and its first messages can be sent.
-3. The other rows are recorded in batches, one transaction each, while the dispatcher sends,
-   in the same event loop, taking turns (`deliver_started`; `--queue-only` records them all
-   first). Rows are claimed urgent first whenever they were recorded: claims order by priority.
-
-A notice is complete when its rows on its channels number its recorded message count. If the
-process dies during step 3, the notice is on record but not complete: `incident deliver` (and
-any later notice, which copies the first notice's rows) completes it first
-(`complete_notices`): it reads the audience file again, checks its SHA-256, derives the same
-rows and inserts the missing ones (rows already there are skipped, so two processes completing
-at once cannot clash). `deliver` leaves a notice to its recording process while that lives:
-on this host, while its pid does; on another, for `delivery.stale_claim` after the declaration
-(as for a claim). If the file is gone or changed, it says so and what is missing.
+`start` is the exception: its notice is recorded with its first recipients and the rest while
+sending (incident/recording.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
-import socket
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from copy import deepcopy
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -48,12 +22,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
-
 from incident.audience import (
     AudienceScan,
-    Recipient,
-    RecipientSpool,
     Selection,
     scan_audience,
 )
@@ -66,11 +36,9 @@ from incident.delivery import DeliveryPolicy, DeliveryReport, Dispatcher, Progre
 from incident.errors import (
     AudienceInvalid,
     BadInput,
-    IncidentError,
     InvalidTransition,
     InvalidValue,
     Location,
-    StorageError,
 )
 from incident.manual import ManualChannelCases, manual_details, mask_reference
 from incident.models import OPEN_STATES, Event, EventType, Phase, Status
@@ -91,24 +59,19 @@ from incident.parties import (
     playbook_parties,
 )
 from incident.playbooks import Playbook, find_playbook, load_playbook
+from incident.recording import (
+    FIRST_ROWS,
+    FIRST_SEND_WAIT,
+    SENDING_BATCH,
+    PendingRows,
+    complete_notices,
+)
 from incident.rendering import INTERNAL_PHASE, Renderer
 from incident.settings import Runtime
 from incident.state import IncidentView, NoticeResult, apply, fold
-from incident.store import Store, schema
+from incident.store import Store
 from incident.store import outbox as ob
-from incident.store.events import as_utc
 from incident.timeutil import parse_when, to_iso, utcnow
-
-# `start` records the notice's event with the outbox rows of this many recipients (urgent
-# first), then the rest in transactions of SENDING_BATCH recipients while the first ones are
-# sent, each followed by as long a pause, so that the dispatcher, in the same event loop,
-# keeps at least half of the time; without sending (--queue-only, completing a notice), in
-# transactions of ROWS_PER_BATCH: fewer, larger transactions write each index page to the
-# SQLite WAL fewer times (1,000,000 rows: 55 s in batches of 2,000, 23 s of 100,000).
-FIRST_ROWS = 500
-ROWS_PER_BATCH = 100_000
-SENDING_BATCH = 500
-FIRST_SEND_WAIT = 1.0  # seconds: the rest is recorded once the first messages went (or after)
 
 
 @dataclass
@@ -717,10 +680,12 @@ class Service:
 
     def deliver(self, ref: str | None = None, *, progress: ProgressFn | None = None,
                 policy: DeliveryPolicy | None = None,
-                channels: dict[str, Channel] | None = None) -> DeliveryReport:
-        """Send what is pending (for one incident or all), resuming after any crash."""
+                channels: dict[str, Channel] | None = None,
+                complete: bool = True) -> DeliveryReport:
+        """Send what is pending (for one incident or all), resuming after any crash; first
+        (unless the caller just did, `complete=False`) completing interrupted notices."""
         incident_id = self.store.resolve_id(ref) if ref else None
-        self.notes = self.complete_notices(incident_id)
+        self.notes = self.complete_notices(incident_id) if complete else []
         composer = Composer(self.rt, self.renderer, {})
         policy = policy or DeliveryPolicy.from_settings(self.rt.settings.delivery,
                                                         concurrency(self.rt))
@@ -730,102 +695,9 @@ class Service:
 
     def complete_notices(self, incident_id: str | None = None, *,
                          strict: bool = False) -> list[str]:
-        """Record the missing rows of first notices whose recording stopped (a start that
-        died while recording them): of one incident, or of every one not closed.
-
-        Returns what the operator should know. A notice still being recorded (see the module
-        docstring) is left to its recorder, unless `strict`. A notice that cannot be completed
-        (the audience file is gone or changed) is reported, or raises with `strict` (a later
-        notice must not copy a partial audience).
-        """
-        if incident_id is None:
-            with self.store.read() as conn:
-                closed = select(schema.events.c.incident_id).where(
-                    schema.events.c.type == EventType.CLOSED.value)
-                ids = list(conn.execute(select(schema.incidents.c.id).where(
-                    schema.incidents.c.id.not_in(closed))).scalars())
-        else:
-            ids = [incident_id]
-        notes = []
-        for each in ids:
-            try:
-                note = self._complete_notice(each, strict=strict)
-            except IncidentError as exc:
-                if strict:
-                    raise
-                note = exc.message + (f" ({exc.hint})" if exc.hint else "")
-            if note:
-                notes.append(note)
-        return notes
-
-    def _complete_notice(self, incident_id: str, *, strict: bool) -> str | None:
-        e = schema.events
-        with self.store.read() as conn:
-            first = conn.execute(select(e.c.data, e.c.at).where(e.c.incident_id == incident_id,
-                                                                e.c.seq == 1)).first()
-            data = json.loads(first.data) if first else {}
-            declared = as_utc(first.at) if first else utcnow()
-            audience, notice = data.get("audience", {}), data.get("notice")
-            if "sha256" not in audience or not notice:
-                return None  # recorded in one transaction (or no customer notice)
-            channels = list(notice["channels"])
-            total = int(notice["messages"])
-            recorded = self._recorded(conn, incident_id, channels)
-        if recorded >= total:
-            return None
-        short = incident_id[-6:]
-        recorder = str(audience.get("recorder", ""))
-        # Left to its recorder while that process lives (on another host: for as long as a
-        # claim there would be trusted; the audience file is that host's anyway).
-        elsewhere = (recorder.rpartition(":")[0] != socket.gethostname()
-                     and utcnow() - declared < self.rt.settings.delivery.stale_claim)
-        if not strict and (_alive_here(recorder) or elsewhere):
-            return (f"{incident_id}: notice #1 is being recorded by {recorder} "
-                    f"({recorded:,} of {total:,} messages so far)")
-        path = Path(audience["path"])
-        missing = (f"{incident_id}: notice #1 has {recorded:,} of its {total:,} messages "
-                   f"recorded, and the rest cannot be derived from {path}")
-        hint = (f"put back the audience file it was declared with (SHA-256 "
-                f"{audience['sha256'][:16]}...), then run: incident deliver {short}")
-        if not path.is_file():
-            raise AudienceInvalid(f"{missing}: the file is not there", hint=hint,
-                                  problems=[(Location(str(path)), "no such file")])
-        scan = scan_audience(path, Selection.from_record(audience["selection"]),
-                             default_language=audience["language"],
-                             default_region=audience["phone_region"])
-        assert scan.spool is not None
-        try:
-            if scan.sha256 != audience["sha256"]:
-                raise AudienceInvalid(f"{missing}: the file has changed since", hint=hint,
-                                      problems=[(Location(str(path)), "SHA-256 differs")])
-            fallback = bool(data["playbook"]["notices"].get("fallback", False))
-            domain = sender_domain(self.rt)
-            now = utcnow()
-            recipients = iter(scan.spool)
-            while batch := list(islice(recipients, ROWS_PER_BATCH)):
-                with self.store.write() as conn:
-                    ob.enqueue(conn, rows_for_customers(incident_id, 1, batch, channels,
-                                                        domain, fallback=fallback),
-                               now=now, ignore_existing=True)
-        finally:
-            scan.spool.close()
-        with self.store.read() as conn:
-            done = self._recorded(conn, incident_id, channels)
-        if done < total:
-            raise StorageError(f"{incident_id}: notice #1 has {done:,} of {total:,} messages "
-                               f"recorded after reading {path} again",
-                               hint="the validation rules may have changed since (a newer "
-                                    "phonenumbers or email-validator)")
-        return (f"{incident_id}: notice #1 was interrupted while being recorded; its other "
-                f"{total - recorded:,} messages are recorded now (from {path})")
-
-    @staticmethod
-    def _recorded(conn: Any, incident_id: str, channels: Sequence[str]) -> int:
-        """Outbox rows of notice #1 on its own channels (fallback rows are on the other)."""
-        o = schema.outbox
-        return int(conn.execute(select(func.count()).where(
-            o.c.incident_id == incident_id, o.c.notice_seq == 1,
-            o.c.channel.in_(list(channels)))).scalar() or 0)
+        """Record the missing rows of first notices whose recording stopped (see
+        incident/recording.py); what the operator should know."""
+        return complete_notices(self.store, self.rt, incident_id, strict=strict)
 
     def failed_deliveries(self, ref: str) -> list[Any]:
         """Every permanently failed delivery of an incident."""
@@ -833,83 +705,7 @@ class Service:
             return ob.failures(conn, self.store.resolve_id(ref))
 
 
-class PendingRows:
-    """The outbox rows of a start's notice still to record after its event, from the spooled
-    recipients: one transaction per batch. Done when all are recorded; closed (spool dropped)
-    then, or when abandoned to `incident deliver` (see the module docstring)."""
-
-    def __init__(self, store: Store, incident_id: str, recipients: Iterator[Recipient],
-                 spool: RecipientSpool, *, channels: Sequence[str], domain: str,
-                 fallback: bool, now: datetime, recorded: int, total: int) -> None:
-        self.store = store
-        self.incident_id = incident_id
-        self.recipients = recipients
-        self.spool = spool
-        self.channels = list(channels)
-        self.domain = domain
-        self.fallback = fallback
-        self.now = now
-        self.recorded = recorded
-        self.total = total
-        self.done = False
-        self.closed = False
-        if recorded >= total:
-            self._end()
-
-    def step(self, recipients: int = ROWS_PER_BATCH) -> None:
-        """Record the next batch (its own transaction)."""
-        batch = list(islice(self.recipients, recipients))
-        if not batch:
-            self._end()
-            return
-        try:
-            with self.store.write() as conn:
-                self.recorded += ob.enqueue(conn, rows_for_customers(
-                    self.incident_id, 1, batch, self.channels, self.domain,
-                    fallback=self.fallback), now=self.now)
-        except StorageError as exc:
-            self.close()
-            raise StorageError(
-                f"recording notice #1 of {self.incident_id} stopped after {self.recorded:,} of "
-                f"{self.total:,} messages: {exc.message.replace(', nothing was recorded', '')}",
-                hint=f"the notice is on record; `incident deliver {self.incident_id[-6:]}` "
-                     "records the rest (from the audience file) and sends it") from exc
-
-    def finish(self) -> None:
-        """Record every remaining batch."""
-        while not self.done:
-            self.step()
-
-    def _end(self) -> None:
-        self.done = True
-        self.close()
-        if self.recorded != self.total:  # the scan counted what the spool holds
-            raise StorageError(f"notice #1 of {self.incident_id}: {self.recorded:,} messages "
-                               f"recorded, {self.total:,} expected",
-                               hint=f"run `incident deliver {self.incident_id[-6:]}`")
-
-    def close(self) -> None:
-        """Drop the spooled recipients (what is not recorded is left to `complete_notices`)."""
-        if not self.closed:
-            self.closed = True
-            self.spool.close()
-
-
 Notify = Callable[[IncidentView, dict[str, Any]], "tuple[list[str], str] | None"]
-
-
-def _alive_here(worker: str) -> bool:
-    """Whether `worker` (host:pid) is another live process on this host."""
-    host, _, pid = worker.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _branch(branch: Branch) -> dict[str, Any]:

@@ -340,16 +340,12 @@ def deliver(app: App, incident_id: str | None) -> None:
     and retry temporary failures. Several workers may run at once on PostgreSQL."""
     service = app.service
     ref = service.store.resolve_id(incident_id) if incident_id else None
-    # A notice whose recording a crash interrupted is completed first (deliver() would do it
-    # too): said before a send that may take long, not after.
-    told = service.complete_notices(ref)
-    for note in told:
+    # A notice whose recording a crash interrupted is completed first: said before a send
+    # that may take long, not after.
+    for note in service.complete_notices(ref):
         app.out.warn(note)
     with app.out.progress(0, "Delivering") as update:
-        report = service.deliver(ref, progress=update)
-    for note in service.notes:
-        if note not in told:
-            app.out.warn(note)
+        report = service.deliver(ref, progress=update, complete=False)
     if app.out.as_json:
         app.out.json({"sent": report.sent, "failed": report.failed, "pending": report.pending,
                       "fallbacks": report.fallbacks,

@@ -37,6 +37,17 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` of this host exists (one we may not signal counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
     """A claimed outbox row, with what a channel needs to send it."""
@@ -94,16 +105,8 @@ def enqueue(conn: Connection, rows: Iterable[dict[str, Any]], *, now: datetime,
         statement = postgresql_insert(o).on_conflict_do_nothing()
     elif ignore_existing:
         statement = sqlite_insert(o).on_conflict_do_nothing()
-    total = 0
-    batch: list[dict[str, Any]] = []
-    for row in todo:
-        batch.append({**row, **fixed})
-        if len(batch) >= chunk:
-            total += _inserted(conn.execute(statement, batch), len(batch), ignore_existing)
-            batch = []
-    if batch:
-        total += _inserted(conn.execute(statement, batch), len(batch), ignore_existing)
-    return total
+    return _in_chunks(({**row, **fixed} for row in todo), chunk, lambda batch: _inserted(
+        conn.execute(statement, batch), len(batch), ignore_existing))
 
 
 def _enqueue_sqlite(conn: Connection, rows: Iterable[dict[str, Any]], names: list[str],
@@ -115,17 +118,27 @@ def _enqueue_sqlite(conn: Connection, rows: Iterable[dict[str, Any]], names: lis
            + (" ON CONFLICT DO NOTHING" if ignore_existing else ""))
     values = itemgetter(*names)
     width = len(names)
-    total = 0
-    batch: list[tuple[Any, ...]] = []
-    for row in rows:
+
+    def parameters(row: dict[str, Any]) -> tuple[Any, ...]:
         if len(row) != width:
             raise ValueError(f"outbox rows of one enqueue differ: {sorted(row)} vs {names}")
-        batch.append(values(row) + constants)
+        return values(row) + constants
+
+    return _in_chunks(map(parameters, rows), chunk, lambda batch: _inserted(
+        conn.exec_driver_sql(sql, batch), len(batch), ignore_existing))
+
+
+def _in_chunks(items: Iterable[Any], chunk: int, insert: Callable[[list[Any]], int]) -> int:
+    """Pass `items` to `insert` in lists of `chunk`; the total it reports inserted."""
+    total = 0
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
         if len(batch) >= chunk:
-            total += _inserted(conn.exec_driver_sql(sql, batch), len(batch), ignore_existing)
+            total += insert(batch)
             batch = []
     if batch:
-        total += _inserted(conn.exec_driver_sql(sql, batch), len(batch), ignore_existing)
+        total += insert(batch)
     return total
 
 
