@@ -4,11 +4,11 @@ limits, retries temporary failures with backoff and jitter, and resumes after a 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import json
 import random
 import socket
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -30,10 +30,14 @@ from incident.timeutil import utcnow
 class RateLimiter:
     """At most `rate` units (messages or SMS segments) in any one-second window, evenly spread.
 
-    Two rules together. A sliding window, slightly longer than a second (`margin`), so that
-    network jitter between us and the provider cannot make the provider see more than `rate`
-    in any second of its own. And even spacing (GCRA) with a burst of at most a tenth of a
-    second's worth, so that a second's allowance never leaves as one clump at its start.
+    Two rules together. A sliding window, slightly longer than a second (`margin`), counted as
+    the provider could see it: a request may reach the provider at any moment between its
+    release here and its answer, so it occupies the window from its release until `span`
+    after its answer (`done`); one still in flight counts whatever the clock says. Measured at
+    release alone, a request delayed on a busy machine would arrive together with the next
+    second's and the provider would see more than `rate` in one of its seconds. And even
+    spacing (GCRA) with a burst of at most a tenth of a second's worth, so that a second's
+    allowance never leaves as one clump at its start.
     """
 
     def __init__(self, rate: float, *, margin: float = 0.03,
@@ -42,10 +46,16 @@ class RateLimiter:
         self.span = 1.0 + margin
         self.tolerance = 0.1  # seconds of burst the spacing allows (≥ 1 unit)
         self.clock = clock
-        self.window: deque[tuple[float, float]] = deque()
-        self.used = 0.0
+        self.answered: list[tuple[float, float]] = []  # heap of (answered at, units)
+        self.in_flight = 0.0  # units released and not yet answered
+        self.recent = 0.0  # units answered less than `span` ago
         self.tat = 0.0  # theoretical arrival time of the next unit (GCRA)
         self.lock = asyncio.Lock()
+
+    @property
+    def used(self) -> float:
+        """Units that may still fall into the provider's current one-second window."""
+        return self.in_flight + self.recent
 
     def try_acquire(self, units: float = 1.0) -> bool:
         """Take `units` now if both rules allow it and nobody is waiting; else False."""
@@ -60,24 +70,35 @@ class RateLimiter:
                     return
                 await asyncio.sleep(wait)
 
+    def done(self, units: float = 1.0) -> None:
+        """The request that took `units` has been answered (or given up): its window closes
+        `span` from now."""
+        self.in_flight = max(0.0, self.in_flight - units)
+        heapq.heappush(self.answered, (self.clock(), units))
+        self.recent += units
+
     def _take(self, units: float, now: float) -> float | None:
         """Take `units` at `now` (None) or say how long to wait before trying again."""
-        while self.window and now - self.window[0][0] >= self.span:
-            self.used -= self.window.popleft()[1]
+        answered = self.answered
+        while answered and now - answered[0][0] >= self.span:
+            self.recent -= heapq.heappop(answered)[1]
+        if not answered:
+            self.recent = 0.0  # no float drift once the window is empty
         tolerance = max(self.tolerance, units / self.rate)
         spaced = self.tat - now <= tolerance - units / self.rate
         # A single message larger than the whole rate goes alone in its window.
-        fits = self.used + units <= self.rate or not self.window
+        fits = self.used + units <= self.rate or self.used <= 0
         if spaced and fits:
             self.tat = max(self.tat, now) + units / self.rate
-            self.window.append((now, units))
-            self.used += units
+            self.in_flight += units
             return None
         waits = [0.0005]
         if not spaced:
             waits.append(self.tat - (tolerance - units / self.rate) - now)
         if not fits:
-            waits.append(self.window[0][0] + self.span - now)
+            # The oldest answer leaves the window then; with every unit still in flight,
+            # look again shortly (an answer or a timeout will come).
+            waits.append(answered[0][0] + self.span - now if answered else 0.005)
         return max(waits)
 
 
@@ -389,10 +410,18 @@ class Dispatcher:
             message = self.composer.compose(row)
         except IncidentError as exc:
             return Outcome.fail(exc.message, code="template")
-        if limiter is not None:
-            units = _units(message)
-            if not limiter.try_acquire(units):
-                await limiter.acquire(units)
+        if limiter is None:
+            return await self._send(message, channel)
+        units = _units(message)
+        if not limiter.try_acquire(units):
+            await limiter.acquire(units)
+        try:
+            return await self._send(message, channel)
+        finally:
+            limiter.done(units)  # counted until its answer, whatever the answer was
+
+    @staticmethod
+    async def _send(message: Outgoing, channel: Channel) -> Outcome:
         try:
             return await channel.send(message)
         except (OSError, TimeoutError) as exc:

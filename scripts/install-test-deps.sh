@@ -64,6 +64,9 @@ have_pg || apt_pkgs+=(postgresql-15)
 have_smtp_sink || apt_pkgs+=(postfix)
 have_chromium || apt_pkgs+=(chromium)
 have_cjk_font || apt_pkgs+=(fonts-wqy-microhei)
+# Tools the tests call directly: certificates for the TLS tests, fc-list for the font check.
+command -v openssl >/dev/null 2>&1 || apt_pkgs+=(openssl)
+command -v fc-list >/dev/null 2>&1 || apt_pkgs+=(fontconfig)
 
 if ((${#apt_pkgs[@]} == 0)) && have_prism && have_pg_user; then
     exit 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -25,11 +26,22 @@ def test_wheel_ships_data_and_the_installed_command_validates_every_playbook(
     assert any(n.startswith("incident/_data/templates/system_failure/") for n in names)
 
     venv = tmp_path / "venv"
-    # The test environment already has the dependencies; the wheel itself is what's checked.
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
-                   check=True)
-    subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "--no-deps",
-                    "--force-reinstall", str(wheel)], check=True)
+    # A plain venv, isolated from the system site-packages (those are the *base* interpreter's,
+    # which a fresh machine does not have). Its dependencies come from the test environment's
+    # own site-packages, added after the venv's own, so the wheel installed into the venv is
+    # what imports as `incident`.
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    venv_python = str(venv / "bin" / "python")
+    site = subprocess.run([venv_python, "-c", "import sysconfig; print(sysconfig.get_paths()"
+                           "['purelib'])"], capture_output=True, text=True, check=True)
+    ours = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    Path(site.stdout.strip(), "test-environment.pth").write_text(
+        "".join(f"{path}\n" for path in sorted(ours)))
+    subprocess.run([sys.executable, "-m", "pip", "--python", venv_python, "install",
+                    "--quiet", "--no-deps", "--force-reinstall", str(wheel)], check=True)
+    located = subprocess.run([venv_python, "-c", "import incident, rich; print(incident.__file__)"],
+                             capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert str(venv) in located.stdout and str(REPO) not in located.stdout
     command = str(venv / "bin" / "incident")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
