@@ -30,17 +30,18 @@ from incident.timeutil import utcnow
 class RateLimiter:
     """At most `rate` units (messages or SMS segments) in any one-second window, evenly spread.
 
-    Two rules together. A sliding window, slightly longer than a second (`margin`), counted as
-    the provider could see it: a request may reach the provider at any moment between its
-    release here and its answer, so it occupies the window from its release until `span`
-    after its answer (`done`); one still in flight counts whatever the clock says. Measured at
-    release alone, a request delayed on a busy machine would arrive together with the next
-    second's and the provider would see more than `rate` in one of its seconds. And even
-    spacing (GCRA) with a burst of at most a tenth of a second's worth, so that a second's
-    allowance never leaves as one clump at its start.
+    Two rules together. A sliding window of one second counted as the provider sees it: a
+    request reaches the provider at some moment between its release here and its answer, so
+    it occupies the window from its release until one second after its answer (`done`), and
+    one still in flight counts whatever the clock says. Then no one-second window of arrivals
+    can hold more than `rate`, however late a busy machine or the network delivers a request
+    (counted from the release alone, a delayed request arrived together with the next
+    second's). The price is the latency: the long-run ceiling is rate / (1 s + mean latency).
+    And even spacing (GCRA) with a burst of at most a tenth of a second's worth, so that a
+    second's allowance never leaves as one clump at its start.
     """
 
-    def __init__(self, rate: float, *, margin: float = 0.03,
+    def __init__(self, rate: float, *, margin: float = 0.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
         self.span = 1.0 + margin
