@@ -43,6 +43,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from incident.audience import Recipient, RecipientSpool, Selection, scan_audience
+from incident.channels.factory import contact_checks
 from incident.errors import AudienceInvalid, IncidentError, Location, StorageError
 from incident.models import EventType
 from incident.notices import rows_for_customers, sender_domain
@@ -191,7 +192,7 @@ def _complete_notice(store: Store, rt: Runtime, incident_id: str, *,
                               problems=[(Location(str(path)), "no such file")])
     scan = scan_audience(path, Selection.from_record(audience["selection"]),
                          default_language=audience["language"],
-                         default_region=audience["phone_region"])
+                         default_region=audience["phone_region"], checks=contact_checks(rt))
     assert scan.spool is not None
     try:
         if scan.sha256 != audience["sha256"]:

@@ -29,7 +29,7 @@ from incident.audience import (
 )
 from incident.branches import Branch, load_branches, nearby_open, scope_branches
 from incident.channels import Channel
-from incident.channels.factory import build_channels, concurrency
+from incident.channels.factory import build_channels, concurrency, contact_checks
 from incident.checklist import Attention, attention
 from incident.coordination import Coordination
 from incident.delivery import DeliveryPolicy, DeliveryReport, Dispatcher, ProgressFn, Tally
@@ -85,6 +85,9 @@ class StartResult(NoticeResult):
     audience_path: str = ""
     recipients: int = 0
     skipped_rows: list[tuple[Location, str]] = field(default_factory=list)
+    # rows kept without a bad contact: notified on their other channels (the problems)
+    partial_rows: list[tuple[Location, str]] = field(default_factory=list)
+    unreachable: int = 0  # selected customers with no contact on the notice's channels
     pending: PendingRows | None = None
 
 
@@ -99,6 +102,8 @@ class DryRunPlan:
     sms: dict[str, dict[str, Any]]  # language -> {encoding, segments, chars, text}
     estimated_seconds: dict[str, float]
     skipped_rows: list[tuple[Location, str]]
+    partial_rows: list[tuple[Location, str]] = field(default_factory=list)
+    unreachable: int = 0
 
 
 @dataclass
@@ -256,7 +261,9 @@ class Service:
         return StartResult(incident_id=incident_id, seq=1, phase=Phase.INITIAL,
                            messages=messages, view=view, internal=internal,
                            audience_path=scan.path, recipients=scan.selected,
-                           skipped_rows=scan.locations(),
+                           skipped_rows=scan.locations(skipped=True),
+                           partial_rows=scan.locations(skipped=False),
+                           unreachable=scan.unreachable(channels),
                            pending=None if pending.done else pending)
 
     def finish_start(self, result: StartResult) -> None:
@@ -348,7 +355,8 @@ class Service:
                                  place_regions=regions, place_branches=branches,
                                  everyone=drill and not given)
         scan = scan_audience(path, selection, default_language=settings.default_language,
-                             default_region=settings.phone_region, spool=spool)
+                             default_region=settings.phone_region, spool=spool,
+                             checks=contact_checks(self.rt))
         if not scan.selected:
             if scan.spool is not None:
                 scan.spool.close()
@@ -398,7 +406,9 @@ class Service:
                     "sms": segments / channels.sms.rate}
         return DryRunPlan(playbook=book, audience_path=scan.path, recipients=scan.selected,
                           messages=messages, sms=sms, estimated_seconds=estimate,
-                          skipped_rows=scan.locations())
+                          skipped_rows=scan.locations(skipped=True),
+                          partial_rows=scan.locations(skipped=False),
+                          unreachable=scan.unreachable(book.notices.channels))
 
     # ------------------------------------------------------------------ later notices
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from incident.audience import ContactChecks
 from incident.channels.base import Channel
 from incident.channels.file import FileChannel
 from incident.errors import ConfigInvalid, Location
@@ -37,6 +38,13 @@ def build_channels(rt: Runtime, env: Mapping[str, str] | None = None) -> dict[st
     else:
         channels["sms"] = FileChannel("sms", rt.outbox_dir)
     return channels
+
+
+def contact_checks(rt: Runtime) -> ContactChecks:
+    """What the configured transports refuse of a valid contact, per audience field ("email",
+    "phone"): a refused contact costs the customer that channel only (audience.ContactChecks).
+    None so far; e.g. a relay without SMTPUTF8 would refuse non-ASCII addresses here."""
+    return {}
 
 
 def concurrency(rt: Runtime) -> dict[str, int]:

@@ -9,7 +9,7 @@ from rich.markup import escape
 
 from incident.cli.app import App
 from incident.cli.output import state_counts
-from incident.errors import DeliveryError, ExitCode
+from incident.errors import DeliveryError, ExitCode, Location
 from incident.timeutil import format_duration
 
 if TYPE_CHECKING:  # `incident --help` must not import the service and what it pulls in
@@ -160,7 +160,9 @@ def start(app: App, playbook: str, title: str, severity: str | None, eta: str | 
         app.service.finish_start(result)  # the whole notice is recorded, whatever happened
     _finish(app, result, report, {"audience": {"file": result.audience_path,
                                                "recipients": result.recipients,
-                                               "skipped_rows": len(result.skipped_rows)},
+                                               "skipped_rows": len(result.skipped_rows),
+                                               "partial_rows": len(result.partial_rows),
+                                               "unreachable": result.unreachable},
                                   "drill": result.view.drill,
                                   "manual_channel": result.view.manual_open,
                                   "parties": (result.view.party_notices[0].parties
@@ -183,12 +185,8 @@ def _print_declared(app: App, result: StartResult) -> None:
     out.line(f"ETA {out.when(view.eta)}  ·  next customer update due "
              f"{out.when(view.next_update_due)}  ·  first notice due within {deadline} of "
              "detection")
-    out.line(f"Audience {escape(result.audience_path)}: {result.recipients} customers affected"
-             + (f", {len(result.skipped_rows)} rows skipped" if result.skipped_rows else ""))
-    for location, message in result.skipped_rows[:10]:
-        out.warn(f"skipped {location}: {message}")
-    if len(result.skipped_rows) > 10:
-        out.warn(f"... and {len(result.skipped_rows) - 10} more skipped rows")
+    _print_audience(app, result.audience_path, result.recipients, result.skipped_rows,
+                    result.partial_rows, result.unreachable)
     lang = app.rt.settings.default_language
     closed = [b["name"] if lang == "zh-CN" else b.get("name_en") or b["name"]
               for b in view.scope.get("closed", [])]
@@ -209,19 +207,38 @@ def _print_declared(app: App, result: StartResult) -> None:
         out.warn(f"playbook parties not in incident.yaml, not notified: {', '.join(missing)}")
 
 
+def _print_audience(app: App, path: str, recipients: int,
+                    skipped: list[tuple[Location, str]], partial: list[tuple[Location, str]],
+                    unreachable: int) -> None:
+    """The audience line, then each skipped row and each row kept without a bad contact (a
+    customer notified on fewer channels), the first 10 of each; never silently."""
+    out = app.out
+    out.line(f"Audience {escape(path)}: {recipients} customers affected"
+             + (f", {len(skipped)} rows skipped" if skipped else "")
+             + (f", {len(partial)} notified without a bad contact" if partial else ""))
+    for what, problems in (("skipped", skipped), ("contact not used", partial)):
+        for location, message in problems[:10]:
+            out.warn(f"{what} {location}: {message}")
+        if len(problems) > 10:
+            out.warn(f"... and {len(problems) - 10} more ({what})")
+    if unreachable:
+        out.warn(f"{unreachable} affected customers have no usable contact on this notice's "
+                 "channels: give them to the manual-handling team")
+
+
 def _print_plan(app: App, plan: DryRunPlan) -> None:
     out = app.out
     if out.as_json:
         out.json({"dry_run": True, "playbook": plan.playbook.id, "audience": plan.audience_path,
                   "recipients": plan.recipients, "messages": plan.messages, "sms": plan.sms,
                   "estimated_seconds": plan.estimated_seconds,
-                  "skipped_rows": [f"{loc}: {msg}" for loc, msg in plan.skipped_rows]})
+                  "skipped_rows": [f"{loc}: {msg}" for loc, msg in plan.skipped_rows],
+                  "partial_rows": [f"{loc}: {msg}" for loc, msg in plan.partial_rows],
+                  "unreachable": plan.unreachable})
         return
     out.line(f"Dry run of {plan.playbook.id}: nothing recorded, nothing sent.")
-    out.line(f"Audience {escape(plan.audience_path)}: {plan.recipients} customers affected"
-             + (f", {len(plan.skipped_rows)} rows skipped" if plan.skipped_rows else ""))
-    for location, message in plan.skipped_rows[:10]:
-        out.warn(f"skipped {location}: {message}")
+    _print_audience(app, plan.audience_path, plan.recipients, plan.skipped_rows,
+                    plan.partial_rows, plan.unreachable)
     rows = [[channel, lang, n] for channel, by_lang in sorted(plan.messages.items())
             for lang, n in sorted(by_lang.items())]
     out.table("Messages", ["channel", "language", "messages"], rows)
