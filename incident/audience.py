@@ -459,6 +459,23 @@ def mask_contact(value: str | None) -> str:
     return mask_phone(value)
 
 
+_EMAIL_IN_TEXT = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+# A phone number written with its country code (+86 138 0013 8000), a run of 8 to 15 digits
+# (13800138000), or a Chinese mobile written 3-4-4. Dates and times never match: they are
+# shorter runs separated by - and :.
+_PHONE_IN_TEXT = re.compile(r"\+\d[\d \-]{6,18}\d|(?<![\d.])\d{8,15}(?![\d.])"
+                            r"|(?<!\d)1\d{2}[ -]\d{4}[ -]\d{4}(?!\d)")
+
+
+def scrub(text: str | None) -> str:
+    """`text` with every email address and phone number in it masked (free text: provider
+    errors, notes)."""
+    if not text:
+        return ""
+    text = _EMAIL_IN_TEXT.sub(lambda m: mask_email(m.group(0)), text)
+    return _PHONE_IN_TEXT.sub(lambda m: mask_phone(m.group(0)), text)
+
+
 def mask_name(value: str | None) -> str:
     """`张伟` → `张*`, `Wei Zhang` → `W** Z****`; one-character words are hidden entirely."""
     if not value:

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from incident.audience import scrub
 from incident.channels.base import Channel, Outcome, Outgoing, SmsOut
 from incident.errors import IncidentError
 from incident.models import DeliveryState
@@ -110,6 +111,13 @@ class DeliveryReport:
     elapsed: float
     fatal: str | None = None  # why sending stopped early (e.g. the relay refused our login)
     fallbacks: int = 0  # messages re-queued on the other channel after a permanent failure
+    waiting: list[ob.Waiting] = field(default_factory=list)  # what is pending, and why
+
+    def why_pending(self) -> str:
+        """Per channel: how many messages wait and the last error (contacts masked)."""
+        return "; ".join(
+            f"{w.channel}: {w.pending} pending, last error: {scrub(w.error)}" if w.error
+            else f"{w.channel}: {w.pending} pending, not tried yet" for w in self.waiting)
 
 
 @dataclass
@@ -229,10 +237,11 @@ class Dispatcher:
                 await channel.close()
         with self.store.read() as conn:
             counts = ob.counts(conn, incident_id, parties=None)
+            waiting = ob.waiting(conn, incident_id)
         return DeliveryReport(sent=tally.sent, failed=tally.failed,
-                              pending=self.pending(incident_id), interrupted=interrupted,
+                              pending=sum(w.pending for w in waiting), interrupted=interrupted,
                               counts=counts, elapsed=time.monotonic() - tally.started,
-                              fatal=fatal, fallbacks=self.fallbacks)
+                              fatal=fatal, fallbacks=self.fallbacks, waiting=waiting)
 
     def _fatal(self) -> str | None:
         for name, channel in self.channels.items():

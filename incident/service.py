@@ -330,7 +330,8 @@ class Service:
         return DeliveryReport(sent=sum(r.sent for r in runs), failed=sum(r.failed for r in runs),
                               pending=last.pending, interrupted=last.interrupted,
                               counts=last.counts, elapsed=sum(r.elapsed for r in runs),
-                              fatal=last.fatal, fallbacks=dispatcher.fallbacks)
+                              fatal=last.fatal, fallbacks=dispatcher.fallbacks,
+                              waiting=last.waiting)
 
     def _audience(self, book: Playbook, given: str | None, drill: bool,
                   regions: Sequence[str], branches: Sequence[str] = (), *,

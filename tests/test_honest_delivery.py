@@ -5,8 +5,20 @@ for, channels checked before anything is recorded, parties queued until reached)
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable, Iterator
+
+import pytest
 
 from cli_fixtures import Workspace
+from fake_twilio import FakeTwilio, Scripted, serve_fake_twilio
+from servers import SmtpSink, free_port
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeTwilio]:
+    with serve_fake_twilio() as server:
+        yield server
 
 
 def _start(ws: Workspace, *extra: str, code: int | None = 0) -> dict:
@@ -30,3 +42,56 @@ def test_a_customer_with_a_bad_phone_still_gets_the_email(sqlite_ws: Workspace) 
     assert "customers.csv:3: email" in result.stderr and "notified by SMS only" in result.stderr
     assert "2 customers affected" in result.stdout and "rows skipped" not in result.stdout
     assert "zhang.wei@example.com" not in result.output
+
+
+# --- §2: messages left pending say why, exit 1, and name the command that resumes ----------
+
+def _smtp_closed_port(ws: Workspace, smtp_sink: Callable[..., SmtpSink],
+                      fake: FakeTwilio) -> str:
+    ws.use_smtp(free_port())  # nothing listens there
+    return r"email: \d+ pending, last error: cannot connect to 127\.0\.0\.1:\d+"
+
+
+def _smtp_hangs_up(ws: Workspace, smtp_sink: Callable[..., SmtpSink], fake: FakeTwilio) -> str:
+    ws.use_smtp(smtp_sink("-q", "MAIL").port)  # disconnects when told who sends
+    return r"email: \d+ pending, last error: the SMTP server disconnected"
+
+
+def _tls_on_plain_port(ws: Workspace, smtp_sink: Callable[..., SmtpSink],
+                       fake: FakeTwilio) -> str:
+    ws.use_smtp(smtp_sink().port)
+    ws.configure(lambda cfg: cfg["channels"]["email"]["smtp"].update(security="tls"))
+    return r"email: \d+ pending, last error: cannot connect to 127\.0\.0\.1:\d+"
+
+
+def _twilio_500(ws: Workspace, smtp_sink: Callable[..., SmtpSink], fake: FakeTwilio) -> str:
+    ws.use_twilio(fake.url)
+    fake.status_override = Scripted(500, 20500, "Internal Server Error")
+    return r"sms: \d+ pending, last error: .*500"
+
+
+@pytest.mark.parametrize("fault", [_smtp_closed_port, _smtp_hangs_up, _tls_on_plain_port,
+                                   _twilio_500], ids=lambda f: f.__name__.strip("_"))
+def test_messages_left_pending_say_why_and_exit_1(
+        sqlite_ws: Workspace, smtp_sink: Callable[..., SmtpSink], fake: FakeTwilio,
+        monkeypatch: pytest.MonkeyPatch,
+        fault: Callable[[Workspace, Callable[..., SmtpSink], FakeTwilio], str]) -> None:
+    ws = sqlite_ws
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", "AC" + "0" * 32)
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "token-never-shown")
+    ws.write_customers(["c1,张伟,zhang.wei@example.com,13812348000,zh-CN,,,,,",
+                        "c2,Li Na,li.na@example.com,13912348000,en,,,,,",
+                        "c3,Wang Wu,wang.wu@example.com,,en,,,,,"])
+    ws.fast_retries(wait="1s", attempts=50)
+    reason = fault(ws, smtp_sink, fake)
+    started = ws.run("start", "core-banking-outage", "--title", "Core banking unavailable",
+                     code=1)
+    incident_id = json.loads(ws.run("--json", "list").stdout)[0]["id"]
+    short = incident_id[-6:]
+    for result in (started, ws.run("deliver", short, code=1)):
+        assert re.search(reason, result.stderr), result.stderr
+        assert f"incident deliver {short}" in result.stderr
+        assert "Traceback" not in result.output
+        for contact in ("zhang.wei@example.com", "13812348000", "token-never-shown"):
+            assert contact not in result.output
+    assert ws.json("status", short)["deliveries"]["pending"] > 0

@@ -45,18 +45,25 @@ def _deliver(app: App, result: NoticeResult, queue: bool) -> DeliveryReport | No
         return app.service.deliver(result.incident_id, progress=update)
 
 
-def _stop_if_fatal(report: DeliveryReport, incident_id: str | None) -> None:
-    """A channel that cannot work at all (credentials, relay), or Ctrl-C, ends the command
-    with exit 1 and says how to resume; nothing recorded is lost."""
-    target = f" {_short(incident_id)}" if incident_id else ""
+def _stop_unless_settled(report: DeliveryReport, incident_id: str | None) -> None:
+    """Messages left unsent end the command with exit 1, saying why (per channel, the last
+    error, contacts masked) and what to run once the channel works: a channel that cannot
+    work at all (credentials, relay), Ctrl-C, or retries still due when the foreground send
+    stopped waiting. Nothing recorded is lost."""
+    from incident.audience import scrub
+
+    resume = "incident deliver" + (f" {_short(incident_id)}" if incident_id else "")
     if report.fatal:
-        raise DeliveryError(f"sending stopped: {report.fatal}",
+        raise DeliveryError(f"sending stopped: {scrub(report.fatal)}",
                             hint=f"the notice is recorded and {report.pending} messages stay "
-                                 f"pending; fix the channel, then run: incident deliver{target}")
+                                 f"pending; fix the channel, then run: {resume}")
     if report.interrupted:
         raise DeliveryError(f"sending interrupted after {report.sent} messages; "
-                            f"{report.pending} stay pending",
-                            hint=f"resume with: incident deliver{target}")
+                            f"{report.pending} stay pending", hint=f"resume with: {resume}")
+    if report.pending:
+        raise DeliveryError(f"{report.pending} messages not sent — {report.why_pending()}",
+                            hint="they stay pending (nothing is lost); once the relay or "
+                                 f"provider works again, run: {resume}")
 
 
 def _finish(app: App, result: NoticeResult, report: DeliveryReport | None,
@@ -84,15 +91,19 @@ def _finish(app: App, result: NoticeResult, report: DeliveryReport | None,
             out.line(f"Notice #{result.seq} ({result.phase.value}): {result.messages} messages "
                      "recorded" + (" and queued" if report is None else ""))
         out.deliveries(status.counts)
-        if report and report.pending:
-            out.warn(f"{report.pending} messages still pending (retrying or interrupted) — "
-                     f"run: incident deliver {_short(view.id)}")
         if app.rt.settings.channels.email.transport == "file" and result.messages:
             out.line(f"Files written under {app.rt.outbox_dir / view.id}")
     if report is not None:
-        _stop_if_fatal(report, result.incident_id)
-    if report and report.failed:
-        _list_failures(app, result.incident_id)
+        _settle(app, report, result.incident_id)
+
+
+def _settle(app: App, report: DeliveryReport, incident_id: str | None) -> None:
+    """List permanent failures, then exit 1 if messages are left unsent, else 3 if any
+    failed permanently."""
+    if report.failed and incident_id:
+        _list_failures(app, incident_id)
+    _stop_unless_settled(report, incident_id)
+    if report.failed:
         raise click.exceptions.Exit(ExitCode.PARTIAL)
 
 
@@ -372,11 +383,7 @@ def deliver(app: App, incident_id: str | None) -> None:
         app.out.line(f"Sent {report.sent}, failed {report.failed}, still pending "
                      f"{report.pending} ({report.elapsed:.1f}s)")
         app.out.deliveries(report.counts)
-    _stop_if_fatal(report, ref)
-    if report.failed and ref:
-        _list_failures(app, ref)
-    if report.failed:
-        raise click.exceptions.Exit(ExitCode.PARTIAL)
+    _settle(app, report, ref)
 
 
 COMMANDS = [start, update, eta, resolve, close, deliver]

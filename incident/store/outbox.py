@@ -350,6 +350,33 @@ def add_fallback(conn: Connection, row: OutboxRow, *, message_id: str, now: date
     return True
 
 
+@dataclass(frozen=True)
+class Waiting:
+    """A channel's messages still to send, and the last error that kept one back (None: not
+    tried yet). The error may hold contact data: scrub it before showing it."""
+
+    channel: str
+    pending: int
+    error: str | None
+    code: str | None
+
+
+def waiting(conn: Connection, incident_id: str | None = None) -> list[Waiting]:
+    """Per channel, the rows not yet sent or failed and the most recent error among them."""
+    o = schema.outbox
+    unsettled = o.c.state.in_([DeliveryState.PENDING.value, DeliveryState.SENDING.value])
+    scope = [unsettled] + ([o.c.incident_id == incident_id] if incident_id else [])
+    out = []
+    for channel, n in conn.execute(select(o.c.channel, func.count()).where(*scope)
+                                   .group_by(o.c.channel).order_by(o.c.channel)).all():
+        last = conn.execute(select(o.c.last_error, o.c.error_code).where(
+            *scope, o.c.channel == channel, o.c.last_error.is_not(None))
+            .order_by(o.c.next_attempt_at.desc(), o.c.id.desc()).limit(1)).first()
+        out.append(Waiting(channel, int(n), last.last_error if last else None,
+                           last.error_code if last else None))
+    return out
+
+
 def retrying(conn: Connection, incident_id: str, *, limit: int = 5) -> list[Any]:
     """Pending rows that failed temporarily at least once, most recent errors first."""
     o = schema.outbox
