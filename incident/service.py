@@ -29,7 +29,12 @@ from incident.audience import (
 )
 from incident.branches import Branch, load_branches, nearby_open, scope_branches
 from incident.channels import Channel
-from incident.channels.factory import build_channels, concurrency, contact_checks
+from incident.channels.factory import (
+    build_channels,
+    check_channels,
+    concurrency,
+    contact_checks,
+)
 from incident.checklist import Attention, attention
 from incident.coordination import Coordination
 from incident.delivery import DeliveryPolicy, DeliveryReport, Dispatcher, ProgressFn, Tally
@@ -155,15 +160,18 @@ class Service:
               affected: Sequence[str] = (), regions: Sequence[str] = (),
               branches: Sequence[str] = (), branch_list: str | None = None,
               audience: str | None = None, drill: bool = False, manual: bool | None = None,
-              dry_run: bool = False) -> StartResult | DryRunPlan:
+              dry_run: bool = False, queue_only: bool = False) -> StartResult | DryRunPlan:
         """Declare an incident from a playbook and record its first customer notice.
 
         In the same transaction: the manual channel is opened (unless the playbook or
         `manual=False` says not to), the playbook's parties get the internal notice, and the
         steps those actions complete are marked done. The notice's first rows are recorded
         with it; the result's `pending` rows must then be recorded too (`deliver_started` or
-        `finish_start`; see the module docstring).
+        `finish_start`; see the module docstring). Unless the notice is only queued (or a
+        dry run), every channel's configuration is checked first (check_channels).
         """
+        if not (dry_run or queue_only):
+            check_channels(self.rt)
         book = load_playbook(find_playbook(playbook, self.rt.playbook_path))
         now = utcnow()
         if not title.strip():
@@ -415,7 +423,8 @@ class Service:
 
     def update(self, ref: str, *, message: str, message_zh: str | None = None,
                eta: str | None = None, status: str | None = None, severity: str | None = None,
-               internal: bool = False, to: Sequence[str] = ()) -> NoticeResult:
+               internal: bool = False, to: Sequence[str] = (),
+               queue_only: bool = False) -> NoticeResult:
         """Record a progress update.
 
         Customers get an update notice unless `internal`. Parties: those named in `to`; with
@@ -472,9 +481,11 @@ class Service:
             return None
 
         return self.record(ref, EventType.UPDATED, None if internal else Phase.UPDATE, build,
-                           allowed=OPEN_STATES, verb="update", notify=notify)
+                           allowed=OPEN_STATES, verb="update", notify=notify,
+                           sends=not queue_only)
 
-    def revise_eta(self, ref: str, *, when: str, reason: str) -> NoticeResult:
+    def revise_eta(self, ref: str, *, when: str, reason: str,
+                   queue_only: bool = False) -> NoticeResult:
         """Announce a changed estimated recovery time, with the reason."""
         if not reason.strip():
             raise InvalidValue("--reason must not be empty: customers are told why the ETA moved")
@@ -486,10 +497,10 @@ class Service:
 
         return self.record(ref, EventType.ETA_REVISED, Phase.ETA_CHANGED, build,
                            allowed=OPEN_STATES, verb="revise the ETA of",
-                           notify=self._everyone("eta_changed"))
+                           notify=self._everyone("eta_changed"), sends=not queue_only)
 
     def resolve(self, ref: str, *, message: str, message_zh: str | None = None,
-                at: str | None = None) -> NoticeResult:
+                at: str | None = None, queue_only: bool = False) -> NoticeResult:
         """Declare service restored and send the recovery notice that closes the loop."""
         if not message.strip():
             raise InvalidValue("--message must not be empty")
@@ -505,7 +516,7 @@ class Service:
 
         return self.record(ref, EventType.RESOLVED, Phase.RESOLVED, build,
                            allowed=OPEN_STATES, verb="resolve",
-                           notify=self._everyone("resolved"))
+                           notify=self._everyone("resolved"), sends=not queue_only)
 
     def close(self, ref: str, *, force: bool = False, reason: str | None = None) -> NoticeResult:
         """Close a resolved incident; its record is then final.
@@ -540,15 +551,18 @@ class Service:
 
     def record(self, ref: str, type: EventType, phase: Phase | None,
                build: Any, *, allowed: set[Status] | frozenset[Status] | None = None,
-               verb: str, notify: Notify | None = None) -> NoticeResult:
+               verb: str, notify: Notify | None = None, sends: bool = False) -> NoticeResult:
         """Append one event of `type` to incident `ref` in one write transaction.
 
         `build(view, now)` returns the event's data from the incident's fresh state (raising
         BadInput to refuse); with a `phase`, the customer notice is rendered, checked and
         enqueued with it. `allowed` are the states the incident may be in (None: any but
         closed). `notify(view, data)` may name parties (and the kind of internal notice) that
-        get an internal notice about the event, recorded in the same transaction.
+        get an internal notice about the event, recorded in the same transaction. With `sends`
+        (what it records is sent at once), every channel's configuration is checked first.
         """
+        if sends:
+            check_channels(self.rt)
         allowed = allowed if allowed is not None else frozenset(Status) - {Status.CLOSED}
         incident_id = self.store.resolve_id(ref)
         if phase is not None:  # a later notice copies the first one's rows: complete them
@@ -688,6 +702,10 @@ class Service:
         return {incident_id: self.store.verify(incident_id) for incident_id in ids}
 
     # ------------------------------------------------------------------ delivery
+
+    def check_channels(self) -> None:
+        """ConfigInvalid unless every configured channel has what it needs (its secrets)."""
+        check_channels(self.rt)
 
     def deliver(self, ref: str | None = None, *, progress: ProgressFn | None = None,
                 policy: DeliveryPolicy | None = None,

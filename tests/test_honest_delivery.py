@@ -95,3 +95,33 @@ def test_messages_left_pending_say_why_and_exit_1(
         for contact in ("zhang.wei@example.com", "13812348000", "token-never-shown"):
             assert contact not in result.output
     assert ws.json("status", short)["deliveries"]["pending"] > 0
+
+
+# --- §2: every channel's configuration is checked before anything is recorded --------------
+
+@pytest.mark.parametrize("missing", ["INCIDENT_SMTP_PASSWORD", "TWILIO_AUTH_TOKEN"])
+def test_a_missing_secret_is_refused_before_anything_is_recorded(
+        sqlite_ws: Workspace, monkeypatch: pytest.MonkeyPatch, missing: str) -> None:
+    ws = sqlite_ws
+    secrets = {"INCIDENT_SMTP_PASSWORD": "pw-never-shown",
+               "TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "TWILIO_AUTH_TOKEN": "tk-never-shown"}
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    ws.use_smtp(free_port())
+    ws.configure(lambda cfg: cfg["channels"]["email"]["smtp"].update(username="notices"))
+    ws.use_twilio("http://127.0.0.1:9")
+    started = ws.json("start", "core-banking-outage", "--title", "Core down", "--queue-only")
+    monkeypatch.delenv(missing)
+    commands = [("start", "core-banking-outage", "--title", "Core down"),
+                ("update", started["id"], "-m", "progress"),
+                ("eta", started["id"], "3h", "--reason", "later"),
+                ("resolve", started["id"], "-m", "restored"),
+                ("deliver", started["id"])]
+    for command in commands:
+        result = ws.run(*command, code=2)
+        assert missing in result.stderr and f"export {missing}=" in result.stderr
+        assert "never-shown" not in result.output
+    # Nothing was recorded or sent: one incident, its one event and its first notice pending.
+    assert len(ws.json("list")) == 1
+    assert len(ws.json("timeline", started["id"])["events"]) == 2  # declared, parties
+    assert ws.json("status", started["id"])["deliveries"]["sent"] == 0

@@ -159,7 +159,8 @@ def start(app: App, playbook: str, title: str, severity: str | None, eta: str | 
                                detected_at=detected_at, affected=affected, regions=region,
                                branches=branch, branch_list=branch_list,
                                manual=False if no_manual else None,
-                               audience=audience, drill=drill, dry_run=dry_run)
+                               audience=audience, drill=drill, dry_run=dry_run,
+                               queue_only=queue_only)
     if isinstance(result, DryRunPlan):
         _print_plan(app, result)
         return
@@ -288,7 +289,8 @@ def update(app: App, incident_id: str, message: str, message_zh: str | None, eta
       incident update 3F2A --status identified -m "Database failover in progress"
     """
     result = app.service.update(incident_id, message=message, message_zh=message_zh, eta=eta,
-                                status=status, severity=severity, internal=internal, to=to)
+                                status=status, severity=severity, internal=internal, to=to,
+                                queue_only=queue_only)
     view = result.view
     app.out.line(f"Update recorded on {result.incident_id}: {view.status.value}, severity "
                  f"{view.severity}, ETA {app.out.when(view.eta)}, next update due "
@@ -312,7 +314,8 @@ def eta(app: App, incident_id: str, when: str, reason: str, queue_only: bool) ->
     Example:
       incident eta 3F2A 16:30 --reason "Data verification takes longer"
     """
-    result = app.service.revise_eta(incident_id, when=when, reason=reason)
+    result = app.service.revise_eta(incident_id, when=when, reason=reason,
+                                    queue_only=queue_only)
     app.out.line(f"ETA of {result.incident_id} is now {app.out.when(result.view.eta)} "
                  f"(was {app.out.when(result.view.previous_eta)})")
     _finish(app, result, _deliver(app, result, queue_only))
@@ -333,7 +336,8 @@ def resolve(app: App, incident_id: str, message: str, message_zh: str | None, at
     Example:
       incident resolve 3F2A -m "All services restored; transfers made today are processed"
     """
-    result = app.service.resolve(incident_id, message=message, message_zh=message_zh, at=at)
+    result = app.service.resolve(incident_id, message=message, message_zh=message_zh, at=at,
+                                 queue_only=queue_only)
     app.out.line(f"{result.incident_id} resolved at {app.out.when(result.view.resolved_at)}")
     _finish(app, result, _deliver(app, result, queue_only))
     app.out.next(f"incident close {_short(result.incident_id)}")
@@ -368,6 +372,7 @@ def deliver(app: App, incident_id: str | None) -> None:
     and retry temporary failures. Several workers may run at once on PostgreSQL."""
     service = app.service
     ref = service.store.resolve_id(incident_id) if incident_id else None
+    service.check_channels()  # before completing a notice records anything
     # A notice whose recording a crash interrupted is completed first: said before a send
     # that may take long, not after.
     for note in service.complete_notices(ref):
