@@ -703,6 +703,11 @@ class Service:
 
     # ------------------------------------------------------------------ delivery
 
+    def reached_parties(self, incident_id: str, notice_seq: int) -> set[str]:
+        """The parties an internal notice reached so far (a message accepted)."""
+        with self.store.read() as conn:
+            return ob.reached_parties(conn, incident_id, notice_seq)
+
     def check_channels(self) -> None:
         """ConfigInvalid unless every configured channel has what it needs (its secrets)."""
         check_channels(self.rt)

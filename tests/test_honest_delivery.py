@@ -88,6 +88,14 @@ def test_messages_left_pending_say_why_and_exit_1(
                      code=1)
     incident_id = json.loads(ws.run("--json", "list").stdout)[0]["id"]
     short = incident_id[-6:]
+    # The parties (email only) are reached when email works, never "notified" before.
+    assert "Parties notified" not in started.stdout
+    assert "(internal notice queued)" in started.stdout
+    if reason.startswith("email"):
+        assert "Parties reached: none  ·  not yet (queued): 科技运维部" in started.stdout
+    else:
+        assert "Parties reached: 科技运维部" in started.stdout
+        assert "not yet" not in started.stdout
     for result in (started, ws.run("deliver", short, code=1)):
         assert re.search(reason, result.stderr), result.stderr
         assert f"incident deliver {short}" in result.stderr

@@ -74,6 +74,13 @@ def _finish(app: App, result: NoticeResult, report: DeliveryReport | None,
     for note in app.service.notes:  # e.g. the first notice, completed after a crash
         app.out.warn(note)
     status = app.service.status(result.incident_id)
+    # The parties of the internal notice this command recorded: reached, or still queued.
+    reach = None
+    if result.internal and view.party_notices:
+        notice = view.party_notices[-1]
+        done = app.service.reached_parties(view.id, notice.seq)
+        reach = ([p for p in notice.parties if p in done],
+                 [p for p in notice.parties if p not in done])
     payload = {"id": view.id, "status": view.status.value, "severity": view.severity,
                "eta": view.eta.isoformat() if view.eta else None,
                "next_update_due": (view.next_update_due.isoformat()
@@ -82,7 +89,8 @@ def _finish(app: App, result: NoticeResult, report: DeliveryReport | None,
                            "messages": result.messages} if result.phase else None),
                "deliveries": state_counts(status.counts),
                "deliveries_by_channel": status.counts,
-               "internal_deliveries": state_counts(status.internal_counts), **(extra or {})}
+               "internal_deliveries": state_counts(status.internal_counts),
+               "parties_reached": reach[0] if reach else [], **(extra or {})}
     out = app.out
     if out.as_json:
         out.json(payload)
@@ -91,6 +99,11 @@ def _finish(app: App, result: NoticeResult, report: DeliveryReport | None,
             out.line(f"Notice #{result.seq} ({result.phase.value}): {result.messages} messages "
                      "recorded" + (" and queued" if report is None else ""))
         out.deliveries(status.counts)
+        if reach is not None:
+            reached, waiting = reach
+            out.line("Parties reached: " + (escape(_party_names(app, reached)) or "none")
+                     + (f"  ·  not yet (queued): {escape(_party_names(app, waiting))}"
+                        if waiting else ""))
         if app.rt.settings.channels.email.transport == "file" and result.messages:
             out.line(f"Files written under {app.rt.outbox_dir / view.id}")
     if report is not None:
@@ -210,9 +223,8 @@ def _print_declared(app: App, result: StartResult) -> None:
     out.line("Manual channel: " + ("open, announced in the notice" if view.manual_open else
                                    f"not open — incident manual open {view.id[-6:]}"))
     if view.party_notices:
-        notified = [app.rt.settings.parties[p].name.get(lang)
-                    for p in view.party_notices[0].parties]
-        out.line(f"Parties notified: {escape(', '.join(notified))}")
+        out.line(f"Parties: {escape(_party_names(app, view.party_notices[0].parties))} "
+                 "(internal notice queued)")
     missing = [p for p in book.principles.coordination.parties
                if p not in app.rt.settings.parties]
     if missing:
@@ -236,6 +248,11 @@ def _print_audience(app: App, path: str, recipients: int,
     if unreachable:
         out.warn(f"{unreachable} affected customers have no usable contact on this notice's "
                  "channels: give them to the manual-handling team")
+
+
+def _party_names(app: App, parties: list[str]) -> str:
+    lang = app.rt.settings.default_language
+    return ", ".join(app.rt.settings.parties[p].name.get(lang) for p in parties)
 
 
 def _print_plan(app: App, plan: DryRunPlan) -> None:

@@ -377,6 +377,16 @@ def waiting(conn: Connection, incident_id: str | None = None) -> list[Waiting]:
     return out
 
 
+def reached_parties(conn: Connection, incident_id: str, notice_seq: int) -> set[str]:
+    """The parties of an internal notice that at least one message reached (accepted by the
+    relay or provider)."""
+    o = schema.outbox
+    refs = conn.execute(select(o.c.recipient_ref).distinct().where(
+        o.c.incident_id == incident_id, o.c.notice_seq == notice_seq,
+        o.c.state == DeliveryState.SENT.value, o.c.recipient_ref.like(PARTY_PREFIX + "%")))
+    return {ref[len(PARTY_PREFIX):] for ref in refs.scalars()}
+
+
 def retrying(conn: Connection, incident_id: str, *, limit: int = 5) -> list[Any]:
     """Pending rows that failed temporarily at least once, most recent errors first."""
     o = schema.outbox
