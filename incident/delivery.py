@@ -112,12 +112,31 @@ class DeliveryReport:
     fatal: str | None = None  # why sending stopped early (e.g. the relay refused our login)
     fallbacks: int = 0  # messages re-queued on the other channel after a permanent failure
     waiting: list[ob.Waiting] = field(default_factory=list)  # what is pending, and why
+    transports: dict[str, str | None] = field(default_factory=dict)  # this run's, by channel
 
     def why_pending(self) -> str:
-        """Per channel: how many messages wait and the last error (contacts masked)."""
-        return "; ".join(
-            f"{w.channel}: {w.pending} pending, last error: {scrub(w.error)}" if w.error
-            else f"{w.channel}: {w.pending} pending, not tried yet" for w in self.waiting)
+        """Per channel: how many messages wait and why — the last error (contacts masked),
+        or that they were recorded for another transport than this run's."""
+        return "; ".join(self._why(w) for w in self.waiting)
+
+    @property
+    def foreign(self) -> int:
+        """Pending messages recorded for another transport than this run sends by."""
+        return sum(w.pending for w in self.waiting if self._foreign(w))
+
+    def _foreign(self, w: ob.Waiting) -> bool:
+        ours = self.transports.get(w.channel)
+        return w.transport is not None and ours is not None and w.transport != ours
+
+    def _why(self, w: ob.Waiting) -> str:
+        if self._foreign(w):
+            return (f"{w.channel}: {w.pending} pending, recorded for transport {w.transport} "
+                    f"(this config sends {w.channel} by {self.transports.get(w.channel)}: "
+                    "run deliver with the config they were recorded for, or add "
+                    "--reroute-to-config-transport)")
+        if w.error:
+            return f"{w.channel}: {w.pending} pending, last error: {scrub(w.error)}"
+        return f"{w.channel}: {w.pending} pending, not tried yet"
 
 
 @dataclass
@@ -182,6 +201,10 @@ class Dispatcher:
         self.policy = policy or DeliveryPolicy()
         self.worker = f"{ob.worker_name()}:{random.getrandbits(32):08x}"
         self.limiters = {name: RateLimiter(ch.rate) for name, ch in channels.items() if ch.rate}
+        # A row is settled only on the transport it was recorded for (a channel that does not
+        # say which it is, a test's, takes any).
+        self.transports: dict[str, str | None] = {
+            name: getattr(ch, "transport", None) for name, ch in channels.items()}
         self.domain = sender_domain(composer.rt)
         self.fallbacks = 0
         # The state of one run (see _conduct and _sender).
@@ -241,7 +264,8 @@ class Dispatcher:
         return DeliveryReport(sent=tally.sent, failed=tally.failed,
                               pending=sum(w.pending for w in waiting), interrupted=interrupted,
                               counts=counts, elapsed=time.monotonic() - tally.started,
-                              fatal=fatal, fallbacks=self.fallbacks, waiting=waiting)
+                              fatal=fatal, fallbacks=self.fallbacks, waiting=waiting,
+                              transports=self.transports)
 
     def _fatal(self) -> str | None:
         for name, channel in self.channels.items():
@@ -425,7 +449,8 @@ class Dispatcher:
             stale = time.monotonic() - self._stale_checked >= _STALE_EVERY
             rows = ob.claim(conn, worker=self.worker, now=now, limit=self.policy.batch,
                             incident_id=incident_id, channels=channels,
-                            stale_after=self.policy.stale_claim, stale=stale)
+                            stale_after=self.policy.stale_claim, stale=stale,
+                            transports=self.transports)
         if stale:
             self._stale_checked = time.monotonic()
         if rows:
@@ -464,7 +489,7 @@ class Dispatcher:
             return
         key = ob.idempotency_key(row.incident_id, row.notice_seq, row.recipient_ref, channel)
         if ob.add_fallback(conn, row, message_id=message_id(key, row.incident_id, self.domain),
-                           now=now):
+                           now=now, transport=self.transports.get(channel)):
             self.fallbacks += 1
 
     def _load_notices(self, keys: set[tuple[str, int]]) -> None:

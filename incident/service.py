@@ -242,6 +242,7 @@ class Service:
         recipients = iter(scan.spool)
         messages = scan.message_count(channels)
         domain = sender_domain(self.rt)
+        transports = settings.channels.transports
         with self.store.write() as conn:
             incident_id = self.store.create_incident(conn, playbook_id=book.id,
                                                      title=data["title"], drill=drill, at=now)
@@ -251,9 +252,11 @@ class Service:
             data["notice"] = self._notice(book, Phase.INITIAL, self._contexts(view, Phase.INITIAL,
                                                                               ""), messages)
             data["notice"]["recipients"] = scan.selected
+            # What its rows are recorded for, also when completed later (complete_notices).
+            data["notice"]["transports"] = transports
             recorded = ob.enqueue(conn, rows_for_customers(
                 incident_id, 1, islice(recipients, FIRST_ROWS), channels, domain,
-                fallback=book.notices.fallback), now=now)
+                transports=transports, fallback=book.notices.fallback), now=now)
             event = self.store.append(conn, incident_id, EventType.DECLARED,
                                       actor=self.rt.operator, data=data, at=now)
             view = fold([event])
@@ -264,7 +267,8 @@ class Service:
                 internal = self.notify_in(conn, view, parties, kind="declared", message="",
                                           now=now, steps_done=steps)
         pending = PendingRows(self.store, incident_id, recipients, scan.spool,
-                              channels=channels, domain=domain, fallback=book.notices.fallback,
+                              channels=channels, domain=domain, transports=transports,
+                              fallback=book.notices.fallback,
                               now=now, recorded=recorded, total=messages)
         return StartResult(incident_id=incident_id, seq=1, phase=Phase.INITIAL,
                            messages=messages, view=view, internal=internal,
@@ -339,7 +343,7 @@ class Service:
                               pending=last.pending, interrupted=last.interrupted,
                               counts=last.counts, elapsed=sum(r.elapsed for r in runs),
                               fatal=last.fatal, fallbacks=dispatcher.fallbacks,
-                              waiting=last.waiting)
+                              waiting=last.waiting, transports=last.transports)
 
     def _audience(self, book: Playbook, given: str | None, drill: bool,
                   regions: Sequence[str], branches: Sequence[str] = (), *,
@@ -593,8 +597,9 @@ class Service:
                 check_templates(self.renderer, book.notices.template_set,
                                 list(book.notices.channels), contexts)
                 first = view.notices[0].seq if view.notices else 1
-                messages = ob.enqueue(conn, rows_from_notice(conn, incident_id, first, seq,
-                                                             domain), now=now)
+                messages = ob.enqueue(conn, rows_from_notice(
+                    conn, incident_id, first, seq, domain,
+                    transports=self.rt.settings.channels.transports), now=now)
                 data["notice"] = self._notice(book, phase, contexts, messages)
                 data["notice"]["recipients"] = view.notices[0].recipients if view.notices else 0
             event = self.store.append(conn, incident_id, type, actor=self.rt.operator,
@@ -702,6 +707,26 @@ class Service:
         return {incident_id: self.store.verify(incident_id) for incident_id in ids}
 
     # ------------------------------------------------------------------ delivery
+
+    def reroute(self, ref: str | None = None) -> list[Event]:
+        """Move the pending messages of one incident (or of all) recorded for another
+        transport onto this config's, one DELIVERY_REROUTED event per incident in the same
+        transaction: the supervisor's explicit decision, on the record."""
+        transports = self.rt.settings.channels.transports
+        incident_id = self.store.resolve_id(ref) if ref else None
+        with self.store.read() as conn:
+            ids = ob.foreign_incidents(conn, transports, incident_id)
+        events = []
+        for each in ids:
+            with self.store.write() as conn:
+                self.store.lock_incident(conn, each)
+                moved = {channel: found for channel, transport in transports.items()
+                         if (found := ob.reroute(conn, each, channel, transport))}
+                if moved:
+                    events.append(self.store.append(
+                        conn, each, EventType.DELIVERY_REROUTED, actor=self.rt.operator,
+                        data={"moved": moved, "to": transports}, at=utcnow()))
+        return events
 
     def reached_parties(self, incident_id: str, notice_seq: int) -> set[str]:
         """The parties an internal notice reached so far (a message accepted)."""

@@ -133,3 +133,44 @@ def test_a_missing_secret_is_refused_before_anything_is_recorded(
     assert len(ws.json("list")) == 1
     assert len(ws.json("timeline", started["id"])["events"]) == 2  # declared, parties
     assert ws.json("status", started["id"])["deliveries"]["sent"] == 0
+
+
+# --- §2: a row is settled only on the transport its notice was recorded for -----------------
+
+def test_deliver_never_settles_rows_recorded_for_another_transport_unless_rerouted(
+        ws: Workspace, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", "AC" + "0" * 32)
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "token")
+    ws.write_customers(["c1,张伟,zhang.wei@example.com,13812348000,zh-CN,,,,,",
+                        "c2,Li Na,li.na@example.com,,en,,,,,"])
+    ws.use_smtp(free_port())
+    ws.use_twilio(fake.url)
+    queued = ws.json("start", "core-banking-outage", "--title", "Relay down", "--queue-only")
+    incident_id, short = queued["id"], queued["id"][-6:]
+    pending = queued["deliveries"]["pending"] + queued["internal_deliveries"]["pending"]
+
+    # Another supervisor's config writes files: it must not take these rows.
+    def to_files(cfg: dict) -> None:
+        cfg["channels"]["email"]["transport"] = "file"
+        cfg["channels"]["sms"]["transport"] = "file"
+    ws.configure(to_files)
+    refused = ws.run("deliver", code=1)
+    assert "recorded for transport smtp" in refused.stderr
+    assert "recorded for transport twilio" in refused.stderr
+    assert "--reroute-to-config-transport" in refused.stderr
+    assert not (ws.root / "outbox" / incident_id).exists()
+    assert ws.json("status", short)["deliveries"]["sent"] == 0
+    assert fake.recorded() == []
+
+    # The supervisor says so explicitly: rerouted, on the record, then sent as files.
+    rerouted = ws.run("deliver", short, "--reroute-to-config-transport")
+    assert "rerouted from smtp to file" in rerouted.stderr
+    assert "rerouted from twilio to file" in rerouted.stderr
+    events = ws.json("timeline", short)["events"]
+    (event,) = [e for e in events if e["type"] == "delivery_rerouted"]
+    assert event["actor"] == "duty-lead"
+    status = ws.json("status", short)
+    assert status["deliveries"]["pending"] == 0
+    assert status["deliveries"]["sent"] + status["internal_deliveries"]["sent"] == pending
+    assert len(ws.outbox_files(incident_id, "eml")) == 2
+    assert ws.run("verify", short).exit_code == 0

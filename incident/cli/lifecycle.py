@@ -9,6 +9,7 @@ from rich.markup import escape
 
 from incident.cli.app import App
 from incident.cli.output import state_counts
+from incident.cli.views import describe_reroute
 from incident.errors import DeliveryError, ExitCode, Location
 from incident.timeutil import format_duration
 
@@ -383,13 +384,24 @@ def close(app: App, incident_id: str, force: bool, reason: str | None) -> None:
 
 @click.command()
 @click.argument("incident_id", metavar="[ID]", required=False)
+@click.option("--reroute-to-config-transport", "reroute", is_flag=True,
+              help="Also send messages recorded for another transport (e.g. smtp) by this "
+                   "config's (e.g. file); recorded as an event on each incident.")
 @pass_app
-def deliver(app: App, incident_id: str | None) -> None:
+def deliver(app: App, incident_id: str | None, reroute: bool) -> None:
     """Send pending messages (of one incident or all): resume after a crash or Ctrl-C,
-    and retry temporary failures. Several workers may run at once on PostgreSQL."""
+    and retry temporary failures. Several workers may run at once on PostgreSQL.
+
+    A message is sent only by the transport its notice was recorded for, unless
+    --reroute-to-config-transport says otherwise.
+    """
     service = app.service
     ref = service.store.resolve_id(incident_id) if incident_id else None
     service.check_channels()  # before completing a notice records anything
+    if reroute:
+        for event in service.reroute(ref):
+            app.out.warn(f"{event.incident_id}: "
+                         + "; ".join(describe_reroute(event.data)) + " (recorded)")
     # A notice whose recording a crash interrupted is completed first: said before a send
     # that may take long, not after.
     for note in service.complete_notices(ref):
