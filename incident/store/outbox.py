@@ -236,10 +236,15 @@ def claim(conn: Connection, *, worker: str, now: datetime, limit: int,
     if incident_id is not None:
         scope.append("incident_id = ?")
         params.append(incident_id)
+    if transports is not None and not channels:
+        channels = list(transports)
     scopes = [([*scope, "channel = ?"], [*params, channel]) for channel in channels] \
         if channels else [(scope, params)]
-    if transports is not None:
-        scopes = [_on_transport(where, args, transports) for where, args in scopes]
+    if transports is not None and channels:
+        for (where, args), channel in zip(scopes, channels, strict=True):
+            if transports.get(channel) is not None:
+                where.append("(transport = ? OR transport IS NULL)")
+                args.append(transports[channel])
     lock = " FOR UPDATE SKIP LOCKED" if conn.dialect.name == "postgresql" else ""
 
     def select_rows(state: DeliveryState, condition: str, value: Any) -> list[Any]:
@@ -265,22 +270,6 @@ def claim(conn: Connection, *, worker: str, now: datetime, limit: int,
            f"WHERE id IN ({', '.join('?' * len(rows))})")
     _on_driver(conn, sql, (worker, _driver_time(conn, now), *(r.id for r in rows)))
     return rows
-
-
-def _on_transport(where: list[str], args: list[Any], transports: Mapping[str, str | None]
-                  ) -> tuple[list[str], list[Any]]:
-    """A claim's conditions, narrowed to rows of each channel's own transport (or none)."""
-    pairs = [(channel, transport) for channel, transport in transports.items()
-             if transport is not None]
-    if not pairs:
-        return where, args
-    alternatives = " OR ".join("(channel = ? AND (transport = ? OR transport IS NULL))"
-                               for _ in pairs)
-    unlisted = [c for c in transports if transports[c] is None]
-    if unlisted:
-        alternatives += f" OR channel IN ({', '.join('?' * len(unlisted))})"
-    return ([*where, f"({alternatives})"],
-            [*args, *(value for pair in pairs for value in pair), *unlisted])
 
 
 def release_claims(conn: Connection, workers: Iterable[str]) -> int:
