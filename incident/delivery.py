@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 
 from incident.audience import scrub
 from incident.channels.base import Channel, Outcome, Outgoing, SmsOut
@@ -227,9 +227,12 @@ class Dispatcher:
             return int(conn.execute(query).scalar() or 0)
 
     def _next_due(self, incident_id: str | None) -> datetime | None:
+        """When the next row this run may send falls due (not another transport's)."""
         o = schema.outbox
+        ours = [(o.c.channel == name) & (o.c.transport.is_(None) | (o.c.transport == t))
+                if t is not None else o.c.channel == name for name, t in self.transports.items()]
         query = select(func.min(o.c.next_attempt_at)).where(
-            o.c.state == DeliveryState.PENDING.value)
+            o.c.state == DeliveryState.PENDING.value, or_(*ours))
         if incident_id:
             query = query.where(o.c.incident_id == incident_id)
         with self.store.read() as conn:
