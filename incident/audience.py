@@ -867,15 +867,16 @@ class _Seen:
 
 
 def _parse_phone(raw: str, region: str) -> tuple[str | None, str | None]:
-    """(E.164 number, None) or (None, why the number is unusable)."""
+    """(E.164 number, None) or (None, why the number is unusable — the number masked: a
+    near-miss is still the customer's number)."""
     try:
         number = phonenumbers.parse(raw, region)
     except phonenumbers.NumberParseException as exc:
-        return None, f"invalid phone {raw!r}: {exc}"
+        return None, f"invalid phone {mask_phone(raw)!r}: {exc}"
     if not phonenumbers.is_possible_number(number):
-        return None, f"invalid phone {raw!r}: not a possible number"
+        return None, f"invalid phone {mask_phone(raw)!r}: not a possible number"
     if not phonenumbers.is_valid_number(number):
-        return None, f"invalid phone {raw!r}: not a valid number"
+        return None, f"invalid phone {mask_phone(raw)!r}: not a valid number"
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), None
 
 
