@@ -119,6 +119,12 @@ class DeliveryReport:
         or that they were recorded for another transport than this run's."""
         return "; ".join(self._why(w) for w in self.waiting)
 
+    def waiting_json(self) -> list[dict[str, Any]]:
+        """What is pending and why, per channel and recorded transport (contacts masked)."""
+        return [{"channel": w.channel, "transport": w.transport, "pending": w.pending,
+                 "last_error": scrub(w.error) or None, "error_code": w.code,
+                 "other_transport": self._foreign(w)} for w in self.waiting]
+
     @property
     def foreign(self) -> int:
         """Pending messages recorded for another transport than this run sends by."""

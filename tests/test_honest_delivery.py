@@ -104,6 +104,9 @@ def test_messages_left_pending_say_why_and_exit_1(
         for contact in ("zhang.wei@example.com", "13812348000", "token-never-shown"):
             assert contact not in result.output
     assert ws.json("status", short)["deliveries"]["pending"] > 0
+    waiting = ws.json("deliver", short, code=1)["waiting"]
+    assert [w["channel"] for w in waiting] == [reason.split(":")[0]]
+    assert re.search(reason.split("last error: ")[1], waiting[0]["last_error"])
 
 
 # --- §2: every channel's configuration is checked before anything is recorded --------------

@@ -95,7 +95,8 @@ def _finish(app: App, result: NoticeResult, report: DeliveryReport | None,
                "deliveries": state_counts(status.counts),
                "deliveries_by_channel": status.counts,
                "internal_deliveries": state_counts(status.internal_counts),
-               "parties_reached": reach[0] if reach else [], **(extra or {})}
+               "parties_reached": reach[0] if reach else [],
+               "waiting": report.waiting_json() if report else [], **(extra or {})}
     out = app.out
     if out.as_json:
         out.json(payload)
@@ -414,7 +415,7 @@ def deliver(app: App, incident_id: str | None, reroute: bool) -> None:
         report = service.deliver(ref, progress=update, complete=False)
     if app.out.as_json:
         app.out.json({"sent": report.sent, "failed": report.failed, "pending": report.pending,
-                      "fallbacks": report.fallbacks,
+                      "fallbacks": report.fallbacks, "waiting": report.waiting_json(),
                       "interrupted": report.interrupted, "deliveries": state_counts(report.counts),
                       "deliveries_by_channel": report.counts})
     else:
