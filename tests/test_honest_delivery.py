@@ -181,3 +181,30 @@ def test_deliver_never_settles_rows_recorded_for_another_transport_unless_rerout
     assert status["deliveries"]["sent"] + status["internal_deliveries"]["sent"] == pending
     assert len(ws.outbox_files(incident_id, "eml")) == 2
     assert ws.run("verify", short).exit_code == 0
+
+
+def test_the_notify_parties_step_says_queued_and_why_they_were_not_reached(
+        sqlite_ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    ws = sqlite_ws
+    saved: dict = {}
+
+    def drop(cfg: dict) -> None:  # started without parties: the step stays open
+        saved.update(parties=cfg.pop("parties"), alerts=cfg.pop("alerts"))
+    ws.configure(drop)
+    incident_id = ws.json("start", "core-banking-outage", "--title", "Core down")["id"]
+    ws.configure(lambda cfg: cfg.update(saved))
+    ws.use_smtp(free_port())
+    ws.configure(lambda cfg: cfg["channels"]["email"]["smtp"].update(username="notices"))
+    ws.fast_retries(wait="1s", attempts=50)
+
+    refused = ws.run("step", incident_id, "notify-parties", "--done", code=2)
+    assert "INCIDENT_SMTP_PASSWORD" in refused.stderr  # checked before anything is recorded
+    assert len(ws.json("timeline", incident_id)["events"]) == 1
+
+    monkeypatch.setenv("INCIDENT_SMTP_PASSWORD", "pw")
+    result = ws.run("step", incident_id, "notify-parties", "--done", code=1)
+    assert "notified" not in result.stdout
+    assert "internal notice to the parties queued" in result.stdout
+    assert "Parties reached: none  ·  not yet (queued): 科技运维部" in result.stdout
+    assert re.search(r"email: 6 pending, last error: cannot connect", result.stderr)
+    assert f"incident deliver {incident_id[-6:]}" in result.stderr

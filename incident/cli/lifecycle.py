@@ -16,6 +16,7 @@ from incident.timeutil import format_duration
 if TYPE_CHECKING:  # `incident --help` must not import the service and what it pulls in
     from incident.delivery import DeliveryReport
     from incident.service import DryRunPlan, NoticeResult, StartResult
+    from incident.state import IncidentView
 
 pass_app = click.make_pass_decorator(App)
 queue_only = click.option("--queue-only", is_flag=True,
@@ -79,13 +80,7 @@ def _finish(app: App, result: NoticeResult, report: DeliveryReport | None,
     for note in app.service.notes:  # e.g. the first notice, completed after a crash
         app.out.warn(note)
     status = app.service.status(result.incident_id)
-    # The parties of the internal notice this command recorded: reached, or still queued.
-    reach = None
-    if result.internal and view.party_notices:
-        notice = view.party_notices[-1]
-        done = app.service.reached_parties(view.id, notice.seq)
-        reach = ([p for p in notice.parties if p in done],
-                 [p for p in notice.parties if p not in done])
+    reach = party_reach(app, view) if result.internal else None
     payload = {"id": view.id, "status": view.status.value, "severity": view.severity,
                "eta": view.eta.isoformat() if view.eta else None,
                "next_update_due": (view.next_update_due.isoformat()
@@ -106,17 +101,33 @@ def _finish(app: App, result: NoticeResult, report: DeliveryReport | None,
                      "recorded" + (" and queued" if report is None else ""))
         out.deliveries(status.counts)
         if reach is not None:
-            reached, waiting = reach
-            out.line("Parties reached: " + (escape(_party_names(app, reached)) or "none")
-                     + (f"  ·  not yet (queued): {escape(_party_names(app, waiting))}"
-                        if waiting else ""))
+            print_party_reach(app, reach)
         if app.rt.settings.channels.email.transport == "file" and result.messages:
             out.line(f"Files written under {app.rt.outbox_dir / view.id}")
     if report is not None:
-        _settle(app, report, result.incident_id)
+        settle(app, report, result.incident_id)
 
 
-def _settle(app: App, report: DeliveryReport, incident_id: str | None) -> None:
+def party_reach(app: App, view: IncidentView) -> tuple[list[str], list[str]] | None:
+    """The parties of the incident's latest internal notice: those a message reached, and
+    those still queued (None: no internal notice)."""
+    if not view.party_notices:
+        return None
+    notice = view.party_notices[-1]
+    done = app.service.reached_parties(view.id, notice.seq)
+    return ([p for p in notice.parties if p in done],
+            [p for p in notice.parties if p not in done])
+
+
+def print_party_reach(app: App, reach: tuple[list[str], list[str]]) -> None:
+    """`Parties reached: … · not yet (queued): …` — never 'notified' before they were."""
+    reached, waiting = reach
+    app.out.line("Parties reached: " + (escape(_party_names(app, reached)) or "none")
+                 + (f"  ·  not yet (queued): {escape(_party_names(app, waiting))}"
+                    if waiting else ""))
+
+
+def settle(app: App, report: DeliveryReport, incident_id: str | None) -> None:
     """List permanent failures, then exit 1 if messages are left unsent, else 3 if any
     failed permanently."""
     if report.failed and incident_id:
@@ -422,7 +433,7 @@ def deliver(app: App, incident_id: str | None, reroute: bool) -> None:
         app.out.line(f"Sent {report.sent}, failed {report.failed}, still pending "
                      f"{report.pending} ({report.elapsed:.1f}s)")
         app.out.deliveries(report.counts)
-    _settle(app, report, ref)
+    settle(app, report, ref)
 
 
 COMMANDS = [start, update, eta, resolve, close, deliver]
