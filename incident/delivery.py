@@ -114,6 +114,11 @@ class DeliveryReport:
     waiting: list[ob.Waiting] = field(default_factory=list)  # what is pending, and why
     transports: dict[str, str | None] = field(default_factory=dict)  # this run's, by channel
 
+    @property
+    def left(self) -> int:
+        """Messages this run left pending (not those other workers are sending)."""
+        return sum(w.pending for w in self.waiting)
+
     def why_pending(self) -> str:
         """Per channel: how many messages wait and why — the last error (contacts masked),
         or that they were recorded for another transport than this run's."""
@@ -271,7 +276,7 @@ class Dispatcher:
             counts = ob.counts(conn, incident_id, parties=None)
             waiting = ob.waiting(conn, incident_id)
         return DeliveryReport(sent=tally.sent, failed=tally.failed,
-                              pending=sum(w.pending for w in waiting), interrupted=interrupted,
+                              pending=self.pending(incident_id), interrupted=interrupted,
                               counts=counts, elapsed=time.monotonic() - tally.started,
                               fatal=fatal, fallbacks=self.fallbacks, waiting=waiting,
                               transports=self.transports)

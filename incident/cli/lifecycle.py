@@ -62,13 +62,13 @@ def _stop_unless_settled(report: DeliveryReport, incident_id: str | None) -> Non
     if report.interrupted:
         raise DeliveryError(f"sending interrupted after {report.sent} messages; "
                             f"{report.pending} stay pending", hint=f"resume with: {resume}")
-    if report.pending:
+    if report.left:
         hint = ("they stay pending (nothing is lost); once the relay or provider works "
                 f"again, run: {resume}")
-        if report.foreign == report.pending:
+        if report.foreign == report.left:
             hint = ("they stay pending for the transport they were recorded for; run "
                     f"`{resume}` with that config, or `{resume} --reroute-to-config-transport`")
-        raise DeliveryError(f"{report.pending} messages not sent — {report.why_pending()}",
+        raise DeliveryError(f"{report.left} messages not sent — {report.why_pending()}",
                             hint=hint)
 
 

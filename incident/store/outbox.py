@@ -377,11 +377,11 @@ class Waiting:
 
 
 def waiting(conn: Connection, incident_id: str | None = None) -> list[Waiting]:
-    """Per channel and transport, the rows not yet sent or failed and the most recent error
-    among them."""
+    """Per channel and transport, the pending rows (not those another worker is sending) and
+    the most recent error among them."""
     o = schema.outbox
-    unsettled = o.c.state.in_([DeliveryState.PENDING.value, DeliveryState.SENDING.value])
-    scope = [unsettled] + ([o.c.incident_id == incident_id] if incident_id else [])
+    scope = [o.c.state == DeliveryState.PENDING.value] + (
+        [o.c.incident_id == incident_id] if incident_id else [])
     out = []
     for channel, transport, n in conn.execute(
             select(o.c.channel, o.c.transport, func.count()).where(*scope)
