@@ -27,7 +27,7 @@ import struct
 import tempfile
 from array import array
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter
@@ -94,11 +94,31 @@ class Recipient(NamedTuple):
 
 @dataclass
 class RowProblem:
-    """A bad row: its physical start line in the file, the column at fault ("" = whole row)."""
+    """A bad row: its physical start line in the file, the column at fault ("" = whole row).
+
+    `skipped` is False for a bad contact of a row that is kept: the customer is notified on
+    the channels whose contact is good (an invalid phone costs the SMS, not the email).
+    """
 
     line: int
     field: str
     message: str
+    skipped: bool = True
+
+
+# A check of one normalised contact for one channel (the key: "email" or "phone"): the reason
+# it cannot be used there, or None. A refused contact is dropped like an invalid one: the
+# customer is still notified on their other channels (e.g. an address a relay cannot take).
+ContactChecks = Mapping[str, Callable[[str], "str | None"]]
+_CHANNEL_OF = {"email": "email", "phone": "SMS"}
+
+
+@dataclass(frozen=True, slots=True)
+class _KeptRow:
+    """A row kept without one of its contacts: its fields and what was wrong with it."""
+
+    fields: tuple[Any, ...]
+    problems: list[RowProblem]
 
 
 @dataclass
@@ -111,6 +131,7 @@ class AudienceLoad:
     rows_read: int
     bad_rows: int = 0
     problem_count: int = 0  # all problems found, listed or not
+    partial_rows: int = 0  # rows kept without one of their contacts
 
     def locations(self) -> list[tuple[Location, str]]:
         """The problems in the form `IncidentError(problems=...)` takes."""
@@ -131,13 +152,14 @@ def normalize_language(value: str) -> str:
 
 
 def load_audience(path: Path, *, default_language: str = "zh-CN",
-                  default_region: str = "CN") -> AudienceLoad:
+                  default_region: str = "CN", checks: ContactChecks | None = None
+                  ) -> AudienceLoad:
     """Read a whole customer CSV; raise AudienceInvalid if it cannot be used at all."""
     display = str(path)
     customers: list[Customer] = []
     tally = _Problems(display)
     for item in iter_audience(path, default_language=default_language,
-                              default_region=default_region):
+                              default_region=default_region, checks=checks):
         if isinstance(item, Customer):
             customers.append(item)
         else:
@@ -147,15 +169,21 @@ def load_audience(path: Path, *, default_language: str = "zh-CN",
         tally.refuse(rows_read)
     return AudienceLoad(customers=customers, problems=tally.listed(), path=display,
                         rows_read=rows_read, bad_rows=tally.bad_rows,
-                        problem_count=tally.count)
+                        problem_count=tally.count, partial_rows=tally.partial_rows)
 
 
 def iter_audience(path: Path, *, default_language: str = "zh-CN",
-                  default_region: str = "CN") -> Iterator[Customer | RowProblem]:
-    """Stream a customer CSV: per data row one Customer, or one or more RowProblems."""
-    for item in _rows(path, default_language=default_language, default_region=default_region):
+                  default_region: str = "CN", checks: ContactChecks | None = None
+                  ) -> Iterator[Customer | RowProblem]:
+    """Stream a customer CSV: per data row one Customer, or one or more RowProblems (a row
+    kept without a bad contact: its problems, then the Customer)."""
+    for item in _rows(path, default_language=default_language, default_region=default_region,
+                      checks=checks):
         if isinstance(item, tuple):
             yield Customer(*item)
+        elif isinstance(item, _KeptRow):
+            yield from item.problems
+            yield Customer(*item.fields)
         else:
             yield from item
 
@@ -254,10 +282,18 @@ class AudienceScan:
     sha256: str
     size: int
     spool: RecipientSpool | None = None
+    partial_rows: int = 0  # rows kept without one of their contacts (problems say which)
 
-    def locations(self) -> list[tuple[Location, str]]:
-        """The problems in the form `IncidentError(problems=...)` takes."""
-        return [(_location(self.path, p), p.message) for p in self.problems]
+    def locations(self, *, skipped: bool | None = None) -> list[tuple[Location, str]]:
+        """The problems in the form `IncidentError(problems=...)` takes: all, or those of
+        skipped rows (`skipped=True`), or those of rows kept without a contact (False)."""
+        return [(_location(self.path, p), p.message) for p in self.problems
+                if skipped is None or p.skipped == skipped or not p.line]
+
+    def unreachable(self, channels: Sequence[str]) -> int:
+        """Selected customers with no usable contact on any of `channels`."""
+        return sum(n for (_, has_email, has_phone), n in self.reach.items()
+                   if not any(has_email if c == "email" else has_phone for c in channels))
 
     def messages(self, channels: Sequence[str]) -> dict[str, dict[str, int]]:
         """Messages per channel and language: a customer gets one per channel they have an
@@ -276,7 +312,8 @@ class AudienceScan:
 
 
 def scan_audience(path: Path, selection: Selection, *, default_language: str = "zh-CN",
-                  default_region: str = "CN", spool: bool = True) -> AudienceScan:
+                  default_region: str = "CN", spool: bool = True,
+                  checks: ContactChecks | None = None) -> AudienceScan:
     """Validate, select and count a whole customer list in one streaming pass, spooling the
     selected recipients (unless `spool` is false: a dry run only counts).
 
@@ -292,8 +329,12 @@ def scan_audience(path: Path, selection: Selection, *, default_language: str = "
     source: list[_Lines] = []
     try:
         for item in _rows(path, default_language=default_language,
-                          default_region=default_region, source=source):
-            if not isinstance(item, tuple):
+                          default_region=default_region, source=source, checks=checks):
+            if isinstance(item, _KeptRow):
+                for problem in item.problems:
+                    tally.add(problem)
+                item = item.fields
+            elif not isinstance(item, tuple):
                 for problem in item:
                     tally.add(problem)
                 continue
@@ -316,7 +357,7 @@ def scan_audience(path: Path, selection: Selection, *, default_language: str = "
     return AudienceScan(path=display, rows_read=valid + tally.bad_rows, bad_rows=tally.bad_rows,
                         problem_count=tally.count, problems=tally.listed(), valid=valid,
                         selected=selected, reach=reach, sha256=lines.digest.hexdigest(),
-                        size=lines.size, spool=recipients)
+                        size=lines.size, spool=recipients, partial_rows=tally.partial_rows)
 
 
 class RecipientSpool:
@@ -418,6 +459,23 @@ def mask_contact(value: str | None) -> str:
     return mask_phone(value)
 
 
+_EMAIL_IN_TEXT = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+# A phone number written with its country code (+86 138 0013 8000), a run of 8 to 15 digits
+# (13800138000), or a Chinese mobile written 3-4-4. Dates and times never match: they are
+# shorter runs separated by - and :.
+_PHONE_IN_TEXT = re.compile(r"\+\d[\d \-]{6,18}\d|(?<![\d.])\d{8,15}(?![\d.])"
+                            r"|(?<!\d)1\d{2}[ -]\d{4}[ -]\d{4}(?!\d)")
+
+
+def scrub(text: str | None) -> str:
+    """`text` with every email address and phone number in it masked (free text: provider
+    errors, notes)."""
+    if not text:
+        return ""
+    text = _EMAIL_IN_TEXT.sub(lambda m: mask_email(m.group(0)), text)
+    return _PHONE_IN_TEXT.sub(lambda m: mask_phone(m.group(0)), text)
+
+
 def mask_name(value: str | None) -> str:
     """`张伟` → `张*`, `Wei Zhang` → `W** Z****`; one-character words are hidden entirely."""
     if not value:
@@ -441,12 +499,17 @@ class _Problems:
         self.kept: list[RowProblem] = []
         self.count = 0
         self.bad_rows = 0
+        self.partial_rows = 0  # rows kept without a contact
         self._last_bad = 0
 
     def add(self, problem: RowProblem) -> None:
         """Note one problem (a bad row may have several, one after the other)."""
         if problem.line != self._last_bad:
-            self.bad_rows, self._last_bad = self.bad_rows + 1, problem.line
+            self._last_bad = problem.line
+            if problem.skipped:
+                self.bad_rows += 1
+            else:
+                self.partial_rows += 1
         self.count += 1
         if len(self.kept) < MAX_PROBLEMS:
             self.kept.append(problem)
@@ -481,10 +544,11 @@ _Fields = tuple[Any, ...]
 
 
 def _rows(path: Path, *, default_language: str, default_region: str,
-          source: list[_Lines] | None = None) -> Iterator[_Fields | list[RowProblem]]:
-    """Per data row its validated fields, or its problems; raises AudienceInvalid when the
-    file cannot be read as a customer list. `source` receives the line reader (for its
-    digest and size once the rows are read)."""
+          source: list[_Lines] | None = None, checks: ContactChecks | None = None
+          ) -> Iterator[_Fields | list[RowProblem] | _KeptRow]:
+    """Per data row its validated fields, its problems, or both (kept without a bad
+    contact); raises AudienceInvalid when the file cannot be read as a customer list.
+    `source` receives the line reader (for its digest and size once the rows are read)."""
     language = normalize_language(default_language)
     region = default_region.strip().upper()
     if region not in phonenumbers.SUPPORTED_REGIONS:
@@ -513,7 +577,8 @@ def _rows(path: Path, *, default_language: str, default_region: str,
                 if parser is None:
                     if not any(cell.strip() for cell in row):
                         continue
-                    parser = _RowParser.from_header(row, start, display, language, region)
+                    parser = _RowParser.from_header(row, start, display, language, region,
+                                                    checks)
                     parser.seen.expected = lines.rows_hint(reader)
                     continue
                 yield parser.parse(row, start)
@@ -540,8 +605,9 @@ class _RowParser:
     """Validates data rows against one header; remembers ids to catch duplicates."""
 
     def __init__(self, columns: dict[str, int], width: int, display: str, language: str,
-                 region: str) -> None:
+                 region: str, checks: ContactChecks | None = None) -> None:
         self.columns = columns
+        self.checks = checks or {}
         self.width = width
         self.display = display
         self.language = language
@@ -555,7 +621,7 @@ class _RowParser:
 
     @classmethod
     def from_header(cls, header: list[str], line: int, display: str, language: str,
-                    region: str) -> _RowParser:
+                    region: str, checks: ContactChecks | None = None) -> _RowParser:
         """Map known column names to positions; raise AudienceInvalid on a bad header."""
         columns: dict[str, int] = {}
         problems: list[tuple[Location, str]] = []
@@ -580,10 +646,15 @@ class _RowParser:
                 + "; optional: " + ",".join(OPTIONAL_COLUMNS),
                 problems=problems,
             )
-        return cls(columns, len(header), display, language, region)
+        return cls(columns, len(header), display, language, region, checks)
 
-    def parse(self, row: list[str], line: int) -> _Fields | list[RowProblem]:
-        """The row's validated fields, or every problem found in it ([] for a blank row)."""
+    def parse(self, row: list[str], line: int) -> _Fields | list[RowProblem] | _KeptRow:
+        """The row's validated fields, or every problem found in it ([] for a blank row).
+
+        A bad contact alone does not cost the row: with a good contact left, the row is kept
+        without the bad one (_KeptRow), so the customer is notified on the channels they can
+        be reached on, and the bad field is reported.
+        """
         if len(row) != self.width:
             if not any(cell.strip() for cell in row):
                 return []  # a blank line (or a row of empty cells): not a customer
@@ -608,6 +679,7 @@ class _RowParser:
             problems.append(RowProblem(line, "name", "empty name"))
 
         email = phone = None
+        bad_contacts = len(problems)
         if raw_email:
             try:
                 email = self.emails.normalized(raw_email)
@@ -617,6 +689,9 @@ class _RowParser:
             phone, message = _parse_phone(raw_phone, self.region)
             if message:
                 problems.append(RowProblem(line, "phone", message))
+        if self.checks:
+            email, phone = self._checked(line, email, phone, problems)
+        bad_contacts = len(problems) - bad_contacts
         if not raw_email and not raw_phone:
             problems.append(RowProblem(line, "email/phone", "neither an email nor a phone"))
 
@@ -639,12 +714,32 @@ class _RowParser:
             problems.append(RowProblem(line, "priority", f"unknown priority {raw_priority!r} "
                                        "(use urgent/high/vip/1 or normal/0/empty)"))
 
+        fields = (ref, name, email, phone, language, segment, region, branch,
+                  tuple(dict.fromkeys(p.strip() for p in
+                                      _PRODUCT_SEPARATORS.split(products.lower()) if p.strip()))
+                  if products else (), priority or "normal")
         if problems:
+            if len(problems) == bad_contacts and (email is not None or phone is not None):
+                left = "email" if email is not None else "SMS"
+                return _KeptRow(fields, [
+                    RowProblem(p.line, p.field, f"{p.message} — not used: notified by "
+                                                f"{left} only", skipped=False)
+                    for p in problems])
             return problems
-        return (ref, name, email, phone, language, segment, region, branch,
-                tuple(dict.fromkeys(p.strip() for p in
-                                    _PRODUCT_SEPARATORS.split(products.lower()) if p.strip()))
-                if products else (), priority or "normal")
+        return fields
+
+    def _checked(self, line: int, email: str | None, phone: str | None,
+                 problems: list[RowProblem]) -> tuple[str | None, str | None]:
+        """The contacts once the channel checks had their say (a refused one is dropped)."""
+        contacts = {"email": email, "phone": phone}
+        for field, check in self.checks.items():
+            value = contacts.get(field)
+            reason = check(value) if value is not None else None
+            if reason:
+                problems.append(RowProblem(line, field, f"{field} refused for "
+                                                        f"{_CHANNEL_OF[field]}: {reason}"))
+                contacts[field] = None
+        return contacts["email"], contacts["phone"]
 
 
 class _EmailCheck:
@@ -772,15 +867,16 @@ class _Seen:
 
 
 def _parse_phone(raw: str, region: str) -> tuple[str | None, str | None]:
-    """(E.164 number, None) or (None, why the number is unusable)."""
+    """(E.164 number, None) or (None, why the number is unusable — the number masked: a
+    near-miss is still the customer's number)."""
     try:
         number = phonenumbers.parse(raw, region)
     except phonenumbers.NumberParseException as exc:
-        return None, f"invalid phone {raw!r}: {exc}"
+        return None, f"invalid phone {mask_phone(raw)!r}: {exc}"
     if not phonenumbers.is_possible_number(number):
-        return None, f"invalid phone {raw!r}: not a possible number"
+        return None, f"invalid phone {mask_phone(raw)!r}: not a possible number"
     if not phonenumbers.is_valid_number(number):
-        return None, f"invalid phone {raw!r}: not a valid number"
+        return None, f"invalid phone {mask_phone(raw)!r}: not a valid number"
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), None
 
 

@@ -81,7 +81,9 @@ class Coordination:
 
     def notify_parties(self, ref: str, parties: Sequence[str], *, message: str,
                        step: str | None = None, kind: str = "update") -> NoticeResult:
-        """Send an internal notice to `parties` on its own (a step's action)."""
+        """Send an internal notice to `parties` on its own (a step's action); every channel's
+        configuration is checked before anything is recorded."""
+        self.service.check_channels()
         targets = check_parties(self.rt, parties)
         incident_id = self.service.store.resolve_id(ref)
         now = utcnow()

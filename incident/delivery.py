@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 
+from incident.audience import scrub
 from incident.channels.base import Channel, Outcome, Outgoing, SmsOut
 from incident.errors import IncidentError
 from incident.models import DeliveryState
@@ -132,6 +133,43 @@ class DeliveryReport:
     elapsed: float
     fatal: str | None = None  # why sending stopped early (e.g. the relay refused our login)
     fallbacks: int = 0  # messages re-queued on the other channel after a permanent failure
+    waiting: list[ob.Waiting] = field(default_factory=list)  # what is pending, and why
+    transports: dict[str, str | None] = field(default_factory=dict)  # this run's, by channel
+
+    @property
+    def left(self) -> int:
+        """Messages this run left pending (not those other workers are sending)."""
+        return sum(w.pending for w in self.waiting)
+
+    def why_pending(self) -> str:
+        """Per channel: how many messages wait and why — the last error (contacts masked),
+        or that they were recorded for another transport than this run's."""
+        return "; ".join(self._why(w) for w in self.waiting)
+
+    def waiting_json(self) -> list[dict[str, Any]]:
+        """What is pending and why, per channel and recorded transport (contacts masked)."""
+        return [{"channel": w.channel, "transport": w.transport, "pending": w.pending,
+                 "last_error": scrub(w.error) or None, "error_code": w.code,
+                 "other_transport": self._foreign(w)} for w in self.waiting]
+
+    @property
+    def foreign(self) -> int:
+        """Pending messages recorded for another transport than this run sends by."""
+        return sum(w.pending for w in self.waiting if self._foreign(w))
+
+    def _foreign(self, w: ob.Waiting) -> bool:
+        ours = self.transports.get(w.channel)
+        return w.transport is not None and ours is not None and w.transport != ours
+
+    def _why(self, w: ob.Waiting) -> str:
+        if self._foreign(w):
+            return (f"{w.channel}: {w.pending} pending, recorded for transport {w.transport} "
+                    f"(this config sends {w.channel} by {self.transports.get(w.channel)}: "
+                    "run deliver with the config they were recorded for, or add "
+                    "--reroute-to-config-transport)")
+        if w.error:
+            return f"{w.channel}: {w.pending} pending, last error: {scrub(w.error)}"
+        return f"{w.channel}: {w.pending} pending, not tried yet"
 
 
 @dataclass
@@ -196,6 +234,10 @@ class Dispatcher:
         self.policy = policy or DeliveryPolicy()
         self.worker = f"{ob.worker_name()}:{random.getrandbits(32):08x}"
         self.limiters = {name: RateLimiter(ch.rate) for name, ch in channels.items() if ch.rate}
+        # A row is settled only on the transport it was recorded for (a channel that does not
+        # say which it is, a test's, takes any).
+        self.transports: dict[str, str | None] = {
+            name: getattr(ch, "transport", None) for name, ch in channels.items()}
         self.domain = sender_domain(composer.rt)
         self.fallbacks = 0
         # The state of one run (see _conduct and _sender).
@@ -218,9 +260,12 @@ class Dispatcher:
             return int(conn.execute(query).scalar() or 0)
 
     def _next_due(self, incident_id: str | None) -> datetime | None:
+        """When the next row this run may send falls due (not another transport's)."""
         o = schema.outbox
+        ours = [(o.c.channel == name) & (o.c.transport.is_(None) | (o.c.transport == t))
+                if t is not None else o.c.channel == name for name, t in self.transports.items()]
         query = select(func.min(o.c.next_attempt_at)).where(
-            o.c.state == DeliveryState.PENDING.value)
+            o.c.state == DeliveryState.PENDING.value, or_(*ours))
         if incident_id:
             query = query.where(o.c.incident_id == incident_id)
         with self.store.read() as conn:
@@ -251,10 +296,12 @@ class Dispatcher:
                 await channel.close()
         with self.store.read() as conn:
             counts = ob.counts(conn, incident_id, parties=None)
+            waiting = ob.waiting(conn, incident_id)
         return DeliveryReport(sent=tally.sent, failed=tally.failed,
                               pending=self.pending(incident_id), interrupted=interrupted,
                               counts=counts, elapsed=time.monotonic() - tally.started,
-                              fatal=fatal, fallbacks=self.fallbacks)
+                              fatal=fatal, fallbacks=self.fallbacks, waiting=waiting,
+                              transports=self.transports)
 
     def _fatal(self) -> str | None:
         for name, channel in self.channels.items():
@@ -446,7 +493,8 @@ class Dispatcher:
             stale = time.monotonic() - self._stale_checked >= _STALE_EVERY
             rows = ob.claim(conn, worker=self.worker, now=now, limit=self.policy.batch,
                             incident_id=incident_id, channels=channels,
-                            stale_after=self.policy.stale_claim, stale=stale)
+                            stale_after=self.policy.stale_claim, stale=stale,
+                            transports=self.transports)
         if stale:
             self._stale_checked = time.monotonic()
         if rows:
@@ -485,7 +533,7 @@ class Dispatcher:
             return
         key = ob.idempotency_key(row.incident_id, row.notice_seq, row.recipient_ref, channel)
         if ob.add_fallback(conn, row, message_id=message_id(key, row.incident_id, self.domain),
-                           now=now):
+                           now=now, transport=self.transports.get(channel)):
             self.fallbacks += 1
 
     def _load_notices(self, keys: set[tuple[str, int]]) -> None:

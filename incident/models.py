@@ -115,6 +115,8 @@ class EventType(StrEnum):
     PARTIES_NOTIFIED = "parties_notified"  # an internal notice to departments / outside bodies
     PARTY_ACKED = "party_acked"
     ALERTED = "alerted"  # `incident watch` told the supervisor something fell due
+    # delivery: pending messages moved to another transport (deliver --reroute-to-config-...)
+    DELIVERY_REROUTED = "delivery_rerouted"
     # the post-mortem (edited by people after the incident)
     NOTE = "note"
     ACTION_ADDED = "action_added"

@@ -4,7 +4,7 @@ per-recipient messages composed from it at send time."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from email.utils import format_datetime, parseaddr
 from typing import Any
 
@@ -132,9 +132,10 @@ def message_id(key: str, incident_id: str, domain: str) -> str:
 
 
 def rows_for_customers(incident_id: str, seq: int, customers: Iterable[Customer | Recipient],
-                       channels: Sequence[str], domain: str, *,
+                       channels: Sequence[str], domain: str, *, transports: Mapping[str, str],
                        fallback: bool = False) -> Iterator[dict[str, Any]]:
-    """Outbox rows of the first notice: one per customer and channel they can be reached on.
+    """Outbox rows of the first notice: one per customer and channel they can be reached on,
+    each for the transport `transports` names for its channel.
 
     With `fallback`, a row also carries the customer's contact on the channel the notice does
     not use, so a permanent failure can be retried there.
@@ -153,13 +154,14 @@ def rows_for_customers(incident_id: str, seq: int, customers: Iterable[Customer 
                    "address": address, "language": customer.language,
                    "priority": 0 if customer.priority == "urgent" else 1,
                    "message_id": message_id(key, incident_id, domain), "idempotency_key": key,
-                   "fallback_address": spare}
+                   "fallback_address": spare, "transport": transports[channel]}
 
 
 def rows_from_notice(conn: Connection, incident_id: str, source_seq: int, seq: int,
-                     domain: str) -> Iterator[dict[str, Any]]:
+                     domain: str, *, transports: Mapping[str, str]) -> Iterator[dict[str, Any]]:
     """Outbox rows of a later notice: every row of the first one (fallback rows included),
-    minus addresses that failed permanently (invalid, unsubscribed), which are not tried again.
+    minus addresses that failed permanently (invalid, unsubscribed), which are not tried again;
+    for the transports of the config that records it.
 
     The audience is fixed when the incident is declared.
     """
@@ -179,7 +181,7 @@ def rows_from_notice(conn: Connection, incident_id: str, source_seq: int, seq: i
                "recipient_ref": r.recipient_ref, "recipient_name": r.recipient_name,
                "address": r.address, "language": r.language, "priority": r.priority,
                "message_id": message_id(key, incident_id, domain), "idempotency_key": key,
-               "fallback_address": r.fallback_address}
+               "fallback_address": r.fallback_address, "transport": transports[r.channel]}
 
 
 NoticeRecords = dict[tuple[str, int], dict[str, Any]]

@@ -79,7 +79,7 @@ def party_rows(rt: Runtime, incident_id: str, seq: int, parties: Sequence[str],
                    "recipient_ref": ref, "recipient_name": party.name.get(party.language),
                    "address": address, "language": party.language, "priority": 0,
                    "message_id": message_id(key, incident_id, domain), "idempotency_key": key,
-                   "fallback_address": None}
+                   "fallback_address": None, "transport": rt.settings.channels.transports[channel]}
 
 
 def internal_contexts(rt: Runtime, view: IncidentView, *, kind: str, message: str,

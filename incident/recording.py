@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from itertools import islice
 from pathlib import Path
@@ -43,6 +43,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from incident.audience import Recipient, RecipientSpool, Selection, scan_audience
+from incident.channels.factory import contact_checks
 from incident.errors import AudienceInvalid, IncidentError, Location, StorageError
 from incident.models import EventType
 from incident.notices import rows_for_customers, sender_domain
@@ -71,13 +72,15 @@ class PendingRows:
 
     def __init__(self, store: Store, incident_id: str, recipients: Iterator[Recipient],
                  spool: RecipientSpool, *, channels: Sequence[str], domain: str,
-                 fallback: bool, now: datetime, recorded: int, total: int) -> None:
+                 transports: Mapping[str, str], fallback: bool, now: datetime, recorded: int,
+                 total: int) -> None:
         self.store = store
         self.incident_id = incident_id
         self.recipients = recipients
         self.spool = spool
         self.channels = list(channels)
         self.domain = domain
+        self.transports = dict(transports)
         self.fallback = fallback
         self.now = now
         self.recorded = recorded
@@ -97,7 +100,7 @@ class PendingRows:
             with self.store.write() as conn:
                 self.recorded += ob.enqueue(conn, rows_for_customers(
                     self.incident_id, 1, batch, self.channels, self.domain,
-                    fallback=self.fallback), now=self.now)
+                    transports=self.transports, fallback=self.fallback), now=self.now)
         except StorageError as exc:
             self.close()
             raise StorageError(
@@ -191,20 +194,23 @@ def _complete_notice(store: Store, rt: Runtime, incident_id: str, *,
                               problems=[(Location(str(path)), "no such file")])
     scan = scan_audience(path, Selection.from_record(audience["selection"]),
                          default_language=audience["language"],
-                         default_region=audience["phone_region"])
+                         default_region=audience["phone_region"], checks=contact_checks(rt))
     assert scan.spool is not None
     try:
         if scan.sha256 != audience["sha256"]:
             raise AudienceInvalid(f"{missing}: the file has changed since", hint=hint,
                                   problems=[(Location(str(path)), "SHA-256 differs")])
         fallback = bool(data["playbook"]["notices"].get("fallback", False))
+        # The transports the notice was recorded for (not this config's, which may differ).
+        transports = notice.get("transports") or rt.settings.channels.transports
         domain = sender_domain(rt)
         now = utcnow()
         recipients = iter(scan.spool)
         while batch := list(islice(recipients, ROWS_PER_BATCH)):
             with store.write() as conn:
                 ob.enqueue(conn, rows_for_customers(incident_id, 1, batch, channels,
-                                                    domain, fallback=fallback),
+                                                    domain, transports=transports,
+                                                    fallback=fallback),
                            now=now, ignore_existing=True)
     finally:
         scan.spool.close()

@@ -29,7 +29,12 @@ from incident.audience import (
 )
 from incident.branches import Branch, load_branches, nearby_open, scope_branches
 from incident.channels import Channel
-from incident.channels.factory import build_channels, concurrency
+from incident.channels.factory import (
+    build_channels,
+    check_channels,
+    concurrency,
+    contact_checks,
+)
 from incident.checklist import Attention, attention
 from incident.coordination import Coordination
 from incident.delivery import DeliveryPolicy, DeliveryReport, Dispatcher, ProgressFn, Tally
@@ -85,6 +90,9 @@ class StartResult(NoticeResult):
     audience_path: str = ""
     recipients: int = 0
     skipped_rows: list[tuple[Location, str]] = field(default_factory=list)
+    # rows kept without a bad contact: notified on their other channels (the problems)
+    partial_rows: list[tuple[Location, str]] = field(default_factory=list)
+    unreachable: int = 0  # selected customers with no contact on the notice's channels
     pending: PendingRows | None = None
 
 
@@ -99,6 +107,8 @@ class DryRunPlan:
     sms: dict[str, dict[str, Any]]  # language -> {encoding, segments, chars, text}
     estimated_seconds: dict[str, float]
     skipped_rows: list[tuple[Location, str]]
+    partial_rows: list[tuple[Location, str]] = field(default_factory=list)
+    unreachable: int = 0
 
 
 @dataclass
@@ -150,15 +160,18 @@ class Service:
               affected: Sequence[str] = (), regions: Sequence[str] = (),
               branches: Sequence[str] = (), branch_list: str | None = None,
               audience: str | None = None, drill: bool = False, manual: bool | None = None,
-              dry_run: bool = False) -> StartResult | DryRunPlan:
+              dry_run: bool = False, queue_only: bool = False) -> StartResult | DryRunPlan:
         """Declare an incident from a playbook and record its first customer notice.
 
         In the same transaction: the manual channel is opened (unless the playbook or
         `manual=False` says not to), the playbook's parties get the internal notice, and the
         steps those actions complete are marked done. The notice's first rows are recorded
         with it; the result's `pending` rows must then be recorded too (`deliver_started` or
-        `finish_start`; see the module docstring).
+        `finish_start`; see the module docstring). Unless the notice is only queued (or a
+        dry run), every channel's configuration is checked first (check_channels).
         """
+        if not (dry_run or queue_only):
+            check_channels(self.rt)
         book = load_playbook(find_playbook(playbook, self.rt.playbook_path))
         now = utcnow()
         if not title.strip():
@@ -229,6 +242,7 @@ class Service:
         recipients = iter(scan.spool)
         messages = scan.message_count(channels)
         domain = sender_domain(self.rt)
+        transports = settings.channels.transports
         with self.store.write() as conn:
             incident_id = self.store.create_incident(conn, playbook_id=book.id,
                                                      title=data["title"], drill=drill, at=now)
@@ -238,9 +252,11 @@ class Service:
             data["notice"] = self._notice(book, Phase.INITIAL, self._contexts(view, Phase.INITIAL,
                                                                               ""), messages)
             data["notice"]["recipients"] = scan.selected
+            # What its rows are recorded for, also when completed later (complete_notices).
+            data["notice"]["transports"] = transports
             recorded = ob.enqueue(conn, rows_for_customers(
                 incident_id, 1, islice(recipients, FIRST_ROWS), channels, domain,
-                fallback=book.notices.fallback), now=now)
+                transports=transports, fallback=book.notices.fallback), now=now)
             event = self.store.append(conn, incident_id, EventType.DECLARED,
                                       actor=self.rt.operator, data=data, at=now)
             view = fold([event])
@@ -251,12 +267,15 @@ class Service:
                 internal = self.notify_in(conn, view, parties, kind="declared", message="",
                                           now=now, steps_done=steps)
         pending = PendingRows(self.store, incident_id, recipients, scan.spool,
-                              channels=channels, domain=domain, fallback=book.notices.fallback,
+                              channels=channels, domain=domain, transports=transports,
+                              fallback=book.notices.fallback,
                               now=now, recorded=recorded, total=messages)
         return StartResult(incident_id=incident_id, seq=1, phase=Phase.INITIAL,
                            messages=messages, view=view, internal=internal,
                            audience_path=scan.path, recipients=scan.selected,
-                           skipped_rows=scan.locations(),
+                           skipped_rows=scan.locations(skipped=True),
+                           partial_rows=scan.locations(skipped=False),
+                           unreachable=scan.unreachable(channels),
                            pending=None if pending.done else pending)
 
     def finish_start(self, result: StartResult) -> None:
@@ -323,7 +342,8 @@ class Service:
         return DeliveryReport(sent=sum(r.sent for r in runs), failed=sum(r.failed for r in runs),
                               pending=last.pending, interrupted=last.interrupted,
                               counts=last.counts, elapsed=sum(r.elapsed for r in runs),
-                              fatal=last.fatal, fallbacks=dispatcher.fallbacks)
+                              fatal=last.fatal, fallbacks=dispatcher.fallbacks,
+                              waiting=last.waiting, transports=last.transports)
 
     def _audience(self, book: Playbook, given: str | None, drill: bool,
                   regions: Sequence[str], branches: Sequence[str] = (), *,
@@ -348,7 +368,8 @@ class Service:
                                  place_regions=regions, place_branches=branches,
                                  everyone=drill and not given)
         scan = scan_audience(path, selection, default_language=settings.default_language,
-                             default_region=settings.phone_region, spool=spool)
+                             default_region=settings.phone_region, spool=spool,
+                             checks=contact_checks(self.rt))
         if not scan.selected:
             if scan.spool is not None:
                 scan.spool.close()
@@ -398,13 +419,16 @@ class Service:
                     "sms": segments / channels.sms.rate}
         return DryRunPlan(playbook=book, audience_path=scan.path, recipients=scan.selected,
                           messages=messages, sms=sms, estimated_seconds=estimate,
-                          skipped_rows=scan.locations())
+                          skipped_rows=scan.locations(skipped=True),
+                          partial_rows=scan.locations(skipped=False),
+                          unreachable=scan.unreachable(book.notices.channels))
 
     # ------------------------------------------------------------------ later notices
 
     def update(self, ref: str, *, message: str, message_zh: str | None = None,
                eta: str | None = None, status: str | None = None, severity: str | None = None,
-               internal: bool = False, to: Sequence[str] = ()) -> NoticeResult:
+               internal: bool = False, to: Sequence[str] = (),
+               queue_only: bool = False) -> NoticeResult:
         """Record a progress update.
 
         Customers get an update notice unless `internal`. Parties: those named in `to`; with
@@ -461,9 +485,11 @@ class Service:
             return None
 
         return self.record(ref, EventType.UPDATED, None if internal else Phase.UPDATE, build,
-                           allowed=OPEN_STATES, verb="update", notify=notify)
+                           allowed=OPEN_STATES, verb="update", notify=notify,
+                           sends=not queue_only)
 
-    def revise_eta(self, ref: str, *, when: str, reason: str) -> NoticeResult:
+    def revise_eta(self, ref: str, *, when: str, reason: str,
+                   queue_only: bool = False) -> NoticeResult:
         """Announce a changed estimated recovery time, with the reason."""
         if not reason.strip():
             raise InvalidValue("--reason must not be empty: customers are told why the ETA moved")
@@ -475,10 +501,10 @@ class Service:
 
         return self.record(ref, EventType.ETA_REVISED, Phase.ETA_CHANGED, build,
                            allowed=OPEN_STATES, verb="revise the ETA of",
-                           notify=self._everyone("eta_changed"))
+                           notify=self._everyone("eta_changed"), sends=not queue_only)
 
     def resolve(self, ref: str, *, message: str, message_zh: str | None = None,
-                at: str | None = None) -> NoticeResult:
+                at: str | None = None, queue_only: bool = False) -> NoticeResult:
         """Declare service restored and send the recovery notice that closes the loop."""
         if not message.strip():
             raise InvalidValue("--message must not be empty")
@@ -494,7 +520,7 @@ class Service:
 
         return self.record(ref, EventType.RESOLVED, Phase.RESOLVED, build,
                            allowed=OPEN_STATES, verb="resolve",
-                           notify=self._everyone("resolved"))
+                           notify=self._everyone("resolved"), sends=not queue_only)
 
     def close(self, ref: str, *, force: bool = False, reason: str | None = None) -> NoticeResult:
         """Close a resolved incident; its record is then final.
@@ -529,15 +555,18 @@ class Service:
 
     def record(self, ref: str, type: EventType, phase: Phase | None,
                build: Any, *, allowed: set[Status] | frozenset[Status] | None = None,
-               verb: str, notify: Notify | None = None) -> NoticeResult:
+               verb: str, notify: Notify | None = None, sends: bool = False) -> NoticeResult:
         """Append one event of `type` to incident `ref` in one write transaction.
 
         `build(view, now)` returns the event's data from the incident's fresh state (raising
         BadInput to refuse); with a `phase`, the customer notice is rendered, checked and
         enqueued with it. `allowed` are the states the incident may be in (None: any but
         closed). `notify(view, data)` may name parties (and the kind of internal notice) that
-        get an internal notice about the event, recorded in the same transaction.
+        get an internal notice about the event, recorded in the same transaction. With `sends`
+        (what it records is sent at once), every channel's configuration is checked first.
         """
+        if sends:
+            check_channels(self.rt)
         allowed = allowed if allowed is not None else frozenset(Status) - {Status.CLOSED}
         incident_id = self.store.resolve_id(ref)
         if phase is not None:  # a later notice copies the first one's rows: complete them
@@ -568,8 +597,9 @@ class Service:
                 check_templates(self.renderer, book.notices.template_set,
                                 list(book.notices.channels), contexts)
                 first = view.notices[0].seq if view.notices else 1
-                messages = ob.enqueue(conn, rows_from_notice(conn, incident_id, first, seq,
-                                                             domain), now=now)
+                messages = ob.enqueue(conn, rows_from_notice(
+                    conn, incident_id, first, seq, domain,
+                    transports=self.rt.settings.channels.transports), now=now)
                 data["notice"] = self._notice(book, phase, contexts, messages)
                 data["notice"]["recipients"] = view.notices[0].recipients if view.notices else 0
             event = self.store.append(conn, incident_id, type, actor=self.rt.operator,
@@ -677,6 +707,35 @@ class Service:
         return {incident_id: self.store.verify(incident_id) for incident_id in ids}
 
     # ------------------------------------------------------------------ delivery
+
+    def reroute(self, ref: str | None = None) -> list[Event]:
+        """Move the pending messages of one incident (or of all) recorded for another
+        transport onto this config's, one DELIVERY_REROUTED event per incident in the same
+        transaction: the supervisor's explicit decision, on the record."""
+        transports = self.rt.settings.channels.transports
+        incident_id = self.store.resolve_id(ref) if ref else None
+        with self.store.read() as conn:
+            ids = ob.foreign_incidents(conn, transports, incident_id)
+        events = []
+        for each in ids:
+            with self.store.write() as conn:
+                self.store.lock_incident(conn, each)
+                moved = {channel: found for channel, transport in transports.items()
+                         if (found := ob.reroute(conn, each, channel, transport))}
+                if moved:
+                    events.append(self.store.append(
+                        conn, each, EventType.DELIVERY_REROUTED, actor=self.rt.operator,
+                        data={"moved": moved, "to": transports}, at=utcnow()))
+        return events
+
+    def reached_parties(self, incident_id: str, notice_seq: int) -> set[str]:
+        """The parties an internal notice reached so far (a message accepted)."""
+        with self.store.read() as conn:
+            return ob.reached_parties(conn, incident_id, notice_seq)
+
+    def check_channels(self) -> None:
+        """ConfigInvalid unless every configured channel has what it needs (its secrets)."""
+        check_channels(self.rt)
 
     def deliver(self, ref: str | None = None, *, progress: ProgressFn | None = None,
                 policy: DeliveryPolicy | None = None,

@@ -97,6 +97,11 @@ class Channels(Strict):
     sms: SmsSettings = Field(default_factory=SmsSettings)
     outbox_dir: str = "outbox"
 
+    @property
+    def transports(self) -> dict[str, str]:
+        """The transport of each channel (recorded with every outbox row)."""
+        return {"email": self.email.transport, "sms": self.sms.transport}
+
 
 class DeliverySettings(Strict):
     """How the dispatcher retries and batches (the defaults suit most relays)."""

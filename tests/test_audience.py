@@ -114,12 +114,9 @@ def test_crlf_line_endings(tmp_path: Path) -> None:
     ("c1,  ,li@example.com,,,,,,,", "name", "empty name"),
     ("c1,李四,,,,,,,,", "email/phone", "neither an email nor a phone"),
     ("c1,李四,li@,,,,,,,", "email", "invalid email"),
-    ("c1,李四,li.example.com,13812348000,,,,,,", "email", "invalid email"),
     ("c1,李四,,12345,,,,,,", "phone", "not a valid number"),
     ("c1,李四,,not-a-phone,,,,,,", "phone", "invalid phone"),
     ("c1,李四,,+86 1,,,,,,", "phone", "invalid phone"),
-    # a valid email does not excuse a bad phone: we never silently drop a channel
-    ("c1,李四,li@example.com,999,,,,,,", "phone", "invalid phone '999'"),
     ("c1,李四,li@example.com,,,,,,,maybe", "priority", "unknown priority 'maybe'"),
     ("c1,李四,li@example.com,,,,,,,2", "priority", "unknown priority"),
     ("c1,李四,li@example.com,,klingon,,,,,", "language", "unsupported language 'klingon'"),
@@ -138,6 +135,41 @@ def test_bad_rows_are_reported_with_line_and_field(tmp_path: Path, row: str, fie
     assert load.rows_read == 3
     assert load.locations() == [(Location(file=str(path), line=3, field=field or None),
                                  problem.message)]
+
+
+@pytest.mark.parametrize(("row", "field", "fragment", "email", "phone"), [
+    ("c1,李四,li@example.com,999,,,,,,", "phone", "invalid phone '**9'",
+     "li@example.com", None),
+    ("c1,李四,li@example.com,1381234800,,,,,,", "phone", "invalid phone '138***4800'",
+     "li@example.com", None),
+    ("c1,李四,li.example.com,13812348000,,,,,,", "email", "invalid email",
+     None, "+8613812348000"),
+])
+def test_a_bad_contact_costs_its_channel_not_the_customer(
+        tmp_path: Path, row: str, field: str, fragment: str, email: str | None,
+        phone: str | None) -> None:
+    path = write(tmp_path, HEADER + GOOD_ROW + row + "\n")
+    load = load_audience(path)
+    assert [(c.ref, c.email, c.phone) for c in load.customers] == [
+        ("c0", "zhang.wei@example.com", "+8613812348000"), ("c1", email, phone)]
+    (problem,) = load.problems
+    assert (problem.line, problem.field, problem.skipped) == (3, field, False)
+    assert fragment in problem.message
+    assert f"notified by {'email' if email else 'SMS'} only" in problem.message
+    assert (load.bad_rows, load.partial_rows, load.rows_read) == (0, 1, 2)
+
+
+def test_a_contact_refused_by_a_channel_check_leaves_the_other_channels(
+        tmp_path: Path) -> None:
+    path = write(tmp_path, HEADER + "c1,李四,李四@例子.广告,13812348000,,,,,,\n"
+                 + "c2,王五,王五@例子.广告,,,,,,,\n")
+    load = load_audience(path, checks={
+        "email": lambda a: None if a.isascii() else "the relay cannot take this address"})
+    assert [(c.ref, c.email, c.phone) for c in load.customers] == [
+        ("c1", None, "+8613812348000")]
+    assert [(p.line, p.field, p.skipped) for p in load.problems] == [
+        (2, "email", False), (3, "email", True)]
+    assert "the relay cannot take this address" in load.problems[0].message
 
 
 def test_every_problem_of_a_row_is_reported(tmp_path: Path) -> None:

@@ -67,3 +67,24 @@ def test_host_wildcards_do_not_match_other_hosts(db_url: str) -> None:
         ob.claim(conn, worker="a_b:2:w", now=NOW, limit=1)
         assert ob.claimed_workers(conn, "a_b") == ["a_b:2:w"]
         assert ob.claimed_workers(conn, "a%") == []
+
+
+def test_m004_adds_the_transport_to_an_older_outbox_and_claims_honour_it(db_url: str) -> None:
+    from sqlalchemy import inspect
+
+    store, _ = _store_with_rows(db_url, 2)
+    with store.write() as conn:  # the outbox as m001-m003 left it, rows without a transport
+        conn.exec_driver_sql("ALTER TABLE outbox DROP COLUMN transport")
+        conn.exec_driver_sql("DELETE FROM schema_migrations "
+                             "WHERE name = 'm004_outbox_transport'")
+    store = Store.open(db_url)
+    with store.write() as conn:
+        assert "transport" in {c["name"] for c in inspect(conn).get_columns("outbox")}
+        conn.exec_driver_sql("UPDATE outbox SET transport = 'smtp' WHERE recipient_ref = 'c1'")
+        # A file worker takes the older row (no transport recorded), never the smtp one.
+        claimed = ob.claim(conn, worker="w:1", now=NOW, limit=10,
+                           transports={"email": "file", "sms": "file"})
+        assert [row.recipient_ref for row in claimed] == ["c0"]
+        claimed = ob.claim(conn, worker="w:1", now=NOW, limit=10,
+                           transports={"email": "smtp", "sms": "file"})
+        assert [(row.recipient_ref, row.transport) for row in claimed] == [("c1", "smtp")]

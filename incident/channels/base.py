@@ -84,6 +84,8 @@ class Channel(Protocol):
     # Set when every further message would fail the same way (bad credentials, relay refuses
     # us): the dispatcher stops and leaves the rest pending instead of burning retries.
     fatal: str | None
+    # The transport it is (file, smtp, twilio): it settles only rows recorded for it.
+    transport: str
 
     async def send(self, message: Outgoing) -> Outcome:
         """Send one message and classify the result."""

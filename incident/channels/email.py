@@ -46,6 +46,7 @@ class SmtpChannel:
     """
 
     name = "email"
+    transport = "smtp"
 
     def __init__(self, settings: SmtpSettings, *, rate: float, password: str | None) -> None:
         self.settings = settings

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from incident.audience import ContactChecks
 from incident.channels.base import Channel
 from incident.channels.file import FileChannel
 from incident.errors import ConfigInvalid, Location
@@ -13,40 +14,69 @@ from incident.settings import Runtime, secret
 def build_channels(rt: Runtime, env: Mapping[str, str] | None = None) -> dict[str, Channel]:
     """One Channel per customer channel, as incident.yaml configures it."""
     config = rt.settings.channels
+    secrets = check_channels(rt, env)
     channels: dict[str, Channel] = {}
     email, sms = config.email, config.sms
     if email.transport == "smtp" and email.smtp is not None:
         from incident.channels.email import SmtpChannel
 
-        password = secret(email.smtp.password_env, env)
-        if email.smtp.username and not password:
-            raise _missing(rt, "channels.email.smtp.password_env", email.smtp.password_env)
-        channels["email"] = SmtpChannel(email.smtp, rate=email.rate, password=password)
+        channels["email"] = SmtpChannel(email.smtp, rate=email.rate,
+                                        password=secrets.get("smtp_password"))
     else:
         channels["email"] = FileChannel("email", rt.outbox_dir)
     if sms.transport == "twilio" and sms.twilio is not None:
         from incident.channels.sms import TwilioChannel
 
-        sid = secret("TWILIO_ACCOUNT_SID", env)
-        token = secret("TWILIO_AUTH_TOKEN", env)
-        if not sid or not token:
-            raise _missing(rt, "channels.sms.transport",
-                           "TWILIO_ACCOUNT_SID" if not sid else "TWILIO_AUTH_TOKEN")
-        channels["sms"] = TwilioChannel(sms.twilio, rate=sms.rate, account_sid=sid,
-                                        auth_token=token)
+        channels["sms"] = TwilioChannel(sms.twilio, rate=sms.rate,
+                                        account_sid=secrets["twilio_sid"],
+                                        auth_token=secrets["twilio_token"])
     else:
         channels["sms"] = FileChannel("sms", rt.outbox_dir)
     return channels
+
+
+def check_channels(rt: Runtime, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The secrets every configured transport needs, read from the environment; ConfigInvalid
+    naming each one missing, so that a command can refuse before it records anything."""
+    config = rt.settings.channels
+    found: dict[str, str] = {}
+    missing: list[tuple[str, str]] = []  # (config field, variable)
+    smtp = config.email.smtp if config.email.transport == "smtp" else None
+    if smtp is not None:
+        password = secret(smtp.password_env, env)
+        if password:
+            found["smtp_password"] = password
+        elif smtp.username:
+            missing.append(("channels.email.smtp.password_env", smtp.password_env))
+    if config.sms.transport == "twilio" and config.sms.twilio is not None:
+        for key, variable in (("twilio_sid", "TWILIO_ACCOUNT_SID"),
+                              ("twilio_token", "TWILIO_AUTH_TOKEN")):
+            value = secret(variable, env)
+            if value:
+                found[key] = value
+            else:
+                missing.append(("channels.sms.transport", variable))
+    if missing:
+        where = str(rt.config_path) if rt.config_path else "built-in defaults"
+        names = [variable for _, variable in missing]
+        raise ConfigInvalid(
+            f"the environment variable{'s' if len(names) > 1 else ''} {', '.join(names)} "
+            f"{'are' if len(names) > 1 else 'is'} not set",
+            problems=[(Location(where, None, field), f"needs ${variable}")
+                      for field, variable in missing],
+            hint=" ".join(f"export {v}=..." for v in names)
+            + " (secrets are never read from the file)")
+    return found
+
+
+def contact_checks(rt: Runtime) -> ContactChecks:
+    """What the configured transports refuse of a valid contact, per audience field ("email",
+    "phone"): a refused contact costs the customer that channel only (audience.ContactChecks).
+    None so far; e.g. a relay without SMTPUTF8 would refuse non-ASCII addresses here."""
+    return {}
 
 
 def concurrency(rt: Runtime) -> dict[str, int]:
     """Messages in flight per channel: one per SMTP connection; a few HTTP requests for SMS."""
     smtp = rt.settings.channels.email.smtp
     return {"email": smtp.connections if smtp else 8, "sms": 8}
-
-
-def _missing(rt: Runtime, field: str, variable: str) -> ConfigInvalid:
-    where = str(rt.config_path) if rt.config_path else "built-in defaults"
-    return ConfigInvalid(f"the environment variable {variable} is not set",
-                         problems=[(Location(where, None, field), f"needs ${variable}")],
-                         hint=f"export {variable}=... (secrets are never read from the file)")

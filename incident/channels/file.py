@@ -28,6 +28,7 @@ class FileChannel:
 
     rate: float | None = None
     fatal: str | None = None
+    transport = "file"
 
     def __init__(self, name: str, directory: Path) -> None:
         self.name = name

@@ -100,6 +100,7 @@ class TwilioChannel:
     """
 
     name = "sms"
+    transport = "twilio"
 
     def __init__(self, settings: TwilioSettings, *, rate: float, account_sid: str,
                  auth_token: str, http_client: AsyncTwilioHttpClient | None = None,

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from incident.cli.app import App
-from incident.cli.lifecycle import start
+from incident.cli.lifecycle import party_reach, print_party_reach, settle, start
 from incident.cli.output import Output
 from incident.cli.views import render_status
 from incident.errors import BadInput, InvalidValue, PlaybookInvalid
@@ -58,13 +58,18 @@ def step(app: App, incident_id: str, step_id: str, done: bool, skip: str | None,
                                                            "notify_parties" else 0)})
     else:
         ran = {"open_manual_channel": " — manual channel opened",
-               "notify_parties": " — parties notified"}.get(outcome.ran or "", "")
+               "notify_parties": " — internal notice to the parties queued"}.get(
+                   outcome.ran or "", "")
         out.line(f"Step {item.id} {'skipped' if skip else 'done'}{ran}.")
         if item.every and item.due:
             out.line(f"Next {item.id} due {out.when(item.due)}.")
     if outcome.ran == "notify_parties" and result.messages:
         with app.out.progress(result.messages, "Notifying parties") as update:
-            app.service.deliver(result.incident_id, progress=update)
+            report = app.service.deliver(result.incident_id, progress=update)
+        reach = party_reach(app, app.service.view(result.incident_id))
+        if reach is not None and not out.as_json:
+            print_party_reach(app, reach)
+        settle(app, report, result.incident_id)  # exit 1 with the reason if left pending
 
 
 def _items(app: App, incident_id: str) -> list[Item]:

@@ -9,12 +9,14 @@ from rich.markup import escape
 
 from incident.cli.app import App
 from incident.cli.output import state_counts
-from incident.errors import DeliveryError, ExitCode
+from incident.cli.views import describe_reroute
+from incident.errors import DeliveryError, ExitCode, Location
 from incident.timeutil import format_duration
 
 if TYPE_CHECKING:  # `incident --help` must not import the service and what it pulls in
     from incident.delivery import DeliveryReport
     from incident.service import DryRunPlan, NoticeResult, StartResult
+    from incident.state import IncidentView
 
 pass_app = click.make_pass_decorator(App)
 queue_only = click.option("--queue-only", is_flag=True,
@@ -45,18 +47,29 @@ def _deliver(app: App, result: NoticeResult, queue: bool) -> DeliveryReport | No
         return app.service.deliver(result.incident_id, progress=update)
 
 
-def _stop_if_fatal(report: DeliveryReport, incident_id: str | None) -> None:
-    """A channel that cannot work at all (credentials, relay), or Ctrl-C, ends the command
-    with exit 1 and says how to resume; nothing recorded is lost."""
-    target = f" {_short(incident_id)}" if incident_id else ""
+def _stop_unless_settled(report: DeliveryReport, incident_id: str | None) -> None:
+    """Messages left unsent end the command with exit 1, saying why (per channel, the last
+    error, contacts masked) and what to run once the channel works: a channel that cannot
+    work at all (credentials, relay), Ctrl-C, or retries still due when the foreground send
+    stopped waiting. Nothing recorded is lost."""
+    from incident.audience import scrub
+
+    resume = "incident deliver" + (f" {_short(incident_id)}" if incident_id else "")
     if report.fatal:
-        raise DeliveryError(f"sending stopped: {report.fatal}",
+        raise DeliveryError(f"sending stopped: {scrub(report.fatal)}",
                             hint=f"the notice is recorded and {report.pending} messages stay "
-                                 f"pending; fix the channel, then run: incident deliver{target}")
+                                 f"pending; fix the channel, then run: {resume}")
     if report.interrupted:
         raise DeliveryError(f"sending interrupted after {report.sent} messages; "
-                            f"{report.pending} stay pending",
-                            hint=f"resume with: incident deliver{target}")
+                            f"{report.pending} stay pending", hint=f"resume with: {resume}")
+    if report.left:
+        hint = ("they stay pending (nothing is lost); once the relay or provider works "
+                f"again, run: {resume}")
+        if report.foreign == report.left:
+            hint = ("they stay pending for the transport they were recorded for; run "
+                    f"`{resume}` with that config, or `{resume} --reroute-to-config-transport`")
+        raise DeliveryError(f"{report.left} messages not sent — {report.why_pending()}",
+                            hint=hint)
 
 
 def _finish(app: App, result: NoticeResult, report: DeliveryReport | None,
@@ -67,6 +80,7 @@ def _finish(app: App, result: NoticeResult, report: DeliveryReport | None,
     for note in app.service.notes:  # e.g. the first notice, completed after a crash
         app.out.warn(note)
     status = app.service.status(result.incident_id)
+    reach = party_reach(app, view) if result.internal else None
     payload = {"id": view.id, "status": view.status.value, "severity": view.severity,
                "eta": view.eta.isoformat() if view.eta else None,
                "next_update_due": (view.next_update_due.isoformat()
@@ -75,7 +89,9 @@ def _finish(app: App, result: NoticeResult, report: DeliveryReport | None,
                            "messages": result.messages} if result.phase else None),
                "deliveries": state_counts(status.counts),
                "deliveries_by_channel": status.counts,
-               "internal_deliveries": state_counts(status.internal_counts), **(extra or {})}
+               "internal_deliveries": state_counts(status.internal_counts),
+               "parties_reached": reach[0] if reach else [],
+               "waiting": report.waiting_json() if report else [], **(extra or {})}
     out = app.out
     if out.as_json:
         out.json(payload)
@@ -84,15 +100,40 @@ def _finish(app: App, result: NoticeResult, report: DeliveryReport | None,
             out.line(f"Notice #{result.seq} ({result.phase.value}): {result.messages} messages "
                      "recorded" + (" and queued" if report is None else ""))
         out.deliveries(status.counts)
-        if report and report.pending:
-            out.warn(f"{report.pending} messages still pending (retrying or interrupted) — "
-                     f"run: incident deliver {_short(view.id)}")
+        if reach is not None:
+            print_party_reach(app, reach)
         if app.rt.settings.channels.email.transport == "file" and result.messages:
             out.line(f"Files written under {app.rt.outbox_dir / view.id}")
     if report is not None:
-        _stop_if_fatal(report, result.incident_id)
-    if report and report.failed:
-        _list_failures(app, result.incident_id)
+        settle(app, report, result.incident_id)
+
+
+def party_reach(app: App, view: IncidentView) -> tuple[list[str], list[str]] | None:
+    """The parties of the incident's latest internal notice: those a message reached, and
+    those still queued (None: no internal notice)."""
+    if not view.party_notices:
+        return None
+    notice = view.party_notices[-1]
+    done = app.service.reached_parties(view.id, notice.seq)
+    return ([p for p in notice.parties if p in done],
+            [p for p in notice.parties if p not in done])
+
+
+def print_party_reach(app: App, reach: tuple[list[str], list[str]]) -> None:
+    """`Parties reached: … · not yet (queued): …` — never 'notified' before they were."""
+    reached, waiting = reach
+    app.out.line("Parties reached: " + (escape(_party_names(app, reached)) or "none")
+                 + (f"  ·  not yet (queued): {escape(_party_names(app, waiting))}"
+                    if waiting else ""))
+
+
+def settle(app: App, report: DeliveryReport, incident_id: str | None) -> None:
+    """List permanent failures, then exit 1 if messages are left unsent, else 3 if any
+    failed permanently."""
+    if report.failed and incident_id:
+        _list_failures(app, incident_id)
+    _stop_unless_settled(report, incident_id)
+    if report.failed:
         raise click.exceptions.Exit(ExitCode.PARTIAL)
 
 
@@ -148,7 +189,8 @@ def start(app: App, playbook: str, title: str, severity: str | None, eta: str | 
                                detected_at=detected_at, affected=affected, regions=region,
                                branches=branch, branch_list=branch_list,
                                manual=False if no_manual else None,
-                               audience=audience, drill=drill, dry_run=dry_run)
+                               audience=audience, drill=drill, dry_run=dry_run,
+                               queue_only=queue_only)
     if isinstance(result, DryRunPlan):
         _print_plan(app, result)
         return
@@ -160,7 +202,9 @@ def start(app: App, playbook: str, title: str, severity: str | None, eta: str | 
         app.service.finish_start(result)  # the whole notice is recorded, whatever happened
     _finish(app, result, report, {"audience": {"file": result.audience_path,
                                                "recipients": result.recipients,
-                                               "skipped_rows": len(result.skipped_rows)},
+                                               "skipped_rows": len(result.skipped_rows),
+                                               "partial_rows": len(result.partial_rows),
+                                               "unreachable": result.unreachable},
                                   "drill": result.view.drill,
                                   "manual_channel": result.view.manual_open,
                                   "parties": (result.view.party_notices[0].parties
@@ -183,12 +227,8 @@ def _print_declared(app: App, result: StartResult) -> None:
     out.line(f"ETA {out.when(view.eta)}  ·  next customer update due "
              f"{out.when(view.next_update_due)}  ·  first notice due within {deadline} of "
              "detection")
-    out.line(f"Audience {escape(result.audience_path)}: {result.recipients} customers affected"
-             + (f", {len(result.skipped_rows)} rows skipped" if result.skipped_rows else ""))
-    for location, message in result.skipped_rows[:10]:
-        out.warn(f"skipped {location}: {message}")
-    if len(result.skipped_rows) > 10:
-        out.warn(f"... and {len(result.skipped_rows) - 10} more skipped rows")
+    _print_audience(app, result.audience_path, result.recipients, result.skipped_rows,
+                    result.partial_rows, result.unreachable)
     lang = app.rt.settings.default_language
     closed = [b["name"] if lang == "zh-CN" else b.get("name_en") or b["name"]
               for b in view.scope.get("closed", [])]
@@ -200,13 +240,36 @@ def _print_declared(app: App, result: StartResult) -> None:
     out.line("Manual channel: " + ("open, announced in the notice" if view.manual_open else
                                    f"not open — incident manual open {view.id[-6:]}"))
     if view.party_notices:
-        notified = [app.rt.settings.parties[p].name.get(lang)
-                    for p in view.party_notices[0].parties]
-        out.line(f"Parties notified: {escape(', '.join(notified))}")
+        out.line(f"Parties: {escape(_party_names(app, view.party_notices[0].parties))} "
+                 "(internal notice queued)")
     missing = [p for p in book.principles.coordination.parties
                if p not in app.rt.settings.parties]
     if missing:
         out.warn(f"playbook parties not in incident.yaml, not notified: {', '.join(missing)}")
+
+
+def _print_audience(app: App, path: str, recipients: int,
+                    skipped: list[tuple[Location, str]], partial: list[tuple[Location, str]],
+                    unreachable: int) -> None:
+    """The audience line, then each skipped row and each row kept without a bad contact (a
+    customer notified on fewer channels), the first 10 of each; never silently."""
+    out = app.out
+    out.line(f"Audience {escape(path)}: {recipients} customers affected"
+             + (f", {len(skipped)} rows skipped" if skipped else "")
+             + (f", {len(partial)} notified without a bad contact" if partial else ""))
+    for what, problems in (("skipped", skipped), ("contact not used", partial)):
+        for location, message in problems[:10]:
+            out.warn(f"{what} {location}: {message}")
+        if len(problems) > 10:
+            out.warn(f"... and {len(problems) - 10} more ({what})")
+    if unreachable:
+        out.warn(f"{unreachable} affected customers have no usable contact on this notice's "
+                 "channels: give them to the manual-handling team")
+
+
+def _party_names(app: App, parties: list[str]) -> str:
+    lang = app.rt.settings.default_language
+    return ", ".join(app.rt.settings.parties[p].name.get(lang) for p in parties)
 
 
 def _print_plan(app: App, plan: DryRunPlan) -> None:
@@ -215,13 +278,13 @@ def _print_plan(app: App, plan: DryRunPlan) -> None:
         out.json({"dry_run": True, "playbook": plan.playbook.id, "audience": plan.audience_path,
                   "recipients": plan.recipients, "messages": plan.messages, "sms": plan.sms,
                   "estimated_seconds": plan.estimated_seconds,
-                  "skipped_rows": [f"{loc}: {msg}" for loc, msg in plan.skipped_rows]})
+                  "skipped_rows": [f"{loc}: {msg}" for loc, msg in plan.skipped_rows],
+                  "partial_rows": [f"{loc}: {msg}" for loc, msg in plan.partial_rows],
+                  "unreachable": plan.unreachable})
         return
     out.line(f"Dry run of {plan.playbook.id}: nothing recorded, nothing sent.")
-    out.line(f"Audience {escape(plan.audience_path)}: {plan.recipients} customers affected"
-             + (f", {len(plan.skipped_rows)} rows skipped" if plan.skipped_rows else ""))
-    for location, message in plan.skipped_rows[:10]:
-        out.warn(f"skipped {location}: {message}")
+    _print_audience(app, plan.audience_path, plan.recipients, plan.skipped_rows,
+                    plan.partial_rows, plan.unreachable)
     rows = [[channel, lang, n] for channel, by_lang in sorted(plan.messages.items())
             for lang, n in sorted(by_lang.items())]
     out.table("Messages", ["channel", "language", "messages"], rows)
@@ -260,7 +323,8 @@ def update(app: App, incident_id: str, message: str, message_zh: str | None, eta
       incident update 3F2A --status identified -m "Database failover in progress"
     """
     result = app.service.update(incident_id, message=message, message_zh=message_zh, eta=eta,
-                                status=status, severity=severity, internal=internal, to=to)
+                                status=status, severity=severity, internal=internal, to=to,
+                                queue_only=queue_only)
     view = result.view
     app.out.line(f"Update recorded on {result.incident_id}: {view.status.value}, severity "
                  f"{view.severity}, ETA {app.out.when(view.eta)}, next update due "
@@ -284,7 +348,8 @@ def eta(app: App, incident_id: str, when: str, reason: str, queue_only: bool) ->
     Example:
       incident eta 3F2A 16:30 --reason "Data verification takes longer"
     """
-    result = app.service.revise_eta(incident_id, when=when, reason=reason)
+    result = app.service.revise_eta(incident_id, when=when, reason=reason,
+                                    queue_only=queue_only)
     app.out.line(f"ETA of {result.incident_id} is now {app.out.when(result.view.eta)} "
                  f"(was {app.out.when(result.view.previous_eta)})")
     _finish(app, result, _deliver(app, result, queue_only))
@@ -305,7 +370,8 @@ def resolve(app: App, incident_id: str, message: str, message_zh: str | None, at
     Example:
       incident resolve 3F2A -m "All services restored; transfers made today are processed"
     """
-    result = app.service.resolve(incident_id, message=message, message_zh=message_zh, at=at)
+    result = app.service.resolve(incident_id, message=message, message_zh=message_zh, at=at,
+                                 queue_only=queue_only)
     app.out.line(f"{result.incident_id} resolved at {app.out.when(result.view.resolved_at)}")
     _finish(app, result, _deliver(app, result, queue_only))
     app.out.next(f"incident close {_short(result.incident_id)}")
@@ -334,12 +400,24 @@ def close(app: App, incident_id: str, force: bool, reason: str | None) -> None:
 
 @click.command()
 @click.argument("incident_id", metavar="[ID]", required=False)
+@click.option("--reroute-to-config-transport", "reroute", is_flag=True,
+              help="Also send messages recorded for another transport (e.g. smtp) by this "
+                   "config's (e.g. file); recorded as an event on each incident.")
 @pass_app
-def deliver(app: App, incident_id: str | None) -> None:
+def deliver(app: App, incident_id: str | None, reroute: bool) -> None:
     """Send pending messages (of one incident or all): resume after a crash or Ctrl-C,
-    and retry temporary failures. Several workers may run at once on PostgreSQL."""
+    and retry temporary failures. Several workers may run at once on PostgreSQL.
+
+    A message is sent only by the transport its notice was recorded for, unless
+    --reroute-to-config-transport says otherwise.
+    """
     service = app.service
     ref = service.store.resolve_id(incident_id) if incident_id else None
+    service.check_channels()  # before completing a notice records anything
+    if reroute:
+        for event in service.reroute(ref):
+            app.out.warn(f"{event.incident_id}: "
+                         + "; ".join(describe_reroute(event.data)) + " (recorded)")
     # A notice whose recording a crash interrupted is completed first: said before a send
     # that may take long, not after.
     for note in service.complete_notices(ref):
@@ -348,18 +426,14 @@ def deliver(app: App, incident_id: str | None) -> None:
         report = service.deliver(ref, progress=update, complete=False)
     if app.out.as_json:
         app.out.json({"sent": report.sent, "failed": report.failed, "pending": report.pending,
-                      "fallbacks": report.fallbacks,
+                      "fallbacks": report.fallbacks, "waiting": report.waiting_json(),
                       "interrupted": report.interrupted, "deliveries": state_counts(report.counts),
                       "deliveries_by_channel": report.counts})
     else:
         app.out.line(f"Sent {report.sent}, failed {report.failed}, still pending "
                      f"{report.pending} ({report.elapsed:.1f}s)")
         app.out.deliveries(report.counts)
-    _stop_if_fatal(report, ref)
-    if report.failed and ref:
-        _list_failures(app, ref)
-    if report.failed:
-        raise click.exceptions.Exit(ExitCode.PARTIAL)
+    settle(app, report, ref)
 
 
 COMMANDS = [start, update, eta, resolve, close, deliver]

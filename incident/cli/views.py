@@ -284,6 +284,8 @@ def _describe_coordination(event: Event) -> list[str]:
         return [f"{d['party']} acknowledged"]
     if kind is EventType.ALERTED:
         return [f"alerted: {'; '.join(d.get('alerts', []))}"]
+    if kind is EventType.DELIVERY_REROUTED:
+        return describe_reroute(d)
     if kind is EventType.CLOSED and d.get("forced"):
         return [f"FORCED with cases {', '.join(d.get('unreconciled', []))} unreconciled: "
                 f"{d.get('reason', '')}"]
@@ -294,6 +296,12 @@ def _describe_coordination(event: Event) -> list[str]:
     if kind is EventType.ACTION_DONE:
         return [f"action {d['action']} done"]
     return []
+
+
+def describe_reroute(data: dict[str, Any]) -> list[str]:
+    """What a DELIVERY_REROUTED event moved, one line per channel and former transport."""
+    return [f"{n} pending {channel} messages rerouted from {transport} to {data['to'][channel]}"
+            for channel, moved in data.get("moved", {}).items() for transport, n in moved.items()]
 
 
 def _public(data: dict[str, Any]) -> dict[str, Any]:

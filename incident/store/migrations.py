@@ -34,10 +34,20 @@ def m003_outbox_next_index(conn: Connection) -> None:
     schema.ix_outbox_next.create(conn, checkfirst=True)
 
 
+def m004_outbox_transport(conn: Connection) -> None:
+    """outbox.transport: the transport each row was recorded for (NULL for older rows).
+
+    A database created after the column joined the schema got it from m001 already.
+    """
+    if "transport" not in {c["name"] for c in inspect(conn).get_columns("outbox")}:
+        conn.exec_driver_sql("ALTER TABLE outbox ADD COLUMN transport VARCHAR(16)")
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_initial", m001_initial),
     ("m002_outbox_due_index", m002_outbox_due_index),
     ("m003_outbox_next_index", m003_outbox_next_index),
+    ("m004_outbox_transport", m004_outbox_transport),
 ]
 
 

@@ -6,7 +6,7 @@ import hashlib
 import os
 import socket
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -14,7 +14,7 @@ from itertools import chain
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
@@ -65,6 +65,7 @@ class OutboxRow:
     message_id: str
     idempotency_key: str
     fallback_address: str | None = None
+    transport: str | None = None  # what it was recorded for (None: before m004)
 
 
 FALLBACK_CHANNEL = {"email": "sms", "sms": "email"}
@@ -164,7 +165,7 @@ def _inserted(result: Any, rows: int, ignore_existing: bool) -> int:
 # as an attempt).
 _CLAIM_COLUMNS = ("id, incident_id, notice_seq, channel, recipient_ref, recipient_name, address, "
                   "language, priority, attempts + 1, message_id, idempotency_key, "
-                  "fallback_address")
+                  "fallback_address, transport")
 
 
 def _driver_sql(conn: Connection, text: str) -> str:
@@ -212,9 +213,13 @@ def _driver_time(conn: Connection, value: datetime) -> Any:
 
 def claim(conn: Connection, *, worker: str, now: datetime, limit: int,
           incident_id: str | None = None, channels: Sequence[str] | None = None,
-          stale_after: timedelta = timedelta(minutes=5), stale: bool = True) -> list[OutboxRow]:
+          stale_after: timedelta = timedelta(minutes=5), stale: bool = True,
+          transports: Mapping[str, str | None] | None = None) -> list[OutboxRow]:
     """Claim up to `limit` due rows, urgent first; also take back stale claims of dead workers
     (unless `stale` is False: a dispatcher looks for those once a second, not every batch).
+
+    With `transports` (channel -> the transport this worker sends it by), a row recorded for
+    another transport is never claimed (rows from before m004, without one, are).
 
     The caller's transaction is a write transaction: IMMEDIATE on SQLite (one claimer at a
     time), and on PostgreSQL the rows are locked with SKIP LOCKED so workers never share one.
@@ -231,8 +236,15 @@ def claim(conn: Connection, *, worker: str, now: datetime, limit: int,
     if incident_id is not None:
         scope.append("incident_id = ?")
         params.append(incident_id)
+    if transports is not None and not channels:
+        channels = list(transports)
     scopes = [([*scope, "channel = ?"], [*params, channel]) for channel in channels] \
         if channels else [(scope, params)]
+    if transports is not None and channels:
+        for (where, args), channel in zip(scopes, channels, strict=True):
+            if transports.get(channel) is not None:
+                where.append("(transport = ? OR transport IS NULL)")
+                args.append(transports[channel])
     lock = " FOR UPDATE SKIP LOCKED" if conn.dialect.name == "postgresql" else ""
 
     def select_rows(state: DeliveryState, condition: str, value: Any) -> list[Any]:
@@ -329,7 +341,8 @@ def mark_failed(conn: Connection, row_id: int, *, error: str, code: str | None) 
         state=DeliveryState.FAILED.value, last_error=error, error_code=code, claimed_by=None))
 
 
-def add_fallback(conn: Connection, row: OutboxRow, *, message_id: str, now: datetime) -> bool:
+def add_fallback(conn: Connection, row: OutboxRow, *, message_id: str, now: datetime,
+                 transport: str | None) -> bool:
     """Queue the same notice on the customer's other channel after a permanent failure.
 
     Returns False when there is no other contact or the row already exists.
@@ -346,8 +359,77 @@ def add_fallback(conn: Connection, row: OutboxRow, *, message_id: str, now: date
                     "channel": channel, "recipient_ref": row.recipient_ref,
                     "recipient_name": row.recipient_name, "address": row.fallback_address,
                     "language": row.language, "priority": row.priority,
-                    "message_id": message_id, "idempotency_key": key}], now=now)
+                    "message_id": message_id, "idempotency_key": key,
+                    "transport": transport}], now=now)
     return True
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A channel's messages still to send, and the last error that kept one back (None: not
+    tried yet). The error may hold contact data: scrub it before showing it."""
+
+    channel: str
+    transport: str | None  # what the rows were recorded for (None: before m004)
+    pending: int
+    error: str | None
+    code: str | None
+
+
+def waiting(conn: Connection, incident_id: str | None = None) -> list[Waiting]:
+    """Per channel and transport, the pending rows (not those another worker is sending) and
+    the most recent error among them."""
+    o = schema.outbox
+    scope = [o.c.state == DeliveryState.PENDING.value] + (
+        [o.c.incident_id == incident_id] if incident_id else [])
+    out = []
+    for channel, transport, n in conn.execute(
+            select(o.c.channel, o.c.transport, func.count()).where(*scope)
+            .group_by(o.c.channel, o.c.transport).order_by(o.c.channel, o.c.transport)).all():
+        last = conn.execute(select(o.c.last_error, o.c.error_code).where(
+            *scope, o.c.channel == channel, o.c.transport.is_(None) if transport is None
+            else o.c.transport == transport, o.c.last_error.is_not(None))
+            .order_by(o.c.next_attempt_at.desc(), o.c.id.desc()).limit(1)).first()
+        out.append(Waiting(channel, transport, int(n), last.last_error if last else None,
+                           last.error_code if last else None))
+    return out
+
+
+def reroute(conn: Connection, incident_id: str, channel: str, transport: str) -> dict[str, int]:
+    """Put the unsettled rows of `channel` recorded for another transport on `transport`;
+    how many moved from each transport."""
+    o = schema.outbox
+    where = [o.c.incident_id == incident_id, o.c.channel == channel,
+             o.c.state == DeliveryState.PENDING.value, o.c.transport.is_not(None),
+             o.c.transport != transport]
+    moved = {str(t): int(n) for t, n in conn.execute(
+        select(o.c.transport, func.count()).where(*where).group_by(o.c.transport)).all()}
+    if moved:
+        conn.execute(update(o).where(*where).values(transport=transport))
+    return moved
+
+
+def foreign_incidents(conn: Connection, transports: Mapping[str, str],
+                      incident_id: str | None = None) -> list[str]:
+    """Incidents with pending rows recorded for another transport than `transports` names."""
+    o = schema.outbox
+    other = [(o.c.channel == channel) & o.c.transport.is_not(None) & (o.c.transport != t)
+             for channel, t in transports.items()]
+    query = select(o.c.incident_id).distinct().where(
+        o.c.state == DeliveryState.PENDING.value, or_(*other))
+    if incident_id:
+        query = query.where(o.c.incident_id == incident_id)
+    return list(conn.execute(query.order_by(o.c.incident_id)).scalars())
+
+
+def reached_parties(conn: Connection, incident_id: str, notice_seq: int) -> set[str]:
+    """The parties of an internal notice that at least one message reached (accepted by the
+    relay or provider)."""
+    o = schema.outbox
+    refs = conn.execute(select(o.c.recipient_ref).distinct().where(
+        o.c.incident_id == incident_id, o.c.notice_seq == notice_seq,
+        o.c.state == DeliveryState.SENT.value, o.c.recipient_ref.like(PARTY_PREFIX + "%")))
+    return {ref[len(PARTY_PREFIX):] for ref in refs.scalars()}
 
 
 def retrying(conn: Connection, incident_id: str, *, limit: int = 5) -> list[Any]:

@@ -78,6 +78,10 @@ outbox = Table(
     Column("provider_ref", String(200)),
     # The customer's other contact, when the playbook asks for fallback to the other channel.
     Column("fallback_address", String(320)),
+    # The transport the row was recorded for (file, smtp, twilio): only a dispatcher with that
+    # transport settles it, unless the supervisor reroutes it (an event). NULL: recorded
+    # before m004, any transport.
+    Column("transport", String(16)),
     UniqueConstraint("idempotency_key", name="uq_outbox_key"),
     UniqueConstraint("incident_id", "notice_seq", "channel", "recipient_ref",
                      name="uq_outbox_recipient"),

@@ -56,7 +56,7 @@ def test_temporary_smtp_faults_are_retried_then_delivered_when_the_relay_heals(
     customers_only(ws)
     ws.fast_retries()
     ws.write_customers(EMAILS)
-    started = _start(ws)
+    started = _start(ws, code=1)  # messages left pending: exit 1, with the reason
     assert started["deliveries"]["sent"] == 0
     assert started["deliveries"]["pending"] == 5
     status = ws.json("status", started["id"])
