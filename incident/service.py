@@ -71,7 +71,7 @@ from incident.settings import Runtime
 from incident.state import IncidentView, NoticeResult, apply, fold
 from incident.store import Store
 from incident.store import outbox as ob
-from incident.timeutil import parse_when, to_iso, utcnow
+from incident.timeutil import format_duration, parse_when, to_iso, utcnow
 
 
 @dataclass
@@ -168,10 +168,7 @@ class Service:
         if grade not in levels:
             raise InvalidValue(f"--severity {grade!r} is not a grade of {book.id}",
                                hint=f"grades: {', '.join(levels)}")
-        detected = (parse_when(detected_at, zone=self.rt.zone, now=now, future=False)
-                    if detected_at else now)
-        if detected > now + timedelta(minutes=1):
-            raise InvalidValue(f"--detected-at {detected_at!r} is in the future")
+        detected = self._past(detected_at, now, "--detected-at") if detected_at else now
         eta_at = self._future(eta, now, "--eta") if eta else None
         scan, selection = self._audience(book, audience, drill, regions, branches,
                                          spool=not dry_run)
@@ -484,7 +481,7 @@ class Service:
             raise InvalidValue("--message must not be empty")
 
         def build(view: IncidentView, now: datetime) -> dict[str, Any]:
-            when = parse_when(at, zone=self.rt.zone, now=now, future=False) if at else now
+            when = self._past(at, now, "--at") if at else now
             if when < view.detected_at:
                 raise InvalidValue(f"--at {at!r} is before the incident was detected")
             data: dict[str, Any] = {"message": message.strip(), "resolved_at": to_iso(when)}
@@ -627,9 +624,27 @@ class Service:
                 "messages": messages, "recipients": 0}
 
     def _future(self, text: str, now: datetime, option: str) -> datetime:
+        """An ETA: after now, and at most `limits.max_eta` ahead."""
         value = parse_when(text, zone=self.rt.zone, now=now, future=True)
         if value <= now:
             raise InvalidValue(f"{option} {text!r} is not in the future")
+        bound = self.rt.settings.limits.max_eta
+        if value - now > bound:
+            raise InvalidValue(f"{option} {text!r} is more than {format_duration(bound)} ahead",
+                               hint="give a nearer estimate and revise it with incident eta "
+                                    "(the bound is limits.max_eta in incident.yaml)")
+        return value
+
+    def _past(self, text: str, now: datetime, option: str) -> datetime:
+        """A time that already happened (detection, recovery): not after now (a minute of
+        clock skew allowed), at most `limits.max_backdate` ago."""
+        value = parse_when(text, zone=self.rt.zone, now=now, future=False)
+        if value > now + timedelta(minutes=1):
+            raise InvalidValue(f"{option} {text!r} is in the future")
+        bound = self.rt.settings.limits.max_backdate
+        if now - value > bound:
+            raise InvalidValue(f"{option} {text!r} is more than {format_duration(bound)} ago",
+                               hint="the bound is limits.max_backdate in incident.yaml")
         return value
 
     # ------------------------------------------------------------------ reading

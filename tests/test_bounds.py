@@ -1,0 +1,75 @@
+"""Times, sizes and hostile input have bounds (issue 11 §3 and §4): a clear refusal with exit 2
+before anything is recorded, and whatever is already stored still renders."""
+
+from __future__ import annotations
+
+import pytest
+
+from cli_fixtures import Workspace
+
+
+def _start(ws: Workspace, *extra: str) -> str:
+    args = ["start", "core-banking-outage", "--title", "Core down", "--queue-only", *extra]
+    return str(ws.json(*args)["id"])
+
+
+def _refused(ws: Workspace, *args: str) -> str:
+    """Run a command expected to be refused as bad input; its stderr."""
+    result = ws.run(*args, code=2)
+    assert "Traceback" not in result.output
+    return str(result.stderr)
+
+
+# ---------------------------------------------------------------- times
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--eta", "99999h"], ["--eta '99999h'", "more than 30d ahead", "limits.max_eta"]),
+    (["--eta", "9999-12-31T23:59"], ["--eta", "more than 30d ahead"]),
+    (["--detected-at", "1900-01-01T00:00"], ["--detected-at", "more than 30d ago"]),
+])
+def test_start_refuses_times_out_of_bounds(sqlite_ws: Workspace, args: list[str],
+                                           expected: list[str]) -> None:
+    stderr = _refused(sqlite_ws, "start", "core-banking-outage", "--title", "x", *args)
+    for fragment in expected:
+        assert fragment in stderr, stderr
+    assert sqlite_ws.json("list", "--all") == []
+
+
+def test_eta_and_update_refuse_an_eta_beyond_the_bound(sqlite_ws: Workspace) -> None:
+    iid = _start(sqlite_ws)
+    assert "more than 30d ahead" in _refused(sqlite_ws, "eta", iid, "99999h", "--reason", "x")
+    assert "more than 30d ahead" in _refused(sqlite_ws, "update", iid, "-m", "x",
+                                             "--eta", "9999-12-31T23:59")
+    events = sqlite_ws.json("timeline", iid)["events"]
+    assert [e["type"] for e in events if e["type"] in ("eta_revised", "updated")] == []
+
+
+def test_the_eta_bound_is_configurable(sqlite_ws: Workspace) -> None:
+    sqlite_ws.configure(lambda cfg: cfg.update(limits={"max_eta": "2h"}))
+    assert "more than 2h ahead" in _refused(sqlite_ws, "start", "core-banking-outage",
+                                            "--title", "x", "--eta", "3h")
+    assert _start(sqlite_ws, "--eta", "90m")
+
+
+def test_resolve_refuses_a_recovery_time_in_the_future(sqlite_ws: Workspace) -> None:
+    iid = _start(sqlite_ws)
+    stderr = _refused(sqlite_ws, "resolve", iid, "-m", "Restored", "--at", "2030-01-01T00:00")
+    assert "--at '2030-01-01T00:00' is in the future" in stderr
+    assert sqlite_ws.json("status", iid)["status"] == "investigating"
+
+
+def test_a_stored_year_9999_eta_still_renders_everywhere(sqlite_ws: Workspace) -> None:
+    """A record made before the bound (here: with a huge bound, in UTC) holds an ETA at the
+    end of the calendar; shown east of UTC it is past year 9999. Every view still renders."""
+    sqlite_ws.configure(lambda cfg: cfg.update(limits={"max_eta": "3000000d"},
+                                               timezone="UTC"))
+    iid = _start(sqlite_ws, "--eta", "9999-12-31T23:59")
+    sqlite_ws.configure(lambda cfg: cfg.update(limits={}, timezone="Asia/Shanghai"))
+    for fmt in ("md", "html", "json"):
+        out = sqlite_ws.run("report", iid, "--format", fmt).stdout
+        assert "9999-12-31" in out, fmt
+    assert "9999-12-31" in sqlite_ws.run("status", iid).stdout
+    assert "9999-12-31" in sqlite_ws.run("timeline", iid).stdout
+    sqlite_ws.run("resolve", iid, "-m", "Restored", "--queue-only")
+    assert "9999-12-31" in sqlite_ws.run("report", iid, "--format", "html").stdout
