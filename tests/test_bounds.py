@@ -3,6 +3,8 @@ before anything is recorded, and whatever is already stored still renders."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from cli_fixtures import Workspace
@@ -73,3 +75,47 @@ def test_a_stored_year_9999_eta_still_renders_everywhere(sqlite_ws: Workspace) -
     assert "9999-12-31" in sqlite_ws.run("timeline", iid).stdout
     sqlite_ws.run("resolve", iid, "-m", "Restored", "--queue-only")
     assert "9999-12-31" in sqlite_ws.run("report", iid, "--format", "html").stdout
+
+
+# ---------------------------------------------------------------- hostile YAML
+
+BOMB = "".join(
+    ['l0: &l0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n']
+    + [f"l{i}: &l{i} [{','.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 9)])
+
+
+def test_an_alias_bomb_in_a_playbook_is_refused_at_once(sqlite_ws: Workspace) -> None:
+    path = sqlite_ws.root / "playbooks" / "bomb.yaml"
+    path.write_text(BOMB, "utf-8")
+    started = time.monotonic()
+    stderr = _refused(sqlite_ws, "playbooks", "validate", str(path))
+    assert time.monotonic() - started < 10
+    assert "bomb.yaml" in stderr and "more than 100,000 values" in stderr
+
+
+def test_an_alias_bomb_in_the_config_is_refused_at_once(sqlite_ws: Workspace) -> None:
+    sqlite_ws.config.write_text(sqlite_ws.config.read_text("utf-8") + BOMB, "utf-8")
+    started = time.monotonic()
+    stderr = _refused(sqlite_ws, "list")
+    assert time.monotonic() - started < 10
+    assert "incident.yaml" in stderr and "aliases" in stderr
+
+
+def test_a_duplicate_key_is_refused_naming_both_lines(sqlite_ws: Workspace) -> None:
+    text = sqlite_ws.config.read_text("utf-8")
+    first = next(n for n, line in enumerate(text.splitlines(), 1)
+                 if line.startswith("timezone:"))
+    sqlite_ws.config.write_text(text + "timezone: UTC\n", "utf-8")
+    second = len(sqlite_ws.config.read_text("utf-8").splitlines())
+    stderr = _refused(sqlite_ws, "list")
+    assert f"incident.yaml:{second}: timezone" in stderr
+    assert f"lines {first} and {second}" in stderr
+
+
+def test_a_duplicate_key_in_a_playbook_is_refused(sqlite_ws: Workspace) -> None:
+    source = sqlite_ws.root / "playbooks" / "core-banking-outage.yaml"
+    text = source.read_text("utf-8")
+    path = sqlite_ws.root / "playbooks" / "twice.yaml"
+    path.write_text(text.replace("kind:", "kind: natural_disaster\nkind:", 1), "utf-8")
+    stderr = _refused(sqlite_ws, "playbooks", "validate", str(path))
+    assert "twice.yaml:" in stderr and "'kind' twice" in stderr
