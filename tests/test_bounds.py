@@ -119,3 +119,21 @@ def test_a_duplicate_key_in_a_playbook_is_refused(sqlite_ws: Workspace) -> None:
     path.write_text(text.replace("kind:", "kind: natural_disaster\nkind:", 1), "utf-8")
     stderr = _refused(sqlite_ws, "playbooks", "validate", str(path))
     assert "twice.yaml:" in stderr and "'kind' twice" in stderr
+
+
+# ---------------------------------------------------------------- sizes
+
+
+@pytest.mark.parametrize(("amount", "expected"), [
+    ("1e309", "is more than 1,000,000,000"), ("1e12", "is more than 1,000,000,000"),
+    ("inf", "zero or more"), ("-5", "zero or more")])
+def test_manual_log_refuses_an_absurd_amount(sqlite_ws: Workspace, amount: str,
+                                             expected: str) -> None:
+    iid = _start(sqlite_ws)
+    stderr = _refused(sqlite_ws, "manual", "log", iid, "--customer", "C1", "--request", "Cash",
+                      "--amount", amount)
+    assert f"--amount {amount!r}" in stderr and expected in stderr
+    sqlite_ws.run("manual", "log", iid, "--customer", "C1", "--request", "Cash",
+                  "--amount", "999999999.99")
+    assert [c["amount"] for c in sqlite_ws.json("manual", "list", iid)["cases"]] == [
+        "999999999.99"]
