@@ -219,7 +219,8 @@ class Service:
         view = fold([provisional])
         contexts = self._contexts(view, Phase.INITIAL, "")
         channels = list(book.notices.channels)
-        check_templates(self.renderer, book.notices.template_set, channels, contexts)
+        check_templates(self.renderer, book.notices.template_set, channels, contexts,
+                        limits=self.rt.settings.limits)
         if dry_run:
             return self._plan(book, scan, contexts)
         assert scan.spool is not None
@@ -563,7 +564,8 @@ class Service:
                 contexts = self._contexts(after, phase, data.get("message", ""),
                                           data.get("message_zh"))
                 check_templates(self.renderer, book.notices.template_set,
-                                list(book.notices.channels), contexts)
+                                list(book.notices.channels), contexts,
+                                limits=self.rt.settings.limits)
                 first = view.notices[0].seq if view.notices else 1
                 messages = ob.enqueue(conn, rows_from_notice(conn, incident_id, first, seq,
                                                              domain), now=now)
@@ -594,7 +596,8 @@ class Service:
             return 0
         contexts = internal_contexts(self.rt, view, kind=kind, message=message, now=now,
                                      actor=self.rt.operator)
-        check_templates(self.renderer, INTERNAL_SET, ["email", "sms"], contexts)
+        check_templates(self.renderer, INTERNAL_SET, ["email", "sms"], contexts,
+                        limits=self.rt.settings.limits)
         seq = view.event_count + 1
         messages = ob.enqueue(conn, party_rows(self.rt, view.id, seq, parties,
                                                sender_domain(self.rt)), now=now)

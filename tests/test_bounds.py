@@ -137,3 +137,28 @@ def test_manual_log_refuses_an_absurd_amount(sqlite_ws: Workspace, amount: str,
                   "--amount", "999999999.99")
     assert [c["amount"] for c in sqlite_ws.json("manual", "list", iid)["cases"]] == [
         "999999999.99"]
+
+
+def _events(ws: Workspace, iid: str) -> list[str]:
+    return [e["type"] for e in ws.json("timeline", iid)["events"]]
+
+
+def test_an_update_too_long_for_an_sms_is_refused_before_it_is_recorded(
+        sqlite_ws: Workspace) -> None:
+    iid = _start(sqlite_ws)
+    before = _events(sqlite_ws, iid), sqlite_ws.json("status", iid)["deliveries"]
+    stderr = _refused(sqlite_ws, "update", iid, "-m", "x" * 100_000)
+    assert "sms.en" in stderr and "the limit is 1,600" in stderr
+    length = int(stderr.split("sms text would be ")[1].split(" characters")[0].replace(",", ""))
+    assert length > 100_000
+    assert "nothing was recorded" in stderr
+    assert (_events(sqlite_ws, iid), sqlite_ws.json("status", iid)["deliveries"]) == before
+    sqlite_ws.run("update", iid, "-m", "x" * 1000, "--queue-only")  # fits in one SMS body
+
+
+def test_email_text_has_its_own_configurable_bound(sqlite_ws: Workspace) -> None:
+    sqlite_ws.configure(lambda cfg: cfg.update(limits={"email_chars": 3000}))
+    iid = _start(sqlite_ws)
+    stderr = _refused(sqlite_ws, "resolve", iid, "-m", "y" * 1300)
+    assert "email.en" in stderr and "the limit is 3,000" in stderr
+    assert "resolved" not in _events(sqlite_ws, iid)
