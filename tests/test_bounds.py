@@ -162,3 +162,22 @@ def test_email_text_has_its_own_configurable_bound(sqlite_ws: Workspace) -> None
     stderr = _refused(sqlite_ws, "resolve", iid, "-m", "y" * 1300)
     assert "email.en" in stderr and "the limit is 3,000" in stderr
     assert "resolved" not in _events(sqlite_ws, iid)
+
+
+# ---------------------------------------------------------------- terminal safety
+
+HOSTILE_TITLE = "\x1b]0;pwned\x07\x1b[31mRed [/bold] [link=x]y\x00\u202ez"
+
+
+def test_a_hostile_title_is_printed_as_text_by_every_view(sqlite_ws: Workspace) -> None:
+    iid = str(sqlite_ws.json("start", "core-banking-outage", "--title", HOSTILE_TITLE,
+                             "--queue-only")["id"])
+    outputs = {args[0]: sqlite_ws.run(*args).output for args in (
+        ["status", iid], ["status"], ["list"], ["timeline", iid], ["report", iid])}
+    for command, output in outputs.items():
+        for raw in ("\x1b", "\x07", "\x00", "\u202e"):
+            assert raw not in output, (command, raw)
+        assert "[/bold]" in output, command  # shown as typed, not read as markup
+    assert "␛]0;pwned␇␛[31mRed [/bold] [link=x]y␀" in outputs["timeline"]
+    # --json keeps the title as recorded (JSON escapes control characters itself).
+    assert sqlite_ws.json("status", iid)["title"] == HOSTILE_TITLE.strip()

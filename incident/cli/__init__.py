@@ -10,6 +10,7 @@ import click
 
 from incident import __version__
 from incident.cli.app import App
+from incident.cli.output import clean
 from incident.errors import ExitCode, IncidentError
 
 
@@ -31,7 +32,7 @@ class IncidentGroup(click.Group):
             if app is not None:
                 app.out.error(exc)
             else:
-                click.echo("\n".join(exc.lines()), err=True)
+                click.echo(clean("\n".join(exc.lines())), err=True)
             ctx.exit(exc.exit_code)
         self._remind(ctx)
         return result

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich.markup import escape
 
 from incident.cli.app import App
-from incident.cli.output import state_counts
+from incident.cli.output import safe, state_counts
 from incident.errors import DeliveryError, ExitCode
 from incident.timeutil import format_duration
 
@@ -88,7 +87,7 @@ def _finish(app: App, result: NoticeResult, report: DeliveryReport | None,
             out.warn(f"{report.pending} messages still pending (retrying or interrupted) — "
                      f"run: incident deliver {_short(view.id)}")
         if app.rt.settings.channels.email.transport == "file" and result.messages:
-            out.line(f"Files written under {app.rt.outbox_dir / view.id}")
+            out.line(f"Files written under {safe(app.rt.outbox_dir / view.id)}")
     if report is not None:
         _stop_if_fatal(report, result.incident_id)
     if report and report.failed:
@@ -176,14 +175,14 @@ def _print_declared(app: App, result: StartResult) -> None:
     if out.as_json:
         return
     drill = "[bold magenta]DRILL[/bold magenta] " if view.drill else ""
-    names = escape(f"{book.name.en} / {book.name.zh_CN}")
+    names = safe(f"{book.name.en} / {book.name.zh_CN}")
     out.line(f"{drill}Declared [bold]{view.id}[/bold] — {names}, "
              f"severity {view.severity}, {view.status.value}")
     deadline = format_duration(book.principles.fast_response.first_notice_within)
     out.line(f"ETA {out.when(view.eta)}  ·  next customer update due "
              f"{out.when(view.next_update_due)}  ·  first notice due within {deadline} of "
              "detection")
-    out.line(f"Audience {escape(result.audience_path)}: {result.recipients} customers affected"
+    out.line(f"Audience {safe(result.audience_path)}: {result.recipients} customers affected"
              + (f", {len(result.skipped_rows)} rows skipped" if result.skipped_rows else ""))
     for location, message in result.skipped_rows[:10]:
         out.warn(f"skipped {location}: {message}")
@@ -195,14 +194,14 @@ def _print_declared(app: App, result: StartResult) -> None:
     if closed:
         near = ", ".join(b["name"] if lang == "zh-CN" else b.get("name_en") or b["name"]
                          for b in view.scope.get("open", []))
-        out.line(f"Branches closed: {escape(', '.join(closed))}"
-                 + (f"  ·  open nearby: {escape(near)}" if near else ""))
+        out.line(f"Branches closed: {safe(', '.join(closed))}"
+                 + (f"  ·  open nearby: {safe(near)}" if near else ""))
     out.line("Manual channel: " + ("open, announced in the notice" if view.manual_open else
                                    f"not open — incident manual open {view.id[-6:]}"))
     if view.party_notices:
         notified = [app.rt.settings.parties[p].name.get(lang)
                     for p in view.party_notices[0].parties]
-        out.line(f"Parties notified: {escape(', '.join(notified))}")
+        out.line(f"Parties notified: {safe(', '.join(notified))}")
     missing = [p for p in book.principles.coordination.parties
                if p not in app.rt.settings.parties]
     if missing:
@@ -217,8 +216,8 @@ def _print_plan(app: App, plan: DryRunPlan) -> None:
                   "estimated_seconds": plan.estimated_seconds,
                   "skipped_rows": [f"{loc}: {msg}" for loc, msg in plan.skipped_rows]})
         return
-    out.line(f"Dry run of {plan.playbook.id}: nothing recorded, nothing sent.")
-    out.line(f"Audience {escape(plan.audience_path)}: {plan.recipients} customers affected"
+    out.line(f"Dry run of {safe(plan.playbook.id)}: nothing recorded, nothing sent.")
+    out.line(f"Audience {safe(plan.audience_path)}: {plan.recipients} customers affected"
              + (f", {len(plan.skipped_rows)} rows skipped" if plan.skipped_rows else ""))
     for location, message in plan.skipped_rows[:10]:
         out.warn(f"skipped {location}: {message}")
@@ -266,7 +265,7 @@ def update(app: App, incident_id: str, message: str, message_zh: str | None, eta
                  f"{view.severity}, ETA {app.out.when(view.eta)}, next update due "
                  f"{app.out.when(view.next_update_due)}")
     if result.internal and view.party_notices:
-        app.out.line(f"Internal notice to {', '.join(view.party_notices[-1].parties)}: "
+        app.out.line(f"Internal notice to {safe(', '.join(view.party_notices[-1].parties))}: "
                      f"{result.internal} messages")
     _finish(app, result, _deliver(app, result, queue_only))
 
@@ -325,7 +324,7 @@ def close(app: App, incident_id: str, force: bool, reason: str | None) -> None:
     result = app.service.close(incident_id, force=force, reason=reason)
     app.out.line(f"{result.incident_id} closed."
                  + (f" Forced with {len(result.view.unreconciled)} unreconciled case(s): "
-                    f"{escape(result.view.close_forced or '')}" if result.view.close_forced
+                    f"{safe(result.view.close_forced or '')}" if result.view.close_forced
                     else ""))
     _finish(app, result, None)
     app.out.next(f"incident timeline {_short(result.incident_id)}",

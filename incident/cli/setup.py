@@ -6,9 +6,9 @@ import shutil
 from pathlib import Path
 
 import click
-from rich.markup import escape
 
 from incident.cli.app import App
+from incident.cli.output import safe
 from incident.errors import BadInput, PlaybookInvalid
 from incident.resources import shipped
 from incident.timeutil import format_duration
@@ -52,7 +52,7 @@ def init(app: App, directory: Path, force: bool) -> None:
         app.out.json({"directory": str(directory), "written": [str(p) for p in written],
                       "kept": [str(p) for p in kept]})
         return
-    app.out.line(f"Wrote {len(written)} files to {escape(str(directory))}"
+    app.out.line(f"Wrote {len(written)} files to {safe(str(directory))}"
                  + (f"; kept {len(kept)} existing (use --force to overwrite)" if kept else ""))
     app.out.next(f"cd {directory}", "incident playbooks list",
                  "incident start core-banking-outage --title \"...\" --drill")
@@ -108,7 +108,7 @@ def show(app: App, name: str) -> None:
     if app.out.as_json:
         app.out.json(data)
         return
-    app.out.console.print(escape(yaml.safe_dump(data, allow_unicode=True, sort_keys=False)))
+    app.out.console.print(safe(yaml.safe_dump(data, allow_unicode=True, sort_keys=False)))
 
 
 @playbooks.command()
