@@ -3,6 +3,9 @@ before anything is recorded, and whatever is already stored still renders."""
 
 from __future__ import annotations
 
+import email
+import email.policy
+import json
 import time
 
 import pytest
@@ -181,3 +184,21 @@ def test_a_hostile_title_is_printed_as_text_by_every_view(sqlite_ws: Workspace) 
     assert "␛]0;pwned␇␛[31mRed [/bold] [link=x]y␀" in outputs["timeline"]
     # --json keeps the title as recorded (JSON escapes control characters itself).
     assert sqlite_ws.json("status", iid)["title"] == HOSTILE_TITLE.strip()
+
+
+def test_control_characters_in_a_csv_name_reach_no_header_and_no_sms(
+        sqlite_ws: Workspace) -> None:
+    hostile = '"Li\x00 Lei\x1b[31m\r\nBcc: victim@example.org\u202e\x07"'
+    sqlite_ws.write_customers([
+        f"c1,{hostile},li@example.com,+8613800138001,en,retail,guangdong,gd-sz,savings,normal"])
+    iid = str(sqlite_ws.json("start", "core-banking-outage", "--title", "Core down")["id"])
+    [eml] = sqlite_ws.outbox_files(iid, "eml")
+    message = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+    assert message["To"] == '"Li Lei [31m Bcc: victim@example.org" <li@example.com>'
+    assert message["Bcc"] is None
+    text = message.get_body(("plain",)).get_content()
+    [sms] = sqlite_ws.outbox_files(iid, "json")
+    body = json.loads(sms.read_text("utf-8"))["body"]
+    for part in (eml.read_bytes().decode("ascii"), text, body):
+        assert not any(c in part for c in "\x00\x1b\x07\u202e"), part
+    assert "Li Lei [31m Bcc: victim@example.org" in body + text

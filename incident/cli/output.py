@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from incident.controls import UNSAFE
 from incident.errors import IncidentError
 from incident.timeutil import format_duration, local_text
 
@@ -25,11 +26,6 @@ if TYPE_CHECKING:  # `incident --help` must not import the delivery machinery
     from incident.delivery import Tally
 
 STATES = ("pending", "sending", "sent", "failed")
-
-# Characters that must never reach a terminal raw: C0 controls but newline and tab (ESC starts
-# the sequences that recolour, retitle or rewrite a terminal; CR overwrites a line), DEL, C1
-# controls, and the bidirectional overrides that make text read differently than it is.
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def _visible(match: re.Match[str]) -> str:
@@ -41,7 +37,7 @@ def _visible(match: re.Match[str]) -> str:
 
 def clean(text: str) -> str:
     """Text with every control character that could act on a terminal made visible instead."""
-    return _UNSAFE.sub(_visible, text)
+    return UNSAFE.sub(_visible, text)
 
 
 def safe(value: object) -> str:
