@@ -7,10 +7,13 @@ import email
 import email.policy
 import json
 import time
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from cli_fixtures import Workspace
+from incident.cli import cli
 
 
 def _start(ws: Workspace, *extra: str) -> str:
@@ -202,3 +205,27 @@ def test_control_characters_in_a_csv_name_reach_no_header_and_no_sms(
     for part in (eml.read_bytes().decode("ascii"), text, body):
         assert not any(c in part for c in "\x00\x1b\x07\u202e"), part
     assert "Li Lei [31m Bcc: victim@example.org" in body + text
+
+
+# ---------------------------------------------------------------- paths and missing config
+
+
+def test_init_into_a_path_under_a_file_is_bad_input(tmp_path: Path) -> None:
+    # As root, permissions are ignored: a regular file where a folder should be fails anyway.
+    (tmp_path / "afile").write_text("x", "utf-8")
+    result = CliRunner().invoke(cli, ["init", str(tmp_path / "afile" / "ops")],
+                                catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert f"cannot write {tmp_path / 'afile' / 'ops'}" in result.stderr
+    assert "Not a directory" in result.stderr
+
+
+@pytest.mark.parametrize("where", ["missing/failed.csv", "afile/failed.csv"])
+def test_failed_export_to_a_missing_folder_is_bad_input(sqlite_ws: Workspace,
+                                                         where: str) -> None:
+    iid = _start(sqlite_ws)
+    (sqlite_ws.root / "afile").write_text("x", "utf-8")
+    target = sqlite_ws.root / where
+    stderr = _refused(sqlite_ws, "failed", iid, "--export", str(target))
+    assert f"cannot write {target}" in stderr

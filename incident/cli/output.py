@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from incident.controls import UNSAFE
-from incident.errors import IncidentError
+from incident.errors import IncidentError, InvalidValue, StorageError
 from incident.timeutil import format_duration, local_text
 
 if TYPE_CHECKING:  # `incident --help` must not import the delivery machinery
@@ -169,6 +169,21 @@ class Output:
                            failed=tally.failed, rate=tally.rate)
 
             yield update
+
+
+@contextmanager
+def writing(path: object) -> Iterator[None]:
+    """Writes to a path the operator named (init DIR, --export, -o): a path that cannot be
+    written (a folder missing, a file where a folder should be, no permission) is bad input
+    naming it; any other OS error (disk full) a run-time failure. Never a traceback."""
+    try:
+        yield
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
+        raise InvalidValue(f"cannot write {exc.filename or path}: {exc.strerror or exc}",
+                           hint="give a path in a folder that exists and you may write to"
+                           ) from None
+    except OSError as exc:
+        raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _print(console: Console, markup: str) -> None:

@@ -9,8 +9,8 @@ import click
 from rich.text import Text
 
 from incident.cli.app import App
-from incident.cli.output import clean, safe
-from incident.errors import BadInput, StorageError
+from incident.cli.output import clean, safe, writing
+from incident.errors import BadInput
 from incident.timeutil import utcnow
 
 if TYPE_CHECKING:
@@ -79,10 +79,8 @@ def report(app: App, incident_id: str | None, fmt: str | None, lang: str | None,
     if output is None:  # to a terminal, perhaps: nothing in it may act on one
         click.echo(clean(text), nl=False)
         return
-    try:
+    with writing(output):
         output.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise StorageError(f"cannot write {output}: {exc.strerror or exc}") from None
     app.out.note(f"Wrote {output} ({chosen}, {language})")
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from incident.cli.app import App
-from incident.cli.output import safe
+from incident.cli.output import safe, writing
 from incident.errors import BadInput, PlaybookInvalid
 from incident.resources import shipped
 from incident.timeutil import format_duration
@@ -29,7 +29,6 @@ def init(app: App, directory: Path, force: bool) -> None:
     Example:
       incident init ops && cd ops && incident start core-banking-outage --title Test --drill
     """
-    directory.mkdir(parents=True, exist_ok=True)
     plan = [(shipped("incident.yaml.example"), directory / "incident.yaml"),
             (shipped("examples") / "customers.csv", directory / "customers.csv"),
             (shipped("examples") / "drill.csv", directory / "drill.csv"),
@@ -41,13 +40,15 @@ def init(app: App, directory: Path, force: bool) -> None:
                  for path in sorted(source.rglob("*"))
                  if path.is_file() and path.relative_to(source).parts[0] != "_report"]
     written, kept = [], []
-    for source, target in plan:
-        if target.exists() and not force:
-            kept.append(target)
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
-        written.append(target)
+    with writing(directory):
+        directory.mkdir(parents=True, exist_ok=True)
+        for source, target in plan:
+            if target.exists() and not force:
+                kept.append(target)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+            written.append(target)
     if app.out.as_json:
         app.out.json({"directory": str(directory), "written": [str(p) for p in written],
                       "kept": [str(p) for p in kept]})

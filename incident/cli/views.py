@@ -11,7 +11,7 @@ import click
 from rich.text import Text
 
 from incident.cli.app import App
-from incident.cli.output import Output, safe, state_counts
+from incident.cli.output import Output, safe, state_counts, writing
 from incident.errors import ChainBroken, Location
 from incident.timeutil import parse_iso
 
@@ -378,7 +378,7 @@ def failed(app: App, incident_id: str, export: str | None, with_contacts: bool) 
                 "to": contact(r.address), "code": r.error_code or "",
                 "error": r.last_error or "", "attempts": r.attempts} for r in rows]
     if export:
-        with open(export, "w", newline="", encoding="utf-8-sig") as handle:
+        with writing(export), open(export, "w", newline="", encoding="utf-8-sig") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(records[0]) if records else
                                     ["notice", "channel", "customer", "name", "to", "code",
                                      "error", "attempts"])
