@@ -229,3 +229,17 @@ def test_failed_export_to_a_missing_folder_is_bad_input(sqlite_ws: Workspace,
     target = sqlite_ws.root / where
     stderr = _refused(sqlite_ws, "failed", iid, "--export", str(target))
     assert f"cannot write {target}" in stderr
+
+
+@pytest.mark.parametrize("args", [["list"], ["status"], ["timeline", "X"], ["report", "X"],
+                                  ["verify"], ["actions"], ["manual", "list", "X"]])
+def test_reading_a_folder_with_no_config_creates_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]) -> None:
+    for name in ("INCIDENT_CONFIG", "INCIDENT_DB"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    assert "no incident.yaml and no database here" in result.stderr
+    assert "Traceback" not in result.output
+    assert list(tmp_path.iterdir()) == []

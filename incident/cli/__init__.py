@@ -49,6 +49,11 @@ class IncidentGroup(click.Group):
             app.out.warn(f"cannot check what falls due: {exc.message}")
 
 
+# Commands that may run in a folder with no incident.yaml and no database yet (the built-in
+# defaults); any other needs an incident, so there it is refused rather than creating one.
+CREATING = frozenset({"init", "playbooks", "start", "warnings"})
+
+
 @click.group(cls=IncidentGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config", metavar="PATH", envvar="INCIDENT_CONFIG",
               help="Config file (default ./incident.yaml; env INCIDENT_CONFIG).")
@@ -76,7 +81,8 @@ def cli(ctx: click.Context, config: str | None, db: str | None, operator: str | 
     Exit codes: 0 done; 1 failed at run time (nothing half-recorded); 2 bad input;
     3 done, but some deliveries failed permanently.
     """
-    ctx.obj = App(config=config, db=db, operator=operator, as_json=as_json, debug=debug)
+    ctx.obj = App(config=config, db=db, operator=operator, as_json=as_json, debug=debug,
+                  creates=ctx.invoked_subcommand in CREATING)
 
 
 def _register() -> None:
