@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from markdown_it import MarkdownIt
 
 from cli_fixtures import Workspace
 from incident.cli import cli
@@ -243,3 +244,21 @@ def test_reading_a_folder_with_no_config_creates_nothing(
     assert "no incident.yaml and no database here" in result.stderr
     assert "Traceback" not in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_markdown_report_leaves_no_live_link_from_data(sqlite_ws: Workspace) -> None:
+    link = "[x](javascript:alert(1)) ![i](javascript:alert(2))"
+    iid = str(sqlite_ws.json("start", "core-banking-outage", "--title", f"Core {link}",
+                             "--queue-only")["id"])
+    sqlite_ws.run("note", iid, "--section", "summary", f"See {link}")
+    sqlite_ws.run("manual", "log", iid, "--customer", "C1", "--request", f"Cash {link}")
+    text = sqlite_ws.run("report", iid, "--format", "md").stdout
+    # A permissive renderer (a wiki that does not filter URLs) shows every link it parses.
+    renderer = MarkdownIt("commonmark").enable("table")
+    renderer.validateLink = lambda url: True
+    html = renderer.render(text)
+    assert "javascript:" not in " ".join(
+        str(token.attrGet("href") or token.attrGet("src")) for block in renderer.parse(text)
+        for token in block.children or [])
+    assert 'href="javascript' not in html and 'src="javascript' not in html
+    assert html.count("[x](javascript:alert(1))") >= 3  # shown as text, three times
