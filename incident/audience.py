@@ -40,11 +40,13 @@ from email_validator import EmailNotValidError, validate_email
 from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES, DOT_ATOM_TEXT
 from email_validator.syntax import validate_email_domain_name
 
+from incident.controls import one_line
 from incident.errors import AudienceInvalid, Location
 
 LANGUAGES = ("zh-CN", "en")
 PRIORITIES = ("urgent", "normal")
 REQUIRED_COLUMNS = ("id", "name", "email", "phone")
+NAME_MAX = 100  # characters of a customer's name kept for the greeting of a notice
 OPTIONAL_COLUMNS = ("language", "segment", "region", "branch", "products", "priority")
 
 _PRIORITY_VALUES = {
@@ -664,6 +666,9 @@ class _RowParser:
         row.append("")
         (ref, name, raw_email, raw_phone, raw_language, segment, region, branch, products,
          raw_priority) = map(str.strip, self.cells(row))
+        # The name and id go into email headers and SMS bodies: one line, no control
+        # characters (a NUL, an ESC, a line break that would start a header of its own).
+        ref, name = one_line(ref), one_line(name)[:NAME_MAX]
         if not (ref or name or raw_email or raw_phone or raw_language or segment or region
                 or branch or products or raw_priority) and not any(c.strip() for c in row):
             return []

@@ -47,8 +47,9 @@ def case_id(given: str, view: IncidentView) -> str:
     return wanted
 
 
-def parse_amount(text: str | None) -> str | None:
-    """A money amount as a decimal string with at most 2 decimals (InvalidValue otherwise)."""
+def parse_amount(text: str | None, *, maximum: int) -> str | None:
+    """A money amount as a decimal string with at most 2 decimals, at most `maximum`
+    (InvalidValue otherwise)."""
     if text is None:
         return None
     cleaned = text.replace(",", "").strip()
@@ -59,6 +60,9 @@ def parse_amount(text: str | None) -> str | None:
                            hint="e.g. --amount 5000 or --amount 1234.50") from None
     if not value.is_finite() or value < 0 or value.as_tuple().exponent < -2:  # type: ignore[operator]
         raise InvalidValue(f"--amount {text!r} must be zero or more with at most 2 decimals")
+    if value > maximum:
+        raise InvalidValue(f"--amount {text!r} is more than {maximum:,}",
+                           hint="the bound is limits.max_amount in incident.yaml")
     return f"{value:.2f}"
 
 
@@ -124,7 +128,7 @@ class ManualChannelCases:
             raise InvalidValue("--customer must not be empty")
         if not request.strip():
             raise InvalidValue("--request must not be empty: what did the customer need?")
-        value = parse_amount(amount)
+        value = parse_amount(amount, maximum=self.service.rt.settings.limits.max_amount)
 
         def build(view: IncidentView, now: datetime) -> dict[str, Any]:
             if not view.manual_open:

@@ -13,11 +13,11 @@ from sqlalchemy import Connection, select
 from incident import mime
 from incident.audience import Customer, Recipient
 from incident.channels.base import EmailOut, Outgoing, SmsOut
-from incident.errors import TemplateInvalid
+from incident.errors import InvalidValue, Location, TemplateInvalid
 from incident.mime import EmailTemplate
 from incident.models import DeliveryState, Phase, Status
 from incident.rendering import Renderer
-from incident.settings import Runtime
+from incident.settings import Limits, Runtime
 from incident.state import IncidentView
 from incident.store import schema
 from incident.store.outbox import OutboxRow, idempotency_key
@@ -105,10 +105,12 @@ SAMPLE_MESSAGE = {"zh-CN": "技术人员正在切换至备用系统",
 
 
 def check_templates(renderer: Renderer, template_set: str, channels: Sequence[str],
-                    contexts: dict[str, dict[str, Any]]) -> None:
-    """Render the notice for a sample customer in every language; TemplateInvalid if any fails.
+                    contexts: dict[str, dict[str, Any]], *, limits: Limits) -> None:
+    """Render the notice for a sample customer in every language; TemplateInvalid if any fails,
+    InvalidValue if a rendered SMS or email text is longer than `limits` allow.
 
-    Called before anything is recorded, so a broken template never leaves half a notice.
+    Called before anything is recorded, so a broken template or an overlong message never
+    leaves half a notice.
     """
     problems = []
     for lang, context in contexts.items():
@@ -118,6 +120,25 @@ def check_templates(renderer: Renderer, template_set: str, channels: Sequence[st
     if problems:
         raise TemplateInvalid(f"notice templates of {template_set!r} cannot be rendered; "
                               "nothing was recorded", problems=problems)
+    too_long = []
+    for lang, context in contexts.items():
+        full = {**context, "customer": SAMPLE_CUSTOMER[lang]}
+        phase = context["notice"]["phase"]
+        for channel, limit in (("sms", limits.sms_chars), ("email", limits.email_chars)):
+            if channel not in channels:
+                continue
+            text = (renderer.render_sms(template_set, phase, lang, full).text
+                    if channel == "sms" else
+                    renderer.render_email(template_set, phase, lang, full).text)
+            if len(text) > limit:
+                too_long.append((Location(field=f"{channel}.{lang}"),
+                                 f"the {channel} text would be {len(text):,} characters; "
+                                 f"the limit is {limit:,}"))
+    if too_long:
+        raise InvalidValue("the notice is too long to send; nothing was recorded",
+                           problems=too_long,
+                           hint="shorten the message (limits.sms_chars and limits.email_chars "
+                                "in incident.yaml)")
 
 
 def sender_domain(rt: Runtime) -> str:

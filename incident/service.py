@@ -76,7 +76,7 @@ from incident.settings import Runtime
 from incident.state import IncidentView, NoticeResult, apply, fold
 from incident.store import Store
 from incident.store import outbox as ob
-from incident.timeutil import parse_when, to_iso, utcnow
+from incident.timeutil import format_duration, parse_when, to_iso, utcnow
 
 
 @dataclass
@@ -181,10 +181,7 @@ class Service:
         if grade not in levels:
             raise InvalidValue(f"--severity {grade!r} is not a grade of {book.id}",
                                hint=f"grades: {', '.join(levels)}")
-        detected = (parse_when(detected_at, zone=self.rt.zone, now=now, future=False)
-                    if detected_at else now)
-        if detected > now + timedelta(minutes=1):
-            raise InvalidValue(f"--detected-at {detected_at!r} is in the future")
+        detected = self._past(detected_at, now, "--detected-at") if detected_at else now
         eta_at = self._future(eta, now, "--eta") if eta else None
         scan, selection = self._audience(book, audience, drill, regions, branches,
                                          spool=not dry_run)
@@ -235,7 +232,8 @@ class Service:
         view = fold([provisional])
         contexts = self._contexts(view, Phase.INITIAL, "")
         channels = list(book.notices.channels)
-        check_templates(self.renderer, book.notices.template_set, channels, contexts)
+        check_templates(self.renderer, book.notices.template_set, channels, contexts,
+                        limits=self.rt.settings.limits)
         if dry_run:
             return self._plan(book, scan, contexts)
         assert scan.spool is not None
@@ -510,7 +508,7 @@ class Service:
             raise InvalidValue("--message must not be empty")
 
         def build(view: IncidentView, now: datetime) -> dict[str, Any]:
-            when = parse_when(at, zone=self.rt.zone, now=now, future=False) if at else now
+            when = self._past(at, now, "--at") if at else now
             if when < view.detected_at:
                 raise InvalidValue(f"--at {at!r} is before the incident was detected")
             data: dict[str, Any] = {"message": message.strip(), "resolved_at": to_iso(when)}
@@ -595,7 +593,8 @@ class Service:
                 contexts = self._contexts(after, phase, data.get("message", ""),
                                           data.get("message_zh"))
                 check_templates(self.renderer, book.notices.template_set,
-                                list(book.notices.channels), contexts)
+                                list(book.notices.channels), contexts,
+                                limits=self.rt.settings.limits)
                 first = view.notices[0].seq if view.notices else 1
                 messages = ob.enqueue(conn, rows_from_notice(
                     conn, incident_id, first, seq, domain,
@@ -627,7 +626,8 @@ class Service:
             return 0
         contexts = internal_contexts(self.rt, view, kind=kind, message=message, now=now,
                                      actor=self.rt.operator)
-        check_templates(self.renderer, INTERNAL_SET, ["email", "sms"], contexts)
+        check_templates(self.renderer, INTERNAL_SET, ["email", "sms"], contexts,
+                        limits=self.rt.settings.limits)
         seq = view.event_count + 1
         messages = ob.enqueue(conn, party_rows(self.rt, view.id, seq, parties,
                                                sender_domain(self.rt)), now=now)
@@ -657,9 +657,27 @@ class Service:
                 "messages": messages, "recipients": 0}
 
     def _future(self, text: str, now: datetime, option: str) -> datetime:
+        """An ETA: after now, and at most `limits.max_eta` ahead."""
         value = parse_when(text, zone=self.rt.zone, now=now, future=True)
         if value <= now:
             raise InvalidValue(f"{option} {text!r} is not in the future")
+        bound = self.rt.settings.limits.max_eta
+        if value - now > bound:
+            raise InvalidValue(f"{option} {text!r} is more than {format_duration(bound)} ahead",
+                               hint="give a nearer estimate and revise it with incident eta "
+                                    "(the bound is limits.max_eta in incident.yaml)")
+        return value
+
+    def _past(self, text: str, now: datetime, option: str) -> datetime:
+        """A time that already happened (detection, recovery): not after now (a minute of
+        clock skew allowed), at most `limits.max_backdate` ago."""
+        value = parse_when(text, zone=self.rt.zone, now=now, future=False)
+        if value > now + timedelta(minutes=1):
+            raise InvalidValue(f"{option} {text!r} is in the future")
+        bound = self.rt.settings.limits.max_backdate
+        if now - value > bound:
+            raise InvalidValue(f"{option} {text!r} is more than {format_duration(bound)} ago",
+                               hint="the bound is limits.max_backdate in incident.yaml")
         return value
 
     # ------------------------------------------------------------------ reading

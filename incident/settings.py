@@ -146,6 +146,16 @@ class Alerts(Strict):
     due_soon: Duration = timedelta(minutes=15)  # warn this long before something falls due
 
 
+class Limits(Strict):
+    """Bounds on what an operator may type, so that nothing absurd is sent or stored."""
+
+    max_eta: Duration = timedelta(days=30)  # an ETA at most this far ahead
+    max_backdate: Duration = timedelta(days=30)  # --detected-at at most this far back
+    sms_chars: int = Field(default=1600, ge=70, le=1600)  # a rendered SMS (Twilio: 1,600)
+    email_chars: int = Field(default=20_000, ge=1000, le=1_000_000)  # a rendered email body
+    max_amount: int = Field(default=1_000_000_000, ge=1, le=10**15)  # manual log --amount
+
+
 class Settings(Strict):
     """The validated contents of incident.yaml."""
 
@@ -165,6 +175,7 @@ class Settings(Strict):
     operators: list[Operator] = Field(default_factory=list)
     branches: str | None = None  # branch list CSV: id,name,region,latitude,longitude
     alerts: Alerts = Field(default_factory=Alerts)
+    limits: Limits = Field(default_factory=Limits)
 
     @field_validator("timezone")
     @classmethod

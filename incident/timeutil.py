@@ -123,6 +123,9 @@ def to_iso(value: datetime) -> str:
 
 def local_text(value: datetime, zone: ZoneInfo, *, with_date: bool = True) -> str:
     """Human time in the configured zone: `2026-11-23 14:30 CST` or `14:30`."""
-    local = value.astimezone(zone)
+    try:
+        local = value.astimezone(zone)
+    except OverflowError:  # a stored year-9999 time shown east of UTC: show it in UTC
+        local = value.astimezone(UTC)
     fmt = "%Y-%m-%d %H:%M" if with_date else "%H:%M"
     return f"{local.strftime(fmt)} {local.tzname() or ''}".strip()

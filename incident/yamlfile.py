@@ -28,6 +28,53 @@ def _line_map(node: yaml.Node, path: tuple[Any, ...] = ()) -> Iterator[tuple[tup
             yield from _line_map(item, (*path, index))
 
 
+# A playbook or incident.yaml has a few hundred nodes; an alias bomb ("billion laughs") has
+# billions once its aliases are expanded, which the line map and validation would walk.
+MAX_NODES = 100_000
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+def _check_graph(root: yaml.Node, *, source: str, what: str, error: type[BadInput]) -> None:
+    """Refuse a document whose aliases expand beyond MAX_NODES nodes, or with a key given
+    twice in one mapping (YAML would silently keep the last one)."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            _refuse_duplicates(node, source=source, what=what, error=error)
+            total += sum(size(k) + size(v) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total += sum(size(item) for item in node.value)
+        if total > MAX_NODES:
+            raise error(f"{what} {source} expands to more than {MAX_NODES:,} values",
+                        problems=[(Location(source, node.start_mark.line + 1),
+                                   "aliases (*name) repeat this part too often; "
+                                   "write the values out or use fewer aliases")])
+        sizes[id(node)] = total
+        return total
+
+    size(root)
+
+
+def _refuse_duplicates(node: yaml.MappingNode, *, source: str, what: str,
+                       error: type[BadInput]) -> None:
+    seen: dict[tuple[str, str], int] = {}
+    for key_node, _value in node.value:
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE:
+            continue
+        line = key_node.start_mark.line + 1
+        first = seen.setdefault((key_node.tag, key_node.value), line)
+        if first != line:
+            raise error(f"{what} {source} gives the key {key_node.value!r} twice "
+                        f"(lines {first} and {line})",
+                        problems=[(Location(source, line, key_node.value),
+                                   f"duplicate key: also at line {first}; keep one")])
+
+
 def _locate(lines: dict[tuple[Any, ...], int], loc: Sequence[Any]) -> int | None:
     """Line of the deepest existing prefix of a pydantic error location."""
     path = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
@@ -53,6 +100,8 @@ def _parse_model(text: str, model: type[M], *, source: str, what: str,
                  error: type[BadInput]) -> M:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None:
+            _check_graph(node, source=source, what=what, error=error)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

@@ -10,6 +10,7 @@ import click
 
 from incident import __version__
 from incident.cli.app import App
+from incident.cli.output import clean
 from incident.errors import ExitCode, IncidentError
 
 
@@ -31,7 +32,7 @@ class IncidentGroup(click.Group):
             if app is not None:
                 app.out.error(exc)
             else:
-                click.echo("\n".join(exc.lines()), err=True)
+                click.echo(clean("\n".join(exc.lines())), err=True)
             ctx.exit(exc.exit_code)
         self._remind(ctx)
         return result
@@ -46,6 +47,11 @@ class IncidentGroup(click.Group):
             app.remind()
         except IncidentError as exc:  # a reminder must not turn a success into a failure
             app.out.warn(f"cannot check what falls due: {exc.message}")
+
+
+# Commands that may run in a folder with no incident.yaml and no database yet (the built-in
+# defaults); any other needs an incident, so there it is refused rather than creating one.
+CREATING = frozenset({"init", "playbooks", "start", "warnings"})
 
 
 @click.group(cls=IncidentGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -75,7 +81,8 @@ def cli(ctx: click.Context, config: str | None, db: str | None, operator: str | 
     Exit codes: 0 done; 1 failed at run time (nothing half-recorded); 2 bad input;
     3 done, but some deliveries failed permanently.
     """
-    ctx.obj = App(config=config, db=db, operator=operator, as_json=as_json, debug=debug)
+    ctx.obj = App(config=config, db=db, operator=operator, as_json=as_json, debug=debug,
+                  creates=ctx.invoked_subcommand in CREATING)
 
 
 def _register() -> None:

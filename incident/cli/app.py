@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from incident.cli.output import Output
+from incident.errors import ConfigInvalid
 
 if TYPE_CHECKING:  # imported on first use: `incident --help` needs neither
     from incident.service import Service
@@ -16,8 +18,9 @@ class App:
     """Per-invocation state on ctx.obj; settings are read once, on first use."""
 
     def __init__(self, *, config: str | None, db: str | None, operator: str | None,
-                 as_json: bool, debug: bool) -> None:
+                 as_json: bool, debug: bool, creates: bool = True) -> None:
         self.config = config
+        self.creates = creates  # the command may start a workspace's first incident
         self.db = db
         self.operator = operator
         self.debug = debug
@@ -32,6 +35,13 @@ class App:
 
         rt = load_runtime(self.config, db=self.db, operator=self.operator)
         self.out.zone = rt.zone
+        missing = _missing_sqlite(rt.db_url)
+        if rt.config_path is None and missing and not self.creates:
+            # Reading a folder that holds no incidents must not leave an empty database in it.
+            raise ConfigInvalid(f"no incident.yaml and no database here ({missing} does not "
+                                "exist): there is no incident to show",
+                                hint="run it in the folder made by incident init, or give "
+                                     "--config PATH or --db URL")
         if rt.config_path is None:
             self.out.note("No incident.yaml here: using the built-in defaults "
                           "(SQLite, file channel). Create one with: incident init")
@@ -65,3 +75,11 @@ class App:
             if len(items) > 4:
                 self.out.warn(f"{incident_id[-6:]}: and {len(items) - 4} more — "
                               f"incident status {incident_id[-6:]}")
+
+
+def _missing_sqlite(url: str) -> Path | None:
+    """The SQLite file `url` names if it does not exist yet (None for other databases)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = Path(url.removeprefix("sqlite:///"))
+    return None if not path.name or path.exists() else path

@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from rich.markup import escape
 from rich.text import Text
 
 from incident.cli.app import App
 from incident.cli.lifecycle import party_reach, print_party_reach, settle, start
-from incident.cli.output import Output
+from incident.cli.output import Output, safe
 from incident.cli.views import render_status
 from incident.errors import BadInput, InvalidValue, PlaybookInvalid
 from incident.timeutil import to_iso, utcnow
@@ -60,9 +59,9 @@ def step(app: App, incident_id: str, step_id: str, done: bool, skip: str | None,
         ran = {"open_manual_channel": " — manual channel opened",
                "notify_parties": " — internal notice to the parties queued"}.get(
                    outcome.ran or "", "")
-        out.line(f"Step {item.id} {'skipped' if skip else 'done'}{ran}.")
+        out.line(f"Step {safe(item.id)} {'skipped' if skip else 'done'}{ran}.")
         if item.every and item.due:
-            out.line(f"Next {item.id} due {out.when(item.due)}.")
+            out.line(f"Next {safe(item.id)} due {out.when(item.due)}.")
     if outcome.ran == "notify_parties" and result.messages:
         with app.out.progress(result.messages, "Notifying parties") as update:
             report = app.service.deliver(result.incident_id, progress=update)
@@ -94,9 +93,9 @@ def ack(app: App, incident_id: str, party: str, note: str | None) -> None:
         app.out.json({"id": view.id, "party": party, "acknowledged": sorted(view.acks),
                       "waiting": waiting})
         return
-    app.out.line(f"{party} acknowledged on {view.id}.")
+    app.out.line(f"{safe(party)} acknowledged on {view.id}.")
     if waiting:
-        app.out.line(f"Still waiting for: {', '.join(waiting)}")
+        app.out.line(f"Still waiting for: {safe(', '.join(waiting))}")
 
 
 @click.command()
@@ -199,7 +198,7 @@ def watch(app: App, incident_id: str | None, interval: float, once: bool) -> Non
                 out.err.bell()
                 for a in alerts:
                     style = "bold red" if a.level == "overdue" else "yellow"
-                    out.err.print(f"[{style}]ALERT[/{style}] {ident[-6:]}: {escape(a.what)}")
+                    out.err.print(f"[{style}]ALERT[/{style}] {ident[-6:]}: {safe(a.what)}")
         if once:
             return
         try:
@@ -328,14 +327,14 @@ def _print_decision(app: App, decision: Decision, counts: dict[str, int], file: 
     verdict = {"start": "[bold red]APPLIES[/bold red] — start the playbook",
                "stand_down": "[bold yellow]CANCEL[/bold yellow] — stand down",
                "ignore": "[green]does not apply[/green]"}[decision.action]
-    out.line(f"{escape(alert.identifier)} ({alert.status} {alert.msg_type} from "
-             f"{escape(alert.sender)}): {verdict}")
+    out.line(f"{safe(alert.identifier)} ({alert.status} {alert.msg_type} from "
+             f"{safe(alert.sender)}): {verdict}")
     if info:
-        out.line(f"{escape(info.event)}: {escape(info.headline)}")
+        out.line(f"{safe(info.event)}: {safe(info.headline)}")
     for reason in decision.reasons:
-        out.line(f"  · {escape(reason)}")
+        out.line(f"  · {safe(reason)}")
     if decision.playbook is not None:
-        out.line(f"Playbook: {decision.playbook.id} at grade {decision.grade}")
+        out.line(f"Playbook: {safe(decision.playbook.id)} at grade {safe(decision.grade)}")
     if decision.branches:
         lang = app.rt.settings.default_language
         out.table(f"Affected branches ({sum(counts.values())} customers)",

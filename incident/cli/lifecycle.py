@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich.markup import escape
 
 from incident.cli.app import App
-from incident.cli.output import state_counts
+from incident.cli.output import safe, state_counts
 from incident.cli.views import describe_reroute
 from incident.errors import DeliveryError, ExitCode, Location
 from incident.timeutil import format_duration
@@ -103,7 +102,7 @@ def _finish(app: App, result: NoticeResult, report: DeliveryReport | None,
         if reach is not None:
             print_party_reach(app, reach)
         if app.rt.settings.channels.email.transport == "file" and result.messages:
-            out.line(f"Files written under {app.rt.outbox_dir / view.id}")
+            out.line(f"Files written under {safe(app.rt.outbox_dir / view.id)}")
     if report is not None:
         settle(app, report, result.incident_id)
 
@@ -122,8 +121,8 @@ def party_reach(app: App, view: IncidentView) -> tuple[list[str], list[str]] | N
 def print_party_reach(app: App, reach: tuple[list[str], list[str]]) -> None:
     """`Parties reached: … · not yet (queued): …` — never 'notified' before they were."""
     reached, waiting = reach
-    app.out.line("Parties reached: " + (escape(_party_names(app, reached)) or "none")
-                 + (f"  ·  not yet (queued): {escape(_party_names(app, waiting))}"
+    app.out.line("Parties reached: " + (safe(_party_names(app, reached)) or "none")
+                 + (f"  ·  not yet (queued): {safe(_party_names(app, waiting))}"
                     if waiting else ""))
 
 
@@ -220,7 +219,7 @@ def _print_declared(app: App, result: StartResult) -> None:
     if out.as_json:
         return
     drill = "[bold magenta]DRILL[/bold magenta] " if view.drill else ""
-    names = escape(f"{book.name.en} / {book.name.zh_CN}")
+    names = safe(f"{book.name.en} / {book.name.zh_CN}")
     out.line(f"{drill}Declared [bold]{view.id}[/bold] — {names}, "
              f"severity {view.severity}, {view.status.value}")
     deadline = format_duration(book.principles.fast_response.first_notice_within)
@@ -235,12 +234,12 @@ def _print_declared(app: App, result: StartResult) -> None:
     if closed:
         near = ", ".join(b["name"] if lang == "zh-CN" else b.get("name_en") or b["name"]
                          for b in view.scope.get("open", []))
-        out.line(f"Branches closed: {escape(', '.join(closed))}"
-                 + (f"  ·  open nearby: {escape(near)}" if near else ""))
+        out.line(f"Branches closed: {safe(', '.join(closed))}"
+                 + (f"  ·  open nearby: {safe(near)}" if near else ""))
     out.line("Manual channel: " + ("open, announced in the notice" if view.manual_open else
                                    f"not open — incident manual open {view.id[-6:]}"))
     if view.party_notices:
-        out.line(f"Parties: {escape(_party_names(app, view.party_notices[0].parties))} "
+        out.line(f"Parties: {safe(_party_names(app, view.party_notices[0].parties))} "
                  "(internal notice queued)")
     missing = [p for p in book.principles.coordination.parties
                if p not in app.rt.settings.parties]
@@ -254,7 +253,7 @@ def _print_audience(app: App, path: str, recipients: int,
     """The audience line, then each skipped row and each row kept without a bad contact (a
     customer notified on fewer channels), the first 10 of each; never silently."""
     out = app.out
-    out.line(f"Audience {escape(path)}: {recipients} customers affected"
+    out.line(f"Audience {safe(path)}: {recipients} customers affected"
              + (f", {len(skipped)} rows skipped" if skipped else "")
              + (f", {len(partial)} notified without a bad contact" if partial else ""))
     for what, problems in (("skipped", skipped), ("contact not used", partial)):
@@ -282,7 +281,7 @@ def _print_plan(app: App, plan: DryRunPlan) -> None:
                   "partial_rows": [f"{loc}: {msg}" for loc, msg in plan.partial_rows],
                   "unreachable": plan.unreachable})
         return
-    out.line(f"Dry run of {plan.playbook.id}: nothing recorded, nothing sent.")
+    out.line(f"Dry run of {safe(plan.playbook.id)}: nothing recorded, nothing sent.")
     _print_audience(app, plan.audience_path, plan.recipients, plan.skipped_rows,
                     plan.partial_rows, plan.unreachable)
     rows = [[channel, lang, n] for channel, by_lang in sorted(plan.messages.items())
@@ -330,7 +329,7 @@ def update(app: App, incident_id: str, message: str, message_zh: str | None, eta
                  f"{view.severity}, ETA {app.out.when(view.eta)}, next update due "
                  f"{app.out.when(view.next_update_due)}")
     if result.internal and view.party_notices:
-        app.out.line(f"Internal notice to {', '.join(view.party_notices[-1].parties)}: "
+        app.out.line(f"Internal notice to {safe(', '.join(view.party_notices[-1].parties))}: "
                      f"{result.internal} messages")
     _finish(app, result, _deliver(app, result, queue_only))
 
@@ -391,7 +390,7 @@ def close(app: App, incident_id: str, force: bool, reason: str | None) -> None:
     result = app.service.close(incident_id, force=force, reason=reason)
     app.out.line(f"{result.incident_id} closed."
                  + (f" Forced with {len(result.view.unreconciled)} unreconciled case(s): "
-                    f"{escape(result.view.close_forced or '')}" if result.view.close_forced
+                    f"{safe(result.view.close_forced or '')}" if result.view.close_forced
                     else ""))
     _finish(app, result, None)
     app.out.next(f"incident timeline {_short(result.incident_id)}",

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from incident.cli.app import App
+from incident.cli.output import safe
 from incident.timeutil import utcnow
 
 if TYPE_CHECKING:  # `incident --help` must not import the domain model
@@ -109,7 +110,7 @@ def log(app: App, incident_id: str, customer: str, request: str, amount: str | N
         app.out.json({"id": view.id, **_cases_json(view)[-1]})
         return
     app.out.line(f"Case {case.id} logged on {view.id} for customer "
-                 f"{_masked(case.customer)} by {case.logged_by}"
+                 f"{safe(_masked(case.customer))} by {safe(case.logged_by)}"
                  + (" (urgent)" if case.urgent else "") + ".")
     app.out.line(f"{len(view.unreconciled)} case(s) to reconcile after recovery.")
 

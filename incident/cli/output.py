@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -11,18 +12,48 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from rich.console import Console
+from rich.errors import MarkupError
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from incident.errors import IncidentError
+from incident.controls import UNSAFE
+from incident.errors import IncidentError, InvalidValue, StorageError
 from incident.timeutil import format_duration, local_text
 
 if TYPE_CHECKING:  # `incident --help` must not import the delivery machinery
     from incident.delivery import Tally
 
 STATES = ("pending", "sending", "sent", "failed")
+
+
+def _visible(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    # One character for one, so a rich Text's styles stay aligned: C0 as its control picture
+    # (ESC shows as ␛), DEL as ␡, anything else as the replacement character.
+    return chr(0x2400 + code) if code < 0x20 else "\u2421" if code == 0x7F else "\ufffd"
+
+
+def clean(text: str) -> str:
+    """Text with every control character that could act on a terminal made visible instead."""
+    return UNSAFE.sub(_visible, text)
+
+
+def safe(value: object) -> str:
+    """Data (a title, a name, a message) to put into a line of rich markup: cleaned and with
+    its own `[...]` escaped, so it is shown as it is and never read as markup."""
+    return escape(clean(str(value)))
+
+
+def _cell(value: object) -> Text:
+    """A table cell or title: plain strings are data and never parsed as markup; a rich Text a
+    printer styled keeps its style, its text cleaned."""
+    if isinstance(value, Text):
+        copy = value.copy()
+        copy.plain = clean(value.plain)
+        return copy
+    return Text(clean(str(value)))
 
 
 class Output:
@@ -45,44 +76,46 @@ class Output:
         sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
 
     def line(self, text: str = "") -> None:
-        """A line for people with rich markup; callers escape data (suppressed in --json)."""
+        """A line for people in rich markup, data in it passed through `safe` (suppressed in
+        --json). Control characters are made visible here whatever the caller did."""
         if not self.as_json:
-            self.console.print(text)
+            _print(self.console, clean(text))
 
     def note(self, text: str) -> None:
         """A remark on stderr (never mixed into --json output)."""
-        self.err.print(f"[dim]{escape(text)}[/dim]")
+        self.err.print(f"[dim]{safe(text)}[/dim]")
 
     def warn(self, text: str) -> None:
         """A warning on stderr."""
-        self.err.print(f"[yellow]warning:[/yellow] {escape(text)}")
+        self.err.print(f"[yellow]warning:[/yellow] {safe(text)}")
 
     def error(self, exc: IncidentError) -> None:
         """The message of a toolkit error, its located problems and its hint, on stderr."""
         lines = exc.lines()
-        self.err.print(f"[bold red]error:[/bold red] {escape(lines[0])}")
+        self.err.print(f"[bold red]error:[/bold red] {safe(lines[0])}")
         for extra in lines[1:]:
-            self.err.print(escape(extra))
+            self.err.print(safe(extra))
         if exc.hint:
-            self.err.print(f"[dim]hint: {escape(exc.hint)}[/dim]")
+            self.err.print(f"[dim]hint: {safe(exc.hint)}[/dim]")
 
     def next(self, *commands: str) -> None:
         """Tell the supervisor what to do next."""
         if not self.as_json and commands:
-            self.console.print("[bold]Next:[/bold] " + "  ·  ".join(escape(c) for c in commands))
+            self.console.print("[bold]Next:[/bold] " + "  ·  ".join(safe(c) for c in commands))
 
     def table(self, title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]],
               ) -> None:
         """A rich table (suppressed in --json mode)."""
         if self.as_json:
             return
-        table = Table(title=title, title_justify="left", header_style="bold")
+        # The title names an incident by its title: data, like every cell.
+        table = Table(title=_cell(title) if title is not None else None, title_justify="left",
+                      header_style="bold")
         for index, column in enumerate(columns):
             # The first column is an identifier: never wrap or truncate it.
             table.add_column(column, no_wrap=index == 0, min_width=len(column))
         for row in rows:
-            # Plain strings are data (titles, names, messages): never parsed as markup.
-            table.add_row(*[cell if isinstance(cell, Text) else Text(str(cell)) for cell in row])
+            table.add_row(*[_cell(cell) for cell in row])
         self.console.print(table)
 
     # ---------------------------------------------------------------- formatting
@@ -136,6 +169,30 @@ class Output:
                            failed=tally.failed, rate=tally.rate)
 
             yield update
+
+
+@contextmanager
+def writing(path: object) -> Iterator[None]:
+    """Writes to a path the operator named (init DIR, --export, -o): a path that cannot be
+    written (a folder missing, a file where a folder should be, no permission) is bad input
+    naming it; any other OS error (disk full) a run-time failure. Never a traceback."""
+    try:
+        yield
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
+        raise InvalidValue(f"cannot write {exc.filename or path}: {exc.strerror or exc}",
+                           hint="give a path in a folder that exists and you may write to"
+                           ) from None
+    except OSError as exc:
+        raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _print(console: Console, markup: str) -> None:
+    """Print a line of markup; if data in it was not passed through `safe` and breaks the
+    markup (`[/bold]` in a title), print the line as it is rather than fail."""
+    try:
+        console.print(markup)
+    except MarkupError:
+        console.print(markup, markup=False)
 
 
 def state_counts(counts: dict[str, dict[str, int]]) -> dict[str, int]:

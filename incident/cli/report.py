@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import click
-from rich.markup import escape
 from rich.text import Text
 
 from incident.cli.app import App
-from incident.errors import BadInput, StorageError
+from incident.cli.output import clean, safe, writing
+from incident.errors import BadInput
 from incident.timeutil import utcnow
 
 if TYPE_CHECKING:
@@ -76,13 +76,11 @@ def report(app: App, incident_id: str | None, fmt: str | None, lang: str | None,
         assert since is not None
         text = postmortem.period_report(service, since=since, until=until, drills=drills,
                                         fmt=chosen, lang=language)
-    if output is None:
-        click.echo(text, nl=False)
+    if output is None:  # to a terminal, perhaps: nothing in it may act on one
+        click.echo(clean(text), nl=False)
         return
-    try:
+    with writing(output):
         output.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise StorageError(f"cannot write {output}: {exc.strerror or exc}") from None
     app.out.note(f"Wrote {output} ({chosen}, {language})")
 
 
@@ -113,7 +111,7 @@ def note(app: App, incident_id: str, text: str | None, section: str,
         app.out.json({"id": result.incident_id, "seq": result.seq, "section": section,
                       "notes": len(result.view.notes.get(section, []))})
         return
-    app.out.line(f"Note added to {section} of {result.incident_id} (event #{result.seq})")
+    app.out.line(f"Note added to {safe(section)} of {result.incident_id} (event #{result.seq})")
     app.out.next(f"incident report {_short(result.incident_id)}")
 
 
@@ -142,7 +140,7 @@ def action_add(app: App, incident_id: str, text: str, owner: str, due: str) -> N
     if app.out.as_json:
         app.out.json(_action_json(result.incident_id, item))
         return
-    app.out.line(f"Action {item.id} added to {result.incident_id}: owner {escape(item.owner)}, "
+    app.out.line(f"Action {item.id} added to {result.incident_id}: owner {safe(item.owner)}, "
                  f"due {app.out.when(item.due)}")
     app.out.next(f"incident action done {_short(result.incident_id)} {item.id}",
                  "incident actions")

@@ -6,9 +6,9 @@ import shutil
 from pathlib import Path
 
 import click
-from rich.markup import escape
 
 from incident.cli.app import App
+from incident.cli.output import safe, writing
 from incident.errors import BadInput, PlaybookInvalid
 from incident.resources import shipped
 from incident.timeutil import format_duration
@@ -29,7 +29,6 @@ def init(app: App, directory: Path, force: bool) -> None:
     Example:
       incident init ops && cd ops && incident start core-banking-outage --title Test --drill
     """
-    directory.mkdir(parents=True, exist_ok=True)
     plan = [(shipped("incident.yaml.example"), directory / "incident.yaml"),
             (shipped("examples") / "customers.csv", directory / "customers.csv"),
             (shipped("examples") / "drill.csv", directory / "drill.csv"),
@@ -41,18 +40,20 @@ def init(app: App, directory: Path, force: bool) -> None:
                  for path in sorted(source.rglob("*"))
                  if path.is_file() and path.relative_to(source).parts[0] != "_report"]
     written, kept = [], []
-    for source, target in plan:
-        if target.exists() and not force:
-            kept.append(target)
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
-        written.append(target)
+    with writing(directory):
+        directory.mkdir(parents=True, exist_ok=True)
+        for source, target in plan:
+            if target.exists() and not force:
+                kept.append(target)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+            written.append(target)
     if app.out.as_json:
         app.out.json({"directory": str(directory), "written": [str(p) for p in written],
                       "kept": [str(p) for p in kept]})
         return
-    app.out.line(f"Wrote {len(written)} files to {escape(str(directory))}"
+    app.out.line(f"Wrote {len(written)} files to {safe(str(directory))}"
                  + (f"; kept {len(kept)} existing (use --force to overwrite)" if kept else ""))
     app.out.next(f"cd {directory}", "incident playbooks list",
                  "incident start core-banking-outage --title \"...\" --drill")
@@ -108,7 +109,7 @@ def show(app: App, name: str) -> None:
     if app.out.as_json:
         app.out.json(data)
         return
-    app.out.console.print(escape(yaml.safe_dump(data, allow_unicode=True, sort_keys=False)))
+    app.out.console.print(safe(yaml.safe_dump(data, allow_unicode=True, sort_keys=False)))
 
 
 @playbooks.command()

@@ -8,11 +8,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich.markup import escape
 from rich.text import Text
 
 from incident.cli.app import App
-from incident.cli.output import Output, state_counts
+from incident.cli.output import Output, safe, state_counts, writing
 from incident.errors import ChainBroken, Location
 from incident.timeutil import parse_iso
 
@@ -93,8 +92,8 @@ def render_status(app: App, result: StatusResult) -> None:
         return
     since = result.now - view.detected_at
     drill = " [bold magenta](DRILL)[/bold magenta]" if view.drill else ""
-    out.line(f"[bold]{view.id}[/bold]{drill} {escape(view.title)}")
-    out.line(f"{escape(view.playbook.name.en)} · severity {view.severity} · "
+    out.line(f"[bold]{view.id}[/bold]{drill} {safe(view.title)}")
+    out.line(f"{safe(view.playbook.name.en)} · severity {view.severity} · "
              f"[bold]{view.status.value}[/bold] · {out.ago(since)} since detection")
     eta = out.when(view.eta)
     if result.eta_passed:
@@ -114,7 +113,7 @@ def render_status(app: App, result: StatusResult) -> None:
     _parties_line(app, view)
     for item in result.attention:
         style = "bold red" if item.level == "overdue" else "yellow"
-        out.line(f"[{style}]! {escape(item.what)}[/{style}]")
+        out.line(f"[{style}]! {safe(item.what)}[/{style}]")
     _checklist(app, result)
     out.deliveries(result.counts)
     if result.internal_counts:
@@ -156,7 +155,7 @@ def _parties_line(app: App, view: IncidentView) -> None:
     acked = [p for p in parties if p in view.acks]
     waiting = [p for p in parties if p not in view.acks]
     app.out.line(f"Parties: {len(acked)}/{len(parties)} acknowledged"
-                 + (f" · waiting for {escape(', '.join(waiting))}" if waiting else ""))
+                 + (f" · waiting for {safe(', '.join(waiting))}" if waiting else ""))
 
 
 def _checklist(app: App, result: StatusResult) -> None:
@@ -387,7 +386,7 @@ def failed(app: App, incident_id: str, export: str | None, with_contacts: bool) 
                 "to": contact(r.address), "code": r.error_code or "",
                 "error": r.last_error or "", "attempts": r.attempts} for r in rows]
     if export:
-        with open(export, "w", newline="", encoding="utf-8-sig") as handle:
+        with writing(export), open(export, "w", newline="", encoding="utf-8-sig") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(records[0]) if records else
                                     ["notice", "channel", "customer", "name", "to", "code",
                                      "error", "attempts"])
@@ -404,7 +403,7 @@ def failed(app: App, incident_id: str, export: str | None, with_contacts: bool) 
     out.table(f"{len(records)} permanent delivery failures", list(records[0]),
               [[str(v)[:60] for v in r.values()] for r in records])
     if export:
-        out.line(f"Written to {escape(export)} ({len(records)} rows)")
+        out.line(f"Written to {safe(export)} ({len(records)} rows)")
 
 
 COMMANDS = [status, list_, timeline, verify, failed]

@@ -43,10 +43,12 @@ def to_json(data: dict[str, Any]) -> str:
 
 
 def _md(value: Any) -> str:
-    """Text safe inside a Markdown table cell or paragraph: no raw HTML, no column breaks."""
+    """Text safe inside a Markdown table cell or paragraph: no raw HTML, no column breaks,
+    no link or image (`[x](javascript:…)` in a title must stay text in the wiki)."""
     text = "" if value is None else str(value)
-    return (text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;")
-            .replace(">", "&gt;").replace("\r", " ").replace("\n", "<br>"))
+    return (text.replace("\\", "\\\\").replace("|", "\\|").replace("[", "\\[")
+            .replace("]", "\\]").replace("<", "&lt;").replace(">", "&gt;")
+            .replace("\r", " ").replace("\n", "<br>"))
 
 
 def _environment(dirs: Sequence[Path], *, html: bool, lang: str,

@@ -8,7 +8,7 @@ from html import escape
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from incident.timeutil import format_duration, parse_iso
+from incident.timeutil import format_duration, local_text, parse_iso
 
 WIDTH = 1000
 LEFT = 170
@@ -16,7 +16,10 @@ RIGHT = 24
 TOP = 34
 LANE = 40
 TICKS = [timedelta(minutes=m) for m in (1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440,
-                                        2880, 10080)]
+                                        2880, 10080, 43200)]
+# The axis ends at most this long after detection: a time beyond it (an ETA stored as year
+# 9999) is drawn at the right edge, its tooltip giving the real time.
+MAX_SPAN = timedelta(days=366)
 COLOURS = {"initial": "#1f5fa8", "update": "#3d8bd9", "eta_changed": "#8a5cc2",
            "resolved": "#2e8b57", "ok": "#2e8b57", "late": "#c0392b", "due": "#9aa3ad",
            "manual": "#e0a526", "party": "#1f5fa8", "ack": "#2e8b57", "eta": "#8a5cc2",
@@ -42,6 +45,7 @@ def _span(report: dict[str, Any]) -> tuple[datetime, datetime]:
     for party in p["coordination"]["figures"]["parties"]:
         times += [_t(party["notified_at"]), _t(party["acknowledged_at"])]
     end = max([t for t in times if t is not None] + [start + timedelta(minutes=10)])
+    end = min(end, start + MAX_SPAN)
     pad = (end - start) * 0.04
     return start - pad, end + pad
 
@@ -60,6 +64,8 @@ def timeline_svg(report: dict[str, Any], t: dict[str, Any], zone: ZoneInfo) -> s
         return TOP + LANE * LANES.index(lane) + LANE // 2
 
     def clock(at: datetime) -> str:
+        if not start <= at <= end:  # off the axis: say which day
+            return local_text(at, zone)
         local = at.astimezone(zone)
         return local.strftime("%m-%d %H:%M" if end - start > timedelta(days=1) else "%H:%M")
 
