@@ -8,7 +8,9 @@ stands down whatever the alerts it references started.
 
 from __future__ import annotations
 
+import codecs
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -147,7 +149,8 @@ def parse_alert(data: bytes | str, *, source: str) -> CapAlert:
 
     Field paths count repeated elements from 1, as XPath does: `alert.info[2].area[1].polygon[1]`.
     """
-    root = _parse_xml(data.encode("utf-8") if isinstance(data, str) else data, source)
+    text = data if isinstance(data, str) else _decode(data, source)
+    root = _parse_xml(text, source)
     reader = _Reader(source)
     alert = reader.alert(root)
     if reader.problems:
@@ -183,13 +186,49 @@ class _Refused(Exception):
         self.line = line
 
 
-def _parse_xml(data: bytes, source: str) -> _Element:
+# The encoding an XML declaration names (it is ASCII in every ASCII-compatible encoding).
+_DECLARED = re.compile(rb"""^<\?xml[^>]*?\sencoding\s*=\s*["']([A-Za-z0-9._:-]+)["']""")
+_BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF32_LE, "utf-32"),
+         (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF16_LE, "utf-16"),
+         (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def _decode(data: bytes, source: str) -> str:
+    """The document as text, decoded in the encoding it declares (default UTF-8).
+
+    expat reads only UTF-8, UTF-16, ISO-8859-1 and ASCII (pyexpat adds single-byte codecs):
+    GB2312, GBK, GB18030 and Big5, which Chinese agencies publish in, are decoded here with
+    Python's codecs, and the text is then parsed as UTF-8.
+    """
+    encoding = next((name for bom, name in _BOMS if data.startswith(bom)), None)
+    if encoding is None:
+        declared = _DECLARED.match(data)
+        encoding = declared.group(1).decode("ascii") if declared else "utf-8"
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            message = f"unknown encoding {encoding!r} in the XML declaration"
+            raise CapInvalid(f"{source}:1: {message}",
+                             problems=[(Location(source, 1), message)]) from None
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - data.rfind(b"\n", 0, exc.start)
+        message = (f"not {encoding}: bytes 0x{data[exc.start:exc.end].hex()} (column "
+                   f"{column}); save the file in the encoding its XML declaration names")
+        raise CapInvalid(f"{source}:{line}: {message}",
+                         problems=[(Location(source, line), message)]) from None
+
+
+def _parse_xml(document: str, source: str) -> _Element:
     """Build a small element tree with expat, recording each start tag's line.
 
     Any DOCTYPE is refused: CAP needs none, and without one no entity can be declared, so
     neither entity expansion ("billion laughs") nor external entities can happen.
     """
-    parser = expat.ParserCreate(namespace_separator=" ")
+    # The text is already decoded: the encoding given here overrides the declared one.
+    parser = expat.ParserCreate(encoding="utf-8", namespace_separator=" ")
     parser.buffer_text = True
     parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
     stack: list[_Element] = []
@@ -217,7 +256,7 @@ def _parse_xml(data: bytes, source: str) -> _Element:
     parser.StartDoctypeDeclHandler = refuse
     parser.EntityDeclHandler = refuse
     try:
-        parser.Parse(data, True)
+        parser.Parse(document.encode("utf-8"), True)
     except expat.ExpatError as exc:
         message = f"not well-formed XML: {expat.ErrorString(exc.code)} (column {exc.offset + 1})"
         if stack and exc.code == expat.errors.codes[expat.errors.XML_ERROR_NO_ELEMENTS]:

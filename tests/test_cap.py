@@ -570,3 +570,40 @@ def test_a_cancel_without_references_or_info(branches: list[Branch]) -> None:
     assert (decision.applies, decision.action, decision.info, decision.branches) == (
         True, "stand_down", None, [])
     assert decision.reasons == ["msgType is Cancel, but it references no earlier alert"]
+
+
+# ---------------------------------------------------------------- declared encodings
+
+# Chinese agencies publish in these; expat itself reads none of them.
+CHINESE_ENCODINGS = [("GB2312", "rainstorm-geocode.xml"), ("GBK", "rainstorm-geocode.xml"),
+                     ("GB18030", "rainstorm-geocode.xml"), ("Big5", "typhoon-alert.xml")]
+
+
+@pytest.mark.parametrize(("encoding", "name"), CHINESE_ENCODINGS,
+                         ids=[e for e, _ in CHINESE_ENCODINGS])
+def test_a_file_in_a_chinese_encoding_is_read_in_it(tmp_path: Path, encoding: str,
+                                                    name: str) -> None:
+    text = (CAP / name).read_text(encoding="utf-8")
+    text = text.replace('encoding="UTF-8"', f'encoding="{encoding}"', 1)
+    path = tmp_path / name
+    path.write_bytes(text.encode(encoding))
+    assert load_alert(path) == load_alert(CAP / name)
+
+
+def test_bytes_that_are_not_in_the_declared_encoding_are_located(tmp_path: Path) -> None:
+    text = (CAP / "typhoon-alert.xml").read_text(encoding="utf-8")
+    path = tmp_path / "mixed.xml"
+    # Declared Big5, but the Chinese headline is written in UTF-8.
+    path.write_bytes(text.replace('encoding="UTF-8"', 'encoding="Big5"', 1).encode("utf-8"))
+    with pytest.raises(CapInvalid) as caught:
+        load_alert(path)
+    [(loc, message)] = caught.value.problems
+    assert (loc.file, loc.line) == (str(path), line_of(text, "<event>熱帶"))
+    assert message.startswith("not Big5: bytes 0x")
+
+
+def test_an_unknown_encoding_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "x.xml"
+    path.write_bytes(alert_xml().replace('encoding="UTF-8"', 'encoding="KLINGON-8"').encode())
+    with pytest.raises(CapInvalid, match=r"x.xml:1: unknown encoding 'KLINGON-8'"):
+        load_alert(path)
