@@ -732,3 +732,34 @@ def test_an_ignored_alert_still_shows_its_event(branches: list[Branch],
     assert (decision.action, decision.info) == ("ignore", None)
     assert decision.subject is not None
     assert decision.subject.event == "台风橙色预警"
+
+
+# The Hong Kong Observatory names its tropical cyclone signals itself, in zh-HK and English
+# (www.hko.gov.hk/en/explain/tc/tc_signals.htm): none of them says "typhoon".
+HKO_SIGNALS = [
+    ("en", "Standby Signal No. 1"), ("zh-HK", "一號戒備信號"),
+    ("en", "Strong Wind Signal No. 3"), ("zh-HK", "三號強風信號"),
+    ("en", "No. 8 Northeast Gale or Storm Signal"), ("zh-HK", "八號東北烈風或暴風信號"),
+    ("en", "No. 8 Southwest Gale or Storm Signal"), ("zh-HK", "八號西南烈風或暴風信號"),
+    ("en", "Increasing Gale or Storm Signal No. 9"), ("zh-HK", "九號烈風或暴風風力增強信號"),
+    ("en", "Hurricane Signal No. 10"), ("zh-HK", "十號颶風信號"),
+]
+
+
+@pytest.mark.parametrize(("language", "event"), HKO_SIGNALS, ids=[e for _, e in HKO_SIGNALS])
+def test_hong_kong_observatory_signal_names_start_the_typhoon_playbook(
+        language: str, event: str, branches: list[Branch], playbooks: list[Playbook]) -> None:
+    alert = parse(alert_xml(infos=info_xml(language=language, event=event)))
+    decision = decide(alert, now=NOW, branches=branches, playbooks=playbooks)
+    assert decision.playbook is not None
+    assert (decision.action, decision.playbook.id) == ("start", "typhoon")
+
+
+@pytest.mark.parametrize("event", ["Amber Rainstorm Warning Signal", "黑色暴雨警告信號",
+                                   "Red Rainstorm Warning Signal", "新界北部水浸特別報告"])
+def test_hong_kong_observatory_rain_names_start_the_rainstorm_playbook(
+        event: str, branches: list[Branch], playbooks: list[Playbook]) -> None:
+    alert = parse(alert_xml(infos=info_xml(language="zh-HK", event=event)))
+    decision = decide(alert, now=NOW, branches=branches, playbooks=playbooks)
+    assert decision.playbook is not None
+    assert decision.playbook.id == "rainstorm-flood"
