@@ -25,6 +25,8 @@ from incident.playbooks import DEFAULT_MAX_AGE, DEFAULT_SCHEMES, Playbook
 from incident.timeutil import format_duration
 
 CAP_NAMESPACE = "urn:oasis:names:tc:emergency:cap:1.2"
+# CAP 1.1 has the same elements and values (1.2 only added a few): agencies still publish it.
+CAP_NAMESPACES = (CAP_NAMESPACE, "urn:oasis:names:tc:emergency:cap:1.1")
 
 STATUSES = ("Actual", "Exercise", "System", "Test", "Draft")
 MSG_TYPES = ("Alert", "Update", "Cancel", "Ack", "Error")
@@ -232,7 +234,7 @@ class _Element:
         return "".join(self.chunks).strip()
 
     def cap_children(self, name: str) -> list[_Element]:
-        return [c for c in self.children if c.namespace == CAP_NAMESPACE and c.name == name]
+        return [c for c in self.children if c.namespace in CAP_NAMESPACES and c.name == name]
 
 
 class _Refused(Exception):
@@ -338,10 +340,10 @@ class _Reader:
         self.problems.append((Location(self.source, line, path), message))
 
     def alert(self, root: _Element) -> CapAlert | None:
-        if root.name != "alert" or root.namespace != CAP_NAMESPACE:
+        if root.name != "alert" or root.namespace not in CAP_NAMESPACES:
             found = f"{{{root.namespace}}}{root.name}" if root.namespace else root.name
             self.problem(root.line, "alert", f"the root element is {found}, expected "
-                         f"{{{CAP_NAMESPACE}}}alert (a CAP 1.2 alert)")
+                         f"{{{CAP_NAMESPACE}}}alert (a CAP 1.2 alert, or 1.1)")
             return None
         identifier = self.text(root, "alert", "identifier")
         if identifier and any(ch in identifier for ch in " ,<&"):

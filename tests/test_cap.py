@@ -187,8 +187,8 @@ MALFORMED = [
     ("not-xml.xml", 1, None, "not well-formed XML: syntax error (column 1)"),
     ("truncated.xml", 23, None, "the file ends before <area> (line 22) is closed: truncated?"),
     ("wrong-namespace.xml", 2, "alert",
-     "the root element is {urn:oasis:names:tc:emergency:cap:1.1}alert, expected "
-     "{urn:oasis:names:tc:emergency:cap:1.2}alert (a CAP 1.2 alert)"),
+     "the root element is {http://www.incident.com/cap/1.0}alert, expected "
+     "{urn:oasis:names:tc:emergency:cap:1.2}alert (a CAP 1.2 alert, or 1.1)"),
     ("missing-status.xml", 2, "alert.status", "required element missing"),
     ("bad-urgency.xml", 13, "alert.info[1].urgency",
      "'Soon' is not one of Immediate, Expected, Future, Past, Unknown"),
@@ -763,3 +763,36 @@ def test_hong_kong_observatory_rain_names_start_the_rainstorm_playbook(
     decision = decide(alert, now=NOW, branches=branches, playbooks=playbooks)
     assert decision.playbook is not None
     assert decision.playbook.id == "rainstorm-flood"
+
+
+# ---------------------------------------------------------------- real alerts
+
+REAL = sorted((CAP / "real").glob("*.*[lp]"))  # .xml and .cap; not the README
+
+
+def test_the_real_corpus_is_complete() -> None:
+    listed = (CAP / "real" / "README.md").read_text(encoding="utf-8")
+    assert len(REAL) == 25
+    assert all(f"`{path.name}`" in listed for path in REAL)
+
+
+@pytest.mark.parametrize("path", REAL, ids=[p.name for p in REAL])
+def test_real_alerts_are_decided_or_refused_with_a_location(
+        path: Path, branches: list[Branch], playbooks: list[Playbook]) -> None:
+    """Alerts as agencies and CAP libraries publish them: each is read and decided, or
+    refused as bad input naming the file and line; none raises anything else."""
+    try:
+        alert = load_alert(path)
+    except CapInvalid as refused:
+        assert refused.exit_code == 2
+        assert refused.message.startswith(f"{path}:")
+        return
+    for now in (NOW, datetime(2003, 6, 17, 22, 0, tzinfo=UTC)):  # today, and when sent
+        decision = decide(alert, now=now, branches=branches, playbooks=playbooks)
+        assert decision.reasons
+        # None of these alerts is about a place the bank has a branch.
+        assert (decision.applies, decision.branches) == (False, [])
+    # An alert without <expires> no longer applies years later (the 2003 DHS advisory).
+    if all(info.expires is None for info in alert.infos) and alert.infos:
+        late = decide(alert, now=NOW, branches=[], playbooks=playbooks)
+        assert any("no <expires>" in reason for reason in late.reasons)

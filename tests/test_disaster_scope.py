@@ -253,3 +253,20 @@ def test_an_ignored_alert_shows_its_event_and_headline(
     got = sqlite_ws.json("warnings", "ingest", str(CAP / "typhoon-expired.xml"))
     assert (got["applies"], got["event"], got["headline"]) == (
         False, "台风橙色预警", "深圳市气象台发布台风橙色预警信号")
+
+
+def test_real_alerts_through_the_command_line(sqlite_ws: Workspace,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INCIDENT_NOW", NOW)
+    real = sorted((CAP / "real").glob("*.*[lp]"))
+    codes = {}
+    for path in real:
+        result = sqlite_ws.run("warnings", "ingest", str(path), code=None)
+        assert "Traceback" not in result.stderr, path.name
+        codes[path.name] = result.exit_code
+        if result.exit_code == 2:
+            assert f"{path}:" in result.stderr, path.name  # names the file and line
+    assert set(codes.values()) == {0, 2}
+    assert codes["google-xee.cap"] == codes["google-invalid.cap"] == 2
+    assert codes["google-canada.cap"] == codes["oasiscap-v1dot2_appendix_adot1.xml"] == 0
+    assert sqlite_ws.json("list", "--all") == []
