@@ -8,20 +8,25 @@ stands down whatever the alerts it references started.
 
 from __future__ import annotations
 
+import codecs
 import math
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 from xml.parsers import expat
 
 from incident.branches import Branch
 from incident.errors import CapInvalid, Location
 from incident.geo import in_circle, in_polygon
-from incident.playbooks import Playbook
+from incident.playbooks import DEFAULT_MAX_AGE, DEFAULT_SCHEMES, Playbook
+from incident.timeutil import format_duration
 
 CAP_NAMESPACE = "urn:oasis:names:tc:emergency:cap:1.2"
+# CAP 1.1 has the same elements and values (1.2 only added a few): agencies still publish it.
+CAP_NAMESPACES = (CAP_NAMESPACE, "urn:oasis:names:tc:emergency:cap:1.1")
 
 STATUSES = ("Actual", "Exercise", "System", "Test", "Draft")
 MSG_TYPES = ("Alert", "Update", "Cancel", "Ack", "Error")
@@ -36,8 +41,31 @@ APPLYING_URGENCY = ("Immediate", "Expected")
 APPLYING_SEVERITY = ("Extreme", "Severe")
 APPLYING_CERTAINTY = ("Observed", "Likely")
 
-Action = Literal["start", "stand_down", "ignore"]
+Action = Literal["start", "update", "stand_down", "duplicate", "ignore"]
+Key = tuple[str, str]  # (sender, identifier): what CAP references name an alert by
 T = TypeVar("T")
+
+
+def reference_key(reference: str, sender: str) -> Key:
+    """(sender, identifier) of a CAP reference "sender,identifier,sent"; a bare identifier
+    (outside that form) is taken as `sender`'s."""
+    parts = reference.split(",")
+    return (parts[0], parts[1]) if len(parts) == 3 else (sender, reference)
+
+
+def branch_geocodes(branch: Branch, schemes: Sequence[str]) -> set[tuple[str, str]]:
+    """The branch's (valueName, value) pairs, casefolded. A `geocodes` entry written
+    `valueName=value` (e.g. `JMA=440000`) is in that scheme; a bare value, and the branch's
+    region, are in each of `schemes` (the playbook's `warnings.geocodes`): a JMA prefecture
+    code 440000 is not Guangdong's GB/T 2260 code 440000."""
+    pairs = set()
+    for code in (*branch.geocodes, branch.region):
+        name, _, value = code.rpartition("=")
+        if name:
+            pairs.add((name.strip().casefold(), value.strip().casefold()))
+        else:
+            pairs.update((scheme.casefold(), value.casefold()) for scheme in schemes)
+    return pairs
 
 
 @dataclass(frozen=True)
@@ -49,15 +77,16 @@ class CapArea:
     circles: list[tuple[float, float, float]] = field(default_factory=list)
     geocodes: list[tuple[str, str]] = field(default_factory=list)  # (valueName, value)
 
-    def contains(self, branch: Branch) -> bool:
-        """Whether the branch is in a polygon or circle of the area, or matches a geocode."""
+    def contains(self, branch: Branch, schemes: Sequence[str] = DEFAULT_SCHEMES) -> bool:
+        """Whether the branch is in a polygon or circle of the area, or matches a geocode:
+        valueName and value together (see `branch_geocodes`)."""
         lat, lon = branch.latitude, branch.longitude
         if any(in_polygon(lat, lon, polygon) for polygon in self.polygons):
             return True
         if any(in_circle(lat, lon, c_lat, c_lon, radius) for c_lat, c_lon, radius in self.circles):
             return True
-        names = {g.casefold() for g in branch.geocodes} | {branch.region.casefold()}
-        return any(value.casefold() in names for _, value in self.geocodes)
+        codes = branch_geocodes(branch, schemes)
+        return any((name.casefold(), value.casefold()) in codes for name, value in self.geocodes)
 
     @property
     def empty(self) -> bool:
@@ -98,9 +127,30 @@ class CapAlert:
     references: list[str]
     infos: list[CapInfo]
 
+    @property
+    def key(self) -> Key:
+        """(sender, identifier): unique per alert, what later alerts reference it by."""
+        return (self.sender, self.identifier)
+
+    def referenced_keys(self) -> list[Key]:
+        """(sender, identifier) of the earlier alerts this one updates or cancels (a bare
+        identifier, outside the "sender,identifier,sent" form, is taken as this sender's)."""
+        return [reference_key(ref, self.sender) for ref in self.references]
+
     def referenced_identifiers(self) -> list[str]:
         """The identifiers of the earlier alerts this one updates or cancels."""
-        return [ref.split(",")[1] if ref.count(",") == 2 else ref for ref in self.references]
+        return [identifier for _, identifier in self.referenced_keys()]
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """An incident that recorded a CAP alert (started from it, or updated by it)."""
+
+    incident_id: str
+    is_open: bool  # not yet resolved
+    status: str
+    playbook: Playbook
+    severity: str
 
 
 @dataclass
@@ -109,10 +159,13 @@ class Decision:
 
     `applies` and `action` are the verdict: "start" (an Actual Alert or Update meeting every
     criterion; `playbook` is None when no playbook answers its event, and the supervisor
-    picks one), "stand_down" (an Actual Cancel: stand down what `alert.references` started)
-    or "ignore". `info`, `playbook`, `grade` and `branches` describe the first info that meets
-    its own criteria (time, urgency, severity, certainty, area), even when the alert as a
-    whole is ignored for its status or msgType, so that an Exercise can be run as a drill.
+    picks one), "update" (an Actual Update of an alert that started `incident`, still open:
+    its new severity, area and expiry go to that incident), "stand_down" (an Actual Cancel of
+    an alert that started `incident`, still open), "duplicate" (this very alert is already
+    recorded on `incident`: nothing to do) or "ignore". `info`, `playbook`, `grade` and
+    `branches` describe the first info that meets its own criteria (time, urgency, severity,
+    certainty, area), even when the alert as a whole is ignored for its status or msgType, so
+    that an Exercise can be run as a drill.
     """
 
     applies: bool
@@ -123,6 +176,13 @@ class Decision:
     grade: str | None
     branches: list[Branch]
     alert: CapAlert
+    incident: str | None = None  # the incident it updates, stands down or is recorded on
+
+    @property
+    def subject(self) -> CapInfo | None:
+        """The info to show: the one decided on, else the alert's first (an ignored alert
+        still has an event and a headline)."""
+        return self.info or (self.alert.infos[0] if self.alert.infos else None)
 
 
 # ---------------------------------------------------------------- parsing
@@ -147,7 +207,8 @@ def parse_alert(data: bytes | str, *, source: str) -> CapAlert:
 
     Field paths count repeated elements from 1, as XPath does: `alert.info[2].area[1].polygon[1]`.
     """
-    root = _parse_xml(data.encode("utf-8") if isinstance(data, str) else data, source)
+    text = data if isinstance(data, str) else _decode(data, source)
+    root = _parse_xml(text, source)
     reader = _Reader(source)
     alert = reader.alert(root)
     if reader.problems:
@@ -173,7 +234,7 @@ class _Element:
         return "".join(self.chunks).strip()
 
     def cap_children(self, name: str) -> list[_Element]:
-        return [c for c in self.children if c.namespace == CAP_NAMESPACE and c.name == name]
+        return [c for c in self.children if c.namespace in CAP_NAMESPACES and c.name == name]
 
 
 class _Refused(Exception):
@@ -183,13 +244,49 @@ class _Refused(Exception):
         self.line = line
 
 
-def _parse_xml(data: bytes, source: str) -> _Element:
+# The encoding an XML declaration names (it is ASCII in every ASCII-compatible encoding).
+_DECLARED = re.compile(rb"""^<\?xml[^>]*?\sencoding\s*=\s*["']([A-Za-z0-9._:-]+)["']""")
+_BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF32_LE, "utf-32"),
+         (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF16_LE, "utf-16"),
+         (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def _decode(data: bytes, source: str) -> str:
+    """The document as text, decoded in the encoding it declares (default UTF-8).
+
+    expat reads only UTF-8, UTF-16, ISO-8859-1 and ASCII (pyexpat adds single-byte codecs):
+    GB2312, GBK, GB18030 and Big5, which Chinese agencies publish in, are decoded here with
+    Python's codecs, and the text is then parsed as UTF-8.
+    """
+    encoding = next((name for bom, name in _BOMS if data.startswith(bom)), None)
+    if encoding is None:
+        declared = _DECLARED.match(data)
+        encoding = declared.group(1).decode("ascii") if declared else "utf-8"
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            message = f"unknown encoding {encoding!r} in the XML declaration"
+            raise CapInvalid(f"{source}:1: {message}",
+                             problems=[(Location(source, 1), message)]) from None
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - data.rfind(b"\n", 0, exc.start)
+        message = (f"not {encoding}: bytes 0x{data[exc.start:exc.end].hex()} (column "
+                   f"{column}); save the file in the encoding its XML declaration names")
+        raise CapInvalid(f"{source}:{line}: {message}",
+                         problems=[(Location(source, line), message)]) from None
+
+
+def _parse_xml(document: str, source: str) -> _Element:
     """Build a small element tree with expat, recording each start tag's line.
 
     Any DOCTYPE is refused: CAP needs none, and without one no entity can be declared, so
     neither entity expansion ("billion laughs") nor external entities can happen.
     """
-    parser = expat.ParserCreate(namespace_separator=" ")
+    # The text is already decoded: the encoding given here overrides the declared one.
+    parser = expat.ParserCreate(encoding="utf-8", namespace_separator=" ")
     parser.buffer_text = True
     parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
     stack: list[_Element] = []
@@ -217,7 +314,7 @@ def _parse_xml(data: bytes, source: str) -> _Element:
     parser.StartDoctypeDeclHandler = refuse
     parser.EntityDeclHandler = refuse
     try:
-        parser.Parse(data, True)
+        parser.Parse(document.encode("utf-8"), True)
     except expat.ExpatError as exc:
         message = f"not well-formed XML: {expat.ErrorString(exc.code)} (column {exc.offset + 1})"
         if stack and exc.code == expat.errors.codes[expat.errors.XML_ERROR_NO_ELEMENTS]:
@@ -243,10 +340,10 @@ class _Reader:
         self.problems.append((Location(self.source, line, path), message))
 
     def alert(self, root: _Element) -> CapAlert | None:
-        if root.name != "alert" or root.namespace != CAP_NAMESPACE:
+        if root.name != "alert" or root.namespace not in CAP_NAMESPACES:
             found = f"{{{root.namespace}}}{root.name}" if root.namespace else root.name
             self.problem(root.line, "alert", f"the root element is {found}, expected "
-                         f"{{{CAP_NAMESPACE}}}alert (a CAP 1.2 alert)")
+                         f"{{{CAP_NAMESPACE}}}alert (a CAP 1.2 alert, or 1.1)")
             return None
         identifier = self.text(root, "alert", "identifier")
         if identifier and any(ch in identifier for ch in " ,<&"):
@@ -429,35 +526,55 @@ def _not_one_of(value: str, allowed: Sequence[str]) -> str:
 
 
 def decide(alert: CapAlert, *, now: datetime, branches: Sequence[Branch],
-           playbooks: Sequence[Playbook]) -> Decision:
-    """Decide whether `alert` starts a plan (and which), stands one down, or is ignored."""
+           playbooks: Sequence[Playbook],
+           recorded: Mapping[Key, Recorded] | None = None) -> Decision:
+    """Decide whether `alert` starts a plan (and which), updates or stands down the incident
+    an earlier alert started, or is ignored. `recorded` maps the alerts already recorded on
+    incidents (by `CapAlert.key`) to those incidents."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
+    recorded = recorded or {}
+    known = recorded.get(alert.key)
+    if known is not None:
+        return Decision(applies=False, action="duplicate",
+                        reasons=[f"already recorded on {known.incident_id} ({known.status}): "
+                                 "nothing to do"],
+                        info=None, playbook=known.playbook, grade=None, branches=[],
+                        alert=alert, incident=known.incident_id)
     alert_reasons = []
     if alert.status != "Actual":
         alert_reasons.append(f"status is {alert.status}, not Actual")
     cancel = alert.msg_type == "Cancel"
     if alert.msg_type not in ("Alert", "Update", "Cancel"):
         alert_reasons.append(f"msgType is {alert.msg_type}, not Alert, Update or Cancel")
+    started = _referenced(alert, recorded)
 
     if cancel:
-        return _stand_down(alert, alert_reasons, branches, playbooks)
+        return _stand_down(alert, alert_reasons, branches, playbooks, started)
+    target = next((r for r in started if r.is_open), None)
+    if alert.msg_type == "Update" and not alert_reasons and target is not None:
+        return _update(alert, target, now, branches)
 
-    checked = [(info, *_check_info(alert, info, now, branches)) for info in alert.infos]
-    applying = [(info, hit) for info, failed, hit in checked if not failed]
+    # Each info is checked with the playbook that answers its event: its geocode schemes and
+    # the maximum age of an alert without <expires> are the playbook's.
+    checked = []
+    for info in alert.infos:
+        playbook = _match_playbook(info, playbooks)
+        failed, hit = _check_info(alert, info, playbook, now, branches)
+        checked.append((info, playbook, failed, hit))
+    applying = [(info, playbook, hit) for info, playbook, failed, hit in checked if not failed]
     if not alert.infos:
         info_reasons = ["the alert has no <info> block"]
     elif applying:
         info_reasons = []
     else:
-        info_reasons = _merge_reasons(alert, [failed for _, failed, _ in checked])
+        info_reasons = _merge_reasons(alert, [failed for _, _, failed, _ in checked])
     if not applying:
         return Decision(applies=False, action="ignore", reasons=alert_reasons + info_reasons,
                         info=None, playbook=None, grade=None, branches=[], alert=alert)
 
     # The first applying info whose event a playbook answers; else the first applying one.
-    matched = [(info, hit, _match_playbook(info, playbooks)) for info, hit in applying]
-    info, hit, playbook = next((m for m in matched if m[2] is not None), matched[0])
+    info, playbook, hit = next((m for m in applying if m[1] is not None), applying[0])
     grade = None
     if playbook is not None and playbook.warnings is not None:
         grade = next((g for severity, g in playbook.warnings.grades.items()
@@ -466,8 +583,8 @@ def decide(alert: CapAlert, *, now: datetime, branches: Sequence[Branch],
         return Decision(applies=False, action="ignore", reasons=alert_reasons, info=info,
                         playbook=playbook, grade=grade, branches=hit, alert=alert)
     reasons = [
-        f"{alert.status} {alert.msg_type} in effect"
-        + (f" until {_when(info.expires)}" if info.expires else " with no end time"),
+        f"{alert.status} {alert.msg_type} in effect until "
+        f"{_when(_expires(alert, info, playbook))}" + _no_expires(info, playbook),
         f"urgency {info.urgency}, severity {info.severity}, certainty {info.certainty}",
         f"{len(hit)} branch{'es' if len(hit) != 1 else ''} inside the alert area: "
         + ", ".join(b.id for b in hit),
@@ -480,22 +597,44 @@ def decide(alert: CapAlert, *, now: datetime, branches: Sequence[Branch],
                     playbook=playbook, grade=grade, branches=hit, alert=alert)
 
 
-def _check_info(alert: CapAlert, info: CapInfo, now: datetime,
+def _expires(alert: CapAlert, info: CapInfo, playbook: Playbook | None) -> datetime:
+    """When the info stops applying: its <expires>, else the playbook's `warnings.max_age`
+    after it took effect (an alert without an end must not apply for ever)."""
+    if info.expires is not None:
+        return info.expires
+    return (info.effective or alert.sent) + _max_age(playbook)
+
+
+def _max_age(playbook: Playbook | None) -> timedelta:
+    warnings = playbook.warnings if playbook is not None else None
+    return warnings.max_age if warnings is not None else DEFAULT_MAX_AGE
+
+
+def _no_expires(info: CapInfo, playbook: Playbook | None) -> str:
+    """Said after a time derived from the maximum age, not given by the alert."""
+    if info.expires is not None:
+        return ""
+    whose = f"playbook {playbook.id}'s" if playbook is not None else "the default"
+    return f" (no <expires>: {whose} max_age {format_duration(_max_age(playbook))})"
+
+
+def _check_info(alert: CapAlert, info: CapInfo, playbook: Playbook | None, now: datetime,
                 branches: Sequence[Branch]) -> tuple[list[str], list[Branch]]:
     """The criteria the info fails (empty when it applies) and the branches in its area."""
     failed = []
     effective = info.effective or alert.sent
     if now < effective:
         failed.append(f"not in effect until {_when(effective)}")
-    if info.expires is not None and now > info.expires:
-        failed.append(f"expired at {_when(info.expires)}")
+    expires = _expires(alert, info, playbook)
+    if now > expires:
+        failed.append(f"expired at {_when(expires)}{_no_expires(info, playbook)}")
     if info.urgency not in APPLYING_URGENCY:
         failed.append(f"urgency is {info.urgency}, not Immediate or Expected")
     if info.severity not in APPLYING_SEVERITY:
         failed.append(f"severity is {info.severity}, not Extreme or Severe")
     if info.certainty not in APPLYING_CERTAINTY:
         failed.append(f"certainty is {info.certainty}, not Observed or Likely")
-    hit = [b for b in branches if any(area.contains(b) for area in info.areas)]
+    hit = _in_area(info, playbook, branches)
     if not hit:
         if all(area.empty for area in info.areas):
             failed.append("no branch inside the alert area (it gives no polygon, circle "
@@ -503,6 +642,14 @@ def _check_info(alert: CapAlert, info: CapInfo, now: datetime,
         else:
             failed.append("no branch inside the alert area")
     return failed, hit
+
+
+def _in_area(info: CapInfo, playbook: Playbook | None,
+             branches: Sequence[Branch]) -> list[Branch]:
+    """The branches inside an area of the info, geocodes read in the playbook's schemes."""
+    warnings = playbook.warnings if playbook is not None else None
+    schemes = warnings.geocodes if warnings is not None else DEFAULT_SCHEMES
+    return [b for b in branches if any(area.contains(b, schemes) for area in info.areas)]
 
 
 def _merge_reasons(alert: CapAlert, per_info: list[list[str]]) -> list[str]:
@@ -529,9 +676,50 @@ def _match_playbook(info: CapInfo, playbooks: Sequence[Playbook]) -> Playbook | 
     return None
 
 
+def _referenced(alert: CapAlert, recorded: Mapping[Key, Recorded]) -> list[Recorded]:
+    """The incidents the alerts `alert` references are recorded on, each once."""
+    found = {r.incident_id: r for key in alert.referenced_keys()
+             if (r := recorded.get(key)) is not None}
+    return list(found.values())
+
+
+def _update(alert: CapAlert, target: Recorded, now: datetime,
+            branches: Sequence[Branch]) -> Decision:
+    """An Update of an alert that started `target`: its severity, area and expiry update it
+    (even when it lowers the warning below the starting criteria: customers are told)."""
+    playbook = target.playbook
+    matched = [info for info in alert.infos if _match_playbook(info, [playbook])]
+    info = next(iter(matched or alert.infos), None)
+    if info is None:
+        return Decision(applies=False, action="ignore",
+                        reasons=["the alert has no <info> block"], info=None,
+                        playbook=playbook, grade=None, branches=[], alert=alert,
+                        incident=target.incident_id)
+    warnings = playbook.warnings
+    grade = next((g for severity, g in warnings.grades.items() if severity == info.severity),
+                 None) if warnings is not None else None
+    hit = _in_area(info, playbook, branches)
+    expires = _expires(alert, info, playbook)
+    reasons = [
+        f"Update of {', '.join(alert.referenced_identifiers())}, which started "
+        f"{target.incident_id}: record it there, not a second incident",
+        f"urgency {info.urgency}, severity {info.severity}, certainty {info.certainty}"
+        + (f": grade {grade}" if grade and grade != target.severity else
+           f": grade stays {target.severity}"),
+        (f"in force until {_when(expires)}" if now <= expires
+         else f"expired at {_when(expires)}") + _no_expires(info, playbook),
+        f"{len(hit)} branch{'es' if len(hit) != 1 else ''} inside the alert area"
+        + (": " + ", ".join(b.id for b in hit) if hit else ""),
+    ]
+    return Decision(applies=True, action="update", reasons=reasons, info=info,
+                    playbook=playbook, grade=grade if grade != target.severity else None,
+                    branches=hit, alert=alert, incident=target.incident_id)
+
+
 def _stand_down(alert: CapAlert, alert_reasons: list[str], branches: Sequence[Branch],
-                playbooks: Sequence[Playbook]) -> Decision:
-    """A Cancel: stand down what the referenced alerts started (time and area not checked)."""
+                playbooks: Sequence[Playbook], started: list[Recorded]) -> Decision:
+    """A Cancel: stand down the incident the referenced alerts started (time and area are
+    not checked); a Cancel of alerts that started nothing applies to nothing."""
     info: CapInfo | None = None
     playbook: Playbook | None = None
     for candidate in alert.infos:
@@ -540,18 +728,66 @@ def _stand_down(alert: CapAlert, alert_reasons: list[str], branches: Sequence[Br
             info = candidate
         if playbook is not None:
             break
-    hit = ([b for b in branches if any(area.contains(b) for area in info.areas)]
-           if info is not None else [])
+    hit = _in_area(info, playbook, branches) if info is not None else []
+    target = next((r for r in started if r.is_open), None)
+
+    def decision(applies: bool, reasons: list[str]) -> Decision:
+        return Decision(applies=applies, action="stand_down" if applies else "ignore",
+                        reasons=reasons, info=info,
+                        playbook=target.playbook if target else playbook, grade=None,
+                        branches=hit, alert=alert, incident=shown.incident_id if shown else None)
+
+    shown = target or (started[0] if started else None)
+
     if alert_reasons:
-        return Decision(applies=False, action="ignore", reasons=alert_reasons, info=info,
-                        playbook=playbook, grade=None, branches=hit, alert=alert)
-    referenced = alert.referenced_identifiers()
-    reasons = [f"msgType is Cancel: stand down what {', '.join(referenced)} started"
-               if referenced else "msgType is Cancel, but it references no earlier alert"]
-    if playbook is not None and info is not None:
-        reasons.append(f"playbook {playbook.id} answers event {info.event!r}")
-    return Decision(applies=True, action="stand_down", reasons=reasons, info=info,
-                    playbook=playbook, grade=None, branches=hit, alert=alert)
+        return decision(False, alert_reasons)
+    referenced = ", ".join(alert.referenced_identifiers())
+    if not referenced:
+        return decision(False, ["msgType is Cancel, but it references no earlier alert: it "
+                                "applies to nothing"])
+    if target is None:
+        if started:
+            done = ", ".join(f"{r.incident_id} ({r.status})" for r in started)
+            return decision(False, [f"msgType is Cancel of {referenced}; the incident they "
+                                    f"started is no longer open: {done}"])
+        return decision(False, [f"msgType is Cancel of {referenced}, which started no "
+                                "incident here: it applies to nothing"])
+    return decision(True, [
+        f"msgType is Cancel of {referenced}, which started {target.incident_id}: stand it down",
+        f"incident resolve {target.incident_id[-6:]} --message \"...\"  (customers get the "
+        "recovery notice)",
+    ])
+
+
+def warning_record(decision: Decision) -> dict[str, Any]:
+    """What an incident records of the alert it was started or updated from (event data)."""
+    alert, info = decision.alert, decision.info
+    expires = (_expires(alert, info, decision.playbook) if info is not None else None)
+    return {"identifier": alert.identifier, "sender": alert.sender,
+            "sent": alert.sent.isoformat(), "msg_type": alert.msg_type,
+            "references": list(alert.references),
+            "event": info.event if info else "", "severity": info.severity if info else "",
+            "expires": expires.isoformat() if expires else None,
+            "branches": [b.id for b in decision.branches]}
+
+
+def update_messages(decision: Decision) -> tuple[str, str | None]:
+    """The customer update for an Update: its headline (English and Chinese infos) and how
+    long it is in force."""
+    alert, chosen = decision.alert, decision.info
+    assert chosen is not None
+
+    def text(info: CapInfo | None) -> str | None:
+        if info is None:
+            return None
+        until = _when(_expires(alert, info, decision.playbook))
+        line = info.headline or info.event
+        return (f"{line}（有效至 {until}）" if info.language.lower().startswith("zh")
+                else f"{line} (in force until {until})")
+
+    english = next((i for i in alert.infos if i.language.lower().startswith("en")), None)
+    chinese = next((i for i in alert.infos if i.language.lower().startswith("zh")), None)
+    return text(english) or text(chosen) or chosen.event, text(chinese)
 
 
 def _when(value: datetime) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -17,6 +18,8 @@ ID_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 CustomerChannel = Literal["email", "sms"]
 StepAction = Literal["declare", "notify_customers", "open_manual_channel", "notify_parties"]
 CapSeverity = Literal["Extreme", "Severe", "Moderate", "Minor", "Unknown"]
+DEFAULT_MAX_AGE = timedelta(hours=24)
+DEFAULT_SCHEMES = ("GB/T 2260",)  # China's administrative division codes (HK is 810000)
 
 
 class SeverityLevel(Strict):
@@ -144,6 +147,10 @@ class Warnings(Strict):
     events: list[str] = Field(min_length=1)  # words matched in <info><event>, any case
     categories: list[str] = Field(default_factory=list)  # CAP categories, e.g. Met, Geo
     grades: dict[CapSeverity, str] = Field(default_factory=dict)  # CAP severity -> grade
+    # An alert without <expires> applies this long after it took effect, no longer.
+    max_age: Duration = DEFAULT_MAX_AGE
+    # The geocode schemes (<valueName>) the branch list's bare geocodes and regions are in.
+    geocodes: list[str] = Field(default_factory=lambda: list(DEFAULT_SCHEMES), min_length=1)
 
 
 class Branches(Strict):

@@ -28,6 +28,7 @@ from incident.audience import (
     scan_audience,
 )
 from incident.branches import Branch, load_branches, nearby_open, scope_branches
+from incident.cap import Key, Recorded
 from incident.channels import Channel
 from incident.channels.factory import (
     build_channels,
@@ -160,7 +161,8 @@ class Service:
               affected: Sequence[str] = (), regions: Sequence[str] = (),
               branches: Sequence[str] = (), branch_list: str | None = None,
               audience: str | None = None, drill: bool = False, manual: bool | None = None,
-              dry_run: bool = False, queue_only: bool = False) -> StartResult | DryRunPlan:
+              dry_run: bool = False, queue_only: bool = False,
+              warning: dict[str, Any] | None = None) -> StartResult | DryRunPlan:
         """Declare an incident from a playbook and record its first customer notice.
 
         In the same transaction: the manual channel is opened (unless the playbook or
@@ -168,7 +170,9 @@ class Service:
         steps those actions complete are marked done. The notice's first rows are recorded
         with it; the result's `pending` rows must then be recorded too (`deliver_started` or
         `finish_start`; see the module docstring). Unless the notice is only queued (or a
-        dry run), every channel's configuration is checked first (check_channels).
+        dry run), every channel's configuration is checked first (check_channels). `warning`
+        is the CAP alert it is started from (cap.warning_record), recorded so that its updates
+        find the incident.
         """
         if not (dry_run or queue_only):
             check_channels(self.rt)
@@ -189,7 +193,8 @@ class Service:
             return self._declare(book, scan, selection, now=now, title=title, grade=grade,
                                  detected=detected, eta_at=eta_at, affected=affected,
                                  regions=regions, branches=branches, branch_list=branch_list,
-                                 drill=drill, manual=manual, dry_run=dry_run)
+                                 drill=drill, manual=manual, dry_run=dry_run,
+                                 warning=warning)
         except BaseException:
             if scan.spool is not None:
                 scan.spool.close()
@@ -199,7 +204,8 @@ class Service:
                  now: datetime, title: str, grade: str, detected: datetime,
                  eta_at: datetime | None, affected: Sequence[str], regions: Sequence[str],
                  branches: Sequence[str], branch_list: str | None, drill: bool,
-                 manual: bool | None, dry_run: bool) -> StartResult | DryRunPlan:
+                 manual: bool | None, dry_run: bool,
+                 warning: dict[str, Any] | None) -> StartResult | DryRunPlan:
         """`start` once the audience is read: render, check and record (see start())."""
         scope = self._scope(book, regions, branches, branch_list)
         opens_manual = book.principles.minimal_impact.manual_channel.open_at_start
@@ -222,6 +228,8 @@ class Service:
         }
         if scope:
             data["scope"] = scope
+        if warning:
+            data["warning"] = warning
         if opens_manual:
             data["manual"] = manual_details(book)
         data["steps_done"] = [s.id for s in book.steps
@@ -426,8 +434,9 @@ class Service:
     def update(self, ref: str, *, message: str, message_zh: str | None = None,
                eta: str | None = None, status: str | None = None, severity: str | None = None,
                internal: bool = False, to: Sequence[str] = (),
-               queue_only: bool = False) -> NoticeResult:
-        """Record a progress update.
+               queue_only: bool = False,
+               warning: dict[str, Any] | None = None) -> NoticeResult:
+        """Record a progress update (`warning`: the CAP Update it comes from).
 
         Customers get an update notice unless `internal`. Parties: those named in `to`; with
         `internal` and no `to`, all the playbook's parties; a new `severity` (re-grade) is
@@ -452,6 +461,8 @@ class Service:
             data: dict[str, Any] = {"message": message.strip(), "internal": internal}
             if message_zh:
                 data["message_zh"] = message_zh.strip()
+            if warning:
+                data["warning"] = warning
             if new_status and new_status != view.status:
                 data["status"] = new_status.value
             if eta:
@@ -712,6 +723,18 @@ class Service:
                 out.append(StatusResult(view=view, counts=all_counts.get(row.id, {}),
                                         failures=[], now=now))
         return out
+
+    def recorded_warnings(self) -> dict[Key, Recorded]:
+        """The CAP alerts recorded on incidents (and those they reference), by (sender,
+        identifier): what a new alert updates, cancels or repeats."""
+        found: dict[Key, Recorded] = {}
+        for result in self.incidents(include_closed=True):  # newest first: it wins
+            view = result.view
+            for key in view.warning_keys:
+                found.setdefault(key, Recorded(
+                    incident_id=view.id, is_open=view.status.is_open,
+                    status=view.status.value, playbook=view.playbook, severity=view.severity))
+        return found
 
     def timeline(self, ref: str) -> tuple[IncidentView, list[Event]]:
         """Every event of an incident, in order."""

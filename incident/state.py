@@ -7,6 +7,9 @@ The data each event type carries (besides `notice`, the customer or internal not
   manual_opened; absent when the channel is not opened at start), scope {closed, open} (branches),
   steps_done [step ids completed by the start itself]
 - updated: message, message_zh?, internal, status?, severity?, previous_severity?, eta?, to?
+- declared and updated may carry warning: the CAP alert they were recorded from {identifier,
+  sender, sent, msg_type, references [sender,identifier,sent], event, severity, expires,
+  branches} (`incident warnings ingest --start`)
 - eta_revised: eta, previous, reason;  resolved: message, resolved_at;
   closed: forced?, reason?, unreconciled? [case ids]
 - manual_opened: hotline, counters {zh-CN, en}?, hours {zh-CN, en}, workaround {zh-CN, en}?,
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from incident.cap import reference_key
 from incident.models import Event, EventType, Phase, Status
 from incident.playbooks import Playbook
 from incident.timeutil import parse_iso
@@ -162,6 +166,17 @@ class IncidentView:
     notes: dict[str, list[tuple[datetime, str, str]]] = field(default_factory=dict)
     actions: dict[str, ActionItem] = field(default_factory=dict)
     close_forced: str | None = None  # the reason, when closed with cases unreconciled
+    warnings: list[dict[str, Any]] = field(default_factory=list)  # CAP alerts recorded on it
+
+    @property
+    def warning_keys(self) -> list[tuple[str, str]]:
+        """(sender, identifier) of the CAP alerts recorded on the incident and of the alerts
+        they reference: a later alert naming any of them is about this incident."""
+        keys = []
+        for warning in self.warnings:
+            keys.append((warning["sender"], warning["identifier"]))
+            keys += [reference_key(ref, warning["sender"]) for ref in warning["references"]]
+        return list(dict.fromkeys(keys))
 
     @property
     def eta(self) -> datetime | None:
@@ -263,6 +278,8 @@ def apply(view: IncidentView, event: Event) -> None:
         view.close_forced = d.get("reason") if d.get("forced") else None
     elif kind in _HANDLERS:
         _HANDLERS[kind](view, event)
+    if d.get("warning"):
+        view.warnings.append(dict(d["warning"]))
     for step in d.get("steps_done", []):
         view.step_marks.setdefault(step, []).append(
             StepMark("done", event.at, event.actor, auto=True))

@@ -9,7 +9,16 @@ from pathlib import Path
 import pytest
 
 from incident.branches import Branch, load_branches
-from incident.cap import CapAlert, decide, load_alert, parse_alert
+from incident.cap import (
+    CapAlert,
+    Decision,
+    Recorded,
+    decide,
+    load_alert,
+    parse_alert,
+    update_messages,
+    warning_record,
+)
 from incident.errors import CapInvalid
 from incident.geo import in_circle, in_polygon
 from incident.playbooks import Playbook, Warnings, load_playbook
@@ -78,9 +87,10 @@ SAMPLES = [
     # file, applies, action, playbook, grade, affected branches, reasons (None: see below)
     ("typhoon-alert.xml", True, "start", "typhoon", "II", HK, None),
     ("typhoon-update.xml", True, "start", "typhoon", "I", HK, None),
-    ("typhoon-cancel.xml", True, "stand_down", "typhoon", None, HK,
-     ["msgType is Cancel: stand down what HKO-TC-20260914-0740, HKO-TC-20260914-1340 started",
-      "playbook typhoon answers event 'Tropical Cyclone Warning Signal'"]),
+    # No incident recorded these alerts (see test_recorded_alerts_are_updated_...).
+    ("typhoon-cancel.xml", False, "ignore", "typhoon", None, HK,
+     ["msgType is Cancel of HKO-TC-20260914-0740, HKO-TC-20260914-1340, which started no "
+      "incident here: it applies to nothing"]),
     ("typhoon-test.xml", False, "ignore", "typhoon", "II", HK, ["status is Test, not Actual"]),
     ("typhoon-expired.xml", False, "ignore", None, None, [],
      ["expired at 2026-09-13 20:00 +08:00"]),
@@ -177,8 +187,8 @@ MALFORMED = [
     ("not-xml.xml", 1, None, "not well-formed XML: syntax error (column 1)"),
     ("truncated.xml", 23, None, "the file ends before <area> (line 22) is closed: truncated?"),
     ("wrong-namespace.xml", 2, "alert",
-     "the root element is {urn:oasis:names:tc:emergency:cap:1.1}alert, expected "
-     "{urn:oasis:names:tc:emergency:cap:1.2}alert (a CAP 1.2 alert)"),
+     "the root element is {http://www.incident.com/cap/1.0}alert, expected "
+     "{urn:oasis:names:tc:emergency:cap:1.2}alert (a CAP 1.2 alert, or 1.1)"),
     ("missing-status.xml", 2, "alert.status", "required element missing"),
     ("bad-urgency.xml", 13, "alert.info[1].urgency",
      "'Soon' is not one of Immediate, Expected, Future, Past, Unknown"),
@@ -412,17 +422,32 @@ def test_degenerate_polygon_contains_no_branch(branches: list[Branch],
 
 def test_geocode_matches_a_branch_geocode_or_its_region(branches: list[Branch],
                                                         playbooks: list[Playbook]) -> None:
-    def affected(value: str) -> list[str]:
-        area = (f"<area><areaDesc>x</areaDesc><geocode><valueName>any</valueName>"
+    def affected(value: str, scheme: str = "GB/T 2260", *, within: list[Branch] = branches,
+                 books: list[Playbook] = playbooks) -> list[str]:
+        area = (f"<area><areaDesc>x</areaDesc><geocode><valueName>{scheme}</valueName>"
                 f"<value>{value}</value></geocode></area>")
         alert = parse(alert_xml(infos=info_xml(area=area)))
-        return [b.id for b in decide(alert, now=NOW, branches=branches,
-                                     playbooks=playbooks).branches]
+        return [b.id for b in decide(alert, now=NOW, branches=within,
+                                     playbooks=books).branches]
 
     assert affected("350203") == ["fj-xm-siming"]
     assert affected("350200") == ["fj-xm-siming", "fj-xm-huli"]
     assert affected("fujian") == ["fj-xm-siming", "fj-xm-huli", "fj-fz-gulou"]
     assert affected("3502") == []  # values are compared whole, not as prefixes
+    assert len(affected("440000", scheme="gb/t 2260")) == 9  # valueName in any case
+    # A JMA prefecture code that happens to equal Guangdong's GB/T 2260 code is not Guangdong.
+    assert affected("440000", scheme="JMA") == []
+    # A branch says which scheme a code is in (valueName=value), or the playbook does.
+    central = next(b for b in branches if b.id == "hk-central")
+    tagged = Branch(**{**central.__dict__, "id": "jp-x", "geocodes": ("JMA=440000",)})
+    assert affected("440000", scheme="JMA", within=[*branches, tagged]) == ["jp-x"]
+    typhoon = next(p for p in playbooks if p.id == "typhoon")
+    assert typhoon.warnings is not None
+    jma = typhoon.model_copy(update={"warnings": typhoon.warnings.model_copy(
+        update={"geocodes": ["JMA"]})})
+    assert affected("440000", scheme="JMA", books=[jma]) == [
+        b.id for b in branches if b.region == "guangdong"]
+    assert affected("440000", books=[jma]) == []
 
 
 # ---------------------------------------------------------------- the decision in detail
@@ -448,17 +473,34 @@ def test_effective_and_expires_across_time_zones(now: str, reasons: list[str],
         assert decision.reasons == reasons
 
 
-def test_effective_defaults_to_sent_and_no_expires_means_no_end(
+def test_effective_defaults_to_sent_and_no_expires_means_the_max_age(
         branches: list[Branch], playbooks: list[Playbook]) -> None:
     # `sent` given in UTC with CAP's "-00:00" spelling.
     alert = parse(alert_xml(sent="2026-09-14T00:00:00-00:00"))
     before = decide(alert, now=datetime(2026, 9, 13, 23, 59, tzinfo=UTC), branches=branches,
                     playbooks=playbooks)
     assert before.reasons == ["not in effect until 2026-09-14 00:00 +00:00"]
+    within = decide(alert, now=datetime(2026, 9, 14, 23, 59, tzinfo=UTC), branches=branches,
+                    playbooks=playbooks)
+    assert within.applies
+    assert within.reasons[0] == ("Actual Alert in effect until 2026-09-15 00:00 +00:00 (no "
+                                 "<expires>: playbook typhoon's max_age 1d)")
+    # An alert without an end does not apply for ever (a 2003 alert, read today).
     years_later = decide(alert, now=datetime(2030, 1, 1, tzinfo=timezone(timedelta(hours=8))),
                          branches=branches, playbooks=playbooks)
-    assert years_later.applies
-    assert years_later.reasons[0] == "Actual Alert in effect with no end time"
+    assert (years_later.applies, years_later.reasons) == (False, [
+        "expired at 2026-09-15 00:00 +00:00 (no <expires>: playbook typhoon's max_age 1d)"])
+    # The playbook says how long; with no playbook for the event, the default (1 day).
+    typhoon = next(p for p in playbooks if p.id == "typhoon")
+    assert typhoon.warnings is not None
+    short = typhoon.model_copy(update={"warnings": typhoon.warnings.model_copy(
+        update={"max_age": timedelta(hours=6)})})
+    late = datetime(2026, 9, 14, 7, tzinfo=UTC)
+    assert decide(alert, now=late, branches=branches, playbooks=[short]).reasons == [
+        "expired at 2026-09-14 06:00 +00:00 (no <expires>: playbook typhoon's max_age 6h)"]
+    assert decide(alert, now=late, branches=branches, playbooks=[]).applies
+    assert not decide(alert, now=late + timedelta(days=1), branches=branches,
+                      playbooks=[]).applies
 
 
 def test_a_naive_now_is_refused(branches: list[Branch]) -> None:
@@ -568,5 +610,189 @@ def test_a_cancel_without_references_or_info(branches: list[Branch]) -> None:
     decision = decide(parse(alert_xml(msg_type="Cancel", infos="")), now=NOW,
                       branches=branches, playbooks=[])
     assert (decision.applies, decision.action, decision.info, decision.branches) == (
-        True, "stand_down", None, [])
-    assert decision.reasons == ["msgType is Cancel, but it references no earlier alert"]
+        False, "ignore", None, [])
+    assert decision.reasons == ["msgType is Cancel, but it references no earlier alert: it "
+                                "applies to nothing"]
+
+
+# ---------------------------------------------------------------- declared encodings
+
+# Chinese agencies publish in these; expat itself reads none of them.
+CHINESE_ENCODINGS = [("GB2312", "rainstorm-geocode.xml"), ("GBK", "rainstorm-geocode.xml"),
+                     ("GB18030", "rainstorm-geocode.xml"), ("Big5", "typhoon-alert.xml")]
+
+
+@pytest.mark.parametrize(("encoding", "name"), CHINESE_ENCODINGS,
+                         ids=[e for e, _ in CHINESE_ENCODINGS])
+def test_a_file_in_a_chinese_encoding_is_read_in_it(tmp_path: Path, encoding: str,
+                                                    name: str) -> None:
+    text = (CAP / name).read_text(encoding="utf-8")
+    text = text.replace('encoding="UTF-8"', f'encoding="{encoding}"', 1)
+    path = tmp_path / name
+    path.write_bytes(text.encode(encoding))
+    assert load_alert(path) == load_alert(CAP / name)
+
+
+def test_bytes_that_are_not_in_the_declared_encoding_are_located(tmp_path: Path) -> None:
+    text = (CAP / "typhoon-alert.xml").read_text(encoding="utf-8")
+    path = tmp_path / "mixed.xml"
+    # Declared Big5, but the Chinese headline is written in UTF-8.
+    path.write_bytes(text.replace('encoding="UTF-8"', 'encoding="Big5"', 1).encode("utf-8"))
+    with pytest.raises(CapInvalid) as caught:
+        load_alert(path)
+    [(loc, message)] = caught.value.problems
+    assert (loc.file, loc.line) == (str(path), line_of(text, "<event>熱帶"))
+    assert message.startswith("not Big5: bytes 0x")
+
+
+def test_an_unknown_encoding_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "x.xml"
+    path.write_bytes(alert_xml().replace('encoding="UTF-8"', 'encoding="KLINGON-8"').encode())
+    with pytest.raises(CapInvalid, match=r"x.xml:1: unknown encoding 'KLINGON-8'"):
+        load_alert(path)
+
+
+# ---------------------------------------------------------------- alerts already recorded
+
+
+def _recorded(playbooks: list[Playbook], *, is_open: bool = True) -> dict[tuple[str, str],
+                                                                           Recorded]:
+    """The typhoon alert of typhoon-alert.xml recorded on INC-20260914-AAAAAA."""
+    typhoon = next(p for p in playbooks if p.id == "typhoon")
+    return {("cap@hko.gov.hk", "HKO-TC-20260914-0740"): Recorded(
+        incident_id="INC-20260914-AAAAAA", is_open=is_open,
+        status="investigating" if is_open else "resolved", playbook=typhoon, severity="II")}
+
+
+def test_recorded_alerts_are_updated_stood_down_and_not_repeated(
+        branches: list[Branch], playbooks: list[Playbook]) -> None:
+    recorded = _recorded(playbooks)
+
+    def decision(name: str) -> Decision:
+        return decide(load_alert(CAP / name), now=NOW, branches=branches, playbooks=playbooks,
+                      recorded=recorded)
+
+    again = decision("typhoon-alert.xml")
+    assert (again.applies, again.action, again.incident) == (
+        False, "duplicate", "INC-20260914-AAAAAA")
+    assert again.reasons == ["already recorded on INC-20260914-AAAAAA (investigating): "
+                             "nothing to do"]
+    update = decision("typhoon-update.xml")
+    assert (update.applies, update.action, update.incident, update.grade) == (
+        True, "update", "INC-20260914-AAAAAA", "I")
+    assert [b.id for b in update.branches] == HK
+    assert update.reasons == [
+        "Update of HKO-TC-20260914-0740, which started INC-20260914-AAAAAA: record it there, "
+        "not a second incident",
+        "urgency Immediate, severity Extreme, certainty Observed: grade I",
+        "in force until 2026-09-15 13:40 +08:00",
+        "6 branches inside the alert area: " + ", ".join(HK),
+    ]
+    assert update_messages(update) == (
+        "Hurricane Signal No. 10 is issued (in force until 2026-09-15 13:40 +08:00)",
+        "十號颶風信號現正生效（有效至 2026-09-15 13:40 +08:00）")
+    record = warning_record(update)
+    assert (record["identifier"], record["references"], record["expires"]) == (
+        "HKO-TC-20260914-1340",
+        ["cap@hko.gov.hk,HKO-TC-20260914-0740,2026-09-14T07:40:00+08:00"],
+        "2026-09-15T13:40:00+08:00")
+    cancel = decision("typhoon-cancel.xml")
+    assert (cancel.applies, cancel.action, cancel.incident) == (
+        True, "stand_down", "INC-20260914-AAAAAA")
+    assert cancel.reasons == [
+        "msgType is Cancel of HKO-TC-20260914-0740, HKO-TC-20260914-1340, which started "
+        "INC-20260914-AAAAAA: stand it down",
+        'incident resolve AAAAAA --message "..."  (customers get the recovery notice)']
+    # Another sender's alert with the same identifier is another alert.
+    other = parse(alert_xml().replace("<identifier>T-1", "<identifier>HKO-TC-20260914-0740"))
+    assert decide(other, now=NOW, branches=branches, playbooks=playbooks,
+                  recorded=recorded).action == "start"
+
+
+def test_alerts_of_a_resolved_incident(branches: list[Branch],
+                                       playbooks: list[Playbook]) -> None:
+    recorded = _recorded(playbooks, is_open=False)
+    cancel = decide(load_alert(CAP / "typhoon-cancel.xml"), now=NOW, branches=branches,
+                    playbooks=playbooks, recorded=recorded)
+    assert (cancel.applies, cancel.action, cancel.incident) == (
+        False, "ignore", "INC-20260914-AAAAAA")
+    assert cancel.reasons == [
+        "msgType is Cancel of HKO-TC-20260914-0740, HKO-TC-20260914-1340; the incident they "
+        "started is no longer open: INC-20260914-AAAAAA (resolved)"]
+    # The typhoon is back after the incident was resolved: a new incident.
+    update = decide(load_alert(CAP / "typhoon-update.xml"), now=NOW, branches=branches,
+                    playbooks=playbooks, recorded=recorded)
+    assert (update.action, update.incident) == ("start", None)
+
+
+def test_an_ignored_alert_still_shows_its_event(branches: list[Branch],
+                                                playbooks: list[Playbook]) -> None:
+    decision = decide(load_alert(CAP / "typhoon-expired.xml"), now=NOW, branches=branches,
+                      playbooks=playbooks)
+    assert (decision.action, decision.info) == ("ignore", None)
+    assert decision.subject is not None
+    assert decision.subject.event == "台风橙色预警"
+
+
+# The Hong Kong Observatory names its tropical cyclone signals itself, in zh-HK and English
+# (www.hko.gov.hk/en/explain/tc/tc_signals.htm): none of them says "typhoon".
+HKO_SIGNALS = [
+    ("en", "Standby Signal No. 1"), ("zh-HK", "一號戒備信號"),
+    ("en", "Strong Wind Signal No. 3"), ("zh-HK", "三號強風信號"),
+    ("en", "No. 8 Northeast Gale or Storm Signal"), ("zh-HK", "八號東北烈風或暴風信號"),
+    ("en", "No. 8 Southwest Gale or Storm Signal"), ("zh-HK", "八號西南烈風或暴風信號"),
+    ("en", "Increasing Gale or Storm Signal No. 9"), ("zh-HK", "九號烈風或暴風風力增強信號"),
+    ("en", "Hurricane Signal No. 10"), ("zh-HK", "十號颶風信號"),
+]
+
+
+@pytest.mark.parametrize(("language", "event"), HKO_SIGNALS, ids=[e for _, e in HKO_SIGNALS])
+def test_hong_kong_observatory_signal_names_start_the_typhoon_playbook(
+        language: str, event: str, branches: list[Branch], playbooks: list[Playbook]) -> None:
+    alert = parse(alert_xml(infos=info_xml(language=language, event=event)))
+    decision = decide(alert, now=NOW, branches=branches, playbooks=playbooks)
+    assert decision.playbook is not None
+    assert (decision.action, decision.playbook.id) == ("start", "typhoon")
+
+
+@pytest.mark.parametrize("event", ["Amber Rainstorm Warning Signal", "黑色暴雨警告信號",
+                                   "Red Rainstorm Warning Signal", "新界北部水浸特別報告"])
+def test_hong_kong_observatory_rain_names_start_the_rainstorm_playbook(
+        event: str, branches: list[Branch], playbooks: list[Playbook]) -> None:
+    alert = parse(alert_xml(infos=info_xml(language="zh-HK", event=event)))
+    decision = decide(alert, now=NOW, branches=branches, playbooks=playbooks)
+    assert decision.playbook is not None
+    assert decision.playbook.id == "rainstorm-flood"
+
+
+# ---------------------------------------------------------------- real alerts
+
+REAL = sorted((CAP / "real").glob("*.*[lp]"))  # .xml and .cap; not the README
+
+
+def test_the_real_corpus_is_complete() -> None:
+    listed = (CAP / "real" / "README.md").read_text(encoding="utf-8")
+    assert len(REAL) == 25
+    assert all(f"`{path.name}`" in listed for path in REAL)
+
+
+@pytest.mark.parametrize("path", REAL, ids=[p.name for p in REAL])
+def test_real_alerts_are_decided_or_refused_with_a_location(
+        path: Path, branches: list[Branch], playbooks: list[Playbook]) -> None:
+    """Alerts as agencies and CAP libraries publish them: each is read and decided, or
+    refused as bad input naming the file and line; none raises anything else."""
+    try:
+        alert = load_alert(path)
+    except CapInvalid as refused:
+        assert refused.exit_code == 2
+        assert refused.message.startswith(f"{path}:")
+        return
+    for now in (NOW, datetime(2003, 6, 17, 22, 0, tzinfo=UTC)):  # today, and when sent
+        decision = decide(alert, now=now, branches=branches, playbooks=playbooks)
+        assert decision.reasons
+        # None of these alerts is about a place the bank has a branch.
+        assert (decision.applies, decision.branches) == (False, [])
+    # An alert without <expires> no longer applies years later (the 2003 DHS advisory).
+    if all(info.expires is None for info in alert.infos) and alert.infos:
+        late = decide(alert, now=NOW, branches=[], playbooks=playbooks)
+        assert any("no <expires>" in reason for reason in late.reasons)

@@ -44,6 +44,12 @@ def _reached(ws: Workspace, incident_id: str) -> tuple[dict[str, Any], set[str]]
     return mails, phones
 
 
+def _plain(path: Path) -> str:
+    with open(path, "rb") as handle:
+        message = email.message_from_binary_file(handle, policy=email.policy.default)
+    return message.get_body(("plain",)).get_content()  # type: ignore
+
+
 def _expect(ws: Workspace, rows: list[dict[str, str]], incident_id: str) -> dict[str, Any]:
     """Assert exactly these customers were reached, each on every channel they have."""
     mails, phones = _reached(ws, incident_id)
@@ -113,7 +119,7 @@ def test_branch_selection_uses_the_configured_branch_list(
 SAMPLES = [
     ("typhoon-alert.xml", True, "start", "typhoon", "II", HK),
     ("typhoon-update.xml", True, "start", "typhoon", "I", HK),
-    ("typhoon-cancel.xml", True, "stand_down", "typhoon", None, HK),
+    ("typhoon-cancel.xml", False, "ignore", "typhoon", None, HK),  # started nothing here
     ("typhoon-test.xml", False, "ignore", "typhoon", "II", HK),
     ("typhoon-expired.xml", False, "ignore", None, None, []),
     ("typhoon-out-of-area.xml", False, "ignore", None, None, []),
@@ -148,7 +154,7 @@ def test_every_sample_warning_gets_its_decision_and_customer_counts(
     assert "APPLIES" in human["typhoon-alert.xml"]
     assert "Playbook: typhoon at grade II" in human["typhoon-alert.xml"]
     assert "Affected branches (8 customers)" in human["typhoon-alert.xml"]
-    assert "CANCEL" in human["typhoon-cancel.xml"]
+    assert "it applies to nothing" in human["typhoon-cancel.xml"]
     assert "does not apply" in human["typhoon-test.xml"]
     assert "status is Test, not Actual" in human["typhoon-test.xml"]
     assert ws.json("list", "--all") == []  # deciding records nothing
@@ -191,10 +197,76 @@ def test_start_from_a_warning_opens_the_playbook_for_the_affected_branches(
         "typhoon", "I", "investigating")
     assert status["title"] == "Hurricane Signal No. 10 is issued"  # the CAP headline
 
-    graded = ws.json("warnings", "ingest", str(CAP / "typhoon-alert.xml"), "--start")
-    assert graded["severity"] == "II"  # Severe maps to grade II
+    # The alert that Update replaced, read late: already part of the incident.
+    late = ws.json("warnings", "ingest", str(CAP / "typhoon-alert.xml"), "--start")
+    assert (late["action"], late["incident"]) == ("duplicate", started["id"])
 
     for name in ("typhoon-test.xml", "typhoon-cancel.xml", "typhoon-out-of-area.xml"):
         refused = ws.run("warnings", "ingest", str(CAP / name), "--start", code=2)
         assert "not starting" in refused.stderr, name
-    assert len(ws.json("list")) == 2
+    assert len(ws.json("list")) == 1
+
+
+def test_an_update_updates_the_incident_its_alert_started_and_a_cancel_names_it(
+        ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INCIDENT_NOW", NOW)
+    started = ws.json("warnings", "ingest", str(CAP / "typhoon-alert.xml"), "--start")
+    short = started["id"][-6:]
+    assert started["severity"] == "II"
+    rows = [r for r in _customers(ws) if r["branch"] in HK]
+    again = ws.json("warnings", "ingest", str(CAP / "typhoon-alert.xml"), "--start")
+    assert (again["action"], again["incident"], again["applies"]) == (
+        "duplicate", started["id"], False)
+
+    seen = ws.json("warnings", "ingest", str(CAP / "typhoon-update.xml"))
+    assert (seen["action"], seen["incident"], seen["grade"]) == ("update", started["id"], "I")
+    assert f"--start  (updates {short})" in ws.run(
+        "warnings", "ingest", str(CAP / "typhoon-update.xml")).stdout
+    updated = ws.json("warnings", "ingest", str(CAP / "typhoon-update.xml"), "--start")
+    assert (updated["id"], updated["severity"], updated["notice"]["phase"]) == (
+        started["id"], "I", "update")
+    assert updated["warning"]["action"] == "update"
+    assert len(ws.json("list")) == 1  # one incident, not a second one
+    mails, _ = _reached(ws, started["id"])
+    assert set(mails) == {r["email"] for r in rows if r["email"]}
+    assert len(ws.outbox_files(started["id"], "eml")) == 2 * len(mails)  # initial + update
+    texts = "\n".join(_plain(p) for p in ws.outbox_files(started["id"], "eml"))
+    assert "Hurricane Signal No. 10 is issued (in force until 2026-09-15 13:40 +08:00)" in texts
+    assert ws.json("warnings", "ingest", str(CAP / "typhoon-update.xml"),
+                   "--start")["action"] == "duplicate"
+    assert len(ws.outbox_files(started["id"], "eml")) == 2 * len(mails)  # nothing more
+
+    cancel = ws.run("warnings", "ingest", str(CAP / "typhoon-cancel.xml"))
+    assert f"CANCEL — stand down {started['id']}" in cancel.stdout
+    assert f'incident resolve {short} --message "..."' in cancel.stdout
+    refused = ws.run("warnings", "ingest", str(CAP / "typhoon-cancel.xml"), "--start", code=2)
+    assert started["id"] in refused.stderr and f"incident resolve {short}" in refused.stderr
+    ws.run("resolve", started["id"], "-m", "Signal No. 10 cancelled")
+    over = ws.json("warnings", "ingest", str(CAP / "typhoon-cancel.xml"))
+    assert (over["applies"], over["action"]) == (False, "ignore")
+    assert over["reasons"][0].endswith(f"no longer open: {started['id']} (resolved)")
+
+
+def test_an_ignored_alert_shows_its_event_and_headline(
+        sqlite_ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INCIDENT_NOW", NOW)
+    got = sqlite_ws.json("warnings", "ingest", str(CAP / "typhoon-expired.xml"))
+    assert (got["applies"], got["event"], got["headline"]) == (
+        False, "台风橙色预警", "深圳市气象台发布台风橙色预警信号")
+
+
+def test_real_alerts_through_the_command_line(sqlite_ws: Workspace,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INCIDENT_NOW", NOW)
+    real = sorted((CAP / "real").glob("*.*[lp]"))
+    codes = {}
+    for path in real:
+        result = sqlite_ws.run("warnings", "ingest", str(path), code=None)
+        assert "Traceback" not in result.stderr, path.name
+        codes[path.name] = result.exit_code
+        if result.exit_code == 2:
+            assert f"{path}:" in result.stderr, path.name  # names the file and line
+    assert set(codes.values()) == {0, 2}
+    assert codes["google-xee.cap"] == codes["google-invalid.cap"] == 2
+    assert codes["google-canada.cap"] == codes["oasiscap-v1dot2_appendix_adot1.xml"] == 0
+    assert sqlite_ws.json("list", "--all") == []

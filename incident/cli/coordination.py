@@ -11,7 +11,7 @@ import click
 from rich.text import Text
 
 from incident.cli.app import App
-from incident.cli.lifecycle import party_reach, print_party_reach, settle, start
+from incident.cli.lifecycle import party_reach, print_party_reach, settle, start, update
 from incident.cli.output import Output, safe
 from incident.cli.views import render_status
 from incident.errors import BadInput, InvalidValue, PlaybookInvalid
@@ -234,7 +234,7 @@ def ingest(ctx: click.Context, app: App, file: str, branch_list: str | None,
       incident warnings ingest hko-typhoon-8.xml --start
     """
     from incident.branches import load_branches
-    from incident.cap import decide, load_alert
+    from incident.cap import decide, load_alert, update_messages, warning_record
 
     rt, out = app.rt, app.out
     listed = branch_list or rt.settings.branches
@@ -244,22 +244,44 @@ def ingest(ctx: click.Context, app: App, file: str, branch_list: str | None,
     branch_path = Path(branch_list) if branch_list else rt.path(listed)
     branches = load_branches(branch_path)
     alert = load_alert(Path(file))
-    decision = decide(alert, now=utcnow(), branches=branches, playbooks=_playbooks(app))
+    decision = decide(alert, now=utcnow(), branches=branches, playbooks=_playbooks(app),
+                      recorded=app.service.recorded_warnings())
     counts = _customer_counts(app, decision, audience)
-    starting = start_it and decision.action == "start" and decision.playbook is not None
-    # With --json and --start, one document: the started incident with the decision in it.
-    _print_decision(app, decision, counts, file, defer=starting)
+    action = decision.action
+    acting = start_it and (action == "update" or (action == "start"
+                                                  and decision.playbook is not None))
+    # With --json and --start, one document: the incident with the decision in it.
+    _print_decision(app, decision, counts, file, defer=acting)
+    short = decision.incident[-6:] if decision.incident else ""
     if not start_it:
-        if decision.action == "start" and decision.playbook is not None:
+        if action == "start" and decision.playbook is not None:
             out.next(f"incident warnings ingest {file} --start")
+        elif action == "update":
+            out.next(f"incident warnings ingest {file} --start  (updates {short})")
+        elif action == "stand_down":
+            out.next(f"incident resolve {short} --message \"...\"")
         return
-    if decision.action != "start" or decision.playbook is None:
+    if action == "duplicate":
+        return  # the same alert again (a feed read twice): nothing to record
+    if action == "stand_down":
+        raise BadInput(f"not starting: the alert in {file} cancels {decision.incident}",
+                       hint=f"stand it down: incident resolve {short} --message \"...\"")
+    if not acting:
         raise BadInput(f"not starting: the alert in {file} "
                        + ("needs a playbook for its event" if decision.applies
                           else "does not apply"),
                        hint="; ".join(decision.reasons[:3]))
     info = decision.info
     assert info is not None
+    if action == "update":
+        assert decision.incident is not None
+        message, message_zh = update_messages(decision)
+        ctx.invoke(update, incident_id=decision.incident, message=message,
+                   message_zh=message_zh, eta=None, status=None, severity=decision.grade,
+                   internal=False, to=(), queue_only=queue_only,
+                   warning=warning_record(decision))
+        return
+    assert decision.playbook is not None
     # Detection is when the warning took effect (not when it was read here), if that is past.
     effective = info.effective or alert.sent
     detected = to_iso(effective) if effective <= utcnow() else None
@@ -268,7 +290,7 @@ def ingest(ctx: click.Context, app: App, file: str, branch_list: str | None,
                eta=None, detected_at=detected, affected=(), region=(),
                branch=tuple(b.id for b in decision.branches), branch_list=str(branch_path),
                no_manual=False, audience=audience, drill=False, dry_run=False,
-               queue_only=queue_only)
+               queue_only=queue_only, warning=warning_record(decision))
 
 
 def _playbooks(app: App) -> list[Playbook]:
@@ -305,7 +327,7 @@ def _customer_counts(app: App, decision: Decision, audience: str | None) -> dict
 
 def _print_decision(app: App, decision: Decision, counts: dict[str, int], file: str, *,
                     defer: bool = False) -> None:
-    out, alert, info = app.out, decision.alert, decision.info
+    out, alert, info = app.out, decision.alert, decision.subject
     if out.as_json:
         data = {"file": file, "identifier": alert.identifier, "sender": alert.sender,
                 "status": alert.status, "msg_type": alert.msg_type,
@@ -318,14 +340,17 @@ def _print_decision(app: App, decision: Decision, counts: dict[str, int], file: 
                 "branches": [{"id": b.id, "name": b.name, "region": b.region,
                               "customers": counts.get(b.id, 0)} for b in decision.branches],
                 "customers": sum(counts.values()),
-                "references": alert.referenced_identifiers()}
+                "references": alert.referenced_identifiers(), "incident": decision.incident}
         if defer:
             out.json_extra["warning"] = data
         else:
             out.json(data)
         return
     verdict = {"start": "[bold red]APPLIES[/bold red] — start the playbook",
-               "stand_down": "[bold yellow]CANCEL[/bold yellow] — stand down",
+               "update": f"[bold red]UPDATE[/bold red] of {decision.incident}",
+               "stand_down": f"[bold yellow]CANCEL[/bold yellow] — stand down "
+                             f"{decision.incident}",
+               "duplicate": f"[green]already recorded[/green] on {decision.incident}",
                "ignore": "[green]does not apply[/green]"}[decision.action]
     out.line(f"{safe(alert.identifier)} ({alert.status} {alert.msg_type} from "
              f"{safe(alert.sender)}): {verdict}")

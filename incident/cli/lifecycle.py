@@ -174,7 +174,8 @@ def _list_failures(app: App, incident_id: str) -> None:
 def start(app: App, playbook: str, title: str, severity: str | None, eta: str | None,
           detected_at: str | None, affected: tuple[str, ...], region: tuple[str, ...],
           branch: tuple[str, ...], branch_list: str | None, no_manual: bool,
-          audience: str | None, drill: bool, dry_run: bool, queue_only: bool) -> None:
+          audience: str | None, drill: bool, dry_run: bool, queue_only: bool,
+          warning: dict[str, Any] | None = None) -> None:
     """Declare an incident from PLAYBOOK and send the first customer notice.
 
     \b
@@ -189,7 +190,8 @@ def start(app: App, playbook: str, title: str, severity: str | None, eta: str | 
                                branches=branch, branch_list=branch_list,
                                manual=False if no_manual else None,
                                audience=audience, drill=drill, dry_run=dry_run,
-                               queue_only=queue_only)
+                               queue_only=queue_only,
+                               warning=warning)  # given by `warnings ingest --start`
     if isinstance(result, DryRunPlan):
         _print_plan(app, result)
         return
@@ -314,7 +316,7 @@ def format_duration_s(seconds: float) -> str:
 @pass_app
 def update(app: App, incident_id: str, message: str, message_zh: str | None, eta: str | None,
            status: str | None, severity: str | None, internal: bool, to: tuple[str, ...],
-           queue_only: bool) -> None:
+           queue_only: bool, warning: dict[str, Any] | None = None) -> None:
     """Post a progress update; customers get it unless --internal.
 
     \b
@@ -323,7 +325,8 @@ def update(app: App, incident_id: str, message: str, message_zh: str | None, eta
     """
     result = app.service.update(incident_id, message=message, message_zh=message_zh, eta=eta,
                                 status=status, severity=severity, internal=internal, to=to,
-                                queue_only=queue_only)
+                                queue_only=queue_only,
+                                warning=warning)  # given by `warnings ingest --start`
     view = result.view
     app.out.line(f"Update recorded on {result.incident_id}: {view.status.value}, severity "
                  f"{view.severity}, ETA {app.out.when(view.eta)}, next update due "
