@@ -206,7 +206,7 @@ class EmailTemplate:
     @cached_property
     def envelope_sender(self) -> str:
         """The bare address of the sender, for MAIL FROM."""
-        return parseaddr(self.sender)[1]
+        return idna_address(parseaddr(self.sender)[1])
 
     @cached_property
     def _fixed(self) -> _Shared:

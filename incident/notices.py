@@ -217,9 +217,10 @@ class Composer:
             self._emails[key] = self._shared_email(row, notice, lang)
         template = self._emails[key] or self._email_template(
             row, notice, lang, row.recipient_name, row.recipient_ref)
-        data = template.build(name=row.recipient_name, ref=row.recipient_ref, to=row.address,
+        to = mime.idna_address(row.address)  # the same in the header and the envelope
+        data = template.build(name=row.recipient_name, ref=row.recipient_ref, to=to,
                               message_id=row.message_id, date=self._date())
-        return EmailOut(row=row, sender=template.envelope_sender, data=data)
+        return EmailOut(row=row, sender=template.envelope_sender, data=data, recipients=(to,))
 
     def _date(self) -> str:
         """The Date header's value, formatted once per second rather than per message."""

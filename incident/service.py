@@ -210,6 +210,8 @@ class Service:
                          "phone_region": settings.phone_region,
                          "selection": selection.record(), "recorder": ob.worker_name()},
         }
+        if scan.utf8_refusal:  # so that the rows are derived again the same way
+            data["audience"]["utf8_refusal"] = scan.utf8_refusal
         if scope:
             data["scope"] = scope
         if opens_manual:
@@ -348,7 +350,8 @@ class Service:
                                  place_regions=regions, place_branches=branches,
                                  everyone=drill and not given)
         scan = scan_audience(path, selection, default_language=settings.default_language,
-                             default_region=settings.phone_region, spool=spool)
+                             default_region=settings.phone_region, spool=spool,
+                             refuse_utf8=self._utf8_refusal(book))
         if not scan.selected:
             if scan.spool is not None:
                 scan.spool.close()
@@ -360,6 +363,21 @@ class Service:
                 problems=[(Location(str(path)), f"{scan.valid} valid rows, 0 selected")],
                 hint="check --region and the playbook's audience: section")
         return scan, selection
+
+    def _utf8_refusal(self, book: Playbook) -> Callable[[], str | None] | None:
+        """How the audience learns whether addresses with a non-ASCII local part can be sent
+        (they need the relay's SMTPUTF8): asked at the first such address, before anything is
+        recorded; None when they always can (the file transport writes RFC 6532 messages)."""
+        email = self.rt.settings.channels.email
+        smtp = email.smtp
+        if ("email" not in book.notices.channels or email.transport != "smtp" or smtp is None
+                or smtp.smtputf8 is True):
+            return None
+        if smtp.smtputf8 is False:
+            return lambda: "channels.email.smtp.smtputf8 is false"
+        from incident.channels.email import smtputf8_refusal
+
+        return lambda: smtputf8_refusal(smtp)
 
     def _scope(self, book: Playbook, regions: Sequence[str], branch_ids: Sequence[str],
                given: str | None) -> dict[str, Any] | None:

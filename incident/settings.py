@@ -42,6 +42,10 @@ class SmtpSettings(Strict):
     password_env: str = "INCIDENT_SMTP_PASSWORD"
     timeout: float = Field(default=30.0, gt=0)
     connections: int = Field(default=4, ge=1, le=64)
+    # Addresses with a non-ASCII local part (张伟@example.com) need the relay's SMTPUTF8
+    # (RFC 6531): true: it offers it; false: refuse them when the audience is read; auto: ask
+    # the relay (EHLO) when the audience has one, before anything is recorded.
+    smtputf8: bool | Literal["auto"] = "auto"
 
 
 class EmailSettings(Strict):
