@@ -63,8 +63,11 @@ def relay() -> Iterator[Callable[[bool], tuple[Relay, int]]]:
         controller.stop()
 
 
-def _smtputf8(ws: Workspace, value: Any) -> None:
-    ws.configure(lambda cfg: cfg["channels"]["email"]["smtp"].update(smtputf8=value))
+def _workspace(ws: Workspace, port: int, smtputf8: Any) -> None:
+    """Customers with non-ASCII addresses, email over SMTP to `port` with this setting."""
+    ws.use_smtp(port)
+    ws.configure(lambda cfg: cfg["channels"]["email"]["smtp"].update(smtputf8=smtputf8))
+    ws.write_customers(ROWS)
 
 
 def _customer_messages(handler: Relay) -> dict[str, tuple[list[str], email.message.EmailMessage]]:
@@ -76,9 +79,7 @@ def _customer_messages(handler: Relay) -> dict[str, tuple[list[str], email.messa
 def test_a_relay_with_smtputf8_gets_non_ascii_addresses_with_it(
         sqlite_ws: Workspace, relay: Callable[[bool], tuple[Relay, int]], setting: Any) -> None:
     handler, port = relay(True)
-    sqlite_ws.use_smtp(port)
-    _smtputf8(sqlite_ws, setting)
-    sqlite_ws.write_customers(ROWS)
+    _workspace(sqlite_ws, port, setting)
     started = sqlite_ws.json("start", "core-banking-outage", "--title", "核心系统故障")
     assert started["deliveries_by_channel"]["email"] == {"sent": 3}
     got = _customer_messages(handler)
@@ -98,9 +99,7 @@ def test_a_relay_with_smtputf8_gets_non_ascii_addresses_with_it(
 def test_without_smtputf8_such_addresses_are_refused_when_the_audience_is_read(
         sqlite_ws: Workspace, relay: Callable[[bool], tuple[Relay, int]], setting: Any) -> None:
     handler, port = relay(False)
-    sqlite_ws.use_smtp(port)
-    _smtputf8(sqlite_ws, setting)
-    sqlite_ws.write_customers(ROWS)
+    _workspace(sqlite_ws, port, setting)
     result = sqlite_ws.run("start", "core-banking-outage", "--title", "核心系统故障")
     assert "2 customers affected, 1 rows skipped" in result.stdout
     assert "customers.csv:2" in result.stderr and "email" in result.stderr
@@ -125,9 +124,7 @@ def test_an_unreachable_relay_refuses_them_at_load_and_says_why(sqlite_ws: Works
 def test_a_relay_that_stops_offering_it_fails_those_messages_permanently(
         sqlite_ws: Workspace, relay: Callable[[bool], tuple[Relay, int]]) -> None:
     handler, port = relay(False)
-    sqlite_ws.use_smtp(port)
-    _smtputf8(sqlite_ws, True)  # the operator says it does: recorded, then refused at send
-    sqlite_ws.write_customers(ROWS)
+    _workspace(sqlite_ws, port, True)  # the operator says it does: recorded, refused at send
     result = sqlite_ws.run("start", "core-banking-outage", "--title", "核心系统故障", code=3)
     assert "SMTPUTF8" in result.stdout + result.stderr
     assert set(_customer_messages(handler)) == {IDNA_DOMAIN, "mary@example.com"}
