@@ -4,6 +4,7 @@ per-recipient messages composed from it at send time."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from email.utils import format_datetime, parseaddr
 from typing import Any
@@ -16,7 +17,7 @@ from incident.channels.base import EmailOut, Outgoing, SmsOut
 from incident.errors import TemplateInvalid
 from incident.mime import EmailTemplate
 from incident.models import DeliveryState, Phase, Status
-from incident.rendering import Renderer
+from incident.rendering import Renderer, SmsInfo, sms_segments, tidy_sms, uniform_shape
 from incident.settings import Runtime
 from incident.state import IncidentView
 from incident.store import schema
@@ -102,6 +103,13 @@ SAMPLE_CUSTOMER = {"zh-CN": {"name": "张伟", "ref": "C-SAMPLE"},
                    "en": {"name": "Wei Zhang", "ref": "C-SAMPLE"}}
 SAMPLE_MESSAGE = {"zh-CN": "技术人员正在切换至备用系统",
                   "en": "Engineers are switching to the backup system"}
+# The longest values `playbooks validate` forecasts SMS segments for (README, Templates): a
+# name of 12 characters in Chinese notices and 40 in English ones, a title, message and ETA
+# reason of 60 characters each, a customer ref of 20; the incident id is as long as a real one.
+# Characters of the notice's language: GSM-7 in English (one Chinese character makes UCS-2).
+WORST_CASE = {lang: {"name": fill * n, "ref": "C" * 20, "title": fill * 60,
+                     "message": fill * 60, "reason": fill * 60}
+              for lang, fill, n in (("zh-CN", "测", 12), ("en", "x", 40))}
 
 
 def check_templates(renderer: Renderer, template_set: str, channels: Sequence[str],
@@ -183,6 +191,64 @@ def rows_from_notice(conn: Connection, incident_id: str, source_seq: int, seq: i
 
 
 NoticeRecords = dict[tuple[str, int], dict[str, Any]]
+
+
+class SmsForecast:
+    """The segments each recipient's SMS of one notice takes, as the composer will render it.
+
+    The notice is rendered once per language with placeholders for the customer's fields (as
+    emails are, see Composer) and filled in per recipient; when the template transforms a
+    field it is rendered per recipient. A recipient whose name and ref take one unit per
+    character (rendering.uniform_shape) is counted once per (language, shape of the values).
+    """
+
+    def __init__(self, renderer: Renderer, template_set: str, phase: str,
+                 contexts: dict[str, dict[str, Any]]) -> None:
+        self.renderer = renderer
+        self.template_set = template_set
+        self.phase = phase
+        self.contexts = contexts
+        self.segments: dict[str, Counter[int]] = {}  # language -> {segments: messages}
+        self.longest: dict[str, SmsInfo] = {}  # language -> the SMS with the most units
+        self._texts: dict[str, str | None] = {}
+        self._known: dict[tuple[str, Any, Any], SmsInfo] = {}
+
+    def add(self, lang: str, name: str, ref: str) -> SmsInfo:
+        """Count one recipient's SMS (in its language, or the notice's first one)."""
+        lang = lang if lang in self.contexts else next(iter(self.contexts))
+        shapes = (uniform_shape(name), uniform_shape(ref))
+        key = (lang, *shapes)
+        info = self._known.get(key) if None not in shapes else None
+        if info is None:
+            info = sms_segments(self.text(lang, name, ref))
+            if None not in shapes:
+                self._known[key] = info
+        self.segments.setdefault(lang, Counter())[info.segments] += 1
+        if lang not in self.longest or info.units > self.longest[lang].units:
+            self.longest[lang] = info
+        return info
+
+    def text(self, lang: str, name: str, ref: str) -> str:
+        """The SMS text for this customer, as the composer renders it."""
+        if lang not in self._texts:
+            first = self._render(lang, mime.NAME, mime.REF)
+            second = self._render(lang, mime.ALT_NAME, mime.ALT_REF)
+            same = (first.replace(mime.NAME, "\0N").replace(mime.REF, "\0R")
+                    == second.replace(mime.ALT_NAME, "\0N").replace(mime.ALT_REF, "\0R"))
+            self._texts[lang] = first if same else None
+        shared = self._texts[lang]
+        if shared is None:
+            return self._render(lang, name, ref)
+        return tidy_sms(shared.replace(mime.NAME, name).replace(mime.REF, ref))
+
+    def _render(self, lang: str, name: str, ref: str) -> str:
+        context = {**self.contexts[lang], "customer": {"name": name, "ref": ref}}
+        return self.renderer.render_sms(self.template_set, self.phase, lang, context).text
+
+    def total(self) -> int:
+        """Segments of every message counted."""
+        return sum(n * count for counter in self.segments.values()
+                   for n, count in counter.items())
 
 
 class Composer:
