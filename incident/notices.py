@@ -14,7 +14,7 @@ from sqlalchemy import Connection, select
 from incident import mime
 from incident.audience import Customer, Recipient
 from incident.channels.base import EmailOut, Outgoing, SmsOut
-from incident.errors import TemplateInvalid
+from incident.errors import ConfigInvalid, Location, TemplateInvalid
 from incident.mime import EmailTemplate
 from incident.models import DeliveryState, Phase, Status
 from incident.rendering import Renderer, SmsInfo, sms_segments, tidy_sms, uniform_shape
@@ -251,6 +251,26 @@ class SmsForecast:
                    for n, count in counter.items())
 
 
+def dkim_signer(rt: Runtime) -> mime.DkimSigner | None:
+    """The signer `channels.email.dkim` configures (None without); ConfigInvalid naming the
+    key file when it cannot be read or cannot sign. The key's content is never shown."""
+    config = rt.settings.channels.email.dkim
+    if config is None:
+        return None
+    path = rt.path(config.key_file)
+    try:
+        key = path.read_bytes()
+        return mime.DkimSigner(config.selector, config.domain, key)
+    except (OSError, ValueError) as exc:
+        reason = (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)
+        where = str(rt.config_path) if rt.config_path else "built-in defaults"
+        raise ConfigInvalid(f"DKIM key {path}: {reason}",
+                            problems=[(Location(where, None, "channels.email.dkim.key_file"),
+                                       reason)],
+                            hint="key_file names a PEM RSA private key (openssl genrsa 2048)"
+                            ) from None
+
+
 class Composer:
     """Builds each recipient's message from its notice's recorded context.
 
@@ -265,6 +285,7 @@ class Composer:
         self.renderer = renderer
         self.notices = notices  # (incident, seq) -> the notice record of the event
         self._emails: dict[tuple[str, int, str], EmailTemplate | None] = {}
+        self._signer = dkim_signer(rt)
         self._date_second = -1
         self._date_text = ""
 
@@ -286,6 +307,8 @@ class Composer:
         to = mime.idna_address(row.address)  # the same in the header and the envelope
         data = template.build(name=row.recipient_name, ref=row.recipient_ref, to=to,
                               message_id=row.message_id, date=self._date())
+        if self._signer is not None:
+            data = self._signer.sign(data)
         return EmailOut(row=row, sender=template.envelope_sender, data=data, recipients=(to,))
 
     def _date(self) -> str:

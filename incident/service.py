@@ -47,6 +47,7 @@ from incident.notices import (
     Composer,
     SmsForecast,
     check_templates,
+    dkim_signer,
     notice_context,
     rows_for_customers,
     rows_from_notice,
@@ -230,6 +231,8 @@ class Service:
         contexts = self._contexts(view, Phase.INITIAL, "")
         channels = list(book.notices.channels)
         check_templates(self.renderer, book.notices.template_set, channels, contexts)
+        if "email" in channels:
+            dkim_signer(self.rt)  # a DKIM key that cannot sign is refused before recording
         if dry_run:
             return self._plan(book, scan, contexts)
         assert scan.spool is not None
