@@ -285,6 +285,7 @@ class AudienceScan:
     size: int
     spool: RecipientSpool | None = None
     partial_rows: int = 0  # rows kept without one of their contacts (problems say which)
+    utf8_refusal: str | None = None  # why SMTPUTF8 addresses were refused (scan_audience)
 
     def locations(self, *, skipped: bool | None = None) -> list[tuple[Location, str]]:
         """The problems in the form `IncidentError(problems=...)` takes: all, or those of
@@ -315,9 +316,13 @@ class AudienceScan:
 
 def scan_audience(path: Path, selection: Selection, *, default_language: str = "zh-CN",
                   default_region: str = "CN", spool: bool = True,
-                  checks: ContactChecks | None = None) -> AudienceScan:
+                  checks: ContactChecks | None = None,
+                  refuse_utf8: Callable[[], str | None] | None = None) -> AudienceScan:
     """Validate, select and count a whole customer list in one streaming pass, spooling the
     selected recipients (unless `spool` is false: a dry run only counts).
+
+    `refuse_utf8`, asked once at the first email whose local part is not ASCII (it can only be
+    sent with SMTPUTF8): why such addresses cannot be sent, or None if they can.
 
     Raises AudienceInvalid if the file cannot be used at all or has no valid customer; a scan
     that selects nobody is returned (`selected == 0`, the caller says why that is wrong).
@@ -329,9 +334,17 @@ def scan_audience(path: Path, selection: Selection, *, default_language: str = "
     recipients = RecipientSpool() if spool else None
     matches = None if selection.is_all else selection.matches
     source: list[_Lines] = []
+    refusal: list[str | None] = []  # the answer of refuse_utf8, if it was asked
+
+    def ask() -> str | None:
+        assert refuse_utf8 is not None
+        refusal.append(refuse_utf8())
+        return refusal[-1]
+
     try:
         for item in _rows(path, default_language=default_language,
-                          default_region=default_region, source=source, checks=checks):
+                          default_region=default_region, source=source, checks=checks,
+                          refuse_utf8=ask if refuse_utf8 is not None else None):
             if isinstance(item, _KeptRow):
                 for problem in item.problems:
                     tally.add(problem)
@@ -359,7 +372,8 @@ def scan_audience(path: Path, selection: Selection, *, default_language: str = "
     return AudienceScan(path=display, rows_read=valid + tally.bad_rows, bad_rows=tally.bad_rows,
                         problem_count=tally.count, problems=tally.listed(), valid=valid,
                         selected=selected, reach=reach, sha256=lines.digest.hexdigest(),
-                        size=lines.size, spool=recipients, partial_rows=tally.partial_rows)
+                        size=lines.size, spool=recipients, partial_rows=tally.partial_rows,
+                        utf8_refusal=refusal[0] if refusal else None)
 
 
 class RecipientSpool:
@@ -546,7 +560,8 @@ _Fields = tuple[Any, ...]
 
 
 def _rows(path: Path, *, default_language: str, default_region: str,
-          source: list[_Lines] | None = None, checks: ContactChecks | None = None
+          source: list[_Lines] | None = None, checks: ContactChecks | None = None,
+          refuse_utf8: Callable[[], str | None] | None = None
           ) -> Iterator[_Fields | list[RowProblem] | _KeptRow]:
     """Per data row its validated fields, its problems, or both (kept without a bad
     contact); raises AudienceInvalid when the file cannot be read as a customer list.
@@ -582,6 +597,7 @@ def _rows(path: Path, *, default_language: str, default_region: str,
                     parser = _RowParser.from_header(row, start, display, language, region,
                                                     checks)
                     parser.seen.expected = lines.rows_hint(reader)
+                    parser.emails.refuse_utf8 = refuse_utf8
                     continue
                 yield parser.parse(row, start)
         except (csv.Error, _LineTooLong) as exc:
@@ -764,6 +780,9 @@ class _EmailCheck:
 
     def __init__(self) -> None:
         self.domains: dict[str, tuple[str, int] | None] = {}
+        # Why an address needing SMTPUTF8 (non-ASCII local part) cannot be sent, asked once.
+        self.refuse_utf8: Callable[[], str | None] | None = None
+        self._utf8_refusal: list[str | None] = []
 
     def normalized(self, raw: str) -> str:
         """The normalised address; EmailNotValidError as the library raises it."""
@@ -778,7 +797,15 @@ class _EmailCheck:
             # the ASCII domain) fit in 254 octets when the local part fits the domain's room.
             if domain is not None and len(local) <= domain[1]:
                 return f"{local}@{domain[0]}"
-        return validate_email(raw, check_deliverability=False).normalized
+        valid = validate_email(raw, check_deliverability=False)
+        if valid.smtputf8 and self.refuse_utf8 is not None:
+            if not self._utf8_refusal:
+                self._utf8_refusal.append(self.refuse_utf8())
+            if self._utf8_refusal[0]:
+                raise EmailNotValidError(
+                    "the part before the @ is not ASCII, which needs SMTPUTF8, and "
+                    f"{self._utf8_refusal[0]}; reach this customer on another channel")
+        return valid.normalized
 
     def _domain(self, domain_part: str) -> tuple[str, int] | None:
         """(domain as the library normalises it, room left for the local part), or None (not

@@ -9,7 +9,6 @@ multipart/alternative, text part first, UTF-8, RFC 2047 words for non-ASCII head
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import html
@@ -19,6 +18,8 @@ from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import parseaddr
 from functools import cached_property
+
+import idna
 
 CRLF = b"\r\n"
 # Placeholders for per-recipient fields: ASCII letters only, so that HTML escaping, Jinja
@@ -30,37 +31,86 @@ ALT_REF = "WkREFp3Jy"
 _SAFE_PHRASE = re.compile(r"^[A-Za-z0-9 !#$%&'*+\-/=?^_`{|}~.]*$")
 
 
-def encode_header_words(text: str) -> str:
-    """RFC 2047 base64 encoded-words (UTF-8) for non-ASCII text, folded to ≤ 76 columns."""
-    if text.isascii():
-        return text
+_WORD_LINE = 76  # RFC 2047 §2: a line holding encoded-words is at most 76 characters
+_LINE_MAX = 78  # RFC 5322 §2.1.1: lines SHOULD be at most 78 characters (998 at most)
+_WORD_MARKUP = len("=?utf-8?b??=")
+_UTF8_CONTINUATION = range(0x80, 0xC0)
+
+
+def _word_bytes(columns: int) -> int:
+    """The most UTF-8 bytes whose encoded-word fits in `columns` (at least one character)."""
+    return max(4, (columns - _WORD_MARKUP) // 4 * 3)
+
+
+def encoded_words(text: str, used: int = 0) -> list[str]:
+    """`text` as RFC 2047 base64 encoded-words (UTF-8) of at most 75 characters each, never
+    splitting a character: the first fits on a line of which `used` columns are taken, the
+    others each on a line of their own after the folding space."""
+    data = text.encode("utf-8")
     words: list[str] = []
-    chunk: list[str] = []
-    size = 0
-    for char in text:
-        width = len(char.encode("utf-8"))
-        if size + width > 45:  # 45 bytes → 60 base64 chars + 12 of markup
-            words.append("".join(chunk))
-            chunk, size = [], 0
-        chunk.append(char)
-        size += width
-    if chunk:
-        words.append("".join(chunk))
-    return "\r\n ".join("=?utf-8?b?" + base64.b64encode(w.encode("utf-8")).decode("ascii") + "?="
-                        for w in words)
+    start, budget = 0, _word_bytes(_WORD_LINE - used)
+    while start < len(data):
+        end = min(start + budget, len(data))
+        while end < len(data) and data[end] in _UTF8_CONTINUATION:
+            end -= 1  # back to the start of the character that does not fit
+        words.append("=?utf-8?b?" + binascii.b2a_base64(data[start:end], newline=False)
+                     .decode("ascii") + "?=")
+        start, budget = end, _word_bytes(_WORD_LINE - 1)
+    return words
 
 
-def format_address(name: str, address: str) -> str:
-    """`Name <addr>` with the name quoted or encoded as RFC 5322 and 2047 require."""
+def _needs_encoding(text: str) -> bool:
+    """Whether `text` cannot go in a header as it is (non-ASCII, control characters, or a
+    sequence a reader would take for an encoded-word)."""
+    return not (text.isascii() and text.isprintable()) or "=?" in text
+
+
+def _fold_ascii(words: list[str], used: int) -> str | None:
+    """Words joined by spaces, folded before a word that would pass 78 columns; None if a
+    single word cannot fit (the caller encodes instead)."""
+    lines: list[str] = []
+    line: list[str] = []
+    column = used
+    for word in words:
+        if len(word) + 1 > _LINE_MAX - used:
+            return None
+        if line and column + 1 + len(word) > _LINE_MAX:
+            lines.append(" ".join(line))
+            line, column = [], 0
+        column += len(word) + (1 if line or lines else 0)
+        line.append(word)
+    lines.append(" ".join(line))
+    return "\r\n ".join(lines)
+
+
+def unstructured_header(field: str, text: str) -> str:
+    """`Field: text` CRLF, folded (RFC 5322 §2.2.3) with RFC 2047 words for non-ASCII text."""
+    text = " ".join(text.split())  # no line break of the text can reach the header
+    used = len(field) + 2
+    if not _needs_encoding(text):
+        folded = _fold_ascii(text.split(" "), used)
+        if folded is not None:
+            return f"{field}: {folded}\r\n"
+    return f"{field}: " + "\r\n ".join(encoded_words(text, used)) + "\r\n"
+
+
+def address_header(field: str, name: str, address: str) -> str:
+    """`Field: Name <addr>` CRLF, the name quoted or encoded as RFC 5322 and 2047 require and
+    the header folded: encoded-words of at most 75 characters on lines of at most 76, the
+    address on a line of its own when it would pass 78 columns."""
     name = " ".join(name.split())  # customer data: no line breaks can reach a header
+    used = len(field) + 2
     if not name:
-        return address
-    if _SAFE_PHRASE.match(name):
-        return f"{name} <{address}>"
-    if name.isascii():
-        return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + f'" <{address}>'
-    # One encoded-word: parsers put spaces between adjacent words inside a display name.
-    return f"=?utf-8?b?{base64.b64encode(name.encode('utf-8')).decode('ascii')}?= <{address}>"
+        return f"{field}: {address}\r\n"
+    if not _needs_encoding(name):
+        phrase = name if _SAFE_PHRASE.match(name) else (
+            '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"')
+        if used + len(phrase) + len(address) + 3 <= _LINE_MAX:
+            return f"{field}: {phrase} <{address}>\r\n"
+    words = encoded_words(name, used)
+    last = len(words[-1]) + (used if len(words) == 1 else 1)
+    gap = " " if last + len(address) + 3 <= _LINE_MAX else "\r\n "
+    return f"{field}: " + "\r\n ".join(words) + f"{gap}<{address}>\r\n"
 
 
 _LINE = 57  # input bytes per base64 line (76 characters), as email.base64mime does it
@@ -156,22 +206,23 @@ class EmailTemplate:
     @cached_property
     def envelope_sender(self) -> str:
         """The bare address of the sender, for MAIL FROM."""
-        return parseaddr(self.sender)[1]
+        return idna_address(parseaddr(self.sender)[1])
 
     @cached_property
     def _fixed(self) -> _Shared:
         """What every recipient's message shares, computed once."""
         subject_fixed = NAME not in self.subject and REF not in self.subject
-        before = f"From: {self._sender_header}\r\n"
+        before = address_header("From", *_name_and_address(self.sender))
         if subject_fixed:
-            before = f"Subject: {self._subject(self.subject)}\r\n" + before
-        reply = f"Reply-To: {self._reply_header}\r\n" if self.reply_to else ""
+            before = unstructured_header("Subject", self.subject) + before
+        reply = (address_header("Reply-To", *_name_and_address(self.reply_to))
+                 if self.reply_to else "")
         # One boundary for the template's messages: base64 lines never contain "_".
         digest = hashlib.sha1("\0".join([self.subject, self.text, self.html]).encode())
         boundary = f"==incident_{digest.hexdigest()[:24]}=="
         after = "".join(f"{key}: {value}\r\n" for key, value in self.headers)
-        after += (f'MIME-Version: 1.0\r\nContent-Type: multipart/alternative; '
-                  f'boundary="{boundary}"\r\n\r\n--{boundary}\r\n') + _PART.format("plain")
+        after += (f'MIME-Version: 1.0\r\nContent-Type: multipart/alternative;\r\n'
+                  f' boundary="{boundary}"\r\n\r\n--{boundary}\r\n') + _PART.format("plain")
         middle = f"--{boundary}\r\n" + _PART.format("html")
         end = f"--{boundary}--\r\n"
         return _Shared(before=before.encode("ascii"), reply=reply.encode("ascii"),
@@ -179,18 +230,16 @@ class EmailTemplate:
                        end=end.encode("ascii"), text=_Base64Body(self.text, _KEYS),
                        html=_Base64Body(self.html, _KEYS), subject_fixed=subject_fixed)
 
-    @staticmethod
-    def _subject(subject: str) -> str:
-        return encode_header_words(" ".join(subject.split()))
-
     def build(self, *, name: str, ref: str, to: str, message_id: str, date: str) -> bytes:
         """The complete message for one recipient, CRLF line endings."""
         shared = self._fixed
         before = shared.before
         if not shared.subject_fixed:
             subject = self.subject.replace(NAME, name).replace(REF, ref)
-            before = f"Subject: {self._subject(subject)}\r\n".encode("ascii") + before
-        out = [before, f"To: {format_address(name, to)}\r\n".encode("ascii"), shared.reply,
+            before = unstructured_header("Subject", subject).encode("ascii") + before
+        # The address is ASCII but for a non-ASCII local part, sent only with SMTPUTF8 and
+        # then written as UTF-8 (RFC 6532); the domain is already IDNA (idna_address).
+        out = [before, address_header("To", name, to).encode("utf-8"), shared.reply,
                f"Date: {date}\r\nMessage-ID: {message_id}\r\n".encode("ascii"), shared.after]
         shared.text.encode_into(out, {NAME: name.encode("utf-8"), REF: ref.encode("utf-8")})
         out.append(shared.middle)
@@ -199,15 +248,53 @@ class EmailTemplate:
         out.append(shared.end)
         return b"".join(out)
 
-    @property
-    def _sender_header(self) -> str:
-        name, address = parseaddr(self.sender)
-        return format_address(name, address)
 
-    @property
-    def _reply_header(self) -> str:
-        name, address = parseaddr(self.reply_to or "")
-        return format_address(name, address)
+
+def _name_and_address(value: str) -> tuple[str, str]:
+    name, address = parseaddr(value)
+    return name, idna_address(address)
+
+
+def idna_address(address: str) -> str:
+    """The address with its domain in ASCII (IDNA 2008 A-labels, as email-validator checks
+    it): `li.na@例子.中国` → `li.na@xn--fsqu00a.xn--fiqs8s`. The local part is left as it is."""
+    local, at, domain = address.rpartition("@")
+    if not at or domain.isascii():
+        return address
+    return f"{local}@{idna.encode(domain, uts46=True).decode('ascii')}"
+
+
+def needs_smtputf8(address: str) -> bool:
+    """Whether an address (domain already IDNA) can only be sent with SMTPUTF8 (RFC 6531)."""
+    return not address.isascii()
+
+
+class DkimSigner:
+    """Puts a DKIM-Signature (RFC 6376: rsa-sha256, relaxed/relaxed) on built messages."""
+
+    # What a receiver shows or acts on; a listed header that is absent is signed as absent.
+    HEADERS = (b"From", b"Reply-To", b"To", b"Subject", b"Date", b"Message-ID",
+               b"MIME-Version", b"Content-Type", b"Auto-Submitted")
+
+    def __init__(self, selector: str, domain: str, key: bytes) -> None:
+        import dkim  # dkimpy: imported only when signing is configured
+
+        self._dkim = dkim
+        self.selector = selector.encode("ascii")
+        self.domain = idna.encode(domain, uts46=True) if not domain.isascii() else domain.encode()
+        self._key = key
+        try:  # a key that cannot sign fails here, once, rather than on every message
+            self.sign(b"From: check@example.com\r\nSubject: key check\r\n\r\nx\r\n")
+        except Exception as exc:  # dkimpy raises its own errors, binascii's, IndexError...
+            raise ValueError(f"cannot sign with this key ({type(exc).__name__}: {exc})"
+                             ) from None
+
+    def sign(self, data: bytes) -> bytes:
+        """The message with its DKIM-Signature header first."""
+        header = self._dkim.sign(data, self.selector, self.domain, self._key,
+                                 canonicalize=(b"relaxed", b"relaxed"),
+                                 include_headers=list(self.HEADERS))
+        return header + data
 
 
 def flatten(message: EmailMessage) -> bytes:

@@ -4,6 +4,7 @@ per-recipient messages composed from it at send time."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from email.utils import format_datetime, parseaddr
 from typing import Any
@@ -13,10 +14,10 @@ from sqlalchemy import Connection, select
 from incident import mime
 from incident.audience import Customer, Recipient
 from incident.channels.base import EmailOut, Outgoing, SmsOut
-from incident.errors import InvalidValue, Location, TemplateInvalid
+from incident.errors import ConfigInvalid, InvalidValue, Location, TemplateInvalid
 from incident.mime import EmailTemplate
 from incident.models import DeliveryState, Phase, Status
-from incident.rendering import Renderer
+from incident.rendering import Renderer, SmsInfo, sms_segments, tidy_sms, uniform_shape
 from incident.settings import Limits, Runtime
 from incident.state import IncidentView
 from incident.store import schema
@@ -102,6 +103,13 @@ SAMPLE_CUSTOMER = {"zh-CN": {"name": "张伟", "ref": "C-SAMPLE"},
                    "en": {"name": "Wei Zhang", "ref": "C-SAMPLE"}}
 SAMPLE_MESSAGE = {"zh-CN": "技术人员正在切换至备用系统",
                   "en": "Engineers are switching to the backup system"}
+# The longest values `playbooks validate` forecasts SMS segments for (README, Templates): a
+# name of 12 characters in Chinese notices and 40 in English ones, a title, message and ETA
+# reason of 60 characters each, a customer ref of 20; the incident id is as long as a real one.
+# Characters of the notice's language: GSM-7 in English (one Chinese character makes UCS-2).
+WORST_CASE = {lang: {"name": fill * n, "ref": "C" * 20, "title": fill * 60,
+                     "message": fill * 60, "reason": fill * 60}
+              for lang, fill, n in (("zh-CN", "测", 12), ("en", "x", 40))}
 
 
 def check_templates(renderer: Renderer, template_set: str, channels: Sequence[str],
@@ -208,6 +216,84 @@ def rows_from_notice(conn: Connection, incident_id: str, source_seq: int, seq: i
 NoticeRecords = dict[tuple[str, int], dict[str, Any]]
 
 
+class SmsForecast:
+    """The segments each recipient's SMS of one notice takes, as the composer will render it.
+
+    The notice is rendered once per language with placeholders for the customer's fields (as
+    emails are, see Composer) and filled in per recipient; when the template transforms a
+    field it is rendered per recipient. A recipient whose name and ref take one unit per
+    character (rendering.uniform_shape) is counted once per (language, shape of the values).
+    """
+
+    def __init__(self, renderer: Renderer, template_set: str, phase: str,
+                 contexts: dict[str, dict[str, Any]]) -> None:
+        self.renderer = renderer
+        self.template_set = template_set
+        self.phase = phase
+        self.contexts = contexts
+        self.segments: dict[str, Counter[int]] = {}  # language -> {segments: messages}
+        self.longest: dict[str, SmsInfo] = {}  # language -> the SMS with the most units
+        self._texts: dict[str, str | None] = {}
+        self._known: dict[tuple[str, Any, Any], SmsInfo] = {}
+
+    def add(self, lang: str, name: str, ref: str) -> SmsInfo:
+        """Count one recipient's SMS (in its language, or the notice's first one)."""
+        lang = lang if lang in self.contexts else next(iter(self.contexts))
+        shapes = (uniform_shape(name), uniform_shape(ref))
+        key = (lang, *shapes)
+        info = self._known.get(key) if None not in shapes else None
+        if info is None:
+            info = sms_segments(self.text(lang, name, ref))
+            if None not in shapes:
+                self._known[key] = info
+        self.segments.setdefault(lang, Counter())[info.segments] += 1
+        if lang not in self.longest or info.units > self.longest[lang].units:
+            self.longest[lang] = info
+        return info
+
+    def text(self, lang: str, name: str, ref: str) -> str:
+        """The SMS text for this customer, as the composer renders it."""
+        if lang not in self._texts:
+            first = self._render(lang, mime.NAME, mime.REF)
+            second = self._render(lang, mime.ALT_NAME, mime.ALT_REF)
+            same = (first.replace(mime.NAME, "\0N").replace(mime.REF, "\0R")
+                    == second.replace(mime.ALT_NAME, "\0N").replace(mime.ALT_REF, "\0R"))
+            self._texts[lang] = first if same else None
+        shared = self._texts[lang]
+        if shared is None:
+            return self._render(lang, name, ref)
+        return tidy_sms(shared.replace(mime.NAME, name).replace(mime.REF, ref))
+
+    def _render(self, lang: str, name: str, ref: str) -> str:
+        context = {**self.contexts[lang], "customer": {"name": name, "ref": ref}}
+        return self.renderer.render_sms(self.template_set, self.phase, lang, context).text
+
+    def total(self) -> int:
+        """Segments of every message counted."""
+        return sum(n * count for counter in self.segments.values()
+                   for n, count in counter.items())
+
+
+def dkim_signer(rt: Runtime) -> mime.DkimSigner | None:
+    """The signer `channels.email.dkim` configures (None without); ConfigInvalid naming the
+    key file when it cannot be read or cannot sign. The key's content is never shown."""
+    config = rt.settings.channels.email.dkim
+    if config is None:
+        return None
+    path = rt.path(config.key_file)
+    try:
+        key = path.read_bytes()
+        return mime.DkimSigner(config.selector, config.domain, key)
+    except (OSError, ValueError) as exc:
+        reason = (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)
+        where = str(rt.config_path) if rt.config_path else "built-in defaults"
+        raise ConfigInvalid(f"DKIM key {path}: {reason}",
+                            problems=[(Location(where, None, "channels.email.dkim.key_file"),
+                                       reason)],
+                            hint="key_file names a PEM RSA private key (openssl genrsa 2048)"
+                            ) from None
+
+
 class Composer:
     """Builds each recipient's message from its notice's recorded context.
 
@@ -222,6 +308,7 @@ class Composer:
         self.renderer = renderer
         self.notices = notices  # (incident, seq) -> the notice record of the event
         self._emails: dict[tuple[str, int, str], EmailTemplate | None] = {}
+        self._signer = dkim_signer(rt)
         self._date_second = -1
         self._date_text = ""
 
@@ -240,9 +327,12 @@ class Composer:
             self._emails[key] = self._shared_email(row, notice, lang)
         template = self._emails[key] or self._email_template(
             row, notice, lang, row.recipient_name, row.recipient_ref)
-        data = template.build(name=row.recipient_name, ref=row.recipient_ref, to=row.address,
+        to = mime.idna_address(row.address)  # the same in the header and the envelope
+        data = template.build(name=row.recipient_name, ref=row.recipient_ref, to=to,
                               message_id=row.message_id, date=self._date())
-        return EmailOut(row=row, sender=template.envelope_sender, data=data)
+        if self._signer is not None:
+            data = self._signer.sign(data)
+        return EmailOut(row=row, sender=template.envelope_sender, data=data, recipients=(to,))
 
     def _date(self) -> str:
         """The Date header's value, formatted once per second rather than per message."""

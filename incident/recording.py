@@ -192,9 +192,11 @@ def _complete_notice(store: Store, rt: Runtime, incident_id: str, *,
     if not path.is_file():
         raise AudienceInvalid(f"{missing}: the file is not there", hint=hint,
                               problems=[(Location(str(path)), "no such file")])
+    refusal = audience.get("utf8_refusal")  # as the start decided, not asked again
     scan = scan_audience(path, Selection.from_record(audience["selection"]),
                          default_language=audience["language"],
-                         default_region=audience["phone_region"], checks=contact_checks(rt))
+                         default_region=audience["phone_region"], checks=contact_checks(rt),
+                         refuse_utf8=(lambda: refusal) if refusal else None)
     assert scan.spool is not None
     try:
         if scan.sha256 != audience["sha256"]:

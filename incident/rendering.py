@@ -96,6 +96,25 @@ def sms_segments(text: str) -> SmsInfo:
     return SmsInfo("UCS-2", sum(sizes), _count_segments(sizes, 70, 67))
 
 
+_GSM7_BASIC_TEXT = re.compile("[" + re.escape("".join(sorted(GSM7_BASIC))) + "]*")
+_GSM7_TEXT = re.compile("[" + re.escape("".join(sorted(GSM7_BASIC | GSM7_EXTENSION))) + "]*")
+_ONE_UNIT_UCS2 = re.compile("[^\\s\U00010000-\U0010FFFF]*")  # BMP, no line breaks or tabs
+
+
+def uniform_shape(text: str) -> tuple[bool, int] | None:
+    """(whether GSM-7, length) of a value inserted into an SMS when each of its characters
+    takes one unit (septet or UTF-16 code unit) whatever the encoding of the SMS, so that the
+    segments of the SMS depend only on that; None otherwise (an ESC or surrogate pair, or
+    white space that tidying could change)."""
+    if not _ONE_UNIT_UCS2.fullmatch(text.replace(" ", "")):
+        return None
+    if _GSM7_BASIC_TEXT.fullmatch(text):
+        return True, len(text)
+    if _GSM7_TEXT.fullmatch(text):
+        return None  # GSM-7 with an ESC character: two septets in a GSM-7 SMS
+    return False, len(text)
+
+
 def _count_segments(sizes: Sequence[int], single: int, per_part: int) -> int:
     total = sum(sizes)
     if total == 0:
@@ -152,7 +171,7 @@ class Renderer:
                    context: Mapping[str, Any]) -> RenderedSms:
         """Render one SMS notice, tidy its whitespace and count its segments."""
         name = self._names(template_set, phase, "sms", lang)["text"]
-        text = _tidy_sms(self._render(name, context))
+        text = tidy_sms(self._render(name, context))
         if not text:
             raise TemplateInvalid(f"template {name} renders an empty SMS",
                                   problems=[(Location(file=name), "empty SMS text")])
@@ -241,7 +260,8 @@ def _undefined_name(message: str) -> str | None:
     return match.group("name").strip("'\"")
 
 
-def _tidy_sms(text: str) -> str:
+def tidy_sms(text: str) -> str:
+    """The SMS text as sent: trailing spaces and runs of blank lines removed."""
     # Trailing spaces and extra blank lines cost septets without showing on a phone.
     lines = [line.rstrip() for line in re.split(r"\r\n|\r|\n", text)]
     return _BLANK_RUNS.sub("\n\n", "\n".join(lines)).strip()

@@ -49,8 +49,11 @@ from incident.errors import (
 from incident.manual import ManualChannelCases, manual_details, mask_reference
 from incident.models import OPEN_STATES, Event, EventType, Phase, Status
 from incident.notices import (
+    WORST_CASE,
     Composer,
+    SmsForecast,
     check_templates,
+    dkim_signer,
     notice_context,
     rows_for_customers,
     rows_from_notice,
@@ -75,7 +78,7 @@ from incident.recording import (
 from incident.rendering import INTERNAL_PHASE, Renderer
 from incident.settings import Runtime
 from incident.state import IncidentView, NoticeResult, apply, fold
-from incident.store import Store
+from incident.store import Store, incident_id_at
 from incident.store import outbox as ob
 from incident.timeutil import format_duration, parse_when, to_iso, utcnow
 
@@ -187,8 +190,9 @@ class Service:
                                hint=f"grades: {', '.join(levels)}")
         detected = self._past(detected_at, now, "--detected-at") if detected_at else now
         eta_at = self._future(eta, now, "--eta") if eta else None
+        # A dry run reads the recipients too when it forecasts their SMS segments.
         scan, selection = self._audience(book, audience, drill, regions, branches,
-                                         spool=not dry_run)
+                                         spool=not dry_run or "sms" in book.notices.channels)
         try:
             return self._declare(book, scan, selection, now=now, title=title, grade=grade,
                                  detected=detected, eta_at=eta_at, affected=affected,
@@ -226,6 +230,8 @@ class Service:
                          "phone_region": settings.phone_region,
                          "selection": selection.record(), "recorder": ob.worker_name()},
         }
+        if scan.utf8_refusal:  # so that the rows are derived again the same way
+            data["audience"]["utf8_refusal"] = scan.utf8_refusal
         if scope:
             data["scope"] = scope
         if warning:
@@ -235,13 +241,17 @@ class Service:
         data["steps_done"] = [s.id for s in book.steps
                               if s.action in ("declare", "notify_customers")
                               or (s.action == "open_manual_channel" and opens_manual)]
-        provisional = Event(incident_id="INC-PREVIEW", seq=1, type=EventType.DECLARED, at=now,
+        # An id as long as the real one: the dry run's SMS forecast depends on its length.
+        provisional = Event(incident_id=incident_id_at(now, "XXXXXX"), seq=1,
+                            type=EventType.DECLARED, at=now,
                             actor=self.rt.operator, data=data, prev_hash="", hash="")
         view = fold([provisional])
         contexts = self._contexts(view, Phase.INITIAL, "")
         channels = list(book.notices.channels)
         check_templates(self.renderer, book.notices.template_set, channels, contexts,
                         limits=self.rt.settings.limits)
+        if "email" in channels:
+            dkim_signer(self.rt)  # a DKIM key that cannot sign is refused before recording
         if dry_run:
             return self._plan(book, scan, contexts)
         assert scan.spool is not None
@@ -375,7 +385,8 @@ class Service:
                                  everyone=drill and not given)
         scan = scan_audience(path, selection, default_language=settings.default_language,
                              default_region=settings.phone_region, spool=spool,
-                             checks=contact_checks(self.rt))
+                             checks=contact_checks(self.rt),
+                             refuse_utf8=self._utf8_refusal(book))
         if not scan.selected:
             if scan.spool is not None:
                 scan.spool.close()
@@ -387,6 +398,21 @@ class Service:
                 problems=[(Location(str(path)), f"{scan.valid} valid rows, 0 selected")],
                 hint="check --region and the playbook's audience: section")
         return scan, selection
+
+    def _utf8_refusal(self, book: Playbook) -> Callable[[], str | None] | None:
+        """How the audience learns whether addresses with a non-ASCII local part can be sent
+        (they need the relay's SMTPUTF8): asked at the first such address, before anything is
+        recorded; None when they always can (the file transport writes RFC 6532 messages)."""
+        email = self.rt.settings.channels.email
+        smtp = email.smtp
+        if ("email" not in book.notices.channels or email.transport != "smtp" or smtp is None
+                or smtp.smtputf8 is True):
+            return None
+        if smtp.smtputf8 is False:
+            return lambda: "channels.email.smtp.smtputf8 is false"
+        from incident.channels.email import smtputf8_refusal
+
+        return lambda: smtputf8_refusal(smtp)
 
     def _scope(self, book: Playbook, regions: Sequence[str], branch_ids: Sequence[str],
                given: str | None) -> dict[str, Any] | None:
@@ -411,18 +437,26 @@ class Service:
 
     def _plan(self, book: Playbook, scan: AudienceScan,
               contexts: dict[str, dict[str, Any]]) -> DryRunPlan:
+        """Counts, and the SMS segments of each recipient's message as it would be rendered
+        (their name, the real id's length), hence the time to send them at the rate."""
         messages = scan.messages(book.notices.channels)
+        forecast = SmsForecast(self.renderer, book.notices.template_set, "initial", contexts)
+        if scan.spool is not None:
+            try:
+                for recipient in scan.spool:
+                    if recipient.phone:
+                        forecast.add(recipient.language, recipient.name, recipient.ref)
+            finally:
+                scan.spool.close()
         sms: dict[str, dict[str, Any]] = {}
-        segments = 0
-        for lang, context in contexts.items():
-            rendered = self.renderer.render_sms(book.notices.template_set, "initial", lang,
-                                                {**context, "customer": {"name": "-", "ref": "-"}})
-            sms[lang] = {"encoding": rendered.info.encoding, "segments": rendered.info.segments,
-                         "units": rendered.info.units, "text": rendered.text}
-            segments += rendered.info.segments * messages.get("sms", {}).get(lang, 0)
+        for lang, counts in forecast.segments.items():
+            longest = forecast.longest[lang]
+            sms[lang] = {"encoding": longest.encoding, "segments": max(counts),
+                         "units": longest.units, "messages": dict(sorted(counts.items())),
+                         "text": forecast.text(lang, "{customer.name}", "{customer.ref}")}
         channels = self.rt.settings.channels
         estimate = {"email": sum(messages.get("email", {}).values()) / channels.email.rate,
-                    "sms": segments / channels.sms.rate}
+                    "sms": forecast.total() / channels.sms.rate}
         return DryRunPlan(playbook=book, audience_path=scan.path, recipients=scan.selected,
                           messages=messages, sms=sms, estimated_seconds=estimate,
                           skipped_rows=scan.locations(skipped=True),
@@ -835,12 +869,14 @@ class PlaybookCheck:
     path: str
     playbook: Playbook | None
     problems: list[tuple[Location, str]]
-    sms: dict[str, dict[str, int | str]]  # "phase/lang" -> encoding, units, segments
+    sms: dict[str, dict[str, int | float | str]]  # "phase/lang" -> encoding, units, segments, …
 
 
-def sample_view(playbook: Playbook, phase: Phase, *, now: datetime) -> IncidentView:
+def sample_view(playbook: Playbook, phase: Phase, *, now: datetime,
+                title: str = "Sample: service disruption",
+                reason: str = "Data checks take longer") -> IncidentView:
     """A plausible incident at `phase`, to render templates with sample data."""
-    data = {"title": "Sample: service disruption", "severity": playbook.severity.default,
+    data = {"title": title, "severity": playbook.severity.default,
             "playbook": playbook.model_dump(mode="json", by_alias=True), "drill": False,
             "detected_at": to_iso(now - timedelta(minutes=20)),
             "eta": to_iso(now + timedelta(hours=2)), "affected": playbook.affected_services,
@@ -851,7 +887,7 @@ def sample_view(playbook: Playbook, phase: Phase, *, now: datetime) -> IncidentV
         events.append(events[0].model_copy(update={
             "seq": 2, "type": EventType.ETA_REVISED,
             "data": {"eta": to_iso(now + timedelta(hours=3)),
-                     "reason": "Data checks take longer"}}))
+                     "reason": reason}}))
     if phase is Phase.RESOLVED:
         events.append(events[0].model_copy(update={
             "seq": 2, "type": EventType.RESOLVED,
@@ -870,7 +906,7 @@ def check_playbook(rt: Runtime, renderer: Renderer, path: Path) -> PlaybookCheck
         return PlaybookCheck(str(path), None, [(Location(str(path)), exc.message), *exc.problems],
                              {})
     problems: list[tuple[Location, str]] = []
-    sms: dict[str, dict[str, int | str]] = {}
+    sms: dict[str, dict[str, int | float | str]] = {}
     now = utcnow()
     for phase in book.notices.phases:
         view = sample_view(book, phase, now=now)
@@ -881,8 +917,18 @@ def check_playbook(rt: Runtime, renderer: Renderer, path: Path) -> PlaybookCheck
             problems += renderer.check(book.notices.template_set, [phase.value],
                                        book.notices.channels, [lang], context)
             if "sms" in book.notices.channels and not problems:
-                info = renderer.render_sms(book.notices.template_set, phase.value, lang,
-                                           context).info
-                sms[f"{phase.value}/{lang}"] = {"encoding": info.encoding, "units": info.units,
-                                                "segments": info.segments}
+                sms[f"{phase.value}/{lang}"] = _worst_sms(rt, renderer, book, phase, lang, now)
     return PlaybookCheck(str(path), book, list(dict.fromkeys(problems)), sms)
+
+
+def _worst_sms(rt: Runtime, renderer: Renderer, book: Playbook, phase: Phase, lang: str,
+               now: datetime) -> dict[str, int | float | str]:
+    """The SMS of `phase` with every variable value at its longest (notices.WORST_CASE), and
+    the seconds 1,000 of them take at the configured rate."""
+    worst = WORST_CASE[lang]
+    view = sample_view(book, phase, now=now, title=worst["title"], reason=worst["reason"])
+    context = {**notice_context(rt, view, phase=phase, lang=lang, message=worst["message"]),
+               "customer": {"name": worst["name"], "ref": worst["ref"]}}
+    info = renderer.render_sms(book.notices.template_set, phase.value, lang, context).info
+    return {"encoding": info.encoding, "units": info.units, "segments": info.segments,
+            "seconds_per_1000": round(1000 * info.segments / rt.settings.channels.sms.rate, 1)}

@@ -42,6 +42,18 @@ class SmtpSettings(Strict):
     password_env: str = "INCIDENT_SMTP_PASSWORD"
     timeout: float = Field(default=30.0, gt=0)
     connections: int = Field(default=4, ge=1, le=64)
+    # Addresses with a non-ASCII local part (张伟@example.com) need the relay's SMTPUTF8
+    # (RFC 6531): true: it offers it; false: refuse them when the audience is read; auto: ask
+    # the relay (EHLO) when the audience has one, before anything is recorded.
+    smtputf8: bool | Literal["auto"] = "auto"
+
+
+class DkimSettings(Strict):
+    """DKIM signing by the toolkit, for a relay that does not sign (RFC 6376, rsa-sha256)."""
+
+    selector: str = Field(min_length=1)  # the key's DNS name: <selector>._domainkey.<domain>
+    domain: str = Field(min_length=1)  # d=: the From domain, or its parent, for DMARC
+    key_file: str = Field(min_length=1)  # PEM RSA private key, relative to incident.yaml
 
 
 class EmailSettings(Strict):
@@ -52,6 +64,7 @@ class EmailSettings(Strict):
     reply_to: Text | None = None
     rate: float = Field(default=50.0, gt=0, description="messages per second")
     smtp: SmtpSettings | None = None
+    dkim: DkimSettings | None = None
 
     @model_validator(mode="after")
     def _smtp_needs_relay(self) -> EmailSettings:

@@ -463,8 +463,8 @@ def test_other_addresses_go_through_aiosmtplib_quoting(address):
     assert _quoted(address) == quote_address(address).encode("ascii")
 
 
-@pytest.mark.parametrize("address", ["a b@example.com",
-                                     "用户@例子.中国"])
+# (A non-ASCII address goes out with SMTPUTF8 when the relay offers it: tests/test_smtputf8.py.)
+@pytest.mark.parametrize("address", ["a b@example.com"])
 def test_an_address_that_cannot_go_on_the_command_line_fails_that_message_alone(aiosmtpd_server,
                                                                               address):
     handler = Recorder()

@@ -5,10 +5,13 @@ from __future__ import annotations
 import email
 import email.policy
 import html
+import re
+from email.header import decode_header, make_header
 
 import pytest
 
 from cli_fixtures import Workspace
+from incident.mime import NAME, EmailTemplate
 from incident.notices import Composer
 from incident.service import Service
 from incident.settings import load_runtime
@@ -32,7 +35,7 @@ def _composer_and_row(ws: Workspace) -> tuple[Composer, OutboxRow, str]:
 
 def _parts(data: bytes) -> tuple[str, str, str, str]:
     message = email.message_from_bytes(data, policy=email.policy.default)
-    return (message["Subject"], message["To"].addresses[0].display_name,
+    return (message["Subject"], display_name(data),
             message.get_body(("plain",)).get_content(),
             html.unescape(message.get_body(("html",)).get_content()))
 
@@ -69,3 +72,45 @@ def _with(row: OutboxRow, name: str, lang: str) -> OutboxRow:
     from dataclasses import replace
 
     return replace(row, recipient_name=name, language=lang)
+
+
+def display_name(data: bytes) -> str:
+    """The To header's display name decoded as RFC 2047 §6.2 says: the white space between two
+    encoded-words is dropped. (The stdlib's address parser keeps it as a space, so a long name
+    folded into several words, as the stdlib itself folds one, would not read back the same.)"""
+    raw = email.message_from_bytes(data, policy=email.policy.compat32)["To"]
+    decoded = str(make_header(decode_header(raw)))
+    return decoded.rpartition(" <")[0].strip('"').replace('\\"', '"')
+
+
+LONG_SUBJECT = "【服务中断】核心业务系统故障，请使用柜台或电话银行办理业务。" * 8
+ENCODED_WORD = re.compile(rb"=\?[^?]+\?[bBqQ]\?[^?]*\?=")
+
+
+@pytest.mark.parametrize("name", ["欧阳" * 200, "Mary Ann " * 45, "x" * 400, "张伟",
+                                  'Li "Lina" Na', "Chan Tai Man 陈大文" * 20])
+@pytest.mark.parametrize("subject", [LONG_SUBJECT + NAME, "Core banking outage " * 10 + NAME,
+                                     "短"])
+def test_headers_fold_within_the_limits_and_parse_back(name: str, subject: str) -> None:
+    template = EmailTemplate(
+        sender="示例银行股份有限公司客户服务中心" * 3 + " <service@example.com>",
+        reply_to="示例银行客户服务中心（请勿直接回复本邮件）" * 2 + " <help@example.com>",
+        subject=subject, text="尊敬的" + NAME + "：", html="<p>" + NAME + "</p>",
+        headers=(("X-Incident-ID", "INC-20261124-3F2A7C"), ("Auto-Submitted", "auto-generated")))
+    data = template.build(name=name, ref="C1", to="li.na@example.com",
+                          message_id="<INC-20261124-3F2A7C.1.x@example.com>",
+                          date="Tue, 24 Nov 2026 02:00:00 +0000")
+    head = data.split(b"\r\n\r\n")[0]
+    for line in head.split(b"\r\n"):
+        # RFC 2047 §2: encoded-words ≤ 75 characters, on lines ≤ 76; RFC 5322: ≤ 78 preferred.
+        assert all(len(word) <= 75 for word in ENCODED_WORD.findall(line)), line
+        assert len(line) <= (76 if ENCODED_WORD.search(line) else 78), line
+    # The strict policy raises on any defect the parser finds in a header.
+    message = email.message_from_bytes(data, policy=email.policy.strict)
+    for field in ("Subject", "From", "Reply-To", "To", "Date", "Message-ID", "Content-Type"):
+        assert not message[field].defects, field
+    assert message["Subject"] == " ".join(subject.replace(NAME, name).split())
+    assert display_name(data) == " ".join(name.split())
+    assert message["To"].addresses[0].addr_spec == "li.na@example.com"
+    assert message["From"].addresses[0].addr_spec == "service@example.com"
+    assert message.get_body(("plain",)).get_content() == "尊敬的" + name + "："

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import smtplib
+import ssl
 
 from aiosmtplib import (
     SMTP,
@@ -24,6 +26,7 @@ from aiosmtplib import (
 from aiosmtplib.email import quote_address
 
 from incident.channels.base import EmailOut, Outcome, Outgoing
+from incident.mime import needs_smtputf8
 from incident.settings import SmtpSettings
 
 _MAX_REF = 200
@@ -166,6 +169,32 @@ class SmtpChannel:
         return f"{self.settings.host}:{self.settings.port}"
 
 
+_PREFLIGHT_TIMEOUT = 10.0
+
+
+def smtputf8_refusal(settings: SmtpSettings) -> str | None:
+    """Ask the relay whether it offers SMTPUTF8 (EHLO, after STARTTLS when configured; no
+    login): None if it does, else why such addresses cannot be sent. An unreachable relay
+    counts as not offering it, so that no message is recorded that may never be sendable."""
+    where = f"{settings.host}:{settings.port}"
+    timeout = min(settings.timeout, _PREFLIGHT_TIMEOUT)
+    try:
+        client = (smtplib.SMTP_SSL(settings.host, settings.port, timeout=timeout,
+                                   context=ssl.create_default_context())
+                  if settings.security == "tls"
+                  else smtplib.SMTP(settings.host, settings.port, timeout=timeout))
+        with client:
+            client.ehlo()
+            if settings.security == "starttls":
+                client.starttls(context=ssl.create_default_context())
+                client.ehlo()
+            offered = client.has_extn("smtputf8")
+    except (smtplib.SMTPException, OSError) as exc:
+        return (f"the relay {where} could not be asked whether it offers it "
+                f"({_describe(exc)}; set channels.email.smtp.smtputf8: true if it does)")
+    return None if offered else f"the relay {where} does not offer it"
+
+
 async def _transact(client: SMTP, message: EmailOut) -> tuple[Outcome, bool]:
     """One MAIL/RCPT/DATA transaction: the outcome, and whether the connection can be reused."""
     recipients = [r for r in message.envelope_to if r]
@@ -198,7 +227,8 @@ async def _transact(client: SMTP, message: EmailOut) -> tuple[Outcome, bool]:
         # Nothing was sent (no From/To, an address that cannot be sent): the message is at
         # fault, not the connection, and a retry would fail the same way.
         text = exc.message if isinstance(exc, SMTPNotSupported) else str(exc)
-        return Outcome.fail(f"cannot send this message: {_line(text)}", code="message"), True
+        kind = "smtputf8" if "SMTPUTF8" in text else "message"
+        return Outcome.fail(f"cannot send this message: {_line(text)}", code=kind), True
     except SMTPException as exc:
         return Outcome.retry(f"SMTP error: {_line(exc.message)}", code="smtp"), False
     if refused:
@@ -221,6 +251,15 @@ async def _mail_rcpt_data(client: SMTP, sender: str, recipients: list[str],
     so that the connection can carry the next message.
     """
     options = [f"SIZE={len(data)}".encode()] if client.supports_extension("size") else []
+    if needs_smtputf8(sender) or any(needs_smtputf8(r) for r in recipients):
+        if not client.supports_extension("smtputf8"):
+            # Never sent: the message is at fault for this relay, as a 5xx would say.
+            raise SMTPNotSupported(
+                "the relay does not offer SMTPUTF8, which an address with non-ASCII "
+                "characters before the @ needs (RFC 6531)")
+        options.append(b"SMTPUTF8")  # the headers are UTF-8 (RFC 6532): 8-bit content
+        if client.supports_extension("8bitmime"):
+            options.append(b"BODY=8BITMIME")
     refused: list[SMTPRecipientRefused] = []
     try:
         response = await client.execute_command(b"MAIL", b"FROM:" + _quoted(sender), *options)
@@ -245,7 +284,8 @@ def _quoted(address: str) -> bytes:
     ValueError for one that cannot go on an SMTP command line)."""
     if _PLAIN_ADDRESS.fullmatch(address):
         return b"<" + address.encode("ascii") + b">"
-    return quote_address(address).encode("ascii")
+    # UTF-8 only for a non-ASCII local part, sent only under SMTPUTF8 (checked by the caller).
+    return quote_address(address).encode("utf-8")
 
 
 def _refused(recipients: list[SMTPRecipientRefused]) -> Outcome:

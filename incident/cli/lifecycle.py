@@ -289,8 +289,11 @@ def _print_plan(app: App, plan: DryRunPlan) -> None:
     rows = [[channel, lang, n] for channel, by_lang in sorted(plan.messages.items())
             for lang, n in sorted(by_lang.items())]
     out.table("Messages", ["channel", "language", "messages"], rows)
-    out.table("SMS per message", ["language", "encoding", "characters", "segments"],
-              [[lang, s["encoding"], s["units"], s["segments"]] for lang, s in plan.sms.items()])
+    out.table("SMS as each recipient's message renders",
+              ["language", "encoding", "longest (units)", "messages by segments"],
+              [[lang, s["encoding"], s["units"],
+                "  ".join(f"{n}: {count}" for n, count in s["messages"].items())]
+               for lang, s in plan.sms.items()])
     out.table("Estimated send time at the configured rates", ["channel", "time"],
               [[c, format_duration_s(s)] for c, s in plan.estimated_seconds.items()])
 

@@ -118,6 +118,7 @@ def show(app: App, name: str) -> None:
 def validate(app: App, paths: tuple[Path, ...]) -> None:
     """Validate playbooks and render every notice (phase × channel × language) with sample
     data. Without PATH: every playbook found. Exits 2 naming file, line and field."""
+    from incident.cli.lifecycle import format_duration_s
     from incident.playbooks import playbook_files
     from incident.service import check_playbook
 
@@ -133,11 +134,15 @@ def validate(app: App, paths: tuple[Path, ...]) -> None:
     else:
         rows = []
         for c in checks:
-            worst = max((int(s["segments"]) for s in c.sms.values()), default=0)
+            worst = max(c.sms.values(), key=lambda s: float(s["seconds_per_1000"]),
+                        default=None)
             rows.append([c.playbook.id if c.playbook else c.path,
                          "ok" if not c.problems else f"{len(c.problems)} problem(s)",
-                         f"{len(c.sms)} SMS, ≤{worst} segments" if c.sms else "", c.path])
-        app.out.table("Playbooks", ["playbook", "result", "notices", "file"], rows)
+                         f"{len(c.sms)} SMS, ≤{worst['segments']} segments, "
+                         f"{format_duration_s(float(worst['seconds_per_1000']))} per 1,000"
+                         if worst else "", c.path])
+        app.out.table("Playbooks (SMS: worst case, longest values; see README, Templates)",
+                      ["playbook", "result", "notices", "file"], rows)
     if bad:
         raise PlaybookInvalid(f"{len(bad)} of {len(checks)} playbooks are invalid",
                               problems=[p for c in bad for p in c.problems])

@@ -35,6 +35,11 @@ class IncidentRow:
     last_seq: int
 
 
+def incident_id_at(at: datetime, suffix: str) -> str:
+    """An incident id: `INC-YYYYMMDD-` (UTC date) and six hex digits (`suffix`)."""
+    return f"INC-{as_utc(at):%Y%m%d}-{suffix}"
+
+
 class Store:
     """Access to one database. Write transactions serialise per incident on both backends."""
 
@@ -97,7 +102,7 @@ class Store:
                         at: datetime) -> str:
         """Insert a new incident row (no events yet) and return its id."""
         stamp = as_utc(at)
-        incident_id = f"INC-{stamp:%Y%m%d}-{secrets.token_hex(3).upper()}"
+        incident_id = incident_id_at(stamp, secrets.token_hex(3).upper())
         conn.execute(schema.incidents.insert().values(
             id=incident_id, created_at=stamp.replace(tzinfo=None) if self.dialect == "sqlite"
             else stamp, playbook_id=playbook_id, title=title, drill=drill, last_seq=0,
