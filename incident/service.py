@@ -40,7 +40,7 @@ from incident.errors import (
     InvalidValue,
     Location,
 )
-from incident.manual import ManualChannelCases, manual_details, mask_reference
+from incident.manual import ManualChannelCases, manual_details
 from incident.models import OPEN_STATES, Event, EventType, Phase, Status
 from incident.notices import (
     Composer,
@@ -59,6 +59,7 @@ from incident.parties import (
     playbook_parties,
 )
 from incident.playbooks import Playbook, find_playbook, load_playbook
+from incident.privacy import mask_reference
 from incident.recording import (
     FIRST_ROWS,
     FIRST_SEND_WAIT,

@@ -11,14 +11,11 @@ from incident.audience import (
     RowProblem,
     iter_audience,
     load_audience,
-    mask_contact,
-    mask_email,
-    mask_name,
-    mask_phone,
     normalize_language,
     select,
 )
 from incident.errors import AudienceInvalid, Location
+from incident.privacy import mask_contact, mask_email, mask_name, mask_phone
 
 HEADER = "id,name,email,phone,language,segment,region,branch,products,priority\n"
 GOOD_ROW = "c0,张伟,zhang.wei@example.com,13812348000,zh,retail,华东,上海分行,card,normal\n"

@@ -97,7 +97,7 @@ def _finish(app: App, result: NoticeResult, report: DeliveryReport | None,
 
 
 def _list_failures(app: App, incident_id: str) -> None:
-    from incident.audience import mask_contact, mask_name
+    from incident.privacy import mask_contact, mask_name
 
     failures = app.service.failed_deliveries(incident_id)
     app.out.table(f"{len(failures)} permanent delivery failures (give these customers to the "

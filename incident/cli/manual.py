@@ -23,7 +23,7 @@ def _both(text: str | None, text_zh: str | None) -> dict[str, str] | None:
 
 
 def _masked(customer: str) -> str:
-    from incident.manual import mask_reference
+    from incident.privacy import mask_reference
 
     return mask_reference(customer)
 

@@ -76,7 +76,7 @@ def status(app: App, incident_id: str | None) -> None:
 
 def render_status(app: App, result: StatusResult) -> None:
     """The status of one incident: the facts, what falls due, the checklist, deliveries."""
-    from incident.audience import mask_contact, mask_name
+    from incident.privacy import mask_contact, mask_name
     from incident.store.events import as_utc
 
     out, view = app.out, result.view
@@ -259,8 +259,8 @@ def _describe(event: Event, when: Callable[[datetime | None], str]) -> str:
 
 def _describe_coordination(event: Event) -> list[str]:
     """The details of the manual-channel, checklist, party and review events."""
-    from incident.manual import mask_reference
     from incident.models import EventType
+    from incident.privacy import mask_reference
 
     d, kind = event.data, event.type
     if kind is EventType.MANUAL_OPENED:
@@ -299,7 +299,7 @@ def _describe_coordination(event: Event) -> list[str]:
 def _public(data: dict[str, Any]) -> dict[str, Any]:
     """An event's data as shown: no playbook or notice body, and a manual case's customer
     reference masked when it was typed as a phone number or email."""
-    from incident.manual import mask_reference
+    from incident.privacy import mask_reference
 
     shown = {k: v for k, v in data.items() if k not in {"playbook", "notice"}}
     if isinstance(shown.get("customer"), str):
@@ -366,7 +366,7 @@ def failed(app: App, incident_id: str, export: str | None, with_contacts: bool) 
     Example:
       incident failed 3F2A --export failed.csv
     """
-    from incident.audience import mask_contact, mask_name
+    from incident.privacy import mask_contact, mask_name
 
     rows = app.service.failed_deliveries(incident_id)
     out = app.out

@@ -50,8 +50,8 @@ from sqlalchemy import Connection
 from incident.checklist import Item, checklist
 from incident.models import Event, EventType, Phase, Text
 from incident.playbooks import RegulatorDuty
+from incident.privacy import scrub
 from incident.report import queries as q
-from incident.report.privacy import scrub
 from incident.state import IncidentView
 from incident.timeutil import to_iso
 
