@@ -41,6 +41,7 @@ from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES, DOT_AT
 from email_validator.syntax import validate_email_domain_name
 
 from incident.errors import AudienceInvalid, Location
+from incident.privacy import mask_phone
 
 LANGUAGES = ("zh-CN", "en")
 PRIORITIES = ("urgent", "normal")
@@ -722,14 +723,15 @@ class _Seen:
 
 def _parse_phone(raw: str, region: str) -> tuple[str | None, str | None]:
     """(E.164 number, None) or (None, why the number is unusable)."""
+    shown = mask_phone(raw)  # the warning is printed: even a wrong number is personal data
     try:
         number = phonenumbers.parse(raw, region)
     except phonenumbers.NumberParseException as exc:
-        return None, f"invalid phone {raw!r}: {exc}"
+        return None, f"invalid phone {shown!r}: {exc}"
     if not phonenumbers.is_possible_number(number):
-        return None, f"invalid phone {raw!r}: not a possible number"
+        return None, f"invalid phone {shown!r}: not a possible number"
     if not phonenumbers.is_valid_number(number):
-        return None, f"invalid phone {raw!r}: not a valid number"
+        return None, f"invalid phone {shown!r}: not a valid number"
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), None
 
 

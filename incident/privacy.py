@@ -6,8 +6,8 @@
   with every email address and phone number in it masked.
 - `scrub_secrets`: a provider's error text with credentials removed (Authorization headers,
   Basic/Bearer tokens, passwords, `user:pass@` in URLs, Twilio SIDs, and every secret the
-  toolkit read from the environment) — applied before an error is stored and before it is
-  printed.
+  toolkit read from the environment); `scrub_error` also masks contacts in it — applied
+  before an error is stored (store/outbox.py) and again when it is read to be shown.
 - `spreadsheet_cell`: a CSV cell that a spreadsheet will not run as a formula (OWASP).
 """
 
@@ -87,14 +87,12 @@ def mask_reference(ref: str) -> str:
 
 
 def _mask_digits(digits: str) -> str:
-    """Keep the first 3 and last 4 digits; shorter numbers show less, half at most."""
+    """Show at most half of the digits (rounded down), fewer at the start than at the end:
+    8 digits `91****04`, 9 `91*****04`, 10 `91*****004`, 11 `13******000`."""
     n = len(digits)
-    if n >= 8:
-        head, tail = 3, 4
-    else:
-        visible = n - (n + 1) // 2
-        tail = (visible + 1) // 2
-        head = visible - tail
+    visible = n // 2
+    tail = (visible + 1) // 2
+    head = visible - tail
     return digits[:head] + "*" * (n - head - tail) + digits[n - tail:]
 
 
@@ -109,7 +107,7 @@ _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 # A phone number written with its country code (+86 138 0013 8000), a run of 8 to 15 digits
 # (13800138000), or a Chinese mobile written 3-4-4. Dates and times never match: they are
 # shorter runs separated by - and :; nor does the date inside an incident id (INC-20261124-…).
-_PHONE = re.compile(r"\+\d[\d \-]{6,18}\d|(?<![\d.])(?<!INC-)\d{8,15}(?![\d.])"
+_PHONE = re.compile(r"\+\d[\d \-]{6,18}\d|(?<![A-Za-z\d.])(?<!INC-)\d{8,15}(?![A-Za-z\d.])"
                     r"|(?<!\d)1\d{2}[ -]\d{4}[ -]\d{4}(?!\d)")
 
 
@@ -158,6 +156,11 @@ def scrub_secrets(text: str | None) -> str:
     for pattern, replacement in _SECRET_PATTERNS:
         text = pattern.sub(replacement, text)
     return text
+
+
+def scrub_error(text: str | None) -> str | None:
+    """A provider's error as stored and shown: no secret, no full contact (None stays None)."""
+    return None if text is None else scrub(scrub_secrets(text))
 
 
 # ---------------------------------------------------------------------- exports

@@ -223,6 +223,7 @@ def _list(app: App, *, include_closed: bool, drills: bool | None = None) -> None
 
 def _describe(event: Event, when: Callable[[datetime | None], str]) -> str:
     from incident.models import EventType
+    from incident.privacy import scrub
 
     d = event.data
 
@@ -254,7 +255,8 @@ def _describe(event: Event, when: Callable[[datetime | None], str]) -> str:
     if notice:
         label = "internal" if notice.get("audience") == "internal" else notice["phase"]
         parts.append(f"[{label} notice: {notice['messages']} messages]")
-    return " · ".join(parts) or event.type.value
+    # Texts typed by staff may name a customer's phone or email.
+    return scrub(" · ".join(parts)) or event.type.value
 
 
 def _describe_coordination(event: Event) -> list[str]:
@@ -297,14 +299,24 @@ def _describe_coordination(event: Event) -> list[str]:
 
 
 def _public(data: dict[str, Any]) -> dict[str, Any]:
-    """An event's data as shown: no playbook or notice body, and a manual case's customer
-    reference masked when it was typed as a phone number or email."""
-    from incident.privacy import mask_reference
+    """An event's data as shown: no playbook or notice body, a manual case's customer
+    reference masked when it was typed as a phone number or email, and every phone number
+    or email typed into a text (a request, a message, a note) masked."""
+    from incident.privacy import mask_reference, scrub
 
-    shown = {k: v for k, v in data.items() if k not in {"playbook", "notice"}}
-    if isinstance(shown.get("customer"), str):
-        shown["customer"] = mask_reference(shown["customer"])
-    return shown
+    def shown(value: Any) -> Any:
+        if isinstance(value, str):
+            return scrub(value)
+        if isinstance(value, list):
+            return [shown(v) for v in value]
+        if isinstance(value, dict):
+            return {k: shown(v) for k, v in value.items()}
+        return value
+
+    public = {k: v for k, v in data.items() if k not in {"playbook", "notice"}}
+    if isinstance(public.get("customer"), str):
+        public["customer"] = mask_reference(public["customer"])
+    return {k: shown(v) for k, v in public.items()}
 
 
 @click.command()
@@ -366,25 +378,31 @@ def failed(app: App, incident_id: str, export: str | None, with_contacts: bool) 
     Example:
       incident failed 3F2A --export failed.csv
     """
-    from incident.privacy import mask_contact, mask_name
+    from incident.privacy import mask_contact, mask_name, spreadsheet_cell
 
+    if with_contacts and not export:
+        raise click.UsageError("--with-contacts goes with --export: full contacts are "
+                               "written to the file only, never shown")
     rows = app.service.failed_deliveries(incident_id)
     out = app.out
 
-    def contact(address: str) -> str:
-        return address if with_contacts else mask_contact(address)
+    def record(r: Any, *, full: bool) -> dict[str, Any]:
+        return {"notice": r.notice_seq, "channel": r.channel, "customer": r.recipient_ref,
+                "name": r.recipient_name if full else mask_name(r.recipient_name),
+                "to": r.address if full else mask_contact(r.address),
+                "code": r.error_code or "", "error": r.last_error or "", "attempts": r.attempts}
 
-    records = [{"notice": r.notice_seq, "channel": r.channel, "customer": r.recipient_ref,
-                "name": r.recipient_name if with_contacts else mask_name(r.recipient_name),
-                "to": contact(r.address), "code": r.error_code or "",
-                "error": r.last_error or "", "attempts": r.attempts} for r in rows]
+    # What is shown (terminal, --json) is always masked; only the file gets full contacts.
+    records = [record(r, full=False) for r in rows]
     if export:
         with open(export, "w", newline="", encoding="utf-8-sig") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(records[0]) if records else
-                                    ["notice", "channel", "customer", "name", "to", "code",
-                                     "error", "attempts"])
-            writer.writeheader()
-            writer.writerows(records)
+            # Every field quoted, and a cell a spreadsheet would run as a formula prefixed
+            # with ' (OWASP CSV injection): names and errors come from outside.
+            writer = csv.writer(handle, quoting=csv.QUOTE_ALL)
+            writer.writerow(["notice", "channel", "customer", "name", "to", "code", "error",
+                             "attempts"])
+            writer.writerows([spreadsheet_cell(v) for v in record(r, full=with_contacts).values()]
+                             for r in rows)
         if with_contacts:
             out.warn(f"{export} holds full customer contacts: keep it confidential")
     if out.as_json:
