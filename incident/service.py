@@ -68,10 +68,11 @@ from incident.recording import (
     complete_notices,
 )
 from incident.rendering import INTERNAL_PHASE, Renderer
-from incident.settings import Runtime
+from incident.settings import Runtime, secret
 from incident.state import IncidentView, NoticeResult, apply, fold
 from incident.store import Store
 from incident.store import outbox as ob
+from incident.store.events import CHAIN_KEY_ENV
 from incident.timeutil import parse_when, to_iso, utcnow
 
 
@@ -141,8 +142,18 @@ class Service:
     def store(self) -> Store:
         """The database, opened (and migrated) on first use."""
         if self._store is None:
-            self._store = Store.open(self.rt.db_url)
+            # The chain key is a secret: from the environment only, never in the database.
+            self._store = Store.open(self.rt.db_url, chain_key=secret(CHAIN_KEY_ENV))
         return self._store
+
+    def store_if_open(self) -> Store | None:
+        """The database if a use case opened it, else None."""
+        return self._store
+
+    @property
+    def anchored(self) -> bool:
+        """Whether the event chain is anchored outside the database (a chain key is set)."""
+        return self.store.chain_key is not None
 
     # ------------------------------------------------------------------ start
 

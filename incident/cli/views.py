@@ -295,6 +295,8 @@ def _describe_coordination(event: Event) -> list[str]:
         return [f"action {d['action']} for {d['owner']}: {d['text'][:60]}"]
     if kind is EventType.ACTION_DONE:
         return [f"action {d['action']} done"]
+    if kind is EventType.CHAIN_TAMPERED:
+        return [f"EVENT CHAIN FOUND BROKEN: {'; '.join(d.get('problems', []))}"]
     return []
 
 
@@ -342,19 +344,31 @@ def timeline(app: App, incident_id: str) -> None:
 @click.argument("incident_id", metavar="[ID]", required=False)
 @pass_app
 def verify(app: App, incident_id: str | None) -> None:
-    """Recompute the hash chain of an incident's events (or of every incident).
+    """Recompute the hash chain of an incident's events (or of every incident) and, with
+    INCIDENT_CHAIN_KEY set, check the signatures that anchor it outside the database.
 
-    Exits 1 naming the first broken event when a row was modified, deleted or reordered.
+    Exits 1 naming the first broken event when a row was modified, deleted or reordered, a
+    signature does not match, or a write recorded that it found the chain broken.
     """
+    from incident.store.events import CHAIN_KEY_ENV
+
     results = app.service.verify(incident_id)
+    anchored = app.service.anchored
     out = app.out
     broken = {k: v for k, v in results.items() if v}
     if out.as_json:
-        out.json({"verified": len(results) - len(broken), "broken": broken})
+        out.json({"verified": len(results) - len(broken), "broken": broken,
+                  "anchored": anchored})
     else:
+        intact = ("[green]chain intact, signatures valid[/green]" if anchored
+                  else "[green]chain intact[/green] (not anchored)")
         for ident, problems in results.items():
-            out.line(f"{ident}: " + ("[green]chain intact[/green]" if not problems
+            out.line(f"{ident}: " + (intact if not problems
                                      else f"[bold red]{len(problems)} problem(s)[/bold red]"))
+    if not anchored:
+        out.warn(f"not anchored: {CHAIN_KEY_ENV} is not set, so this proves only that each log "
+                 "agrees with the head stored in the same database; deleting the latest events "
+                 "and rewriting that head, or recomputing the whole chain, would not be seen")
     if broken:
         lines = [f"{ident} {p}" for ident, problems in broken.items() for p in problems]
         raise ChainBroken(f"event chain broken in {len(broken)} incident(s)",

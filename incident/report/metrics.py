@@ -486,7 +486,7 @@ def _action(item: Any, now: datetime) -> dict[str, Any]:
 
 _TIMELINE_FIELDS = ("status", "severity", "eta", "previous", "reason", "resolved_at", "step",
                     "case", "urgent", "party", "parties", "section", "action", "owner", "due",
-                    "internal", "forced")
+                    "internal", "forced", "problems")
 
 
 def _timeline_entry(event: Event) -> dict[str, Any]:
