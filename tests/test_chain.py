@@ -235,3 +235,24 @@ def test_m005_adds_the_anchor_columns_to_an_older_database(tmp_path: object) -> 
                for t in ("events", "incidents")}
     engine.dispose()
     assert "mac" in columns["events"] and "head_mac" in columns["incidents"]
+
+
+def test_every_internal_notice_carries_the_chain_head_outside_the_database(
+        ws: Workspace) -> None:
+    import email
+    import email.policy
+    import re
+
+    started = ws.json("start", "core-banking-outage", "--title", "Core down", "--eta", "2h")
+    incident_id = started["id"]
+    ws.run("update", incident_id, "--message", "Failover under way", "--internal")
+    hashes = {e["seq"]: e["hash"] for e in ws.json("timeline", incident_id)["events"]}
+    heads = set()
+    for path in ws.outbox_files(incident_id, "eml", internal=True):
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        body = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        found = re.search(r"(?:event #|第)(\d+)\D+?([0-9a-f]{64})", body)
+        assert found, body
+        heads.add((int(found[1]), found[2]))
+    # Each notice names the event it reports and that event's hash, as the record holds it.
+    assert len(heads) == 2 and all(hashes[seq] == digest for seq, digest in heads)
