@@ -1,4 +1,4 @@
-"""Customer lists (CSV) → validated recipients; filters, urgent-first order and masking.
+"""Customer lists (CSV) → validated recipients; filters and urgent-first order.
 
 Two ways to read a list, with the same validation and the same problems reported:
 
@@ -42,6 +42,7 @@ from email_validator.syntax import validate_email_domain_name
 
 from incident.controls import one_line
 from incident.errors import AudienceInvalid, Location
+from incident.privacy import mask_phone
 
 LANGUAGES = ("zh-CN", "en")
 PRIORITIES = ("urgent", "normal")
@@ -434,74 +435,6 @@ def select(customers: Iterable[Customer], *, products: Sequence[str] = (),
               if wanted.matches(c.region, c.branch, c.segment, c.products)]
     # sorted() is stable, so the file's order is kept within each priority.
     return sorted(chosen, key=lambda c: c.priority != "urgent")
-
-
-def mask_phone(value: str | None) -> str:
-    """`+8613812348000` → `+86 138****8000`; never returns a non-empty input unchanged."""
-    if not value:
-        return ""
-    text = value.strip()
-    try:
-        number = phonenumbers.parse(text, None)
-    except phonenumbers.NumberParseException:
-        number = None
-    if number is not None and number.country_code:
-        national = phonenumbers.national_significant_number(number)
-        masked = f"+{number.country_code} {_mask_digits(national)}"
-    else:
-        digits = "".join(ch for ch in text if ch.isdigit())
-        masked = _mask_digits(digits) if digits else "***"
-    return _differs(value, masked)
-
-
-def mask_email(value: str | None) -> str:
-    """`zhang.wei@example.com` → `z***@example.com`; never returns a non-empty input unchanged."""
-    if not value:
-        return ""
-    local, at, domain = value.strip().rpartition("@")
-    if not at:
-        return _differs(value, "***")
-    # A one-character local part would be revealed whole by keeping its first character.
-    head = local[0] if len(local) > 1 else ""
-    return _differs(value, f"{head}***@{domain}")
-
-
-def mask_contact(value: str | None) -> str:
-    """Mask an email or a phone number, whichever `value` looks like."""
-    if not value:
-        return ""
-    if "@" in value:
-        return mask_email(value)
-    return mask_phone(value)
-
-
-_EMAIL_IN_TEXT = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-# A phone number written with its country code (+86 138 0013 8000), a run of 8 to 15 digits
-# (13800138000), or a Chinese mobile written 3-4-4. Dates and times never match: they are
-# shorter runs separated by - and :.
-_PHONE_IN_TEXT = re.compile(r"\+\d[\d \-]{6,18}\d|(?<![\d.])\d{8,15}(?![\d.])"
-                            r"|(?<!\d)1\d{2}[ -]\d{4}[ -]\d{4}(?!\d)")
-
-
-def scrub(text: str | None) -> str:
-    """`text` with every email address and phone number in it masked (free text: provider
-    errors, notes)."""
-    if not text:
-        return ""
-    text = _EMAIL_IN_TEXT.sub(lambda m: mask_email(m.group(0)), text)
-    return _PHONE_IN_TEXT.sub(lambda m: mask_phone(m.group(0)), text)
-
-
-def mask_name(value: str | None) -> str:
-    """`张伟` → `张*`, `Wei Zhang` → `W** Z****`; one-character words are hidden entirely."""
-    if not value:
-        return ""
-
-    def word(match: re.Match[str]) -> str:
-        text = match.group(0)
-        return "*" if len(text) == 1 else text[0] + "*" * (len(text) - 1)
-
-    return _differs(value, re.sub(r"\S+", word, value.strip()))
 
 
 # ---------------------------------------------------------------------- reading and validating
@@ -899,16 +832,16 @@ class _Seen:
 
 
 def _parse_phone(raw: str, region: str) -> tuple[str | None, str | None]:
-    """(E.164 number, None) or (None, why the number is unusable — the number masked: a
-    near-miss is still the customer's number)."""
+    """(E.164 number, None) or (None, why the number is unusable)."""
+    shown = mask_phone(raw)  # the warning is printed: even a wrong number is personal data
     try:
         number = phonenumbers.parse(raw, region)
     except phonenumbers.NumberParseException as exc:
-        return None, f"invalid phone {mask_phone(raw)!r}: {exc}"
+        return None, f"invalid phone {shown!r}: {exc}"
     if not phonenumbers.is_possible_number(number):
-        return None, f"invalid phone {mask_phone(raw)!r}: not a possible number"
+        return None, f"invalid phone {shown!r}: not a possible number"
     if not phonenumbers.is_valid_number(number):
-        return None, f"invalid phone {mask_phone(raw)!r}: not a valid number"
+        return None, f"invalid phone {shown!r}: not a valid number"
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), None
 
 
@@ -1040,20 +973,3 @@ def _location(display: str, problem: RowProblem) -> Location:
 
 def _folded(values: Sequence[str]) -> set[str]:
     return {v.strip().casefold() for v in values if v.strip()}
-
-
-def _mask_digits(digits: str) -> str:
-    """Keep the first 3 and last 4 digits; shorter numbers show less, half at most."""
-    n = len(digits)
-    if n >= 8:
-        head, tail = 3, 4
-    else:
-        visible = n - (n + 1) // 2
-        tail = (visible + 1) // 2
-        head = visible - tail
-    return digits[:head] + "*" * (n - head - tail) + digits[n - tail:]
-
-
-def _differs(original: str, masked: str) -> str:
-    # Callers rely on masking never echoing the input, even for odd inputs such as "***".
-    return masked if masked != original else "*" * (len(original) + 1)

@@ -16,11 +16,11 @@ from typing import Any
 
 from sqlalchemy import func, or_, select
 
-from incident.audience import scrub
 from incident.channels.base import Channel, Outcome, Outgoing, SmsOut
 from incident.errors import IncidentError
 from incident.models import DeliveryState
 from incident.notices import Composer, message_id, sender_domain
+from incident.privacy import scrub, scrub_error
 from incident.settings import DeliverySettings
 from incident.store import Store, schema
 from incident.store import outbox as ob
@@ -305,8 +305,8 @@ class Dispatcher:
 
     def _fatal(self) -> str | None:
         for name, channel in self.channels.items():
-            if channel.fatal:
-                return f"{name}: {channel.fatal}"
+            if channel.fatal:  # printed: a relay's answer may echo a credential
+                return f"{name}: {scrub_error(channel.fatal)}"
         return None
 
     # --- the pipeline ----------------------------------------------------------------------

@@ -13,7 +13,6 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
-from incident.audience import mask_contact, mask_name
 from incident.errors import InvalidTransition, InvalidValue
 from incident.models import OPEN_STATES, EventType
 from incident.playbooks import ManualChannel, Playbook
@@ -22,19 +21,7 @@ if TYPE_CHECKING:
     from incident.service import Service
     from incident.state import IncidentView, NoticeResult
 
-_LOOKS_LIKE_CONTACT = re.compile(r"@|^\+?[\d\s()-]{7,}$")
 _CASE_ID = re.compile(r"^M?0*(\d+)$", re.IGNORECASE)
-
-
-def mask_reference(ref: str) -> str:
-    """A customer reference as shown to people: ids as they are; a phone number, email or
-    personal name typed instead of an id is masked."""
-    text = ref.strip()
-    if _LOOKS_LIKE_CONTACT.search(text):
-        return mask_contact(text)
-    if not text.isascii() or " " in text:
-        return mask_name(text)
-    return text
 
 
 def case_id(given: str, view: IncidentView) -> str:

@@ -121,6 +121,8 @@ class EventType(StrEnum):
     NOTE = "note"
     ACTION_ADDED = "action_added"
     ACTION_DONE = "action_done"
+    # the record: a write found the event chain broken (and went on, after warning)
+    CHAIN_TAMPERED = "chain_tampered"
 
 
 class Event(BaseModel):

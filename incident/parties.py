@@ -109,6 +109,9 @@ def internal_contexts(rt: Runtime, view: IncidentView, *, kind: str, message: st
                      "kind": i.kind, "due": local_text(i.due, rt.zone) if i.due else "",
                      "overdue": i.overdue(now)} for i in items[:8]],
             "parties": [rt.settings.parties[p].name.get(lang) for p in playbook_parties(rt, view)],
+            # The chain's head as of this notice, in the parties' mailboxes: an anchor outside
+            # the database that a truncated or rewritten record cannot match.
+            "record": {"seq": view.head[0], "hash": view.head[1]},
         }
         out[lang] = context
     return out

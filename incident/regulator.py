@@ -15,6 +15,7 @@ from incident.checklist import Item, checklist
 from incident.errors import InvalidValue
 from incident.models import Event, EventType
 from incident.notices import KIND_LABELS, STATUS_LABELS
+from incident.privacy import scrub
 from incident.settings import Runtime
 from incident.state import IncidentView
 from incident.timeutil import format_duration, local_text
@@ -133,7 +134,10 @@ def draft(rt: Runtime, view: IncidentView, duty: Item, *, lang: str, now: dateti
         ("measures", sep.join(m for m in measures if m)),
         ("next", sep.join(nexts) or "—"), ("contact", contact),
     ]
-    return Draft(duty=duty, lang=lang, fields=[(k, labels[k], v) for k, v in fields])
+    # Titles, progress messages and notes are typed by staff and may name a customer's phone
+    # or email; the contact line is the institution's own.
+    return Draft(duty=duty, lang=lang, fields=[(k, labels[k], v if k == "contact" else scrub(v))
+                                               for k, v in fields])
 
 
 def _cause(view: IncidentView, updates: list[tuple[datetime, str]], lang: str) -> str:

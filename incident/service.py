@@ -46,7 +46,7 @@ from incident.errors import (
     InvalidValue,
     Location,
 )
-from incident.manual import ManualChannelCases, manual_details, mask_reference
+from incident.manual import ManualChannelCases, manual_details
 from incident.models import OPEN_STATES, Event, EventType, Phase, Status
 from incident.notices import (
     WORST_CASE,
@@ -68,6 +68,7 @@ from incident.parties import (
     playbook_parties,
 )
 from incident.playbooks import Playbook, find_playbook, load_playbook
+from incident.privacy import mask_reference
 from incident.recording import (
     FIRST_ROWS,
     FIRST_SEND_WAIT,
@@ -76,10 +77,11 @@ from incident.recording import (
     complete_notices,
 )
 from incident.rendering import INTERNAL_PHASE, Renderer
-from incident.settings import Runtime
+from incident.settings import Runtime, secret
 from incident.state import IncidentView, NoticeResult, apply, fold
 from incident.store import Store, incident_id_at
 from incident.store import outbox as ob
+from incident.store.events import CHAIN_KEY_ENV
 from incident.timeutil import format_duration, parse_when, to_iso, utcnow
 
 
@@ -154,8 +156,18 @@ class Service:
     def store(self) -> Store:
         """The database, opened (and migrated) on first use."""
         if self._store is None:
-            self._store = Store.open(self.rt.db_url)
+            # The chain key is a secret: from the environment only, never in the database.
+            self._store = Store.open(self.rt.db_url, chain_key=secret(CHAIN_KEY_ENV))
         return self._store
+
+    def store_if_open(self) -> Store | None:
+        """The database if a use case opened it, else None."""
+        return self._store
+
+    @property
+    def anchored(self) -> bool:
+        """Whether the event chain is anchored outside the database (a chain key is set)."""
+        return self.store.chain_key is not None
 
     # ------------------------------------------------------------------ start
 

@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 
 from incident.errors import ConfigInvalid, InvalidValue
 from incident.models import Duration, Strict, Text
+from incident.privacy import remember_secret
 from incident.resources import shipped
 from incident.timeutil import get_zone
 from incident.yamlfile import parse_model
@@ -298,4 +299,5 @@ def secret(env_name: str, env: Mapping[str, str] | None = None) -> str | None:
     """Read a secret from the environment (never from a file, never printed)."""
     env = os.environ if env is None else env
     value = env.get(env_name)
+    remember_secret(value)  # scrubbed from every provider error stored or shown
     return value or None

@@ -154,6 +154,7 @@ class IncidentView:
     closed_at: datetime | None = None
     last_event_at: datetime | None = None
     event_count: int = 0
+    head: tuple[int, str] = (0, "")  # the latest event's (seq, hash): the chain's head
     branches_selected: list[str] = field(default_factory=list)
     scope: dict[str, Any] = field(default_factory=dict)  # branches closed / open nearby
     severity_history: list[tuple[str, datetime]] = field(default_factory=list)
@@ -252,6 +253,7 @@ def apply(view: IncidentView, event: Event) -> None:
     d = event.data
     view.event_count += 1
     view.last_event_at = event.at
+    view.head = (event.seq, event.hash)
     kind = event.type
     if kind is EventType.DECLARED:
         view.eta_history.append(EtaVersion(_time(d.get("eta")), event.at, "", event.seq))

@@ -70,7 +70,9 @@ def test_each_recipient_gets_one_message_per_notice_in_their_language(
     assert {"it-ops@example.com", "compliance@example.com",
             "regulator-liaison@example.com"} <= set(parties)
     internal = [m for r, m in handler.messages if not customer(r[0])]
-    assert all("c7" not in m.get_body(("plain",)).get_content() for m in internal)
+    # As a word: the chain head's hash in an internal notice may hold the letters "c7".
+    assert not [m for m in internal
+                if re.search(r"\bc7\b", m.get_body(("plain",)).get_content())]
     assert any("Severity" in m.get_body(("plain",)).get_content()
                or "级别" in m.get_body(("plain",)).get_content() for m in internal)
     messages = [(r, m) for r, m in handler.messages if customer(r[0])]

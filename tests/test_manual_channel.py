@@ -157,9 +157,9 @@ def test_customers_typed_as_contacts_are_masked_everywhere(ws: Workspace) -> Non
     shown = [c["customer"] for c in ws.json("manual", "list", incident_id)["cases"]]
     assert len(shown) == 8 and shown[0::2] == shown[1::2]
     phone, mail, bare, plain = shown[0::2]
-    assert phone.startswith("+86") and "****" in phone and phone.endswith("1876")
+    assert phone.startswith("+86") and "******" in phone and phone.endswith("876")
     assert mail.endswith("@example.com") and "***" in mail
-    assert "****" in bare and bare.endswith("1876")
+    assert "******" in bare and bare.endswith("876")
     assert plain == "C0042"  # a plain id is shown as typed
     assert "C0042" in outputs[-1].stderr and "M002" in outputs[-1].stderr
     assert "C0042" in ws.run("manual", "list", incident_id).stdout

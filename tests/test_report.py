@@ -301,7 +301,7 @@ def _expected_principles() -> dict[str, Any]:
                     "amount_total": "6200.50",
                     "items": [
                         {"id": "M001", "customer": "C0003",
-                         "request": "Urgent cash withdrawal; call back on 138****8000",
+                         "request": "Urgent cash withdrawal; call back on 13******000",
                          "amount": "5000.00", "urgent": True, "logged_at": Z("01:30"),
                          "reconciled_at": Z("03:30"), "note": ""},
                         {"id": "M002", "customer": "C0007", "request": "Lost card",
@@ -428,7 +428,7 @@ def test_report_json_has_every_figure_of_a_known_timeline(
         "summary": [{"at": Z("04:10"), "by": "duty-lead",
                      "text": "Transfers were down for 2h20m."}],
         "root_cause": [{"at": Z("04:10"), "by": "duty-lead",
-                        "text": "Expired certificate; the on-call DBA (+86 138****8009) "
+                        "text": "Expired certificate; the on-call DBA (+86 13******009) "
                                 "renewed it"}],
         "trigger": [], "resolution": [],
         "went_well": [{"at": Z("04:10"), "by": "duty-lead",
@@ -476,7 +476,7 @@ def test_markdown_states_the_same_facts_in_both_languages(
                "| Longest gap | 50m (Target 30m) |", "recovery earlier by 40m",
                "| email | 4 | 3 | 4m | — | — |", "2026-11-24 09:00 CST",
                "2026-11-24 11:20 CST", "Expired certificate", "| A1 | Alert 30 days",
-               "t***@example.org", "138****8000"],
+               "t***@example.org", "13******000"],
         "zh-CN": ["# 事件总结报告：Transfers down", "快速响应 | **部分达标**",
                   "最小影响 | **部分达标**", "协同配合 | **达标**", "信息透明 | **未达标**",
                   "| 发现故障 → 首次通知被接收 | 14m |", "| 影响时长（发现 → 恢复） | 2h20m |",
@@ -549,7 +549,7 @@ def test_notes_and_action_items_are_events_refused_when_wrong(
     assert [a["incident"] for a in ws.json("actions")] == [second]
     assert len(ws.json("actions", "--all")) == 2
     # The notes joined the hash chain.
-    assert ws.json("verify", iid) == {"verified": 1, "broken": {}}
+    assert ws.json("verify", iid) == {"verified": 1, "broken": {}, "anchored": False}
     assert ws.json("report", iid)["sections"]["trigger"][0]["text"] == "A config push"
 
 

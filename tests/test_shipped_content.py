@@ -81,7 +81,7 @@ INTERNAL_SCHEMA: dict[str, set[str] | None] = {
     **CONTEXT_SCHEMA,
     "notice": {"phase", "message", "at", "kind", "kind_label"},
     "internal": {"operator", "severity_criteria", "customers", "customer_notices", "deliveries",
-                 "manual", "due", "parties"},
+                 "manual", "due", "parties", "record"},
 }
 
 # Realistic sample values: titles ~30 characters (English), messages ~60.

@@ -18,8 +18,8 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
-from incident.audience import mask_phone
 from incident.channels.base import Outcome, Outgoing, SmsOut
+from incident.privacy import mask_phone
 from incident.settings import TwilioSettings
 
 TWILIO_API = "https://api.twilio.com"

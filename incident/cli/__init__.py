@@ -39,8 +39,11 @@ class IncidentGroup(click.Group):
 
     @staticmethod
     def _remind(ctx: click.Context) -> None:
-        """After a command on an open incident: what falls due there (never fails it)."""
+        """After a command: a broken chain it wrote to, and on an open incident what falls due
+        there (never fails it)."""
         app = ctx.obj if isinstance(ctx.obj, App) else None
+        if app is not None:
+            app.warn_tampered()
         if app is None or not app.touched:
             return
         try:

@@ -54,6 +54,17 @@ class App:
 
         return Service(self.rt)
 
+    def warn_tampered(self) -> None:
+        """Warn (stderr) about each incident whose event chain a write of this command found
+        broken; the write went on and recorded a `chain_tampered` event first."""
+        service = self.__dict__.get("service")  # never open the database just for this
+        store = service.store_if_open() if service is not None else None
+        for incident_id, problems in (store.tampered.items() if store is not None else ()):
+            self.out.warn(f"{incident_id}: the event chain is broken ({len(problems)} "
+                          f"problem(s): {problems[0]}); this write went on, and the finding is "
+                          "recorded in the log — "
+                          f"keep a copy of the database and run: incident verify {incident_id}")
+
     def touch(self, incident_id: str) -> None:
         """Note that the command acted on `incident_id`: what falls due there is shown after
         the command's own output."""

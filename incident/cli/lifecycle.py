@@ -51,7 +51,7 @@ def _stop_unless_settled(report: DeliveryReport, incident_id: str | None) -> Non
     error, contacts masked) and what to run once the channel works: a channel that cannot
     work at all (credentials, relay), Ctrl-C, or retries still due when the foreground send
     stopped waiting. Nothing recorded is lost."""
-    from incident.audience import scrub
+    from incident.privacy import scrub
 
     resume = "incident deliver" + (f" {_short(incident_id)}" if incident_id else "")
     if report.fatal:
@@ -137,7 +137,7 @@ def settle(app: App, report: DeliveryReport, incident_id: str | None) -> None:
 
 
 def _list_failures(app: App, incident_id: str) -> None:
-    from incident.audience import mask_contact, mask_name
+    from incident.privacy import mask_contact, mask_name
 
     failures = app.service.failed_deliveries(incident_id)
     app.out.table(f"{len(failures)} permanent delivery failures (give these customers to the "

@@ -24,17 +24,21 @@ def _both(text: str | None, text_zh: str | None) -> dict[str, str] | None:
 
 
 def _masked(customer: str) -> str:
-    from incident.manual import mask_reference
+    from incident.privacy import mask_reference
 
     return mask_reference(customer)
 
 
 def _cases_json(view: IncidentView) -> list[dict[str, Any]]:
-    return [{"case": c.id, "customer": _masked(c.customer), "request": c.request,
+    """The cases as shown: customer masked, contacts typed into the texts masked."""
+    from incident.privacy import scrub
+
+    return [{"case": c.id, "customer": _masked(c.customer), "request": scrub(c.request),
              "amount": c.amount, "urgent": c.urgent, "logged_at": c.logged_at.isoformat(),
              "logged_by": c.logged_by,
              "reconciled_at": c.reconciled_at.isoformat() if c.reconciled_at else None,
-             "reconciled_by": c.reconciled_by, "note": c.note} for c in view.cases.values()]
+             "reconciled_by": c.reconciled_by, "note": scrub(c.note) if c.note else c.note}
+            for c in view.cases.values()]
 
 
 @click.group()
@@ -135,9 +139,10 @@ def list_(app: App, incident_id: str) -> None:
     out.table(f"Manual cases of {view.id} (channel {state}; {len(view.unreconciled)} to "
               "reconcile)", ["case", "customer", "request", "amount", "urgent", "logged",
                              "by", "reconciled"],
-              [[c.id, _masked(c.customer), c.request[:50], c.amount or "",
-                "yes" if c.urgent else "", out.short(c.logged_at, now), c.logged_by,
-                out.short(c.reconciled_at, now)] for c in view.cases.values()])
+              [[c["case"], c["customer"], c["request"][:50], c["amount"] or "",
+                "yes" if c["urgent"] else "", out.short(case.logged_at, now), c["logged_by"],
+                out.short(case.reconciled_at, now)]
+               for c, case in zip(_cases_json(view), view.cases.values(), strict=True)])
 
 
 @manual.command("reconcile")

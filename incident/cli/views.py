@@ -75,7 +75,7 @@ def status(app: App, incident_id: str | None) -> None:
 
 def render_status(app: App, result: StatusResult) -> None:
     """The status of one incident: the facts, what falls due, the checklist, deliveries."""
-    from incident.audience import mask_contact, mask_name
+    from incident.privacy import mask_contact, mask_name
     from incident.store.events import as_utc
 
     out, view = app.out, result.view
@@ -222,6 +222,7 @@ def _list(app: App, *, include_closed: bool, drills: bool | None = None) -> None
 
 def _describe(event: Event, when: Callable[[datetime | None], str]) -> str:
     from incident.models import EventType
+    from incident.privacy import scrub
 
     d = event.data
 
@@ -253,13 +254,14 @@ def _describe(event: Event, when: Callable[[datetime | None], str]) -> str:
     if notice:
         label = "internal" if notice.get("audience") == "internal" else notice["phase"]
         parts.append(f"[{label} notice: {notice['messages']} messages]")
-    return " · ".join(parts) or event.type.value
+    # Texts typed by staff may name a customer's phone or email.
+    return scrub(" · ".join(parts)) or event.type.value
 
 
 def _describe_coordination(event: Event) -> list[str]:
     """The details of the manual-channel, checklist, party and review events."""
-    from incident.manual import mask_reference
     from incident.models import EventType
+    from incident.privacy import mask_reference
 
     d, kind = event.data, event.type
     if kind is EventType.MANUAL_OPENED:
@@ -294,6 +296,8 @@ def _describe_coordination(event: Event) -> list[str]:
         return [f"action {d['action']} for {d['owner']}: {d['text'][:60]}"]
     if kind is EventType.ACTION_DONE:
         return [f"action {d['action']} done"]
+    if kind is EventType.CHAIN_TAMPERED:
+        return [f"EVENT CHAIN FOUND BROKEN: {'; '.join(d.get('problems', []))}"]
     return []
 
 
@@ -304,14 +308,24 @@ def describe_reroute(data: dict[str, Any]) -> list[str]:
 
 
 def _public(data: dict[str, Any]) -> dict[str, Any]:
-    """An event's data as shown: no playbook or notice body, and a manual case's customer
-    reference masked when it was typed as a phone number or email."""
-    from incident.manual import mask_reference
+    """An event's data as shown: no playbook or notice body, a manual case's customer
+    reference masked when it was typed as a phone number or email, and every phone number
+    or email typed into a text (a request, a message, a note) masked."""
+    from incident.privacy import mask_reference, scrub
 
-    shown = {k: v for k, v in data.items() if k not in {"playbook", "notice"}}
-    if isinstance(shown.get("customer"), str):
-        shown["customer"] = mask_reference(shown["customer"])
-    return shown
+    def shown(value: Any) -> Any:
+        if isinstance(value, str):
+            return scrub(value)
+        if isinstance(value, list):
+            return [shown(v) for v in value]
+        if isinstance(value, dict):
+            return {k: shown(v) for k, v in value.items()}
+        return value
+
+    public = {k: v for k, v in data.items() if k not in {"playbook", "notice"}}
+    if isinstance(public.get("customer"), str):
+        public["customer"] = mask_reference(public["customer"])
+    return {k: shown(v) for k, v in public.items()}
 
 
 @click.command()
@@ -337,19 +351,31 @@ def timeline(app: App, incident_id: str) -> None:
 @click.argument("incident_id", metavar="[ID]", required=False)
 @pass_app
 def verify(app: App, incident_id: str | None) -> None:
-    """Recompute the hash chain of an incident's events (or of every incident).
+    """Recompute the hash chain of an incident's events (or of every incident) and, with
+    INCIDENT_CHAIN_KEY set, check the signatures that anchor it outside the database.
 
-    Exits 1 naming the first broken event when a row was modified, deleted or reordered.
+    Exits 1 naming the first broken event when a row was modified, deleted or reordered, a
+    signature does not match, or a write recorded that it found the chain broken.
     """
+    from incident.store.events import CHAIN_KEY_ENV
+
     results = app.service.verify(incident_id)
+    anchored = app.service.anchored
     out = app.out
     broken = {k: v for k, v in results.items() if v}
     if out.as_json:
-        out.json({"verified": len(results) - len(broken), "broken": broken})
+        out.json({"verified": len(results) - len(broken), "broken": broken,
+                  "anchored": anchored})
     else:
+        intact = ("[green]chain intact, signatures valid[/green]" if anchored
+                  else "[green]chain intact[/green] (not anchored)")
         for ident, problems in results.items():
-            out.line(f"{ident}: " + ("[green]chain intact[/green]" if not problems
+            out.line(f"{ident}: " + (intact if not problems
                                      else f"[bold red]{len(problems)} problem(s)[/bold red]"))
+    if not anchored:
+        out.warn(f"not anchored: {CHAIN_KEY_ENV} is not set, so this proves only that each log "
+                 "agrees with the head stored in the same database; deleting the latest events "
+                 "and rewriting that head, or recomputing the whole chain, would not be seen")
     if broken:
         lines = [f"{ident} {p}" for ident, problems in broken.items() for p in problems]
         raise ChainBroken(f"event chain broken in {len(broken)} incident(s)",
@@ -373,25 +399,31 @@ def failed(app: App, incident_id: str, export: str | None, with_contacts: bool) 
     Example:
       incident failed 3F2A --export failed.csv
     """
-    from incident.audience import mask_contact, mask_name
+    from incident.privacy import mask_contact, mask_name, spreadsheet_cell
 
+    if with_contacts and not export:
+        raise click.UsageError("--with-contacts goes with --export: full contacts are "
+                               "written to the file only, never shown")
     rows = app.service.failed_deliveries(incident_id)
     out = app.out
 
-    def contact(address: str) -> str:
-        return address if with_contacts else mask_contact(address)
+    def record(r: Any, *, full: bool) -> dict[str, Any]:
+        return {"notice": r.notice_seq, "channel": r.channel, "customer": r.recipient_ref,
+                "name": r.recipient_name if full else mask_name(r.recipient_name),
+                "to": r.address if full else mask_contact(r.address),
+                "code": r.error_code or "", "error": r.last_error or "", "attempts": r.attempts}
 
-    records = [{"notice": r.notice_seq, "channel": r.channel, "customer": r.recipient_ref,
-                "name": r.recipient_name if with_contacts else mask_name(r.recipient_name),
-                "to": contact(r.address), "code": r.error_code or "",
-                "error": r.last_error or "", "attempts": r.attempts} for r in rows]
+    # What is shown (terminal, --json) is always masked; only the file gets full contacts.
+    records = [record(r, full=False) for r in rows]
     if export:
         with writing(export), open(export, "w", newline="", encoding="utf-8-sig") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(records[0]) if records else
-                                    ["notice", "channel", "customer", "name", "to", "code",
-                                     "error", "attempts"])
-            writer.writeheader()
-            writer.writerows(records)
+            # Every field quoted, and a cell a spreadsheet would run as a formula prefixed
+            # with ' (OWASP CSV injection): names and errors come from outside.
+            writer = csv.writer(handle, quoting=csv.QUOTE_ALL)
+            writer.writerow(["notice", "channel", "customer", "name", "to", "code", "error",
+                             "attempts"])
+            writer.writerows([spreadsheet_cell(v) for v in record(r, full=with_contacts).values()]
+                             for r in rows)
         if with_contacts:
             out.warn(f"{export} holds full customer contacts: keep it confidential")
     if out.as_json:

@@ -50,8 +50,8 @@ from sqlalchemy import Connection
 from incident.checklist import Item, checklist
 from incident.models import Event, EventType, Phase, Text
 from incident.playbooks import RegulatorDuty
+from incident.privacy import scrub, scrub_error
 from incident.report import queries as q
-from incident.report.privacy import scrub
 from incident.state import IncidentView
 from incident.timeutil import to_iso
 
@@ -438,7 +438,7 @@ def _transparency(view: IncidentView, events: list[Event], first: Any,
                  "success_rate": round(c.sent / c.messages, 4) if c.messages else None}
                 for c in q.by_channel_language(conn, view.id, customer_seqs)]
     failures = [{"channel": f.channel, "code": f.code, "count": f.count,
-                 "example": scrub(f.example)[:200]}
+                 "example": (scrub_error(f.example) or "")[:200]}
                 for f in q.failure_causes(conn, view.id, customer_seqs)]
     internal = sum(1 for e in events if e.type is EventType.UPDATED and e.data.get("internal")
                    and not e.data.get("notice"))
@@ -486,7 +486,7 @@ def _action(item: Any, now: datetime) -> dict[str, Any]:
 
 _TIMELINE_FIELDS = ("status", "severity", "eta", "previous", "reason", "resolved_at", "step",
                     "case", "urgent", "party", "parties", "section", "action", "owner", "due",
-                    "internal", "forced")
+                    "internal", "forced", "problems")
 
 
 def _timeline_entry(event: Event) -> dict[str, Any]:

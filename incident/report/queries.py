@@ -180,7 +180,7 @@ def by_channel_language(conn: Connection, incident_id: str, seqs: Sequence[int]
 def failure_causes(conn: Connection, incident_id: str, seqs: Sequence[int]
                    ) -> list[FailureCause]:
     """Permanent failures over the notices `seqs`, grouped by channel and error code, most
-    frequent first. The example text is raw: callers mask contacts before showing it."""
+    frequent first. The example text is as stored: callers scrub it before showing it."""
     o = schema.outbox
     if not seqs:
         return []

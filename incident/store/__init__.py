@@ -17,7 +17,14 @@ from incident.models import Event, EventType
 from incident.store import engine as _engine
 from incident.store import schema
 from incident.store.engine import make_engine
-from incident.store.events import GENESIS, append_event, as_utc, read_events, verify_chain
+from incident.store.events import (
+    GENESIS,
+    append_event,
+    as_utc,
+    read_events,
+    tampering_to_record,
+    verify_chain,
+)
 from incident.store.migrations import MIGRATIONS, migrate
 
 __all__ = ["GENESIS", "IncidentRow", "Store"]
@@ -43,14 +50,18 @@ def incident_id_at(at: datetime, suffix: str) -> str:
 class Store:
     """Access to one database. Write transactions serialise per incident on both backends."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, chain_key: str | None = None) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        # The chain's anchor (INCIDENT_CHAIN_KEY): signs every event and each head.
+        self.chain_key = chain_key.encode() if chain_key else None
+        # Problems found in an incident's chain by a write of this process, for the warning.
+        self.tampered: dict[str, list[str]] = {}
 
     @classmethod
-    def open(cls, url: str) -> Store:
+    def open(cls, url: str, *, chain_key: str | None = None) -> Store:
         """Open the database at `url` and bring its schema up to date."""
-        store = cls(make_engine(url))
+        store = cls(make_engine(url), chain_key=chain_key)
         if store._migrations_pending():
             with store.write() as conn:
                 if store.dialect == "postgresql":
@@ -111,9 +122,25 @@ class Store:
 
     def append(self, conn: Connection, incident_id: str, type: EventType, *, actor: str,
                data: dict[str, Any], at: datetime) -> Event:
-        """Append an event inside the caller's write transaction."""
+        """Append an event inside the caller's write transaction.
+
+        The first append of a transaction to an incident checks its chain: on a broken chain
+        the write goes on (the record must not stop in an emergency) but first records a
+        `chain_tampered` event naming what was found, and the command warns (`tampered`).
+        """
+        lock = self.dialect == "postgresql"
+        checked = conn.info.setdefault("chain_checked", set())
+        if incident_id not in checked:
+            checked.add(incident_id)
+            problems, new = tampering_to_record(conn, incident_id, self.chain_key)
+            if problems:
+                self.tampered[incident_id] = problems
+            if new:
+                append_event(conn, incident_id=incident_id, type=EventType.CHAIN_TAMPERED,
+                             actor=actor, data={"problems": new}, at=at, lock=lock,
+                             key=self.chain_key)
         return append_event(conn, incident_id=incident_id, type=type, actor=actor, data=data,
-                            at=at, lock=self.dialect == "postgresql")
+                            at=at, lock=lock, key=self.chain_key)
 
     def lock_incident(self, conn: Connection, incident_id: str) -> None:
         """Hold the incident for the rest of the transaction (PostgreSQL row lock)."""
@@ -170,7 +197,7 @@ class Store:
     def verify(self, incident_id: str) -> list[str]:
         """Problems in the incident's event chain (empty when intact)."""
         with self.read() as conn:
-            return verify_chain(conn, incident_id)
+            return verify_chain(conn, incident_id, self.chain_key)
 
 
 # SQLite result codes (sqlite3.Error.sqlite_errorname) and PostgreSQL SQLSTATEs of the two

@@ -1,8 +1,16 @@
-"""The append-only, hash-chained event log of each incident."""
+"""The append-only, hash-chained event log of each incident, and its anchor.
+
+The hash chain alone proves only that the log is consistent with its own head, and the head
+lives in the same database: whoever can write the database can delete the latest events and
+rewrite the head, or rewrite the whole chain. The anchor is a key the database never holds
+(INCIDENT_CHAIN_KEY): with it, each event's hash and the head are signed (HMAC-SHA256), so
+those rewrites need the key too.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -14,6 +22,9 @@ from incident.models import Event, EventType
 from incident.store import schema
 
 GENESIS = "0" * 64
+CHAIN_KEY_ENV = "INCIDENT_CHAIN_KEY"
+# verify_chain's lines about missing signatures contain this; the others mean a broken chain.
+UNSIGNED = "not signed with the chain key"
 
 
 def canonical_json(data: dict[str, Any]) -> str:
@@ -34,9 +45,23 @@ def event_hash(*, incident_id: str, seq: int, type: str, at: datetime, actor: st
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+def sign_event(key: bytes, digest: str) -> str:
+    """The signature stored with an event: HMAC of its hash (which covers the whole chain)."""
+    return hmac.new(key, b"event\x1f" + digest.encode(), hashlib.sha256).hexdigest()
+
+
+def sign_head(key: bytes, incident_id: str, last_seq: int, head_hash: str) -> str:
+    """The signature of an incident's head: how many events, ending in which hash. Its own
+    prefix, so an event's signature can never pass for the head of a truncated chain."""
+    message = "\x1f".join(["head", incident_id, str(last_seq), head_hash]).encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
 def append_event(conn: Connection, *, incident_id: str, type: EventType, actor: str,
-                 data: dict[str, Any], at: datetime, lock: bool) -> Event:
-    """Append one event; the caller's transaction must hold the incident (see `lock`)."""
+                 data: dict[str, Any], at: datetime, lock: bool,
+                 key: bytes | None = None) -> Event:
+    """Append one event, signed when there is a chain `key`; the caller's transaction must
+    hold the incident (see `lock`)."""
     query = select(schema.incidents.c.last_seq, schema.incidents.c.head_hash).where(
         schema.incidents.c.id == incident_id)
     if lock:
@@ -51,12 +76,14 @@ def append_event(conn: Connection, *, incident_id: str, type: EventType, actor: 
                         data=body, prev_hash=head.head_hash)
     conn.execute(schema.events.insert().values(
         incident_id=incident_id, seq=seq, type=type.value, at=at, actor=actor, data=body,
-        prev_hash=head.head_hash, hash=digest))
+        prev_hash=head.head_hash, hash=digest, mac=sign_event(key, digest) if key else None))
     # The guard on last_seq makes a lost race fail loudly instead of forking the chain.
     moved = conn.execute(update(schema.incidents)
                          .where(schema.incidents.c.id == incident_id,
                                 schema.incidents.c.last_seq == head.last_seq)
-                         .values(last_seq=seq, head_hash=digest))
+                         .values(last_seq=seq, head_hash=digest,
+                                 head_mac=sign_head(key, incident_id, seq, digest) if key
+                                 else None))
     if moved.rowcount != 1:
         raise RuntimeError(f"concurrent append to {incident_id} lost the race")
     return Event(incident_id=incident_id, seq=seq, type=type, at=as_utc(at), actor=actor,
@@ -72,15 +99,37 @@ def read_events(conn: Connection, incident_id: str) -> list[Event]:
             for r in rows]
 
 
-def verify_chain(conn: Connection, incident_id: str) -> list[str]:
-    """Recompute the chain; return one line per problem (empty when intact)."""
+def verify_chain(conn: Connection, incident_id: str, key: bytes | None = None) -> list[str]:
+    """Recompute the chain, check its signatures when there is a chain `key`, and list the
+    tampering recorded by earlier writes; one line per problem (empty when intact)."""
+    return _check_chain(conn, incident_id, key)[0]
+
+
+def tampering_to_record(conn: Connection, incident_id: str, key: bytes | None
+                        ) -> tuple[list[str], list[str]]:
+    """(what shows the chain broken, what of it a write must record). A missing signature
+    is neither (an incident recorded before the key was set; `verify` reports it); what an
+    earlier write recorded is not recorded again."""
+    problems, recorded = _check_chain(conn, incident_id, key)
+    broken = [p for p in problems if UNSIGNED not in p]
+    tampered = f"({EventType.CHAIN_TAMPERED.value},"
+    return broken, [p for p in broken if p not in recorded and tampered not in p]
+
+
+def _check_chain(conn: Connection, incident_id: str, key: bytes | None
+                 ) -> tuple[list[str], set[str]]:
     head = conn.execute(select(schema.incidents).where(schema.incidents.c.id == incident_id)).one()
     rows = conn.execute(select(schema.events).where(schema.events.c.incident_id == incident_id)
                         .order_by(schema.events.c.id)).all()
     problems: list[str] = []
-    prev = GENESIS
-    for expected_seq, row in enumerate(rows, start=1):
+    recorded: set[str] = set()  # what earlier writes found and recorded
+    unsigned: list[int] = []
+    prev, prev_seq = GENESIS, 0
+    for row in rows:
         label = f"event #{row.seq} ({row.type}, row id {row.id})"
+        # Against the row before, not the row's position: a gap is reported once, not again
+        # for every event written after it.
+        expected_seq, prev_seq = prev_seq + 1, row.seq
         if row.seq != expected_seq:
             problems.append(f"{label}: expected sequence number {expected_seq} here — "
                             "an event was deleted or the log was reordered")
@@ -91,9 +140,38 @@ def verify_chain(conn: Connection, incident_id: str) -> list[str]:
                             actor=row.actor, data=row.data, prev_hash=row.prev_hash)
         if digest != row.hash:
             problems.append(f"{label}: content does not match its hash — the row was modified")
+        if key is not None:
+            if row.mac is None:
+                unsigned.append(row.seq)
+            elif not hmac.compare_digest(row.mac, sign_event(key, row.hash)):
+                problems.append(f"{label}: its signature does not match — the chain was "
+                                "rewritten from here (or the chain key is not the one it "
+                                "was written with)")
+        if row.type == EventType.CHAIN_TAMPERED.value:
+            found = json.loads(row.data).get("problems", [])
+            recorded.update(found)
+            problems.append(f"{label}: a write at {as_utc(row.at):%Y-%m-%d %H:%M} UTC by "
+                            f"{row.actor} found the chain broken: " + "; ".join(found))
         prev = row.hash
-    if len(rows) != head.last_seq or prev != head.head_hash:
+    # The head against the last row (a gap before it is reported above, once).
+    if prev_seq != head.last_seq or prev != head.head_hash:
         problems.append(f"head: the incident records {head.last_seq} events ending in "
-                        f"{head.head_hash[:12]}…, the log has {len(rows)} ending in {prev[:12]}… "
-                        "— the latest event was deleted or replaced")
-    return problems
+                        f"{head.head_hash[:12]}…, the log ends at #{prev_seq} with "
+                        f"{prev[:12]}… — the latest event was deleted or replaced")
+    if key is not None:
+        if unsigned:
+            problems.append(f"events {_seqs(unsigned)} are {UNSIGNED} ({CHAIN_KEY_ENV}): "
+                            "recorded before the key was set, or their signatures removed")
+        if head.head_mac is None:
+            if head.last_seq:
+                problems.append(f"head: {UNSIGNED} ({CHAIN_KEY_ENV})")
+        elif not hmac.compare_digest(head.head_mac, sign_head(key, incident_id, head.last_seq,
+                                                               head.head_hash)):
+            problems.append(f"head: its signature does not match {head.last_seq} events ending "
+                            f"in {head.head_hash[:12]}… — the latest events were deleted and "
+                            "the head rewritten (or the chain key differs)")
+    return problems, recorded
+
+
+def _seqs(seqs: list[int]) -> str:
+    return f"#{seqs[0]}–#{seqs[-1]}" if len(seqs) > 1 else f"#{seqs[0]}"

@@ -43,11 +43,22 @@ def m004_outbox_transport(conn: Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE outbox ADD COLUMN transport VARCHAR(16)")
 
 
+def m005_chain_anchor(conn: Connection) -> None:
+    """The chain's anchor: a signature per event (events.mac) and of each incident's head
+    (incidents.head_mac), made with a key from the environment. A database created after
+    these columns joined the schema got them from m001 already."""
+    for table, column in ((schema.events, "mac"), (schema.incidents, "head_mac")):
+        present = {c["name"] for c in inspect(conn).get_columns(table.name)}
+        if column not in present:
+            conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column} VARCHAR(64)")
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_initial", m001_initial),
     ("m002_outbox_due_index", m002_outbox_due_index),
     ("m003_outbox_next_index", m003_outbox_next_index),
     ("m004_outbox_transport", m004_outbox_transport),
+    ("m005_chain_anchor", m005_chain_anchor),
 ]
 
 

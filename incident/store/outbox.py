@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from itertools import chain
 from operator import itemgetter
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Connection, func, or_, select, update
@@ -20,6 +21,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 
 from incident.models import DeliveryState
+from incident.privacy import scrub_error
 from incident.store import schema
 from incident.store.events import as_utc
 
@@ -326,7 +328,8 @@ def mark_retry(conn: Connection, row_id: int, *, error: str, code: str | None,
     `attempts` resets the count when the row was claimed but never tried (interrupted).
     """
     o = schema.outbox
-    values: dict[str, Any] = {"state": DeliveryState.PENDING.value, "last_error": error,
+    values: dict[str, Any] = {"state": DeliveryState.PENDING.value,
+                              "last_error": scrub_error(error),
                               "error_code": code, "next_attempt_at": _db_time(conn, at),
                               "claimed_by": None}
     if attempts is not None:
@@ -338,7 +341,8 @@ def mark_failed(conn: Connection, row_id: int, *, error: str, code: str | None) 
     """Record a permanent failure; the row is never retried."""
     o = schema.outbox
     conn.execute(update(o).where(o.c.id == row_id).values(
-        state=DeliveryState.FAILED.value, last_error=error, error_code=code, claimed_by=None))
+        state=DeliveryState.FAILED.value, last_error=scrub_error(error), error_code=code,
+        claimed_by=None))
 
 
 def add_fallback(conn: Connection, row: OutboxRow, *, message_id: str, now: datetime,
@@ -440,7 +444,7 @@ def retrying(conn: Connection, incident_id: str, *, limit: int = 5) -> list[Any]
              .where(o.c.incident_id == incident_id, o.c.state == DeliveryState.PENDING.value,
                     o.c.last_error.is_not(None))
              .order_by(o.c.next_attempt_at.desc()).limit(limit))
-    return list(conn.execute(query).all())
+    return _errors_scrubbed(conn.execute(query).all())
 
 
 def counts(conn: Connection, incident_id: str | None = None, *,
@@ -469,4 +473,11 @@ def failures(conn: Connection, incident_id: str, *, limit: int | None = None) ->
              .order_by(o.c.notice_seq.desc(), o.c.id))
     if limit:
         query = query.limit(limit)
-    return list(conn.execute(query).all())
+    return _errors_scrubbed(conn.execute(query).all())
+
+
+def _errors_scrubbed(rows: Iterable[Any]) -> list[Any]:
+    """Rows to show, their provider errors scrubbed again: rows stored by an older version
+    may hold a secret or a full contact."""
+    return [SimpleNamespace(**{**row._mapping, "last_error": scrub_error(row.last_error)})
+            for row in rows]

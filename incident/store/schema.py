@@ -35,6 +35,9 @@ incidents = Table(
     Column("drill", Boolean, nullable=False, default=False),
     Column("last_seq", Integer, nullable=False, default=0),
     Column("head_hash", String(64), nullable=False),
+    # HMAC of (last_seq, head_hash) with the chain key, which the database never holds
+    # (INCIDENT_CHAIN_KEY; migration m005): a truncated chain cannot be given a valid head.
+    Column("head_mac", String(64)),
 )
 
 events = Table(
@@ -48,6 +51,7 @@ events = Table(
     Column("data", Text, nullable=False),  # canonical JSON; hashed as stored
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    Column("mac", String(64)),  # HMAC of `hash` with the chain key, when one is set (m005)
     UniqueConstraint("incident_id", "seq", name="uq_events_incident_seq"),
 )
 
