@@ -137,7 +137,7 @@ def test_bad_rows_are_reported_with_line_and_field(tmp_path: Path, row: str, fie
 @pytest.mark.parametrize(("row", "field", "fragment", "email", "phone"), [
     ("c1,李四,li@example.com,999,,,,,,", "phone", "invalid phone '**9'",
      "li@example.com", None),
-    ("c1,李四,li@example.com,1381234800,,,,,,", "phone", "invalid phone '138***4800'",
+    ("c1,李四,li@example.com,1381234800,,,,,,", "phone", "invalid phone '13*****800'",
      "li@example.com", None),
     ("c1,李四,li.example.com,13812348000,,,,,,", "email", "invalid email",
      None, "+8613812348000"),

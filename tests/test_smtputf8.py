@@ -5,6 +5,7 @@ when the audience is read, before anything is recorded (channels.email.smtp.smtp
 from __future__ import annotations
 
 import email
+import json
 import email.policy
 import threading
 from collections.abc import Callable, Iterator
@@ -144,3 +145,20 @@ def test_the_file_transport_writes_an_eml_with_the_utf8_address(sqlite_ws: Works
         to.add(message["To"].addresses[0].addr_spec)
         assert message.get_body(("plain",)).get_content()
     assert to == CUSTOMERS
+
+
+def test_a_refused_address_leaves_the_customer_reached_by_sms(
+        sqlite_ws: Workspace, relay: Callable[[bool], tuple[Relay, int]]) -> None:
+    # Issue 11 §1: the refusal costs the email channel only; their SMS (file transport) goes.
+    handler, port = relay(False)
+    _workspace(sqlite_ws, port, "auto")
+    sqlite_ws.write_customers(["c1,张伟,张伟@example.com,+8613800138001,zh-CN,retail,guangdong,"
+                               "gd,savings,", *ROWS[1:]])
+    result = sqlite_ws.run("start", "core-banking-outage", "--title", "核心系统故障")
+    assert "customers.csv:2" in result.stderr and "SMTPUTF8" in result.stderr
+    assert "3 customers affected" in result.stdout and "rows skipped" not in result.stdout
+    assert set(_customer_messages(handler)) == {IDNA_DOMAIN, "mary@example.com"}
+    incident = sqlite_ws.json("list")[0]["id"]
+    sms = [json.loads(p.read_text(encoding="utf-8"))
+           for p in sqlite_ws.outbox_files(incident, "json")]
+    assert [m["to"] for m in sms] == ["+8613800138001"]
