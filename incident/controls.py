@@ -17,3 +17,12 @@ def one_line(text: str) -> str:
     if text.isprintable() and "  " not in text:  # the common case, at C speed
         return text.strip()
     return _UNSAFE_OR_SPACE.sub(" ", text).strip()
+
+
+def plain(text: str) -> str:
+    """Free text typed by a supervisor (a message, a reason) as it may reach a notice: line
+    breaks kept (CR LF and CR as LF), every other control character removed, no space at
+    either end."""
+    if text.isprintable():  # the common case
+        return text.strip()
+    return UNSAFE.sub("", text.replace("\r\n", "\n").replace("\r", "\n")).strip()

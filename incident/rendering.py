@@ -14,6 +14,7 @@ import jinja2
 from jinja2 import FileSystemLoader, StrictUndefined, select_autoescape
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
+from incident.controls import UNSAFE
 from incident.errors import Location, TemplateInvalid
 
 PHASES = ("initial", "update", "eta_changed", "resolved")
@@ -261,7 +262,9 @@ def _undefined_name(message: str) -> str | None:
 
 
 def tidy_sms(text: str) -> str:
-    """The SMS text as sent: trailing spaces and runs of blank lines removed."""
-    # Trailing spaces and extra blank lines cost septets without showing on a phone.
-    lines = [line.rstrip() for line in re.split(r"\r\n|\r|\n", text)]
+    """The SMS text as sent: control characters, trailing spaces and runs of blank lines
+    removed."""
+    # Trailing spaces and extra blank lines cost septets without showing on a phone; an ESC
+    # or NUL from any data that reached the template must not reach the handset.
+    lines = [UNSAFE.sub("", line).rstrip() for line in re.split(r"\r\n|\r|\n", text)]
     return _BLANK_RUNS.sub("\n\n", "\n".join(lines)).strip()

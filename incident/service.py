@@ -37,6 +37,7 @@ from incident.channels.factory import (
     contact_checks,
 )
 from incident.checklist import Attention, attention
+from incident.controls import one_line, plain
 from incident.coordination import Coordination
 from incident.delivery import DeliveryPolicy, DeliveryReport, Dispatcher, ProgressFn, Tally
 from incident.errors import (
@@ -193,7 +194,8 @@ class Service:
             check_channels(self.rt)
         book = load_playbook(find_playbook(playbook, self.rt.playbook_path))
         now = utcnow()
-        if not title.strip():
+        title = one_line(title)  # it goes into a Subject header and an SMS: one plain line
+        if not title:
             raise InvalidValue("--title must not be empty")
         grade = severity or book.severity.default
         levels = [level.id for level in book.severity.levels]
@@ -488,7 +490,8 @@ class Service:
         `internal` and no `to`, all the playbook's parties; a new `severity` (re-grade) is
         announced to all of them.
         """
-        if not message.strip():
+        message, message_zh = plain(message), plain(message_zh or "") or None
+        if not message:
             raise InvalidValue("--message must not be empty")
         targets = check_parties(self.rt, to)
         new_status = None
@@ -546,7 +549,8 @@ class Service:
     def revise_eta(self, ref: str, *, when: str, reason: str,
                    queue_only: bool = False) -> NoticeResult:
         """Announce a changed estimated recovery time, with the reason."""
-        if not reason.strip():
+        reason = plain(reason)
+        if not reason:
             raise InvalidValue("--reason must not be empty: customers are told why the ETA moved")
 
         def build(view: IncidentView, now: datetime) -> dict[str, Any]:
@@ -561,7 +565,8 @@ class Service:
     def resolve(self, ref: str, *, message: str, message_zh: str | None = None,
                 at: str | None = None, queue_only: bool = False) -> NoticeResult:
         """Declare service restored and send the recovery notice that closes the loop."""
-        if not message.strip():
+        message, message_zh = plain(message), plain(message_zh or "") or None
+        if not message:
             raise InvalidValue("--message must not be empty")
 
         def build(view: IncidentView, now: datetime) -> dict[str, Any]:

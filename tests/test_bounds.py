@@ -15,6 +15,7 @@ from markdown_it import MarkdownIt
 
 from cli_fixtures import Workspace
 from incident.cli import cli
+from incident.controls import one_line
 
 
 def _start(ws: Workspace, *extra: str) -> str:
@@ -185,9 +186,16 @@ def test_a_hostile_title_is_printed_as_text_by_every_view(sqlite_ws: Workspace) 
         for raw in ("\x1b", "\x07", "\x00", "\u202e"):
             assert raw not in output, (command, raw)
         assert "[/bold" in output, command  # shown as typed, not read as markup
-    assert "␛]0;pwned␇␛[31mRed [/bold] [link=x]y␀" in outputs["timeline"]
-    # --json keeps the title as recorded (JSON escapes control characters itself).
-    assert sqlite_ws.json("status", iid)["title"] == HOSTILE_TITLE.strip()
+    # The title is recorded as one plain line (it becomes a Subject header and an SMS):
+    # its control characters are gone, its markup-like text stays text.
+    assert "]0;pwned [31mRed [/bold] [link=x]y" in outputs["timeline"]
+    assert sqlite_ws.json("status", iid)["title"] == one_line(HOSTILE_TITLE)
+    # Free text recorded as typed (a manual case's request) is made visible when printed.
+    sqlite_ws.run("manual", "log", iid, "--customer", "C1", "--request", HOSTILE_TITLE)
+    for args in (["timeline", iid], ["manual", "list", iid]):
+        output = sqlite_ws.run(*args, env={"COLUMNS": "400"}).output
+        assert not any(raw in output for raw in ("\x1b", "\x07", "\x00", "\u202e")), args
+        assert "␛]0;pwned␇␛[31mRed [/bold]" in output, args
 
 
 def test_control_characters_in_a_csv_name_reach_no_header_and_no_sms(
@@ -206,6 +214,29 @@ def test_control_characters_in_a_csv_name_reach_no_header_and_no_sms(
     for part in (eml.read_bytes().decode("ascii"), text, body):
         assert not any(c in part for c in "\x00\x1b\x07\u202e"), part
     assert "Li Lei [31m Bcc: victim@example.org" in body + text
+
+
+def test_control_characters_typed_by_the_supervisor_reach_no_header_and_no_sms(
+        sqlite_ws: Workspace) -> None:
+    sqlite_ws.write_customers([
+        "c1,Li Lei,li@example.com,+8613800138001,en,retail,guangdong,gd-sz,savings,normal"])
+    iid = str(sqlite_ws.json("start", "core-banking-outage", "--title",
+                             "Core down\r\nBcc: victim@example.org\x1b[31m")["id"])
+    sqlite_ws.json("update", iid, "--message", "Step one\x1b]0;owned\x07\r\nstep two\x00",
+                   "--message-zh", "第一步\x1b[2J")
+    sqlite_ws.json("eta", iid, "3h", "--reason", "Slower\x08\x08\x08 than planned")
+    emails = sqlite_ws.outbox_files(iid, "eml")
+    bodies = [json.loads(p.read_text("utf-8"))["body"] for p in sqlite_ws.outbox_files(iid, "json")]
+    assert len(emails) == 3 and len(bodies) == 3
+    for eml in emails:
+        message = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+        assert message["Bcc"] is None
+        assert "Core down Bcc: victim@example.org" in message["Subject"]
+        text = message.get_body(("plain",)).get_content()
+        assert not any(c in text + message["Subject"] for c in "\x00\x1b\x07\x08\r"), text
+    for body in bodies:
+        assert not any(c in body for c in "\x00\x1b\x07\x08\r"), body
+    assert any("Step one]0;owned\nstep two" in b for b in bodies)
 
 
 # ---------------------------------------------------------------- paths and missing config

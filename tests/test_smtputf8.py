@@ -5,8 +5,8 @@ when the audience is read, before anything is recorded (channels.email.smtp.smtp
 from __future__ import annotations
 
 import email
-import json
 import email.policy
+import json
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
