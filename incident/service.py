@@ -633,6 +633,7 @@ class Service:
             self.notes = self.complete_notices(incident_id, strict=True)
         now = utcnow()
         domain = sender_domain(self.rt)
+        self.store.record_tampering(incident_id, actor=self.rt.operator, at=now)
         with self.store.write() as conn:
             self.store.lock_incident(conn, incident_id)
             events = self.store.events(incident_id, conn)

@@ -52,7 +52,8 @@ TAMPERING = {
 
 def test_verify_passes_on_an_untouched_log(ws: Workspace) -> None:
     incident_id = _incident_with_updates(ws)
-    assert ws.json("verify", incident_id) == {"verified": 1, "broken": {}, "anchored": False}
+    assert ws.json("verify", incident_id) == {"verified": 1, "broken": {}, "unsigned": {},
+            "anchored": False}
 
 
 @pytest.mark.parametrize("case", sorted(TAMPERING))
@@ -165,7 +166,8 @@ def test_with_a_key_verify_detects_a_rewritten_head_or_chain(
         ws: Workspace, monkeypatch: pytest.MonkeyPatch, forgery: object) -> None:
     monkeypatch.setenv("INCIDENT_CHAIN_KEY", KEY)
     incident_id = _incident_with_updates(ws)
-    assert ws.json("verify", incident_id) == {"verified": 1, "broken": {}, "anchored": True}
+    assert ws.json("verify", incident_id) == {"verified": 1, "broken": {}, "unsigned": {},
+            "anchored": True}
     assert "signatures valid" in ws.run("verify", incident_id).stdout
     assert callable(forgery)
     forgery(ws, incident_id)
@@ -180,8 +182,12 @@ def test_with_a_key_events_recorded_before_it_are_reported_unsigned(
         ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     incident_id = _incident_with_updates(ws, updates=1)
     monkeypatch.setenv("INCIDENT_CHAIN_KEY", KEY)
-    result = ws.run("verify", incident_id, code=1)
+    # Not signed is not broken: said, exit 0, and what it then proves is what it proves
+    # without a key.
+    result = ws.run("verify", incident_id)
     assert "events #1–#2 are not signed with the chain key" in result.stderr
+    assert "chain intact, not signed" in result.stdout and "broken" not in result.stderr
+    assert ws.json("verify", incident_id)["unsigned"]
     # Writing goes on without a tampering record: a missing signature is not a forgery.
     write = ws.run("update", incident_id, "--message", "later", "--internal")
     assert "broken" not in write.stderr
@@ -216,6 +222,31 @@ def test_a_write_on_a_tampered_chain_warns_and_records_it_once(
     # The record of the tampering is itself evidence: verify keeps failing.
     result = ws.run("verify", incident_id, code=1)
     assert "found the chain broken" in result.stderr
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["no key", "key"])
+def test_deleting_the_latest_notice_neither_blocks_the_next_nor_goes_unseen(
+        ws: Workspace, monkeypatch: pytest.MonkeyPatch, keyed: bool) -> None:
+    # The latest event is a customer notice; deleting it and rewriting the head left its
+    # messages in the outbox under its number, and every later notice failed on them
+    # ("conflicting write") while the tampering was never recorded.
+    if keyed:
+        monkeypatch.setenv("INCIDENT_CHAIN_KEY", KEY)
+    _no_parties(ws)
+    incident_id = ws.json("start", "core-banking-outage", "--title", "Core down",
+                          "--queue-only")["id"]
+    ws.run("update", incident_id, "--message", "progress", "--queue-only")
+    _sql(ws, "DELETE FROM events WHERE incident_id = :i AND seq = 2", i=incident_id)
+    _sql(ws, "UPDATE incidents SET last_seq = 1, head_hash = (SELECT hash FROM events "
+             "WHERE incident_id = :i AND seq = 1) WHERE id = :i", i=incident_id)
+    result = ws.run("verify", incident_id, code=1)
+    assert "outbox: it holds messages of notice #2, after the last event #1" in result.stderr
+    write = ws.run("update", incident_id, "--message", "after tampering", "--queue-only")
+    assert "event chain is broken" in write.stderr
+    again = ws.run("eta", incident_id, "3h", "--reason", "later", "--queue-only")
+    assert "event chain is broken" in again.stderr
+    types = [e["type"] for e in ws.json("timeline", incident_id)["events"]]
+    assert types == ["declared", "chain_tampered", "updated", "eta_revised"]
 
 
 def test_m005_adds_the_anchor_columns_to_an_older_database(tmp_path: object) -> None:

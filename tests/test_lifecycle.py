@@ -58,7 +58,8 @@ def test_full_lifecycle_records_every_step_and_writes_every_notice(ws: Workspace
         "declared", "parties_notified", "updated", "eta_revised", "parties_notified",
         "resolved", "parties_notified", "closed"]
     assert {e["actor"] for e in timeline["events"]} == {"duty-lead"}
-    assert ws.json("verify", short) == {"verified": 1, "broken": {}, "anchored": False}
+    assert ws.json("verify", short) == {"verified": 1, "broken": {}, "unsigned": {},
+            "anchored": False}
 
     # Every notice went to every recipient once: 4 notices × the first notice's messages.
     emls = ws.outbox_files(incident_id, "eml")

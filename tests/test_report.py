@@ -549,7 +549,8 @@ def test_notes_and_action_items_are_events_refused_when_wrong(
     assert [a["incident"] for a in ws.json("actions")] == [second]
     assert len(ws.json("actions", "--all")) == 2
     # The notes joined the hash chain.
-    assert ws.json("verify", iid) == {"verified": 1, "broken": {}, "anchored": False}
+    assert ws.json("verify", iid) == {"verified": 1, "broken": {}, "unsigned": {},
+            "anchored": False}
     assert ws.json("report", iid)["sections"]["trigger"][0]["text"] == "A config push"
 
 

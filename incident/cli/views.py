@@ -357,25 +357,36 @@ def verify(app: App, incident_id: str | None) -> None:
     Exits 1 naming the first broken event when a row was modified, deleted or reordered, a
     signature does not match, or a write recorded that it found the chain broken.
     """
-    from incident.store.events import CHAIN_KEY_ENV
+    from incident.store.events import CHAIN_KEY_ENV, UNSIGNED
 
     results = app.service.verify(incident_id)
     anchored = app.service.anchored
     out = app.out
-    broken = {k: v for k, v in results.items() if v}
+    # Events recorded before the key was set are not signed: what verify then proves is what
+    # it proves without a key — said, but not a broken chain.
+    broken = {k: [p for p in v if UNSIGNED not in p] for k, v in results.items()}
+    broken = {k: v for k, v in broken.items() if v}
+    unsigned = {k: v for k, v in results.items() if v and k not in broken}
     if out.as_json:
         out.json({"verified": len(results) - len(broken), "broken": broken,
-                  "anchored": anchored})
+                  "unsigned": unsigned, "anchored": anchored})
     else:
         intact = ("[green]chain intact, signatures valid[/green]" if anchored
                   else "[green]chain intact[/green] (not anchored)")
-        for ident, problems in results.items():
-            out.line(f"{ident}: " + (intact if not problems
-                                     else f"[bold red]{len(problems)} problem(s)[/bold red]"))
+        for ident in results:
+            out.line(f"{ident}: " + (
+                f"[bold red]{len(broken[ident])} problem(s)[/bold red]" if ident in broken
+                else "[yellow]chain intact, not signed[/yellow]" if ident in unsigned
+                else intact))
     if not anchored:
         out.warn(f"not anchored: {CHAIN_KEY_ENV} is not set, so this proves only that each log "
                  "agrees with the head stored in the same database; deleting the latest events "
                  "and rewriting that head, or recomputing the whole chain, would not be seen")
+    if unsigned:
+        out.warn(f"{len(unsigned)} incident(s) not signed with {CHAIN_KEY_ENV}: recorded before "
+                 "the key was set (or their signatures were removed); for them this proves only "
+                 "what it proves without a key — " + "; ".join(
+                     f"{ident} {p}" for ident, problems in unsigned.items() for p in problems))
     if broken:
         lines = [f"{ident} {p}" for ident, problems in broken.items() for p in problems]
         raise ChainBroken(f"event chain broken in {len(broken)} incident(s)",

@@ -89,6 +89,7 @@ class Store:
         try:
             with self.engine.connect() as conn:
                 conn.info["write"] = True
+                conn.info["chain_checked"] = set()  # each write transaction checks afresh
                 with conn.begin():
                     yield conn
         except IntegrityError as exc:
@@ -128,19 +129,31 @@ class Store:
         the write goes on (the record must not stop in an emergency) but first records a
         `chain_tampered` event naming what was found, and the command warns (`tampered`).
         """
-        lock = self.dialect == "postgresql"
-        checked = conn.info.setdefault("chain_checked", set())
-        if incident_id not in checked:
-            checked.add(incident_id)
-            problems, new = tampering_to_record(conn, incident_id, self.chain_key)
-            if problems:
-                self.tampered[incident_id] = problems
-            if new:
-                append_event(conn, incident_id=incident_id, type=EventType.CHAIN_TAMPERED,
-                             actor=actor, data={"problems": new}, at=at, lock=lock,
-                             key=self.chain_key)
+        self._check_before_append(conn, incident_id, actor=actor, at=at)
         return append_event(conn, incident_id=incident_id, type=type, actor=actor, data=data,
-                            at=at, lock=lock, key=self.chain_key)
+                            at=at, lock=self.dialect == "postgresql", key=self.chain_key)
+
+    def _check_before_append(self, conn: Connection, incident_id: str, *, actor: str,
+                             at: datetime, outbox: bool = False) -> None:
+        checked = conn.info.setdefault("chain_checked", set())
+        if incident_id in checked:
+            return
+        checked.add(incident_id)
+        problems, new = tampering_to_record(conn, incident_id, self.chain_key, outbox=outbox)
+        if problems:
+            self.tampered[incident_id] = problems
+        if new:
+            append_event(conn, incident_id=incident_id, type=EventType.CHAIN_TAMPERED,
+                         actor=actor, data={"problems": new}, at=at,
+                         lock=self.dialect == "postgresql", key=self.chain_key)
+
+    def record_tampering(self, incident_id: str, *, actor: str, at: datetime) -> None:
+        """Check the incident's chain in a transaction of its own and record what is broken
+        (`chain_tampered`), before a write that the tampering itself may make fail (a deleted
+        notice's messages still hold its sequence number): the finding is kept either way."""
+        with self.write() as conn:
+            self.lock_incident(conn, incident_id)
+            self._check_before_append(conn, incident_id, actor=actor, at=at, outbox=True)
 
     def lock_incident(self, conn: Connection, incident_id: str) -> None:
         """Hold the incident for the rest of the transaction (PostgreSQL row lock)."""

@@ -15,7 +15,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, func, select, update
 
 from incident.errors import IncidentNotFound
 from incident.models import Event, EventType
@@ -102,22 +102,24 @@ def read_events(conn: Connection, incident_id: str) -> list[Event]:
 def verify_chain(conn: Connection, incident_id: str, key: bytes | None = None) -> list[str]:
     """Recompute the chain, check its signatures when there is a chain `key`, and list the
     tampering recorded by earlier writes; one line per problem (empty when intact)."""
-    return _check_chain(conn, incident_id, key)[0]
+    return _check_chain(conn, incident_id, key, outbox=True)[0]
 
 
-def tampering_to_record(conn: Connection, incident_id: str, key: bytes | None
-                        ) -> tuple[list[str], list[str]]:
+def tampering_to_record(conn: Connection, incident_id: str, key: bytes | None, *,
+                        outbox: bool = False) -> tuple[list[str], list[str]]:
     """(what shows the chain broken, what of it a write must record). A missing signature
     is neither (an incident recorded before the key was set; `verify` reports it); what an
     earlier write recorded is not recorded again."""
-    problems, recorded = _check_chain(conn, incident_id, key)
+    problems, recorded = _check_chain(conn, incident_id, key, outbox=outbox)
     broken = [p for p in problems if UNSIGNED not in p]
     tampered = f"({EventType.CHAIN_TAMPERED.value},"
     return broken, [p for p in broken if p not in recorded and tampered not in p]
 
 
-def _check_chain(conn: Connection, incident_id: str, key: bytes | None
+def _check_chain(conn: Connection, incident_id: str, key: bytes | None, *, outbox: bool
                  ) -> tuple[list[str], set[str]]:
+    """(problems, what earlier writes recorded). `outbox`: also compare the outbox with the
+    log (not inside a transaction that has just enqueued the rows of its own notice)."""
     head = conn.execute(select(schema.incidents).where(schema.incidents.c.id == incident_id)).one()
     rows = conn.execute(select(schema.events).where(schema.events.c.incident_id == incident_id)
                         .order_by(schema.events.c.id)).all()
@@ -158,6 +160,15 @@ def _check_chain(conn: Connection, incident_id: str, key: bytes | None
         problems.append(f"head: the incident records {head.last_seq} events ending in "
                         f"{head.head_hash[:12]}…, the log ends at #{prev_seq} with "
                         f"{prev[:12]}… — the latest event was deleted or replaced")
+    # A notice's messages are written with its event: messages of a notice after the last
+    # event show that event deleted, even with the head rewritten and no key.
+    latest = conn.execute(select(func.max(schema.outbox.c.notice_seq))
+                          .where(schema.outbox.c.incident_id == incident_id)).scalar() \
+        if outbox else None
+    if latest is not None and latest > max(prev_seq, head.last_seq):
+        problems.append(f"outbox: it holds messages of notice #{latest}, after the last event "
+                        f"#{max(prev_seq, head.last_seq)} — the events that recorded them were "
+                        "deleted")
     if key is not None:
         if unsigned:
             problems.append(f"events {_seqs(unsigned)} are {UNSIGNED} ({CHAIN_KEY_ENV}): "
