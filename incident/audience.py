@@ -532,6 +532,18 @@ def _rows(path: Path, *, default_language: str, default_region: str,
                     parser.seen.expected = lines.rows_hint(reader)
                     parser.emails.refuse_utf8 = refuse_utf8
                     continue
+                if reader.line_num > start and len(row) != parser.width:
+                    # A quote left open swallowed the lines after it into one cell: the
+                    # customers on them would be lost without a word. Refuse the file.
+                    raise AudienceInvalid(
+                        f"{display}:{start}: a quote (\") opened in this row is not closed "
+                        f"until line {reader.line_num}: lines {start + 1}–{reader.line_num} "
+                        "were read into one cell, and the customers on them would never be "
+                        "notified",
+                        problems=[(Location(file=display, line=start, field=_last_cell(
+                            _read_line(handle, start), parser)), "unclosed quote")],
+                        hint="close or remove the quote in this row, then run the command "
+                             "again")
                 yield parser.parse(row, start)
         except (csv.Error, _LineTooLong) as exc:
             # csv stops a cell at 128 KB (field_size_limit): an unclosed quote costs no more.

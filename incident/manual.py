@@ -41,6 +41,9 @@ def parse_amount(text: str | None, *, maximum: int) -> str | None:
         return None
     cleaned = text.replace(",", "").strip()
     try:
+        # Digits and one point only: Decimal also reads 1_000, 1e3 and "Infinity".
+        if not re.fullmatch(r"[0-9]+(\.[0-9]*)?|\.[0-9]+", cleaned):
+            raise InvalidOperation
         value = Decimal(cleaned)
     except InvalidOperation:
         raise InvalidValue(f"--amount {text!r} is not a number",

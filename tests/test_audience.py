@@ -233,6 +233,27 @@ def test_all_bad_lists_every_row_problem(tmp_path: Path) -> None:
     ]
 
 
+def test_an_unclosed_quote_that_swallows_later_rows_refuses_the_file(tmp_path: Path) -> None:
+    # Line 12 opens a quote never closed: the 38 customers after it would vanish into one
+    # cell, and the file was accepted with a single skipped row.
+    rows = [f"c{n},Customer {n},c{n}@example.com,,en,,,,," for n in range(1, 50)]
+    rows[10] = 'c11,"Broken quote,c11@example.com,,en,,,,,'
+    path = write(tmp_path, HEADER + "\n".join(rows) + "\n")
+    with pytest.raises(AudienceInvalid) as info:
+        load_audience(path)
+    assert f"{path}:12: a quote" in info.value.message
+    assert "until line 50: lines 13–50" in info.value.message
+    assert info.value.problems == [
+        (Location(file=str(path), line=12, field="name"), "unclosed quote")]
+
+
+def test_a_quoted_name_on_two_lines_is_still_one_customer(tmp_path: Path) -> None:
+    path = write(tmp_path, HEADER + 'c1,"Li\nLei",li@example.com,,en,,,,,\n'
+                 "c2,Wang,wang@example.com,,en,,,,,\n")
+    loaded = load_audience(path)
+    assert [c.name for c in loaded.customers] == ["Li Lei", "Wang"]
+
+
 def test_missing_file_raises(tmp_path: Path) -> None:
     path = tmp_path / "nope.csv"
     with pytest.raises(AudienceInvalid, match=r"not found: .*nope\.csv"):

@@ -133,8 +133,9 @@ def test_a_duplicate_key_in_a_playbook_is_refused(sqlite_ws: Workspace) -> None:
 
 
 @pytest.mark.parametrize(("amount", "expected"), [
-    ("1e309", "is more than 1,000,000,000"), ("1e12", "is more than 1,000,000,000"),
-    ("inf", "zero or more"), ("-5", "zero or more")])
+    ("1e309", "is not a number"), ("1e12", "is not a number"), ("1_000", "is not a number"),
+    ("2000000000", "is more than 1,000,000,000"), ("inf", "is not a number"),
+    ("-5", "is not a number"), ("1.234", "at most 2 decimals")])
 def test_manual_log_refuses_an_absurd_amount(sqlite_ws: Workspace, amount: str,
                                              expected: str) -> None:
     iid = _start(sqlite_ws)
@@ -293,3 +294,34 @@ def test_the_markdown_report_leaves_no_live_link_from_data(sqlite_ws: Workspace)
         for token in block.children or [])
     assert 'href="javascript' not in html and 'src="javascript' not in html
     assert html.count("[x](javascript:alert(1))") >= 3  # shown as text, three times
+
+
+# ---------------------------------------------------------------- arguments from outside
+
+
+def test_an_argument_that_is_not_utf8_is_bad_input_not_a_traceback(
+        sqlite_ws: Workspace) -> None:
+    # What a terminal passes for a stray \xff byte (surrogateescape): it reached the database
+    # driver and ended in a UnicodeEncodeError traceback, exit 1.
+    iid = _start(sqlite_ws)
+    for args in (["update", iid, "--message", "bad \udcff byte"],
+                 ["start", "core-banking-outage", "--title", "x\udc9by", "--dry-run"],
+                 ["manual", "log", iid, "--customer", "C\udcff", "--request", "r"]):
+        result = sqlite_ws.run(*args, code=2)
+        assert "is not valid UTF-8" in result.stderr and "Traceback" not in result.output
+    assert [e["type"] for e in sqlite_ws.json("timeline", iid)["events"]].count("updated") == 0
+
+
+@pytest.mark.parametrize("interval", ["1e12", "1e309", "nan", "0.5"])
+def test_watch_refuses_an_interval_out_of_range(sqlite_ws: Workspace, interval: str) -> None:
+    iid = _start(sqlite_ws)
+    result = sqlite_ws.run("watch", iid, "--interval", interval, code=2)
+    assert "--interval" in result.stderr and "Traceback" not in result.output
+
+
+def test_sql_wildcards_in_an_id_are_characters(sqlite_ws: Workspace) -> None:
+    iid = _start(sqlite_ws)
+    for given in ("%", iid[-6:-2] + "__", "%" + iid[-6:]):
+        result = sqlite_ws.run("status", given, code=2)
+        assert "no incident matches" in result.stderr
+    assert sqlite_ws.json("status", iid[-6:])["id"] == iid

@@ -43,6 +43,12 @@ def test_a_customer_with_a_bad_phone_still_gets_the_email(sqlite_ws: Workspace) 
     assert "customers.csv:3: email" in result.stderr and "notified by SMS only" in result.stderr
     assert "2 customers affected" in result.stdout and "rows skipped" not in result.stdout
     assert "zhang.wei@example.com" not in result.output
+    # A script gets the same, located, in --json (it got counts only).
+    again = ws.json("start", "core-banking-outage", "--title", "Core banking again")
+    problems = again["audience"]["problems"]
+    assert [(p["line"], p["field"], p["row"]) for p in problems] == [
+        (2, "phone", "kept"), (3, "email", "kept")]
+    assert all(p["file"].endswith("customers.csv") for p in problems)
 
 
 # --- §2: messages left pending say why, exit 1, and name the command that resumes ----------

@@ -17,6 +17,20 @@ from incident.errors import ExitCode, IncidentError
 class IncidentGroup(click.Group):
     """Turns IncidentError into its message and exit code (traceback only with --debug)."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Refuse an argument that is not valid UTF-8 (bytes a terminal or a script passed
+        through): it could be neither recorded nor sent."""
+        for position, arg in enumerate(args, start=1):
+            try:
+                arg.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                shown = arg.encode("utf-8", "backslashreplace").decode("ascii", "replace")
+                raise click.UsageError(
+                    f"argument {position} ({clean(shown)[:60]}) is not valid UTF-8 at "
+                    f"character {exc.start + 1}: type it again, or fix the script's encoding",
+                    ctx) from None
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command; report toolkit errors in one place."""
         try:

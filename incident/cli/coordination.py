@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import datetime
 from pathlib import Path
@@ -157,10 +158,18 @@ def _left(out: Output, item: Item, now: datetime) -> str | Text:
     return out.ago(item.due - now)
 
 
+def _finite(value: float) -> float:
+    """NaN passes every range check: refuse it by name."""
+    if not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a number of seconds")
+    return value
+
+
 @click.command()
 @click.argument("incident_id", metavar="[ID]", required=False)
-@click.option("--interval", default=30.0, show_default=True, type=click.FloatRange(min=1),
-              help="Seconds between refreshes.")
+@click.option("--interval", default=30.0, show_default=True,
+              type=click.FloatRange(min=1, max=86400), callback=lambda _c, _p, v: _finite(v),
+              help="Seconds between refreshes (1 to 86400).")
 @click.option("--once", is_flag=True, help="Check once and exit (for cron and scripts).")
 @pass_app
 def watch(app: App, incident_id: str | None, interval: float, once: bool) -> None:
@@ -359,7 +368,8 @@ def _print_decision(app: App, decision: Decision, counts: dict[str, int], file: 
     for reason in decision.reasons:
         out.line(f"  · {safe(reason)}")
     if decision.playbook is not None:
-        out.line(f"Playbook: {safe(decision.playbook.id)} at grade {safe(decision.grade)}")
+        out.line(f"Playbook: {safe(decision.playbook.id)}"
+                 + (f" at grade {safe(decision.grade)}" if decision.grade else ""))
     if decision.branches:
         lang = app.rt.settings.default_language
         out.table(f"Affected branches ({sum(counts.values())} customers)",

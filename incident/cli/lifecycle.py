@@ -205,7 +205,8 @@ def start(app: App, playbook: str, title: str, severity: str | None, eta: str | 
                                                "recipients": result.recipients,
                                                "skipped_rows": len(result.skipped_rows),
                                                "partial_rows": len(result.partial_rows),
-                                               "unreachable": result.unreachable},
+                                               "unreachable": result.unreachable,
+                                               "problems": _problems(result)},
                                   "drill": result.view.drill,
                                   "manual_channel": result.view.manual_open,
                                   "parties": (result.view.party_notices[0].parties
@@ -266,6 +267,16 @@ def _print_audience(app: App, path: str, recipients: int,
     if unreachable:
         out.warn(f"{unreachable} affected customers have no usable contact on this notice's "
                  "channels: give them to the manual-handling team")
+
+
+def _problems(result: StartResult) -> list[dict[str, Any]]:
+    """The audience's row problems for --json (the first ones of each kind, as printed):
+    where, what, and whether the row was skipped or kept without that contact."""
+    return [{"file": location.file, "line": location.line, "field": location.field,
+             "message": message, "row": row}
+            for row, problems in (("skipped", result.skipped_rows),
+                                  ("kept", result.partial_rows))
+            for location, message in problems]
 
 
 def _party_names(app: App, parties: list[str]) -> str:

@@ -197,7 +197,8 @@ class Store:
             if exact:
                 return str(exact)
             matches = list(conn.execute(select(schema.incidents.c.id).where(
-                schema.incidents.c.id.like(f"%{wanted}"))).scalars())
+                # A suffix, literally: % and _ typed in an id are characters, not wildcards.
+                schema.incidents.c.id.endswith(wanted, autoescape=True))).scalars())
         if not matches:
             raise IncidentNotFound(f"no incident matches {given!r}",
                                    hint="see the ids with: incident list --all")
