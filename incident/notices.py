@@ -13,7 +13,7 @@ from sqlalchemy import Connection, select
 
 from incident import mime
 from incident.audience import Customer, Recipient
-from incident.channels.base import EmailOut, Outgoing, SmsOut
+from incident.channels.base import EmailOut, MessageRef, Outgoing, SmsOut
 from incident.errors import ConfigInvalid, InvalidValue, Location, TemplateInvalid
 from incident.mime import EmailTemplate
 from incident.models import DeliveryState, Phase, Status
@@ -21,7 +21,7 @@ from incident.rendering import Renderer, SmsInfo, sms_segments, tidy_sms, unifor
 from incident.settings import Limits, Runtime
 from incident.state import IncidentView
 from incident.store import schema
-from incident.store.outbox import OutboxRow, idempotency_key
+from incident.store.outbox import PARTY_PREFIX, OutboxRow, idempotency_key
 from incident.timeutil import local_text, utcnow
 
 STATUS_LABELS = {
@@ -294,6 +294,14 @@ def dkim_signer(rt: Runtime) -> mime.DkimSigner | None:
                             ) from None
 
 
+def message_ref(row: OutboxRow) -> MessageRef:
+    """What a channel needs to know of an outbox row besides the message itself."""
+    return MessageRef(incident_id=row.incident_id, notice_seq=row.notice_seq,
+                      channel=row.channel, message_id=row.message_id,
+                      idempotency_key=row.idempotency_key,
+                      internal=row.recipient_ref.startswith(PARTY_PREFIX))
+
+
 class Composer:
     """Builds each recipient's message from its notice's recorded context.
 
@@ -319,7 +327,7 @@ class Composer:
         if row.channel == "sms":
             context = self._context(notice, lang, row.recipient_name, row.recipient_ref)
             sms = self.renderer.render_sms(notice["template_set"], notice["phase"], lang, context)
-            return SmsOut(row=row, to=row.address, body=sms.text, info=sms.info)
+            return SmsOut(ref=message_ref(row), to=row.address, body=sms.text, info=sms.info)
         if row.channel != "email":
             raise TemplateInvalid(f"no customer template for channel {row.channel!r}")
         key = (row.incident_id, row.notice_seq, lang)
@@ -332,7 +340,8 @@ class Composer:
                               message_id=row.message_id, date=self._date())
         if self._signer is not None:
             data = self._signer.sign(data)
-        return EmailOut(row=row, sender=template.envelope_sender, data=data, recipients=(to,))
+        return EmailOut(ref=message_ref(row), sender=template.envelope_sender, data=data,
+                        recipients=(to,))
 
     def _date(self) -> str:
         """The Date header's value, formatted once per second rather than per message."""

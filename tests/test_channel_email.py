@@ -22,10 +22,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import servers
-from incident.channels.base import EmailOut, Outcome
+from incident.channels.base import EmailOut, MessageRef, Outcome
 from incident.channels.email import _PLAIN_ADDRESS, SmtpChannel, _quoted
 from incident.settings import SmtpSettings
-from incident.store.outbox import OutboxRow
 
 SENDER = "notices@bank.example"
 SUBJECT = "【服务中断】手机银行暂时无法登录 / Mobile banking unavailable"
@@ -46,11 +45,9 @@ def make_email(i: int, *, to: str | None = None) -> EmailOut:
     msg["Message-ID"] = f"<inc-1.n1.{i}@bank.example>"
     msg.set_content(f"尊敬的客户 {i}：手机银行暂时无法登录。")
     msg.add_alternative(f"<p>尊敬的客户 {i}：手机银行暂时无法登录。</p>", subtype="html")
-    row = OutboxRow(id=i, incident_id="INC-1", notice_seq=1, channel="email",
-                    recipient_ref=f"c{i}", recipient_name=f"客户{i}", address=address,
-                    language="zh-CN", priority=0, attempts=1, message_id=msg["Message-ID"],
-                    idempotency_key=f"{i:064x}")
-    return EmailOut.from_message(row, msg)
+    ref = MessageRef(incident_id="INC-1", notice_seq=1, channel="email",
+                     message_id=msg["Message-ID"], idempotency_key=f"{i:064x}")
+    return EmailOut.from_message(ref, msg)
 
 
 def make_channel(port: int, *, connections: int = 4, timeout: float = 5.0,
@@ -173,7 +170,7 @@ def test_concurrent_messages_arrive_once_each_intact_over_the_pool(aiosmtpd_serv
         assert got["Subject"] == SUBJECT
         assert got["Message-ID"] not in received, "delivered twice"
         received[got["Message-ID"]] = got
-    assert set(received) == {m.row.message_id for m in messages}
+    assert set(received) == {m.ref.message_id for m in messages}
     sample = received["<inc-1.n1.7@bank.example>"]
     assert sample.get_content_type() == "multipart/alternative"
     text = sample.get_body(("plain",)).get_content()

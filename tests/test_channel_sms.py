@@ -15,11 +15,10 @@ from pathlib import Path
 import pytest
 
 from fake_twilio import FakeTwilio, Scripted, serve_fake_twilio
-from incident.channels.base import EmailOut, Outcome, Outgoing, SmsOut
+from incident.channels.base import EmailOut, MessageRef, Outcome, Outgoing, SmsOut
 from incident.channels.sms import BaseUrlHttpClient, OffBaseUrl, TwilioChannel
 from incident.rendering import sms_segments
 from incident.settings import TwilioSettings
-from incident.store.outbox import OutboxRow
 from servers import PrismServer
 
 ACCOUNT = "AC" + "0" * 32
@@ -40,10 +39,9 @@ PRISM_PASSED = "The request passed the validation rules"
 
 
 def sms(to: str, body: str = ENGLISH, n: int = 1) -> SmsOut:
-    row = OutboxRow(id=n, incident_id="INC-1", notice_seq=1, channel="sms",
-                    recipient_ref=f"c{n}", recipient_name="", address=to, language="en",
-                    priority=0, attempts=1, message_id=f"m{n}", idempotency_key=f"k{n}")
-    return SmsOut(row=row, to=to, body=body, info=sms_segments(body))
+    ref = MessageRef(incident_id="INC-1", notice_seq=1, channel="sms", message_id=f"m{n}",
+                     idempotency_key=f"k{n}")
+    return SmsOut(ref=ref, to=to, body=body, info=sms_segments(body))
 
 
 def channel(base_url: str, *, timeout: float = 10.0, from_number: str | None = SENDER,
@@ -328,7 +326,7 @@ def test_other_hosts_are_refused(url: str) -> None:
 
 
 def test_email_is_refused_without_a_request(fake: FakeTwilio) -> None:
-    message = EmailOut.from_message(sms(NUMBERS[0]).row, EmailMessage())
+    message = EmailOut.from_message(sms(NUMBERS[0]).ref, EmailMessage())
 
     [outcome] = send(channel(fake.url), message)
 

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from incident.channels.base import Channel, EmailOut, Outcome, Outgoing, SmsOut
+from incident.channels.base import Channel, EmailOut, MessageRef, Outcome, Outgoing, SmsOut
 
-__all__ = ["Channel", "EmailOut", "Outcome", "Outgoing", "SmsOut"]
+__all__ = ["Channel", "EmailOut", "MessageRef", "Outcome", "Outgoing", "SmsOut"]

@@ -1,4 +1,7 @@
-"""What every channel takes and returns; failures are classified temporary or permanent."""
+"""What every channel takes and returns; failures are classified temporary or permanent.
+
+Channels depend on these types only, never on the store: the dispatcher's side (the composer in
+incident.notices) turns an outbox row into an `Outgoing` message."""
 
 from __future__ import annotations
 
@@ -7,25 +10,36 @@ from email.message import EmailMessage
 from typing import Protocol
 
 from incident.rendering import SmsInfo
-from incident.store.outbox import OutboxRow
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRef:
+    """Which notice a message belongs to and its stable ids: what a transport names it by."""
+
+    incident_id: str
+    notice_seq: int
+    channel: str
+    message_id: str
+    idempotency_key: str  # the same on every retry: a file name, a provider's dedup key
+    internal: bool = False  # to a department or outside body, not a customer
 
 
 @dataclass(frozen=True, slots=True)
 class EmailOut:
-    """A composed email for one outbox row: the envelope and the complete message bytes."""
+    """A composed email: the envelope and the complete message bytes."""
 
-    row: OutboxRow
+    ref: MessageRef
     sender: str
     data: bytes
-    recipients: tuple[str, ...] = ()  # envelope recipients; empty: the row's address
+    recipients: tuple[str, ...]  # envelope recipients
 
     @property
     def envelope_to(self) -> list[str]:
         """RCPT TO addresses."""
-        return list(self.recipients) or ([self.row.address] if self.row.address else [])
+        return list(self.recipients)
 
     @classmethod
-    def from_message(cls, row: OutboxRow, message: EmailMessage) -> EmailOut:
+    def from_message(cls, ref: MessageRef, message: EmailMessage) -> EmailOut:
         """From an EmailMessage built by hand (tests, tools): envelope from its headers."""
         from email.utils import getaddresses, parseaddr
 
@@ -33,15 +47,15 @@ class EmailOut:
 
         to = tuple(a for _, a in getaddresses([str(v) for v in message.get_all("To", [])
                                                + message.get_all("Cc", [])]) if a)
-        return cls(row=row, sender=parseaddr(str(message.get("From", "")))[1],
-                   data=flatten(message), recipients=to or ("",))
+        return cls(ref=ref, sender=parseaddr(str(message.get("From", "")))[1],
+                   data=flatten(message), recipients=to)
 
 
 @dataclass(frozen=True, slots=True)
 class SmsOut:
-    """A composed SMS for one outbox row."""
+    """A composed SMS."""
 
-    row: OutboxRow
+    ref: MessageRef
     to: str
     body: str
     info: SmsInfo

@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 from incident.channels.base import EmailOut, Outcome, Outgoing, SmsOut
-from incident.store.outbox import PARTY_PREFIX
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -36,13 +35,13 @@ class FileChannel:
 
     def path_for(self, message: Outgoing) -> Path:
         """Where `message` is written."""
-        row = message.row
+        ref = message.ref
         suffix = "eml" if isinstance(message, EmailOut) else "json"
-        folder = self.directory / row.incident_id
-        if row.recipient_ref.startswith(PARTY_PREFIX):
+        folder = self.directory / ref.incident_id
+        if ref.internal:
             folder = folder / "internal"  # notices to departments, apart from customers'
-        return (folder / f"notice-{row.notice_seq:03d}" / row.channel
-                / f"{row.idempotency_key[:20]}.{suffix}")
+        return (folder / f"notice-{ref.notice_seq:03d}" / ref.channel
+                / f"{ref.idempotency_key[:20]}.{suffix}")
 
     async def send(self, message: Outgoing) -> Outcome:
         """Write the message file."""
@@ -63,5 +62,5 @@ class FileChannel:
 def _sms_json(message: SmsOut) -> bytes:
     body = {"to": message.to, "body": message.body, "encoding": message.info.encoding,
             "segments": message.info.segments, "units": message.info.units,
-            "message_id": message.row.message_id, "idempotency_key": message.row.idempotency_key}
+            "message_id": message.ref.message_id, "idempotency_key": message.ref.idempotency_key}
     return json.dumps(body, ensure_ascii=False, indent=2).encode("utf-8")
