@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import Connection, Engine, MetaData, create_engine, inspect, select
 
 from incident.store import Store, schema
+from incident.store import outbox as ob
 from incident.store.migrations import MIGRATIONS, migrate
 
 RELEASES = Path(__file__).parent / "data" / "releases"
@@ -166,13 +167,28 @@ def _rows(commit: str) -> dict[str, list[dict[str, Any]]]:
         "incidents": [{"id": "INC-20261124-aaaaaa", "created_at": NOW, "playbook_id": "p",
                        "title": "Core down", "drill": False, "last_seq": 2,
                        "head_hash": "b" * 64}],
-        "events": [{"id": seq, "incident_id": "INC-20261124-aaaaaa", "seq": seq,
+        "events": [{"incident_id": "INC-20261124-aaaaaa", "seq": seq,
                     "type": "declared" if seq == 1 else "updated", "at": NOW, "actor": "sup",
                     "data": "{}", "prev_hash": str(seq - 1) * 64, "hash": str(seq) * 64}
                    for seq in (1, 2)],
-        "outbox": [{**outbox, "id": k, "recipient_ref": f"c{k}", "message_id": f"<{k}@x>",
+        "outbox": [{**outbox, "recipient_ref": f"c{k}", "message_id": f"<{k}@x>",
                     "idempotency_key": f"{k:064d}"} for k in (1, 2)],
     }
+
+
+def _assert_the_code_works_on(store: Store) -> None:
+    """The store reads the release's incident and records and claims a row in today's columns."""
+    incident_id = "INC-20261124-aaaaaa"
+    assert store.incident(incident_id).title == "Core down"
+    row = {"incident_id": incident_id, "notice_seq": 3, "channel": "sms", "recipient_ref": "c3",
+           "recipient_name": "", "address": "+85291234567", "language": "en", "priority": 0,
+           "message_id": "<3@x>", "fallback_address": "c@example.com", "transport": "twilio",
+           "idempotency_key": ob.idempotency_key(incident_id, 3, "c3", "sms")}
+    with store.write() as conn:
+        assert ob.enqueue(conn, [row], now=NOW) == 1
+        claimed = ob.claim(conn, worker="w:1", now=NOW, limit=5, transports={"sms": "twilio"})
+    assert [(r.recipient_ref, r.fallback_address, r.transport) for r in claimed] == [
+        ("c3", "c@example.com", "twilio")]
 
 
 @pytest.mark.parametrize("commit", sorted(RELEASE_STEPS))
@@ -185,10 +201,14 @@ def test_a_database_of_an_earlier_release_migrates_to_the_same_schema_with_its_r
             for table, values in _rows(commit).items():
                 conn.execute(old.metadata.tables[table].insert(), values)
             before = _read(conn, old.metadata)
-        Store.open(db_url).close()
-        _assert_matches_schema(engine)
-        with engine.connect() as conn:
-            after = _read(conn, schema.metadata)
+        store = Store.open(db_url)
+        try:
+            _assert_matches_schema(engine)
+            with engine.connect() as conn:
+                after = _read(conn, schema.metadata)
+            _assert_the_code_works_on(store)
+        finally:
+            store.close()
         for table, rows in before.items():
             # Every value the release recorded reads back the same; added columns are empty.
             assert [{k: r[k] for k in rows[0]} for r in after[table]] == rows
