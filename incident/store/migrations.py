@@ -1,56 +1,150 @@
-"""Named, ordered migrations, recorded in schema_migrations (never "create_all and hope")."""
+"""Named, ordered migrations, recorded in schema_migrations (never "create_all and hope").
+
+Each migration holds its DDL as it was when written and never reads schema.py: schema.py is
+what the code queries today, and tests/test_migrations.py checks that these steps, run on an
+empty database or on one an earlier release made, arrive at exactly that. A change to the
+schema is a new migration here plus the matching change in schema.py; a migration once
+released is never edited.
+
+Before issue 12, m001 created its tables from the live schema.py, so an existing database holds
+the schema of the release that created it, with that release's migrations recorded. Every column or
+index m002-m005 add joined schema.py in the commit that added the migration, so a database
+that lacks one of them in schema_migrations was made before the change: they apply it
+unconditionally. The one exception, outbox.fallback_address, joined schema.py without a
+migration (73702ce); m006 adds it and checks first (see there).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import Connection, inspect, select
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Connection,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    inspect,
+    select,
+)
 
 from incident.store import schema
 from incident.timeutil import utcnow
 
 
+def _migrations_table(metadata: MetaData) -> Table:
+    """schema_migrations as first written (ddb9f53); migrate() creates it before m001."""
+    return Table(
+        "schema_migrations", metadata,
+        Column("name", String(100), primary_key=True),
+        Column("applied_at", DateTime(timezone=True), nullable=False),
+    )
+
+
 def m001_initial(conn: Connection) -> None:
-    """Incidents, the event log and the outbox."""
-    # Table.create also creates the table's indexes and constraints.
-    for table in (schema.incidents, schema.events, schema.outbox):
+    """Incidents, the event log and the outbox, as the first release (ddb9f53) created them."""
+    metadata = MetaData()
+    Table(
+        "incidents", metadata,
+        Column("id", String(40), primary_key=True),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("playbook_id", String(100), nullable=False),
+        Column("title", Text, nullable=False),
+        Column("drill", Boolean, nullable=False),
+        Column("last_seq", Integer, nullable=False),
+        Column("head_hash", String(64), nullable=False),
+    )
+    Table(
+        "events", metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("incident_id", String(40), ForeignKey("incidents.id"), nullable=False),
+        Column("seq", Integer, nullable=False),
+        Column("type", String(40), nullable=False),
+        Column("at", DateTime(timezone=True), nullable=False),
+        Column("actor", String(200), nullable=False),
+        Column("data", Text, nullable=False),
+        Column("prev_hash", String(64), nullable=False),
+        Column("hash", String(64), nullable=False),
+        UniqueConstraint("incident_id", "seq", name="uq_events_incident_seq"),
+    )
+    outbox = Table(
+        "outbox", metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("incident_id", String(40), ForeignKey("incidents.id"), nullable=False),
+        Column("notice_seq", Integer, nullable=False),
+        Column("channel", String(16), nullable=False),
+        Column("recipient_ref", String(200), nullable=False),
+        Column("recipient_name", Text, nullable=False),
+        Column("address", String(320), nullable=False),
+        Column("language", String(8), nullable=False),
+        Column("priority", Integer, nullable=False),
+        Column("state", String(12), nullable=False),
+        Column("attempts", Integer, nullable=False),
+        Column("last_error", Text),
+        Column("error_code", String(40)),
+        Column("message_id", String(200), nullable=False),
+        Column("idempotency_key", String(64), nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+        Column("claimed_by", String(100)),
+        Column("claimed_at", DateTime(timezone=True)),
+        Column("sent_at", DateTime(timezone=True)),
+        Column("provider_ref", String(200)),
+        UniqueConstraint("idempotency_key", name="uq_outbox_key"),
+        UniqueConstraint("incident_id", "notice_seq", "channel", "recipient_ref",
+                         name="uq_outbox_recipient"),
+    )
+    Index("ix_outbox_claim", outbox.c.state, outbox.c.priority, outbox.c.next_attempt_at)
+    Index("ix_outbox_notice", outbox.c.incident_id, outbox.c.notice_seq, outbox.c.state)
+    # In dependency order; Table.create also creates the table's indexes and constraints.
+    for table in metadata.sorted_tables:
         table.create(conn)
 
 
 def m002_outbox_due_index(conn: Connection) -> None:
     """An index for claims: (incident, state, priority, id). Superseded by m003."""
-    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_outbox_due "
-                         "ON outbox (incident_id, state, priority, id)")
+    conn.exec_driver_sql("CREATE INDEX ix_outbox_due ON outbox (incident_id, state, priority, id)")
 
 
 def m003_outbox_next_index(conn: Connection) -> None:
     """The index claims walk, with the channel: (incident, state, channel, priority, id).
 
     A claim is per channel; m002's index made a claim for a channel with nothing due walk
-    every pending row of the incident. A database created after this index joined the
-    schema got it from m001 already.
+    every pending row of the incident.
     """
-    conn.exec_driver_sql("DROP INDEX IF EXISTS ix_outbox_due")
-    schema.ix_outbox_next.create(conn, checkfirst=True)
+    conn.exec_driver_sql("DROP INDEX ix_outbox_due")
+    conn.exec_driver_sql("CREATE INDEX ix_outbox_next "
+                         "ON outbox (incident_id, state, channel, priority, id)")
 
 
 def m004_outbox_transport(conn: Connection) -> None:
-    """outbox.transport: the transport each row was recorded for (NULL for older rows).
-
-    A database created after the column joined the schema got it from m001 already.
-    """
-    if "transport" not in {c["name"] for c in inspect(conn).get_columns("outbox")}:
-        conn.exec_driver_sql("ALTER TABLE outbox ADD COLUMN transport VARCHAR(16)")
+    """outbox.transport: the transport each row was recorded for (NULL for older rows)."""
+    conn.exec_driver_sql("ALTER TABLE outbox ADD COLUMN transport VARCHAR(16)")
 
 
 def m005_chain_anchor(conn: Connection) -> None:
     """The chain's anchor: a signature per event (events.mac) and of each incident's head
-    (incidents.head_mac), made with a key from the environment. A database created after
-    these columns joined the schema got them from m001 already."""
-    for table, column in ((schema.events, "mac"), (schema.incidents, "head_mac")):
-        present = {c["name"] for c in inspect(conn).get_columns(table.name)}
-        if column not in present:
-            conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column} VARCHAR(64)")
+    (incidents.head_mac), made with a key from the environment."""
+    conn.exec_driver_sql("ALTER TABLE events ADD COLUMN mac VARCHAR(64)")
+    conn.exec_driver_sql("ALTER TABLE incidents ADD COLUMN head_mac VARCHAR(64)")
+
+
+def m006_outbox_fallback_address(conn: Connection) -> None:
+    """outbox.fallback_address: the customer's other contact, for fallback to the other channel.
+
+    The column joined schema.py (73702ce) without a migration, so the old m001 gave it to every
+    database created from then on, and a database of the first release (ddb9f53) never got
+    it. Only the first lack it: the column is added when it is missing, and only then.
+    """
+    if "fallback_address" not in {c["name"] for c in inspect(conn).get_columns("outbox")}:
+        conn.exec_driver_sql("ALTER TABLE outbox ADD COLUMN fallback_address VARCHAR(320)")
 
 
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
@@ -59,13 +153,14 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m003_outbox_next_index", m003_outbox_next_index),
     ("m004_outbox_transport", m004_outbox_transport),
     ("m005_chain_anchor", m005_chain_anchor),
+    ("m006_outbox_fallback_address", m006_outbox_fallback_address),
 ]
 
 
 def migrate(conn: Connection) -> list[str]:
     """Apply the migrations not yet recorded, in order; return their names."""
     if not inspect(conn).has_table("schema_migrations"):
-        schema.migrations.create(conn)
+        _migrations_table(MetaData()).create(conn)
     done = set(conn.execute(select(schema.migrations.c.name)).scalars())
     applied = []
     for name, step in MIGRATIONS:

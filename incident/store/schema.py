@@ -1,4 +1,9 @@
-"""The one schema, for SQLite and PostgreSQL (SQLAlchemy Core)."""
+"""The schema the code queries, for SQLite and PostgreSQL (SQLAlchemy Core).
+
+It creates nothing: the tables, columns and indexes are made by the frozen steps in
+migrations.py, and tests/test_migrations.py checks that they arrive at exactly what is declared
+here. A change here comes with a new migration.
+"""
 
 from __future__ import annotations
 
@@ -80,7 +85,8 @@ outbox = Table(
     Column("claimed_at", DateTime(timezone=True)),
     Column("sent_at", DateTime(timezone=True)),
     Column("provider_ref", String(200)),
-    # The customer's other contact, when the playbook asks for fallback to the other channel.
+    # The customer's other contact, when the playbook asks for fallback to the other channel
+    # (m006 for databases of the first release).
     Column("fallback_address", String(320)),
     # The transport the row was recorded for (file, smtp, twilio): only a dispatcher with that
     # transport settles it, unless the supervisor reroutes it (an event). NULL: recorded
@@ -97,5 +103,5 @@ Index("ix_outbox_notice", outbox.c.incident_id, outbox.c.notice_seq, outbox.c.st
 # order (urgent first, then oldest), stopping after one batch: without it each claim sorted
 # every row of the incident; without `channel` in it, a claim for a channel with nothing due
 # walked every pending row of the others (migrations m002, m003).
-ix_outbox_next = Index("ix_outbox_next", outbox.c.incident_id, outbox.c.state, outbox.c.channel,
-                       outbox.c.priority, outbox.c.id)
+Index("ix_outbox_next", outbox.c.incident_id, outbox.c.state, outbox.c.channel, outbox.c.priority,
+      outbox.c.id)

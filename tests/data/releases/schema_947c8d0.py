@@ -1,0 +1,93 @@
+"""The one schema, for SQLite and PostgreSQL (SQLAlchemy Core)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+migrations = Table(
+    "schema_migrations", metadata,
+    Column("name", String(100), primary_key=True),
+    Column("applied_at", DateTime(timezone=True), nullable=False),
+)
+
+# The incident row holds only what never changes plus the head of its event chain; every
+# other fact is derived from the events.
+incidents = Table(
+    "incidents", metadata,
+    Column("id", String(40), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("playbook_id", String(100), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("drill", Boolean, nullable=False, default=False),
+    Column("last_seq", Integer, nullable=False, default=0),
+    Column("head_hash", String(64), nullable=False),
+)
+
+events = Table(
+    "events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("incident_id", String(40), ForeignKey("incidents.id"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("type", String(40), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("data", Text, nullable=False),  # canonical JSON; hashed as stored
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    UniqueConstraint("incident_id", "seq", name="uq_events_incident_seq"),
+)
+
+# One row per recipient × channel × notice. `address` is the only place a full contact is
+# kept; everything shown to people masks it.
+outbox = Table(
+    "outbox", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("incident_id", String(40), ForeignKey("incidents.id"), nullable=False),
+    Column("notice_seq", Integer, nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("recipient_ref", String(200), nullable=False),
+    Column("recipient_name", Text, nullable=False, default=""),
+    Column("address", String(320), nullable=False),
+    Column("language", String(8), nullable=False),
+    Column("priority", Integer, nullable=False, default=1),  # 0 urgent, 1 normal
+    Column("state", String(12), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text),
+    Column("error_code", String(40)),
+    Column("message_id", String(200), nullable=False),
+    Column("idempotency_key", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("claimed_by", String(100)),
+    Column("claimed_at", DateTime(timezone=True)),
+    Column("sent_at", DateTime(timezone=True)),
+    Column("provider_ref", String(200)),
+    # The customer's other contact, when the playbook asks for fallback to the other channel.
+    Column("fallback_address", String(320)),
+    UniqueConstraint("idempotency_key", name="uq_outbox_key"),
+    UniqueConstraint("incident_id", "notice_seq", "channel", "recipient_ref",
+                     name="uq_outbox_recipient"),
+)
+
+Index("ix_outbox_claim", outbox.c.state, outbox.c.priority, outbox.c.next_attempt_at)
+Index("ix_outbox_notice", outbox.c.incident_id, outbox.c.notice_seq, outbox.c.state)
+# A claim for one channel seeks (incident, state, channel) here and walks the rest in claim
+# order (urgent first, then oldest), stopping after one batch: without it each claim sorted
+# every row of the incident; without `channel` in it, a claim for a channel with nothing due
+# walked every pending row of the others (migrations m002, m003).
+ix_outbox_next = Index("ix_outbox_next", outbox.c.incident_id, outbox.c.state, outbox.c.channel,
+                       outbox.c.priority, outbox.c.id)
