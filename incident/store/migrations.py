@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 
 from sqlalchemy import Connection, inspect, select
 
 from incident.store import schema
-from incident.timeutil import utcnow
 
 
 def m001_initial(conn: Connection) -> None:
@@ -62,8 +62,8 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
 ]
 
 
-def migrate(conn: Connection) -> list[str]:
-    """Apply the migrations not yet recorded, in order; return their names."""
+def migrate(conn: Connection, *, now: datetime) -> list[str]:
+    """Apply the migrations not yet recorded, in order, dated `now`; return their names."""
     if not inspect(conn).has_table("schema_migrations"):
         schema.migrations.create(conn)
     done = set(conn.execute(select(schema.migrations.c.name)).scalars())
@@ -72,6 +72,6 @@ def migrate(conn: Connection) -> list[str]:
         if name in done:
             continue
         step(conn)
-        conn.execute(schema.migrations.insert().values(name=name, applied_at=utcnow()))
+        conn.execute(schema.migrations.insert().values(name=name, applied_at=now))
         applied.append(name)
     return applied
