@@ -150,17 +150,20 @@ def smtp() -> Iterator[tuple[Recorder, int]]:
 
 
 class Clock:
-    """INCIDENT_NOW, stepped through the incident's timeline (times in UTC)."""
+    """The workspace's frozen clock, stepped through the incident's timeline (times in UTC)."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.monkeypatch = monkeypatch
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
 
     def at(self, hhmm: str) -> None:
         self.ws.freeze(f"2026-11-24T{hhmm}:00Z")
 
 
 def _service(ws: Workspace) -> Service:
-    return Service(load_runtime(str(ws.config), db=ws.db, operator=ws.operator))
+    """The use cases on the workspace, at the time it is frozen at."""
+    assert ws.clock is not None
+    return Service(load_runtime(str(ws.config), db=ws.db, operator=ws.operator,
+                                clock=ws.clock))
 
 
 def _setup(ws: Workspace, port: int) -> None:
