@@ -256,8 +256,12 @@ def _kill(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def incident_cmd() -> list[str]:
-    """The CLI under this interpreter (run the bench with the project's virtualenv)."""
+def incident_cmd(*, frozen_at: str | None = None) -> list[str]:
+    """The CLI under this interpreter (run the bench with the project's virtualenv); with
+    `frozen_at`, through the tests' launcher that runs it at that time (tests/frozen_incident.py:
+    the CLI itself reads no time from the environment)."""
+    if frozen_at is not None:
+        return [sys.executable, str(TESTS_DIR / "frozen_incident.py"), frozen_at]
     return [sys.executable, "-m", "incident"]
 
 

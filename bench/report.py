@@ -212,9 +212,9 @@ def main() -> int:
         results = []
         for fmt in ("json", "html", "md"):
             out = Path(tmp) / f"report.{fmt}"
-            result = run([*incident_cmd(), "--config", str(ws.config), "report", iid,
-                          "--format", fmt, "--lang", "en", "-o", str(out)],
-                         env=clean_env({"INCIDENT_NOW": "2026-11-25T01:00:00Z"}))
+            result = run([*incident_cmd(frozen_at="2026-11-25T01:00:00Z"), "--config",
+                          str(ws.config), "report", iid, "--format", fmt, "--lang", "en",
+                          "-o", str(out)], env=clean_env())
             result.check(f"incident report --format {fmt}")
             results.append({"format": fmt, "seconds": round(result.wall, 2),
                             "peak_rss_mb": round(result.max_rss_mb, 1),

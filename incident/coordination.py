@@ -15,7 +15,7 @@ from incident.parties import check_parties, playbook_parties
 from incident.regulator import Draft, draft, pick_duty, progress_messages
 from incident.state import IncidentView, NoticeResult, fold
 from incident.store import outbox as ob
-from incident.timeutil import local_text, utcnow
+from incident.timeutil import local_text
 
 if TYPE_CHECKING:
     from incident.service import Service
@@ -86,7 +86,7 @@ class Coordination:
         self.service.check_channels()
         targets = check_parties(self.rt, parties)
         incident_id = self.service.store.resolve_id(ref)
-        now = utcnow()
+        now = self.rt.clock.now()
         with self.service.store.write() as conn:
             self.service.store.lock_incident(conn, incident_id)
             view = fold(self.service.store.events(incident_id, conn))
@@ -129,13 +129,14 @@ class Coordination:
 
     def attention(self, ref: str, now: datetime | None = None) -> list[Attention]:
         """What falls due on one incident now (the cadence warnings of every command)."""
-        return attention(self.service.view(ref), now or utcnow(), self.rt.settings.alerts.due_soon)
+        return attention(self.service.view(ref), now or self.rt.clock.now(),
+                         self.rt.settings.alerts.due_soon)
 
     def regulator_draft(self, ref: str, *, duty: str | None = None,
                         lang: str | None = None) -> Draft:
         """A draft of the regulator report `duty` (default: the next due) from the record."""
         view, events = self.service.timeline(ref)
-        now = utcnow()
+        now = self.rt.clock.now()
         item = pick_duty(view, duty, now)
         with self.service.store.read() as conn:
             counts = ob.counts(conn, view.id)

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import func, or_, select
 
 from incident.channels.base import Channel, Outcome, Outgoing, SmsOut
+from incident.clock import Clock
 from incident.errors import IncidentError
 from incident.models import DeliveryState
 from incident.notices import Composer, message_id, sender_domain
@@ -25,7 +26,6 @@ from incident.settings import DeliverySettings
 from incident.store import Store, schema
 from incident.store import outbox as ob
 from incident.store.events import as_utc
-from incident.timeutil import utcnow
 
 
 class RateLimiter:
@@ -227,8 +227,10 @@ class Dispatcher:
     """
 
     def __init__(self, store: Store, composer: Composer, channels: dict[str, Channel], *,
-                 policy: DeliveryPolicy | None = None) -> None:
+                 policy: DeliveryPolicy | None = None, clock: Clock | None = None) -> None:
         self.store = store
+        # Claims, retries and outcomes are timed by it (by default the runtime's).
+        self.clock = clock or composer.rt.clock
         self.composer = composer
         self.channels = channels
         self.policy = policy or DeliveryPolicy()
@@ -398,7 +400,7 @@ class Dispatcher:
                 due = self._next_due(incident_id)
                 if due is None:
                     return None
-                delay = (due - utcnow()).total_seconds()
+                delay = (due - self.clock.now()).total_seconds()
                 if time.monotonic() + max(delay, 0) > deadline:
                     return None
                 await asyncio.sleep(min(max(delay, 0.05), 5.0))
@@ -484,7 +486,7 @@ class Dispatcher:
         self._done.clear()
         self._unsent.clear()
         with self.store.write() as conn:
-            now = utcnow()
+            now = self.clock.now()
             self._record(conn, done, unfinished, unsent, tally, now)
             if claim is None:
                 return []

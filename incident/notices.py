@@ -3,7 +3,6 @@ per-recipient messages composed from it at send time."""
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from email.utils import format_datetime, parseaddr
@@ -22,7 +21,7 @@ from incident.settings import Limits, Runtime
 from incident.state import IncidentView
 from incident.store import schema
 from incident.store.outbox import PARTY_PREFIX, OutboxRow, idempotency_key
-from incident.timeutil import local_text, utcnow
+from incident.timeutil import local_text
 
 STATUS_LABELS = {
     "zh-CN": {Status.INVESTIGATING: "正在排查", Status.IDENTIFIED: "已查明原因",
@@ -345,9 +344,10 @@ class Composer:
 
     def _date(self) -> str:
         """The Date header's value, formatted once per second rather than per message."""
-        second = int(time.time())
+        now = self.rt.clock.now()
+        second = int(now.timestamp())
         if second != self._date_second:
-            self._date_second, self._date_text = second, format_datetime(utcnow())
+            self._date_second, self._date_text = second, format_datetime(now)
         return self._date_text
 
     def _context(self, notice: dict[str, Any], lang: str, name: str,

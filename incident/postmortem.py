@@ -19,7 +19,7 @@ from incident.report.render import Format, check_choice
 from incident.resources import shipped
 from incident.service import NoticeResult, Service
 from incident.state import ActionItem, IncidentView, fold
-from incident.timeutil import parse_when, to_iso, utcnow
+from incident.timeutil import parse_when, to_iso
 
 ANY_STATE = frozenset(Status)
 
@@ -121,7 +121,7 @@ def report_data(service: Service, ref: str, *, now: datetime | None = None) -> d
     """Every figure of one incident's report (the JSON document)."""
     view, events = service.timeline(ref)
     with service.store.read() as conn:
-        return measure(view, events, conn, now=now or utcnow(),
+        return measure(view, events, conn, now=now or service.rt.clock.now(),
                        party_names=_party_names(service))
 
 
@@ -136,7 +136,7 @@ def report(service: Service, ref: str, *, fmt: Format = "md", lang: str = "zh-CN
 def period(service: Service, *, since: str, until: str | None = None, drills: bool = False,
            now: datetime | None = None) -> dict[str, Any]:
     """The summary of the incidents declared in [since, until): real ones, or only drills."""
-    now = now or utcnow()
+    now = now or service.rt.clock.now()
     start = _day(service, since, "--since", now)
     end = _day(service, until, "--until", now, end_of_day=True) if until else now
     if end <= start:

@@ -51,7 +51,6 @@ from incident.settings import Runtime
 from incident.store import Store, schema
 from incident.store import outbox as ob
 from incident.store.events import as_utc
-from incident.timeutil import utcnow
 
 # `start` records the notice's event with the outbox rows of this many recipients (urgent
 # first), then the rest in transactions of SENDING_BATCH recipients while the first ones are
@@ -166,7 +165,7 @@ def _complete_notice(store: Store, rt: Runtime, incident_id: str, *,
         first = conn.execute(select(e.c.data, e.c.at).where(e.c.incident_id == incident_id,
                                                             e.c.seq == 1)).first()
         data = json.loads(first.data) if first else {}
-        declared = as_utc(first.at) if first else utcnow()
+        declared = as_utc(first.at) if first else rt.clock.now()
         audience, notice = data.get("audience", {}), data.get("notice")
         if "sha256" not in audience or not notice:
             return None  # recorded in one transaction (or no customer notice)
@@ -180,7 +179,7 @@ def _complete_notice(store: Store, rt: Runtime, incident_id: str, *,
     # Left to its recorder while that process lives (on another host: for as long as a
     # claim there would be trusted; the audience file is that host's anyway).
     elsewhere = (recorder.rpartition(":")[0] != socket.gethostname()
-                 and utcnow() - declared < rt.settings.delivery.stale_claim)
+                 and rt.clock.now() - declared < rt.settings.delivery.stale_claim)
     if not strict and (_alive_here(recorder) or elsewhere):
         return (f"{incident_id}: notice #1 is being recorded by {recorder} "
                 f"({recorded:,} of {total:,} messages so far)")
@@ -206,7 +205,7 @@ def _complete_notice(store: Store, rt: Runtime, incident_id: str, *,
         # The transports the notice was recorded for (not this config's, which may differ).
         transports = notice.get("transports") or rt.settings.channels.transports
         domain = sender_domain(rt)
-        now = utcnow()
+        now = rt.clock.now()
         recipients = iter(scan.spool)
         while batch := list(islice(recipients, ROWS_PER_BATCH)):
             with store.write() as conn:

@@ -83,7 +83,7 @@ from incident.state import IncidentView, NoticeResult, apply, fold
 from incident.store import Store, incident_id_at
 from incident.store import outbox as ob
 from incident.store.events import CHAIN_KEY_ENV
-from incident.timeutil import format_duration, parse_when, to_iso, utcnow
+from incident.timeutil import format_duration, parse_when, to_iso
 
 
 @dataclass
@@ -158,7 +158,8 @@ class Service:
         """The database, opened (and migrated) on first use."""
         if self._store is None:
             # The chain key is a secret: from the environment only, never in the database.
-            self._store = Store.open(self.rt.db_url, chain_key=secret(CHAIN_KEY_ENV))
+            self._store = Store.open(self.rt.db_url, chain_key=secret(CHAIN_KEY_ENV),
+                                     clock=self.rt.clock)
         return self._store
 
     def store_if_open(self) -> Store | None:
@@ -193,7 +194,7 @@ class Service:
         if not (dry_run or queue_only):
             check_channels(self.rt)
         book = load_playbook(find_playbook(playbook, self.rt.playbook_path))
-        now = utcnow()
+        now = self.rt.clock.now()
         title = one_line(title)  # it goes into a Subject header and an SMS: one plain line
         if not title:
             raise InvalidValue("--title must not be empty")
@@ -338,7 +339,8 @@ class Service:
         the first messages have gone, so that recording never delays the first one."""
         composer = Composer(self.rt, self.renderer, {})
         policy = DeliveryPolicy.from_settings(self.rt.settings.delivery, concurrency(self.rt))
-        dispatcher = Dispatcher(self.store, composer, build_channels(self.rt), policy=policy)
+        dispatcher = Dispatcher(self.store, composer, build_channels(self.rt), policy=policy,
+                                clock=self.rt.clock)
         first_sent = asyncio.Event()
         runs: list[DeliveryReport] = []
 
@@ -631,7 +633,7 @@ class Service:
         incident_id = self.store.resolve_id(ref)
         if phase is not None:  # a later notice copies the first one's rows: complete them
             self.notes = self.complete_notices(incident_id, strict=True)
-        now = utcnow()
+        now = self.rt.clock.now()
         domain = sender_domain(self.rt)
         self.store.record_tampering(incident_id, actor=self.rt.operator, at=now)
         with self.store.write() as conn:
@@ -757,7 +759,7 @@ class Service:
             internal = ob.counts(conn, view.id, parties=True)
             failures = ob.failures(conn, view.id, limit=10)
             retrying = ob.retrying(conn, view.id)
-        now = utcnow()
+        now = self.rt.clock.now()
         return StatusResult(view=view, counts=counts, failures=failures, now=now,
                             retrying=retrying, internal_counts=internal,
                             attention=attention(view, now, self.rt.settings.alerts.due_soon))
@@ -768,7 +770,7 @@ class Service:
         rows = self.store.incidents()
         with self.store.read() as conn:
             all_counts = {row.id: ob.counts(conn, row.id) for row in rows}
-        now = utcnow()
+        now = self.rt.clock.now()
         for row in rows:
             view = fold(self.store.events(row.id))
             if include_closed or view.status is not Status.CLOSED:
@@ -818,7 +820,7 @@ class Service:
                 if moved:
                     events.append(self.store.append(
                         conn, each, EventType.DELIVERY_REROUTED, actor=self.rt.operator,
-                        data={"moved": moved, "to": transports}, at=utcnow()))
+                        data={"moved": moved, "to": transports}, at=self.rt.clock.now()))
         return events
 
     def reached_parties(self, incident_id: str, notice_seq: int) -> set[str]:
@@ -842,7 +844,7 @@ class Service:
         policy = policy or DeliveryPolicy.from_settings(self.rt.settings.delivery,
                                                         concurrency(self.rt))
         dispatcher = Dispatcher(self.store, composer, channels or build_channels(self.rt),
-                                policy=policy)
+                                policy=policy, clock=self.rt.clock)
         return asyncio.run(dispatcher.run(incident_id=incident_id, progress=progress))
 
     def complete_notices(self, incident_id: str | None = None, *,
@@ -925,7 +927,7 @@ def check_playbook(rt: Runtime, renderer: Renderer, path: Path) -> PlaybookCheck
                              {})
     problems: list[tuple[Location, str]] = []
     sms: dict[str, dict[str, int | float | str]] = {}
-    now = utcnow()
+    now = rt.clock.now()
     for phase in book.notices.phases:
         view = sample_view(book, phase, now=now)
         for lang in rt.settings.languages:

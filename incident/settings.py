@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import Field, field_validator, model_validator
 
+from incident.clock import SYSTEM_CLOCK, Clock
 from incident.errors import ConfigInvalid, InvalidValue
 from incident.models import Duration, Strict, Text
 from incident.privacy import remember_secret
@@ -214,7 +215,8 @@ class Settings(Strict):
 
 @dataclass(frozen=True)
 class Runtime:
-    """Settings plus everything resolved at start-up: paths, database URL, operator, zone."""
+    """Settings plus everything resolved at start-up: paths, database URL, operator, zone,
+    and the clock every recorded time comes from."""
 
     settings: Settings
     config_path: Path | None
@@ -222,6 +224,7 @@ class Runtime:
     db_url: str
     operator: str
     zone: ZoneInfo
+    clock: Clock = SYSTEM_CLOCK
 
     def path(self, value: str) -> Path:
         """A path from the config, relative to the config file's folder."""
@@ -255,8 +258,9 @@ def parse_settings(text: str, *, source: str) -> Settings:
 
 
 def load_runtime(config: str | None, *, db: str | None = None, operator: str | None = None,
-                 env: Mapping[str, str] | None = None) -> Runtime:
-    """Build the Runtime from --config/--db/--as, the environment, and the config file.
+                 env: Mapping[str, str] | None = None, clock: Clock = SYSTEM_CLOCK) -> Runtime:
+    """Build the Runtime from --config/--db/--as, the environment, and the config file; the
+    time comes from `clock` (never from the environment).
 
     Without an explicit config and with no ./incident.yaml, the shipped example (SQLite,
     file channel, no credentials) is used with the current folder as base.
@@ -285,7 +289,7 @@ def load_runtime(config: str | None, *, db: str | None = None, operator: str | N
         db_url = f"sqlite:///{db_file if db_file.is_absolute() else base_dir / db_file}"
     who = operator or env.get("INCIDENT_OPERATOR") or _os_user()
     return Runtime(settings=settings, config_path=config_path, base_dir=base_dir,
-                   db_url=db_url, operator=who, zone=get_zone(settings.timezone))
+                   db_url=db_url, operator=who, zone=get_zone(settings.timezone), clock=clock)
 
 
 def _os_user() -> str:

@@ -56,16 +56,6 @@ def get_zone(name: str) -> ZoneInfo:
         raise InvalidValue(f"unknown time zone: {name!r}") from exc
 
 
-def utcnow() -> datetime:
-    """The current time in UTC (one place to freeze in tests via INCIDENT_NOW)."""
-    import os
-
-    frozen = os.environ.get("INCIDENT_NOW")
-    if frozen:
-        return parse_iso(frozen)
-    return datetime.now(UTC)
-
-
 def parse_iso(text: str, zone: ZoneInfo | None = None) -> datetime:
     """Parse an ISO timestamp; naive values are taken in `zone` (UTC if none). Returns UTC."""
     try:
@@ -80,14 +70,13 @@ def parse_iso(text: str, zone: ZoneInfo | None = None) -> datetime:
 _CLOCK = re.compile(r"^(\d{1,2}):(\d{2})$")
 
 
-def parse_when(text: str, *, zone: ZoneInfo, now: datetime | None = None,
-               future: bool = True) -> datetime:
+def parse_when(text: str, *, zone: ZoneInfo, now: datetime, future: bool = True) -> datetime:
     """Parse WHEN: relative (`90m`, `1h30m`), a clock time (`14:30`) or ISO, in `zone`. UTC out.
 
     A clock time means the next such time when `future` (ETA), else the last one (detection).
     """
     try:
-        return _parse_when(text, zone=zone, now=now or utcnow(), future=future)
+        return _parse_when(text, zone=zone, now=now, future=future)
     except OverflowError:
         raise InvalidValue(f"{str(text).strip()!r} is beyond the calendar") from None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,18 +14,29 @@ import yaml
 from click.testing import CliRunner, Result
 
 from incident.cli import cli
+from incident.clock import FrozenClock
 
 CUSTOMERS_HEADER = "id,name,email,phone,language,segment,region,branch,products,priority\n"
 
 
 @dataclass
 class Workspace:
-    """A folder made by `incident init`, a database URL, and a way to run commands in it."""
+    """A folder made by `incident init`, a database URL, and a way to run commands in it
+    (on the system clock until `freeze` stops it)."""
 
     root: Path
     db: str
     runner: CliRunner
     operator: str = "duty-lead"
+    clock: FrozenClock | None = None
+
+    def freeze(self, at: datetime | str) -> FrozenClock:
+        """Run the next commands at `at` (UTC if naive), until frozen at another time."""
+        if self.clock is None:
+            self.clock = FrozenClock(at)
+        else:
+            self.clock.set(at)
+        return self.clock
 
     @property
     def config(self) -> Path:
@@ -34,7 +46,8 @@ class Workspace:
             ) -> Result:
         """Run `incident --config … --db … ARGS`; assert the exit code (None: any)."""
         full = ["--config", str(self.config), "--db", self.db, "--as", self.operator, *args]
-        result = self.runner.invoke(cli, full, catch_exceptions=False, env=env)
+        # The clock is passed in as the context object, as a program embedding the CLI would.
+        result = self.runner.invoke(cli, full, catch_exceptions=False, env=env, obj=self.clock)
         if code is not None:
             assert result.exit_code == code, (
                 f"exit {result.exit_code} != {code} for {args}\n"
@@ -108,7 +121,6 @@ def sqlite_ws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Works
 
 
 def _workspace(tmp_path: Path, db: str, monkeypatch: pytest.MonkeyPatch) -> Workspace:
-    monkeypatch.delenv("INCIDENT_NOW", raising=False)
     monkeypatch.delenv("INCIDENT_CONFIG", raising=False)
     monkeypatch.delenv("INCIDENT_DB", raising=False)
     runner = CliRunner()

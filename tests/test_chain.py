@@ -75,7 +75,6 @@ def test_verify_names_the_event_after_tampering(ws: Workspace, case: str) -> Non
 
 def _append_worker(ws: Workspace, incident_id: str, tag: str, count: int) -> subprocess.Popen:
     env = {**os.environ, "INCIDENT_OPERATOR": tag}
-    env.pop("INCIDENT_NOW", None)
     code = (
         "import sys\n"
         "from click.testing import CliRunner\n"

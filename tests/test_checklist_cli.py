@@ -1,5 +1,5 @@
 """The playbook's steps as the incident's checklist, through the command line with a frozen
-clock (INCIDENT_NOW): due times from detection, overdue in `status`, `step --done/--skip`,
+clock (Workspace.freeze): due times from detection, overdue in `status`, `step --done/--skip`,
 actions run from steps, and the cadence warnings every command prints — on SQLite and
 PostgreSQL."""
 
@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import Any
-
-import pytest
 
 from cli_fixtures import Workspace
 
@@ -27,12 +25,12 @@ DUE = {"declare": 15, "notify-parties": 20, "engineering-triage": 30,
 AUTO = {"declare", "notify-parties", "first-customer-notice", "open-manual-channel"}
 
 
-def _at(monkeypatch: pytest.MonkeyPatch, minutes: float) -> None:
-    monkeypatch.setenv("INCIDENT_NOW", (T0 + timedelta(minutes=minutes)).isoformat())
+def _at(ws: Workspace, minutes: float) -> None:
+    ws.freeze(T0 + timedelta(minutes=minutes))
 
 
-def _start(ws: Workspace, monkeypatch: pytest.MonkeyPatch, *extra: str) -> str:
-    _at(monkeypatch, 0)
+def _start(ws: Workspace, *extra: str) -> str:
+    _at(ws, 0)
     ws.write_customers(["C1,张伟,zhang.wei@example.com,,zh-CN,retail,guangdong,gd-sz-futian,"
                         "savings,normal"])
     started = ws.json("start", "core-banking-outage", "--title", "Core banking unavailable",
@@ -44,9 +42,8 @@ def _steps(ws: Workspace, incident_id: str) -> dict[str, dict[str, Any]]:
     return {s["id"]: s for s in ws.json("status", incident_id)["steps"]}
 
 
-def test_steps_are_due_from_detection_and_start_completes_its_own(
-        ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
-    incident_id = _start(ws, monkeypatch)
+def test_steps_are_due_from_detection_and_start_completes_its_own(ws: Workspace) -> None:
+    incident_id = _start(ws)
     status = ws.json("status", incident_id)
     assert datetime.fromisoformat(status["detected_at"]) == DETECTED
     steps = {s["id"]: s for s in status["steps"]}
@@ -63,10 +60,9 @@ def test_steps_are_due_from_detection_and_start_completes_its_own(
     assert "engineering-triage" in human and "OVERDUE" not in human
 
 
-def test_a_step_past_its_due_time_is_overdue_until_done(
-        ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
-    incident_id = _start(ws, monkeypatch)
-    _at(monkeypatch, 25)  # detection + 35m: triage (30m) is late, branch instructions not
+def test_a_step_past_its_due_time_is_overdue_until_done(ws: Workspace) -> None:
+    incident_id = _start(ws)
+    _at(ws, 25)  # detection + 35m: triage (30m) is late, branch instructions not
     steps = _steps(ws, incident_id)
     assert steps["engineering-triage"]["overdue"] is True
     assert steps["branch-instructions"]["overdue"] is False
@@ -87,9 +83,8 @@ def test_a_step_past_its_due_time_is_overdue_until_done(
     assert event["data"] == {"step": "engineering-triage", "note": "Storage controller failed"}
 
 
-def test_skip_needs_a_reason_and_unknown_steps_are_listed(
-        ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
-    incident_id = _start(ws, monkeypatch)
+def test_skip_needs_a_reason_and_unknown_steps_are_listed(ws: Workspace) -> None:
+    incident_id = _start(ws)
     for args in (("--skip", "  "), (), ("--done", "--skip", "no")):
         ws.run("step", incident_id, "media-holding-statement", *args, code=2)
     unknown = ws.run("step", incident_id, "call-the-press", "--done", code=2)
@@ -99,7 +94,7 @@ def test_skip_needs_a_reason_and_unknown_steps_are_listed(
     skipped = ws.json("step", incident_id, "media-holding-statement", "--skip",
                       "No media interest at this hour")
     assert skipped["state"] == "skipped"
-    _at(monkeypatch, 120)  # long past its due time: a skipped step is not overdue
+    _at(ws, 120)  # long past its due time: a skipped step is not overdue
     steps = _steps(ws, incident_id)
     assert (steps["media-holding-statement"]["state"],
             steps["media-holding-statement"]["overdue"]) == ("skipped", False)
@@ -110,14 +105,13 @@ def test_skip_needs_a_reason_and_unknown_steps_are_listed(
     assert "Checklist: 4 done, 1 skipped" in ws.run("status", incident_id).stdout
 
 
-def test_grade_specific_steps_follow_the_grade(
-        ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
-    incident_id = _start(ws, monkeypatch, "--severity", "III")
+def test_grade_specific_steps_follow_the_grade(ws: Workspace) -> None:
+    incident_id = _start(ws, "--severity", "III")
     steps = _steps(ws, incident_id)
     assert "inform-institutions-and-key-customers" not in steps  # grades I and II only
     assert "dora-initial-notification" not in steps
     ws.run("step", incident_id, "nfra-written-report", "--done")
-    _at(monkeypatch, 30)
+    _at(ws, 30)
     ws.json("update", incident_id, "-m", "Two provinces affected", "--severity", "II")
     steps = _steps(ws, incident_id)
     assert datetime.fromisoformat(steps["inform-institutions-and-key-customers"]["due"]) == (
@@ -125,14 +119,13 @@ def test_grade_specific_steps_follow_the_grade(
     assert steps["nfra-written-report"]["state"] == "done"
 
 
-def test_the_manual_channel_step_opens_the_channel(
-        ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
-    incident_id = _start(ws, monkeypatch, "--no-manual-channel")
+def test_the_manual_channel_step_opens_the_channel(ws: Workspace) -> None:
+    incident_id = _start(ws, "--no-manual-channel")
     steps = _steps(ws, incident_id)
     assert steps["open-manual-channel"]["state"] == "open"
     assert {s for s, v in steps.items() if v["state"] == "done"} == AUTO - {
         "open-manual-channel"}
-    _at(monkeypatch, 5)
+    _at(ws, 5)
     done = ws.json("step", incident_id, "open-manual-channel", "--done")
     assert (done["state"], done["ran"]) == ("done", "open_manual_channel")
     status = ws.json("status", incident_id)
@@ -143,10 +136,9 @@ def test_the_manual_channel_step_opens_the_channel(
     ws.run("step", incident_id, "open-manual-channel", "--done", code=2)
 
 
-def test_the_notify_parties_step_notifies_them_when_start_could_not(
-        ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_notify_parties_step_notifies_them_when_start_could_not(ws: Workspace) -> None:
     # Already done by start: marking it again is refused.
-    first = _start(ws, monkeypatch)
+    first = _start(ws)
     assert _steps(ws, first)["notify-parties"]["state"] == "done"
     ws.run("step", first, "notify-parties", "--done", code=2)
 
@@ -158,7 +150,7 @@ def test_the_notify_parties_step_notifies_them_when_start_could_not(
         saved.update(parties=cfg.pop("parties"), alerts=cfg.pop("alerts"))
 
     ws.configure(drop)
-    second = _start(ws, monkeypatch)
+    second = _start(ws)
     assert _steps(ws, second)["notify-parties"]["state"] == "open"
     assert ws.outbox_files(second, "eml", internal=True) == []
     ws.configure(lambda cfg: cfg.update(saved))
@@ -171,24 +163,23 @@ def test_the_notify_parties_step_notifies_them_when_start_could_not(
                             "regulator", "risk_management"}
 
 
-def test_every_command_warns_when_the_customer_update_or_eta_falls_due(
-        ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
-    incident_id = _start(ws, monkeypatch, "--eta", "2h")  # ETA 12:00 local, grade II: 60m
-    _at(monkeypatch, 10)
+def test_every_command_warns_when_the_customer_update_or_eta_falls_due(ws: Workspace) -> None:
+    incident_id = _start(ws, "--eta", "2h")  # ETA 12:00 local, grade II: 60m
+    _at(ws, 10)
     ws.json("update", incident_id, "-m", "Failover started")  # next update due T0+70m
-    _at(monkeypatch, 20)
+    _at(ws, 20)
     quiet = ws.run("manual", "list", incident_id)
     assert "customer update" not in quiet.stderr and "ETA passed" not in quiet.stderr
-    _at(monkeypatch, 60)  # 10 minutes before the update is due
+    _at(ws, 60)  # 10 minutes before the update is due
     soon = ws.run("manual", "list", incident_id)
     assert "customer update due in 10m" in soon.stderr
-    _at(monkeypatch, 75)
+    _at(ws, 75)
     late = ws.run("manual", "list", incident_id)
     assert "customer update overdue by 5m" in late.stderr
     assert "customer update" not in late.stdout  # warnings go to stderr only
     in_json = ws.run("--json", "manual", "list", incident_id)
     assert "customer update overdue by 5m" in in_json.stderr
-    _at(monkeypatch, 125)  # the 2h ETA passed at T0+120m, never revised
+    _at(ws, 125)  # the 2h ETA passed at T0+120m, never revised
     passed = ws.run("manual", "log", incident_id, "--customer", "C1", "--request", "Cash")
     assert "ETA passed 5m ago without a revision" in passed.stderr
     # Announcing a new ETA and posting the update silences both warnings.
@@ -198,5 +189,5 @@ def test_every_command_warns_when_the_customer_update_or_eta_falls_due(
     ws.json("manual", "reconcile", incident_id, "M001")
     ws.json("resolve", incident_id, "-m", "Restored")
     ws.json("close", incident_id)
-    _at(monkeypatch, 600)
+    _at(ws, 600)
     assert ws.run("manual", "list", incident_id).stderr == ""

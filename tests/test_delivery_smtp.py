@@ -45,9 +45,9 @@ def recorder() -> Iterator[tuple[Recorder, int]]:
 
 
 def test_each_recipient_gets_one_message_per_notice_in_their_language(
-        ws: Workspace, recorder: tuple[Recorder, int], monkeypatch: pytest.MonkeyPatch) -> None:
+        ws: Workspace, recorder: tuple[Recorder, int]) -> None:
     handler, port = recorder
-    monkeypatch.setenv("INCIDENT_NOW", "2026-11-24T01:40:00Z")  # 09:40 in Shanghai
+    ws.freeze("2026-11-24T01:40:00Z")  # 09:40 in Shanghai
     ws.use_smtp(port, connections=3)
     languages = {f"c{n}": ("zh-CN" if n % 3 else "en") for n in range(1, 31)}
     names = {"zh-CN": "客户", "en": "Customer"}

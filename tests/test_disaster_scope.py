@@ -11,8 +11,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from cli_fixtures import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,9 +57,8 @@ def _expect(ws: Workspace, rows: list[dict[str, str]], incident_id: str) -> dict
     return mails
 
 
-def test_typhoon_for_a_region_reaches_its_customers_and_names_the_branches(
-        ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("INCIDENT_NOW", NOW)
+def test_typhoon_for_a_region_reaches_its_customers_and_names_the_branches(ws: Workspace) -> None:
+    ws.freeze(NOW)
     started = ws.json("start", "typhoon", "--title", "Typhoon Signal No. 8", "--region",
                       "hong-kong", "--branches", str(BRANCHES))
     rows = [r for r in _customers(ws) if r["region"] == "hong-kong"]
@@ -88,9 +85,8 @@ def test_typhoon_for_a_region_reaches_its_customers_and_names_the_branches(
     assert "Branches closed: " + HK_EN in draft["fields"]["place"]
 
 
-def test_branch_selection_uses_the_configured_branch_list(
-        ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("INCIDENT_NOW", NOW)
+def test_branch_selection_uses_the_configured_branch_list(ws: Workspace) -> None:
+    ws.freeze(NOW)
     assert "branches: branches.csv" in ws.config.read_text("utf-8")
     started = ws.json("start", "typhoon", "--title", "Flooding at two branches", "--branch",
                       "hk-central", "--branch", "hk-sha-tin")
@@ -133,10 +129,9 @@ SAMPLES = [
 ]
 
 
-def test_every_sample_warning_gets_its_decision_and_customer_counts(
-        sqlite_ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_sample_warning_gets_its_decision_and_customer_counts(sqlite_ws: Workspace) -> None:
     ws = sqlite_ws
-    monkeypatch.setenv("INCIDENT_NOW", NOW)
+    ws.freeze(NOW)
     per_branch: dict[str, int] = {}
     for row in _customers(ws):
         per_branch[row["branch"]] = per_branch.get(row["branch"], 0) + 1
@@ -160,10 +155,9 @@ def test_every_sample_warning_gets_its_decision_and_customer_counts(
     assert ws.json("list", "--all") == []  # deciding records nothing
 
 
-def test_bad_warning_files_and_a_missing_branch_list_are_refused(
-        sqlite_ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_warning_files_and_a_missing_branch_list_are_refused(sqlite_ws: Workspace) -> None:
     ws = sqlite_ws
-    monkeypatch.setenv("INCIDENT_NOW", NOW)
+    ws.freeze(NOW)
     for name, line in (("not-xml.xml", 1), ("truncated.xml", 23), ("wrong-namespace.xml", 2),
                        ("missing-status.xml", 2), ("bad-urgency.xml", 13),
                        ("bad-polygon.xml", 25)):
@@ -181,9 +175,8 @@ def test_bad_warning_files_and_a_missing_branch_list_are_refused(
     ws.json("warnings", "ingest", str(CAP / "typhoon-alert.xml"), "--branches", str(BRANCHES))
 
 
-def test_start_from_a_warning_opens_the_playbook_for_the_affected_branches(
-        ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("INCIDENT_NOW", NOW)
+def test_start_from_a_warning_opens_the_playbook_for_the_affected_branches(ws: Workspace) -> None:
+    ws.freeze(NOW)
     started = ws.json("warnings", "ingest", str(CAP / "typhoon-update.xml"), "--start")
     assert started["severity"] == "I"  # CAP severity Extreme maps to grade I
     assert started["warning"]["identifier"] == "HKO-TC-20260914-1340"
@@ -208,8 +201,8 @@ def test_start_from_a_warning_opens_the_playbook_for_the_affected_branches(
 
 
 def test_an_update_updates_the_incident_its_alert_started_and_a_cancel_names_it(
-        ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("INCIDENT_NOW", NOW)
+        ws: Workspace) -> None:
+    ws.freeze(NOW)
     started = ws.json("warnings", "ingest", str(CAP / "typhoon-alert.xml"), "--start")
     short = started["id"][-6:]
     assert started["severity"] == "II"
@@ -247,17 +240,15 @@ def test_an_update_updates_the_incident_its_alert_started_and_a_cancel_names_it(
     assert over["reasons"][0].endswith(f"no longer open: {started['id']} (resolved)")
 
 
-def test_an_ignored_alert_shows_its_event_and_headline(
-        sqlite_ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("INCIDENT_NOW", NOW)
+def test_an_ignored_alert_shows_its_event_and_headline(sqlite_ws: Workspace) -> None:
+    sqlite_ws.freeze(NOW)
     got = sqlite_ws.json("warnings", "ingest", str(CAP / "typhoon-expired.xml"))
     assert (got["applies"], got["event"], got["headline"]) == (
         False, "台风橙色预警", "深圳市气象台发布台风橙色预警信号")
 
 
-def test_real_alerts_through_the_command_line(sqlite_ws: Workspace,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("INCIDENT_NOW", NOW)
+def test_real_alerts_through_the_command_line(sqlite_ws: Workspace) -> None:
+    sqlite_ws.freeze(NOW)
     real = sorted((CAP / "real").glob("*.*[lp]"))
     codes = {}
     for path in real:

@@ -154,10 +154,10 @@ def test_queue_only_records_then_deliver_sends_once(ws: Workspace) -> None:
         ws.outbox_files(started["id"], "json")) == pending
 
 
-def test_update_overdue_is_flagged_with_a_frozen_clock(ws: Workspace, monkeypatch) -> None:
-    monkeypatch.setenv("INCIDENT_NOW", "2026-11-24T02:00:00Z")
+def test_update_overdue_is_flagged_with_a_frozen_clock(ws: Workspace) -> None:
+    ws.freeze("2026-11-24T02:00:00Z")
     started = _start(ws)
-    monkeypatch.setenv("INCIDENT_NOW", "2026-11-24T05:30:00Z")  # cadence is at most 1h
+    ws.freeze("2026-11-24T05:30:00Z")  # cadence is at most 1h
     data = ws.json("status", started["id"])
     assert data["update_overdue"] is True
     assert data["eta_passed"] is True  # 2h ETA passed at 04:00

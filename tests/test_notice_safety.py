@@ -15,9 +15,9 @@ NAMES = ["<script>alert(1)</script>", "{{ 7*7 }}", "{% raw %}x{% endraw %}"]
 
 @pytest.mark.parametrize("name", NAMES)
 def test_hostile_names_arrive_escaped_and_unevaluated_in_every_notice(
-        ws: Workspace, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        ws: Workspace, name: str) -> None:
     # A frozen clock whose times contain no "49", so that an evaluated {{ 7*7 }} stands out.
-    monkeypatch.setenv("INCIDENT_NOW", "2026-11-24T02:00:00Z")
+    ws.freeze("2026-11-24T02:00:00Z")
     quoted = '"' + name.replace('"', '""') + '"'
     ws.write_customers([
         f"c1,{quoted},victim@example.com,+8613800138000,zh-CN,retail,guangdong,gd,savings,normal",

@@ -55,14 +55,13 @@ class Recorder:
 
 
 @pytest.fixture
-def smtp_ws(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Workspace,
-                                                                             Recorder]]:
+def smtp_ws(ws: Workspace) -> Iterator[tuple[Workspace, Recorder]]:
     """The workspace sending email through an aiosmtpd recorder; three customers (email
     only), the compliance department reading English."""
     handler = Recorder()
     controller = _LocalController(handler, hostname="127.0.0.1", port=0)
     controller.start()
-    monkeypatch.setenv("INCIDENT_NOW", NOW)
+    ws.freeze(NOW)
     try:
         ws.use_smtp(controller.port, connections=2)
         ws.configure(lambda cfg: cfg["parties"]["compliance"].update(language="en"))
@@ -164,11 +163,10 @@ def test_internal_and_targeted_updates_reach_only_their_recipients(
         "parties_notified")  # nothing recorded by the refused update
 
 
-def test_acknowledgements_are_recorded_once_and_only_for_notified_parties(
-        ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("INCIDENT_NOW", NOW)
+def test_acknowledgements_are_recorded_once_and_only_for_notified_parties(ws: Workspace) -> None:
+    ws.freeze(NOW)
     incident_id = _start(ws)["id"]
-    monkeypatch.setenv("INCIDENT_NOW", "2026-11-24T02:07:00+00:00")
+    ws.freeze("2026-11-24T02:07:00+00:00")
     acked = ws.json("ack", incident_id, "compliance", "--note", "Ms Li confirmed by phone")
     assert acked["acknowledged"] == ["compliance"]
     assert "compliance" not in acked["waiting"] and "regulator" in acked["waiting"]
@@ -197,9 +195,8 @@ def _internal_recipients(ws: Workspace, incident_id: str) -> Counter[str]:
     return found
 
 
-def test_a_drill_never_reaches_the_regulator(ws: Workspace,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("INCIDENT_NOW", NOW)
+def test_a_drill_never_reaches_the_regulator(ws: Workspace) -> None:
+    ws.freeze(NOW)
     started = _start(ws, "--drill")
     assert started["drill"] is True
     assert started["parties"] == [p for p in PARTIES.values() if p != "regulator"]
@@ -216,9 +213,8 @@ def test_a_drill_never_reaches_the_regulator(ws: Workspace,
     ws.run("ack", started["id"], "regulator", code=2)  # never notified
 
 
-def test_regrading_is_recorded_and_announced_to_the_parties(
-        ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("INCIDENT_NOW", NOW)
+def test_regrading_is_recorded_and_announced_to_the_parties(ws: Workspace) -> None:
+    ws.freeze(NOW)
     started = _start(ws)
     incident_id = started["id"]
     before = len(ws.json("timeline", incident_id)["events"])

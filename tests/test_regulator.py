@@ -22,12 +22,12 @@ EXPECTED = {"I": {**NFRA, "nfra-progress-report": 2 * H, **DORA}, "II": {**NFRA,
             "III": NFRA, "IV": NFRA}
 
 
-def _at(monkeypatch: pytest.MonkeyPatch, minutes: float) -> None:
-    monkeypatch.setenv("INCIDENT_NOW", (T0 + timedelta(minutes=minutes)).isoformat())
+def _at(ws: Workspace, minutes: float) -> None:
+    ws.freeze(T0 + timedelta(minutes=minutes))
 
 
-def _start(ws: Workspace, monkeypatch: pytest.MonkeyPatch, grade: str, *extra: str) -> str:
-    _at(monkeypatch, 0)
+def _start(ws: Workspace, grade: str, *extra: str) -> str:
+    _at(ws, 0)
     started = ws.json("start", "core-banking-outage", "--title", "核心系统故障", "--severity",
                       grade, "--eta", "2h", "--detected-at", "2026-11-24T09:50", *extra)
     assert started["severity"] == grade
@@ -49,11 +49,10 @@ def one_customer(ws: Workspace) -> Workspace:
     return ws
 
 
-def test_each_grade_carries_its_reporting_deadlines(one_customer: Workspace,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_each_grade_carries_its_reporting_deadlines(one_customer: Workspace) -> None:
     ws = one_customer
     for grade, expected in EXPECTED.items():
-        incident_id = _start(ws, monkeypatch, grade)
+        incident_id = _start(ws, grade)
         report = ws.json("regulator", incident_id)
         assert report["severity"] == grade
         duties = {d["id"]: d for d in report["duties"]}
@@ -72,7 +71,7 @@ def test_each_grade_carries_its_reporting_deadlines(one_customer: Workspace,
         assert {k: _due(v) for k, v in steps.items()} == {k: _due(v) for k, v in
                                                           duties.items()}
         # 70 minutes after detection the 60-minute first report is overdue, in red.
-        _at(monkeypatch, 60)
+        _at(ws, 60)
         assert _duties(ws, incident_id)["nfra-first-report"]["overdue"] is True
         human = ws.run("regulator", incident_id).stdout
         assert f"at grade {grade}" in human
@@ -81,12 +80,11 @@ def test_each_grade_carries_its_reporting_deadlines(one_customer: Workspace,
         assert ("dora-initial-notification" in human) == (grade in ("I", "II"))
 
 
-def test_regrading_starts_new_clocks_at_the_regrade(one_customer: Workspace,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_regrading_starts_new_clocks_at_the_regrade(one_customer: Workspace) -> None:
     ws = one_customer
-    incident_id = _start(ws, monkeypatch, "II")
+    incident_id = _start(ws, "II")
     assert "nfra-progress-report" not in _duties(ws, incident_id)
-    _at(monkeypatch, 60)
+    _at(ws, 60)
     regraded = ws.json("update", incident_id, "-m", "Three provinces down", "--severity", "I")
     # Grade I promises an update every 30 minutes.
     assert datetime.fromisoformat(regraded["next_update_due"]) == T0 + timedelta(minutes=90)
@@ -97,7 +95,7 @@ def test_regrading_starts_new_clocks_at_the_regrade(one_customer: Workspace,
     assert _due(duties["nfra-first-report"]) == DETECTED + timedelta(hours=1)
 
     # Filing a progress report moves the next one 2 hours on.
-    _at(monkeypatch, 170)
+    _at(ws, 170)
     filed = ws.json("step", incident_id, "nfra-progress-report", "--done", "--note",
                     "Progress report 1 faxed")
     assert filed["state"] == "open"  # recurring: the next one is due
@@ -111,9 +109,9 @@ def test_regrading_starts_new_clocks_at_the_regrade(one_customer: Workspace,
         minutes=60 + 6 * H)
 
     # Resolved before the next one falls due: no more progress reports.
-    _at(monkeypatch, 240)
+    _at(ws, 240)
     ws.json("resolve", incident_id, "-m", "Restored")
-    _at(monkeypatch, 24 * H)
+    _at(ws, 24 * H)
     progress = _duties(ws, incident_id)["nfra-progress-report"]
     assert progress["due"] is None and progress["overdue"] is False
     assert progress["reports_filed"] == 2
@@ -122,21 +120,20 @@ def test_regrading_starts_new_clocks_at_the_regrade(one_customer: Workspace,
     assert any("nfra-written-report" in a["what"] for a in attention)  # still owed
 
     # An incident re-graded from III into the DORA grades starts the DORA clocks then.
-    third = _start(ws, monkeypatch, "III")
-    _at(monkeypatch, 45)
+    third = _start(ws, "III")
+    _at(ws, 45)
     ws.json("update", third, "-m", "Spreading", "--severity", "II")
     duties = _duties(ws, third)
     assert _due(duties["dora-initial-notification"]) == T0 + timedelta(minutes=45 + 4 * H)
     assert _due(duties["nfra-written-report"]) == DETECTED + timedelta(hours=12)
 
 
-def test_a_recurring_duty_unfiled_at_resolution_stays_owed(
-        one_customer: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_recurring_duty_unfiled_at_resolution_stays_owed(one_customer: Workspace) -> None:
     ws = one_customer
-    incident_id = _start(ws, monkeypatch, "I")
-    _at(monkeypatch, 150)  # the first progress report was due at detection + 2h
+    incident_id = _start(ws, "I")
+    _at(ws, 150)  # the first progress report was due at detection + 2h
     ws.json("resolve", incident_id, "-m", "Restored")
-    _at(monkeypatch, 10 * H)
+    _at(ws, 10 * H)
     progress = _duties(ws, incident_id)["nfra-progress-report"]
     assert _due(progress) == DETECTED + timedelta(hours=2) and progress["overdue"] is True
     ws.json("step", incident_id, "nfra-progress-report", "--done")
@@ -144,18 +141,17 @@ def test_a_recurring_duty_unfiled_at_resolution_stays_owed(
     assert (progress["due"], progress["state"], progress["reports_filed"]) == (None, "done", 1)
 
 
-def test_draft_fills_the_report_fields_from_the_record(one_customer: Workspace,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_draft_fills_the_report_fields_from_the_record(one_customer: Workspace) -> None:
     ws = one_customer
     ws.operator = "duty-supervisor"  # an operator listed in incident.yaml
-    incident_id = _start(ws, monkeypatch, "II")
-    _at(monkeypatch, 10)
+    incident_id = _start(ws, "II")
+    _at(ws, 10)
     early = ws.json("regulator", incident_id, "--draft", "--lang", "zh-CN")
     assert early["fields"]["cause"] == "系统故障，原因排查中"
     ws.json("update", incident_id, "-m", "存储控制器故障，正在切换至备用系统", "--status",
             "identified")
     ws.json("manual", "log", incident_id, "--customer", "C1", "--request", "紧急取款")
-    _at(monkeypatch, 20)
+    _at(ws, 20)
     zh = ws.json("regulator", incident_id, "--draft", "--lang", "zh-CN")
     assert (zh["duty"], zh["lang"]) == ("nfra-first-report", "zh-CN")  # the next due
     assert datetime.fromisoformat(zh["due"]) == DETECTED + timedelta(hours=1)

@@ -150,17 +150,20 @@ def smtp() -> Iterator[tuple[Recorder, int]]:
 
 
 class Clock:
-    """INCIDENT_NOW, stepped through the incident's timeline (times in UTC)."""
+    """The workspace's frozen clock, stepped through the incident's timeline (times in UTC)."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.monkeypatch = monkeypatch
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
 
     def at(self, hhmm: str) -> None:
-        self.monkeypatch.setenv("INCIDENT_NOW", f"2026-11-24T{hhmm}:00Z")
+        self.ws.freeze(f"2026-11-24T{hhmm}:00Z")
 
 
 def _service(ws: Workspace) -> Service:
-    return Service(load_runtime(str(ws.config), db=ws.db, operator=ws.operator))
+    """The use cases on the workspace, at the time it is frozen at."""
+    assert ws.clock is not None
+    return Service(load_runtime(str(ws.config), db=ws.db, operator=ws.operator,
+                                clock=ws.clock))
 
 
 def _setup(ws: Workspace, port: int) -> None:
@@ -395,10 +398,10 @@ def _expected_principles() -> dict[str, Any]:
 
 
 def test_report_json_has_every_figure_of_a_known_timeline(
-        ws: Workspace, smtp: tuple[Recorder, int], monkeypatch: pytest.MonkeyPatch) -> None:
+        ws: Workspace, smtp: tuple[Recorder, int]) -> None:
     recorder, port = smtp
     _setup(ws, port)
-    iid = _build_incident(ws, Clock(monkeypatch))
+    iid = _build_incident(ws, Clock(ws))
     report = ws.json("report", iid)  # --json: the JSON document
     assert report == json.loads(ws.run("report", iid, "--format", "json").stdout)
 
@@ -461,10 +464,10 @@ def test_report_json_has_every_figure_of_a_known_timeline(
 
 
 def test_markdown_states_the_same_facts_in_both_languages(
-        ws: Workspace, smtp: tuple[Recorder, int], monkeypatch: pytest.MonkeyPatch) -> None:
+        ws: Workspace, smtp: tuple[Recorder, int]) -> None:
     _, port = smtp
     _setup(ws, port)
-    iid = _build_incident(ws, Clock(monkeypatch))
+    iid = _build_incident(ws, Clock(ws))
     facts = {
         # times in Shanghai (UTC+8), durations as `incident` writes them
         "en": ["# Post-incident report: Transfers down", "Fast response | **partly met**",
@@ -498,10 +501,10 @@ def test_markdown_states_the_same_facts_in_both_languages(
 
 
 def test_no_contact_data_in_any_format_or_language(
-        ws: Workspace, smtp: tuple[Recorder, int], monkeypatch: pytest.MonkeyPatch) -> None:
+        ws: Workspace, smtp: tuple[Recorder, int]) -> None:
     _, port = smtp
     _setup(ws, port)
-    iid = _build_incident(ws, Clock(monkeypatch))
+    iid = _build_incident(ws, Clock(ws))
     outputs = [ws.run("report", iid, "--format", fmt, "--lang", lang).stdout
                for fmt in ("md", "html", "json") for lang in ("zh-CN", "en")]
     outputs.append(ws.run("report", "--since", "2026-11-01", "--format", "json").stdout)
@@ -515,10 +518,9 @@ def test_no_contact_data_in_any_format_or_language(
     assert any("t***@example.org" in o for o in outputs)  # the masked form is there
 
 
-def test_notes_and_action_items_are_events_refused_when_wrong(
-        sqlite_ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_notes_and_action_items_are_events_refused_when_wrong(sqlite_ws: Workspace) -> None:
     ws = sqlite_ws
-    monkeypatch.setenv("INCIDENT_NOW", "2026-11-24T01:00:00Z")
+    ws.freeze("2026-11-24T01:00:00Z")
     iid = ws.json("start", "core-banking-outage", "--title", "Core down", "--eta", "2h")["id"]
     bad = ws.run("note", iid, "--section", "rootcause", "text", code=2)
     assert "--section 'rootcause'" in bad.stderr and "root_cause" in bad.stderr
@@ -554,11 +556,10 @@ def test_notes_and_action_items_are_events_refused_when_wrong(
     assert ws.json("report", iid)["sections"]["trigger"][0]["text"] == "A config push"
 
 
-def test_percentiles_of_time_to_reach_come_from_the_outbox(
-        ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_percentiles_of_time_to_reach_come_from_the_outbox(ws: Workspace) -> None:
     """20 customers reached one minute apart (customer cN at N minutes), the last not at
     all: 50% at 10m, 95% at 19m, 100% never; urgent c3 and c15 were not reached first."""
-    monkeypatch.setenv("INCIDENT_NOW", "2026-11-24T01:00:00Z")
+    ws.freeze("2026-11-24T01:00:00Z")
     ws.write_customers([f"c{n},Name {n},c{n}@example.com,,en,retail,gd,gd,savings,"
                         f"{'urgent' if n in (3, 15) else 'normal'}" for n in range(1, 21)])
     iid = ws.json("start", "core-banking-outage", "--title", "Reach", "--eta", "2h",
@@ -595,7 +596,7 @@ def test_percentiles_of_time_to_reach_come_from_the_outbox(
 
 
 def test_drill_reaches_only_the_drill_audience_and_stays_out_of_real_summaries(
-        ws: Workspace, smtp: tuple[Recorder, int], monkeypatch: pytest.MonkeyPatch) -> None:
+        ws: Workspace, smtp: tuple[Recorder, int]) -> None:
     recorder, port = smtp
     ws.use_smtp(port)
     def customers_only(cfg: dict[str, Any]) -> None:  # only customer notices on the wire
@@ -603,15 +604,15 @@ def test_drill_reaches_only_the_drill_audience_and_stays_out_of_real_summaries(
         cfg.pop("alerts", None)
 
     ws.configure(customers_only)
-    monkeypatch.setenv("INCIDENT_NOW", "2026-11-24T01:00:00Z")
+    ws.freeze("2026-11-24T01:00:00Z")
     real = ws.json("start", "core-banking-outage", "--title", "Real outage", "--eta", "2h")
     customers_wire = recorder.recipients()
     recorder.messages.clear()
-    monkeypatch.setenv("INCIDENT_NOW", "2026-11-24T02:00:00Z")
+    ws.freeze("2026-11-24T02:00:00Z")
     drill = ws.json("start", "core-banking-outage", "--title", "Drill: core outage",
                     "--eta", "2h", "--drill")
     ws.run("update", drill["id"], "-m", "Drill progress")
-    monkeypatch.setenv("INCIDENT_NOW", "2026-11-24T03:00:00Z")
+    ws.freeze("2026-11-24T03:00:00Z")
     ws.run("resolve", drill["id"], "-m", "Drill over")
 
     def addresses(name: str) -> set[str]:
@@ -644,20 +645,19 @@ def test_drill_reaches_only_the_drill_audience_and_stays_out_of_real_summaries(
                                "--lang", "en").stdout
 
 
-def test_period_summary_counts_verdicts_and_figures(
-        sqlite_ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_period_summary_counts_verdicts_and_figures(sqlite_ws: Workspace) -> None:
     ws = sqlite_ws
     ids = []
     for day, (playbook, severity, minutes) in enumerate(
             [("core-banking-outage", "II", 10), ("typhoon", "II", 40),
              ("core-banking-outage", "III", 20)], start=1):
-        monkeypatch.setenv("INCIDENT_NOW", f"2026-10-0{day}T02:00:00Z")
+        ws.freeze(f"2026-10-0{day}T02:00:00Z")
         ids.append(ws.json("start", playbook, "--title", f"Incident {day}", "--eta", "2h",
                            "--severity", severity, "--detected-at", f"{minutes}m")["id"])
-        monkeypatch.setenv("INCIDENT_NOW", f"2026-10-0{day}T03:00:00Z")
+        ws.freeze(f"2026-10-0{day}T03:00:00Z")
         ws.run("resolve", ids[-1], "-m", "Restored")
     ws.run("action", "add", ids[0], "--owner", "ops", "--due", "30d", "Fix the thing")
-    monkeypatch.setenv("INCIDENT_NOW", "2026-10-10T00:00:00Z")
+    ws.freeze("2026-10-10T00:00:00Z")
     summary = ws.json("report", "--since", "2026-10-02")
     assert summary["period"] == {"since": "2026-10-01T16:00:00Z",
                                  "until": "2026-10-10T00:00:00Z"}

@@ -116,13 +116,13 @@ def _report_html(ws: Workspace, iid: str, lang: str) -> Path:
 
 @pytest.mark.parametrize("lang", ["en", "zh-CN"])
 def test_html_report_opens_in_chromium_without_errors(
-        sqlite_ws: Workspace, smtp: tuple[Recorder, int], monkeypatch: pytest.MonkeyPatch,
-        chromium: str, tmp_path: Path, lang: str) -> None:
+        sqlite_ws: Workspace, smtp: tuple[Recorder, int], chromium: str, tmp_path: Path,
+        lang: str) -> None:
     if lang == "zh-CN":
         _need_chinese_font()
     ws = sqlite_ws
     _setup(ws, smtp[1])
-    iid = _build_incident(ws, Clock(monkeypatch))
+    iid = _build_incident(ws, Clock(ws))
     path = _report_html(ws, iid, lang)
     html = path.read_text("utf-8")
 

@@ -15,13 +15,13 @@ from cli_fixtures import Workspace
 T0 = datetime.fromisoformat("2026-11-24T02:00:00+00:00")
 
 
-def _at(monkeypatch: pytest.MonkeyPatch, minutes: float) -> None:
-    monkeypatch.setenv("INCIDENT_NOW", (T0 + timedelta(minutes=minutes)).isoformat())
+def _at(ws: Workspace, minutes: float) -> None:
+    ws.freeze(T0 + timedelta(minutes=minutes))
 
 
-def _start(ws: Workspace, monkeypatch: pytest.MonkeyPatch, title: str = "Core banking down"
+def _start(ws: Workspace, title: str = "Core banking down"
            ) -> str:
-    _at(monkeypatch, 0)
+    _at(ws, 0)
     return str(ws.json("start", "core-banking-outage", "--title", title, "--eta", "2h")["id"])
 
 
@@ -49,19 +49,18 @@ def small(ws: Workspace) -> Workspace:
     return ws
 
 
-def test_watch_alerts_once_records_it_and_tells_the_alert_parties(
-        small: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_watch_alerts_once_records_it_and_tells_the_alert_parties(small: Workspace) -> None:
     ws = small
-    incident_id = _start(ws, monkeypatch)
+    incident_id = _start(ws)
     declared = _internal(ws, incident_id)
     assert len(declared) == 1  # the playbook's parties heard of the declaration
 
-    _at(monkeypatch, 5)  # nothing due within 15 minutes yet
+    _at(ws, 5)  # nothing due within 15 minutes yet
     quiet = ws.json("watch", incident_id, "--once")
     assert quiet["alerts"] == {} and quiet["watching"] == [incident_id]
     assert _alerted(ws, incident_id) == []
 
-    _at(monkeypatch, 65)  # the 60-minute update and first regulator report are 5m late
+    _at(ws, 65)  # the 60-minute update and first regulator report are 5m late
     first = ws.json("watch", incident_id, "--once")
     whats = [a["what"] for a in first["alerts"][incident_id]]
     assert "customer update overdue by 5m" in whats
@@ -81,13 +80,13 @@ def test_watch_alerts_once_records_it_and_tells_the_alert_parties(
     assert (after["type"], after["data"]["parties"], after["data"]["kind"]) == (
         "parties_notified", ["facilities"], "alert")
 
-    _at(monkeypatch, 66)
+    _at(ws, 66)
     again = ws.json("watch", incident_id, "--once")
     assert again["alerts"] == {}  # the same items are not alerted twice
     assert len(_alerted(ws, incident_id)) == 1
     assert len(_internal(ws, incident_id)) == 2
 
-    _at(monkeypatch, 125)  # the ETA passed: a new item, alerted in human mode
+    _at(ws, 125)  # the ETA passed: a new item, alerted in human mode
     human = ws.run("watch", incident_id, "--once")
     assert "ALERT" in human.stderr and "ETA passed 5m ago" in human.stderr
     assert "customer update" not in human.stderr  # alerted already
@@ -97,15 +96,15 @@ def test_watch_alerts_once_records_it_and_tells_the_alert_parties(
 
 
 def test_watch_without_alert_parties_records_only_and_covers_every_open_incident(
-        small: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+        small: Workspace) -> None:
     ws = small
     ws.configure(lambda cfg: cfg.update(alerts={"parties": []}))
-    first = _start(ws, monkeypatch, "Core banking down")
-    second = _start(ws, monkeypatch, "Core banking down again")
-    closed = _start(ws, monkeypatch, "Closed already")
+    first = _start(ws, "Core banking down")
+    second = _start(ws, "Core banking down again")
+    closed = _start(ws, "Closed already")
     ws.json("resolve", closed, "-m", "Restored")
     ws.json("close", closed)
-    _at(monkeypatch, 65)
+    _at(ws, 65)
     report = ws.json("watch", "--once")
     assert sorted(report["watching"]) == sorted([first, second])
     assert set(report["alerts"]) == {first, second}

@@ -11,6 +11,7 @@ import click
 from incident import __version__
 from incident.cli.app import App
 from incident.cli.output import clean
+from incident.clock import SYSTEM_CLOCK, Clock
 from incident.errors import ExitCode, IncidentError
 
 
@@ -98,8 +99,11 @@ def cli(ctx: click.Context, config: str | None, db: str | None, operator: str | 
     Exit codes: 0 done; 1 failed at run time (nothing half-recorded); 2 bad input;
     3 done, but some deliveries failed permanently.
     """
+    # The time source is whatever the caller passed in as the context object (a program
+    # embedding the command line, or a test freezing time); otherwise the system clock.
+    clock = ctx.obj if isinstance(ctx.obj, Clock) else SYSTEM_CLOCK
     ctx.obj = App(config=config, db=db, operator=operator, as_json=as_json, debug=debug,
-                  creates=ctx.invoked_subcommand in CREATING)
+                  creates=ctx.invoked_subcommand in CREATING, clock=clock)
 
 
 def _register() -> None:
@@ -113,10 +117,10 @@ def _register() -> None:
 _register()
 
 
-def main() -> None:
-    """Console-script entry point."""
+def main(clock: Clock = SYSTEM_CLOCK) -> None:
+    """Console-script entry point; every time recorded comes from `clock`."""
     try:
-        cli.main(prog_name="incident")
+        cli.main(prog_name="incident", obj=clock)
     except KeyboardInterrupt:
         click.echo("Interrupted. Recorded work is safe; pending messages stay queued — "
                    "resume with: incident deliver", err=True)

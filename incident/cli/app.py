@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from incident.cli.output import Output
+from incident.clock import SYSTEM_CLOCK, Clock
 from incident.errors import ConfigInvalid
 
 if TYPE_CHECKING:  # imported on first use: `incident --help` needs neither
@@ -18,8 +19,10 @@ class App:
     """Per-invocation state on ctx.obj; settings are read once, on first use."""
 
     def __init__(self, *, config: str | None, db: str | None, operator: str | None,
-                 as_json: bool, debug: bool, creates: bool = True) -> None:
+                 as_json: bool, debug: bool, creates: bool = True,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         self.config = config
+        self.clock = clock
         self.creates = creates  # the command may start a workspace's first incident
         self.db = db
         self.operator = operator
@@ -30,10 +33,10 @@ class App:
 
     @cached_property
     def rt(self) -> Runtime:
-        """Settings, paths, database URL and operator."""
+        """Settings, paths, database URL, operator and clock."""
         from incident.settings import load_runtime
 
-        rt = load_runtime(self.config, db=self.db, operator=self.operator)
+        rt = load_runtime(self.config, db=self.db, operator=self.operator, clock=self.clock)
         self.out.zone = rt.zone
         missing = _missing_sqlite(rt.db_url)
         if rt.config_path is None and missing and not self.creates:

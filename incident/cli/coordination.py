@@ -16,7 +16,7 @@ from incident.cli.lifecycle import party_reach, print_party_reach, settle, start
 from incident.cli.output import Output, safe
 from incident.cli.views import render_status
 from incident.errors import BadInput, InvalidValue, PlaybookInvalid
-from incident.timeutil import to_iso, utcnow
+from incident.timeutil import to_iso
 
 if TYPE_CHECKING:  # the rest is imported where used: `incident --help` needs none of it
     from incident.cap import Decision
@@ -135,7 +135,7 @@ def regulator(app: App, incident_id: str, duty: str | None, as_draft: bool,
     view = app.service.view(incident_id)
     app.touch(view.id)
     items = [i for i in _items(app, view.id) if i.kind == "duty"]
-    now = utcnow()
+    now = app.rt.clock.now()
     if out.as_json:
         out.json({"id": view.id, "severity": view.severity, "duties": [
             {"id": i.id, "state": i.state, "due": i.due.isoformat() if i.due else None,
@@ -193,7 +193,7 @@ def watch(app: App, incident_id: str | None, interval: float, once: bool) -> Non
                 if result.internal:
                     service.deliver(ident)
         if out.as_json:
-            out.json({"at": utcnow().isoformat(), "alerts": {
+            out.json({"at": app.rt.clock.now().isoformat(), "alerts": {
                 i: [{"level": a.level, "what": a.what, "at": a.at.isoformat()} for a in alerts]
                 for i, alerts in raised.items()}, "watching": ids})
         else:
@@ -253,7 +253,7 @@ def ingest(ctx: click.Context, app: App, file: str, branch_list: str | None,
     branch_path = Path(branch_list) if branch_list else rt.path(listed)
     branches = load_branches(branch_path)
     alert = load_alert(Path(file))
-    decision = decide(alert, now=utcnow(), branches=branches, playbooks=_playbooks(app),
+    decision = decide(alert, now=app.rt.clock.now(), branches=branches, playbooks=_playbooks(app),
                       recorded=app.service.recorded_warnings())
     counts = _customer_counts(app, decision, audience)
     action = decision.action
@@ -293,7 +293,7 @@ def ingest(ctx: click.Context, app: App, file: str, branch_list: str | None,
     assert decision.playbook is not None
     # Detection is when the warning took effect (not when it was read here), if that is past.
     effective = info.effective or alert.sent
-    detected = to_iso(effective) if effective <= utcnow() else None
+    detected = to_iso(effective) if effective <= app.rt.clock.now() else None
     ctx.invoke(start, playbook=decision.playbook.id,
                title=(info.headline or info.event)[:200], severity=decision.grade,
                eta=None, detected_at=detected, affected=(), region=(),

@@ -8,7 +8,6 @@ import click
 
 from incident.cli.app import App
 from incident.cli.output import safe
-from incident.timeutil import utcnow
 
 if TYPE_CHECKING:  # `incident --help` must not import the domain model
     from incident.state import IncidentView
@@ -135,7 +134,7 @@ def list_(app: App, incident_id: str) -> None:
     if not view.cases:
         out.line(f"No manual cases on {view.id} (channel {state}).")
         return
-    now = utcnow()
+    now = app.rt.clock.now()
     out.table(f"Manual cases of {view.id} (channel {state}; {len(view.unreconciled)} to "
               "reconcile)", ["case", "customer", "request", "amount", "urgent", "logged",
                              "by", "reconciled"],

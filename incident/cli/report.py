@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -11,7 +12,6 @@ from rich.text import Text
 from incident.cli.app import App
 from incident.cli.output import clean, safe, writing
 from incident.errors import BadInput
-from incident.timeutil import utcnow
 
 if TYPE_CHECKING:
     from incident.report.render import Format
@@ -138,7 +138,7 @@ def action_add(app: App, incident_id: str, text: str, owner: str, due: str) -> N
     result = postmortem.add_action(app.service, incident_id, owner, due, text)
     item = list(result.view.actions.values())[-1]
     if app.out.as_json:
-        app.out.json(_action_json(result.incident_id, item))
+        app.out.json(_action_json(result.incident_id, item, app.rt.clock.now()))
         return
     app.out.line(f"Action {item.id} added to {result.incident_id}: owner {safe(item.owner)}, "
                  f"due {app.out.when(item.due)}")
@@ -163,19 +163,19 @@ def action_done(app: App, incident_id: str, action_id: str, note: str | None) ->
     result = postmortem.complete_action(app.service, incident_id, action_id, note)
     item = result.view.actions[action_id.strip().upper()]
     if app.out.as_json:
-        app.out.json(_action_json(result.incident_id, item))
+        app.out.json(_action_json(result.incident_id, item, app.rt.clock.now()))
         return
     app.out.line(f"Action {item.id} of {result.incident_id} done")
 
 
-def _action_json(incident_id: str, item: Any, drill: bool = False,
+def _action_json(incident_id: str, item: Any, now: datetime, drill: bool = False,
                  title: str | None = None) -> dict[str, Any]:
     data = {"incident": incident_id, "id": item.id, "text": item.text, "owner": item.owner,
             "due": item.due.isoformat(), "added_at": item.added_at.isoformat(),
             "added_by": item.added_by,
             "done_at": item.done_at.isoformat() if item.done_at else None, "note": item.note,
             "state": "done" if item.done_at else "open",
-            "overdue": item.done_at is None and item.due < utcnow()}
+            "overdue": item.done_at is None and item.due < now}
     if title is not None:
         data.update(incident_title=title, drill=drill)
     return data
@@ -191,13 +191,14 @@ def actions(app: App, include_done: bool) -> None:
     items = postmortem.open_actions(app.service, include_done=include_done)
     out = app.out
     if out.as_json:
-        out.json([_action_json(a.incident_id, a.item, a.drill, a.incident_title)
+        now = app.rt.clock.now()
+        out.json([_action_json(a.incident_id, a.item, now, a.drill, a.incident_title)
                   for a in items])
         return
     if not items:
         out.line("No open action items." if not include_done else "No action items recorded.")
         return
-    now = utcnow()
+    now = app.rt.clock.now()
     rows = []
     for a in items:
         due = out.when(a.item.due)

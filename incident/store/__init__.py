@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, inspect, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
+from incident.clock import SYSTEM_CLOCK, Clock
 from incident.errors import AmbiguousIncident, IncidentNotFound, StorageError
 from incident.models import Event, EventType
 from incident.store import engine as _engine
@@ -59,15 +60,17 @@ class Store:
         self.tampered: dict[str, list[str]] = {}
 
     @classmethod
-    def open(cls, url: str, *, chain_key: str | None = None) -> Store:
-        """Open the database at `url` and bring its schema up to date."""
+    def open(cls, url: str, *, chain_key: str | None = None,
+             clock: Clock = SYSTEM_CLOCK) -> Store:
+        """Open the database at `url` and bring its schema up to date (migrations applied are
+        dated by `clock`)."""
         store = cls(make_engine(url), chain_key=chain_key)
         if store._migrations_pending():
             with store.write() as conn:
                 if store.dialect == "postgresql":
                     # Two processes opening a fresh database must not both migrate it.
                     conn.execute(text("SELECT pg_advisory_xact_lock(4242001)"))
-                migrate(conn)  # checks again, under the write lock
+                migrate(conn, now=clock.now())  # checks again, under the write lock
         return store
 
     def _migrations_pending(self) -> bool:

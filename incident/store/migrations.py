@@ -17,6 +17,7 @@ migration (73702ce); m006 adds it and checks first (see there).
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 
 from sqlalchemy import (
     Boolean,
@@ -36,7 +37,6 @@ from sqlalchemy import (
 )
 
 from incident.store import schema
-from incident.timeutil import utcnow
 
 
 def _migrations_table(metadata: MetaData) -> Table:
@@ -157,8 +157,8 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
 ]
 
 
-def migrate(conn: Connection) -> list[str]:
-    """Apply the migrations not yet recorded, in order; return their names."""
+def migrate(conn: Connection, *, now: datetime) -> list[str]:
+    """Apply the migrations not yet recorded, in order, dated `now`; return their names."""
     if not inspect(conn).has_table("schema_migrations"):
         _migrations_table(MetaData()).create(conn)
     done = set(conn.execute(select(schema.migrations.c.name)).scalars())
@@ -167,6 +167,6 @@ def migrate(conn: Connection) -> list[str]:
         if name in done:
             continue
         step(conn)
-        conn.execute(schema.migrations.insert().values(name=name, applied_at=utcnow()))
+        conn.execute(schema.migrations.insert().values(name=name, applied_at=now))
         applied.append(name)
     return applied

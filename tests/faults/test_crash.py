@@ -81,7 +81,7 @@ class Workers:
         self.incident_id = incident_id
         self.procs: list[subprocess.Popen[bytes]] = []
         self.env = {k: v for k, v in os.environ.items()
-                    if k not in ("INCIDENT_CONFIG", "INCIDENT_DB", "INCIDENT_NOW")}
+                    if k not in ("INCIDENT_CONFIG", "INCIDENT_DB")}
         self.env["INCIDENT_OPERATOR"] = ws.operator
         self.env["PYTHONPATH"] = os.pathsep.join(
             p for p in (PACKAGE_PARENT, os.environ.get("PYTHONPATH")) if p)

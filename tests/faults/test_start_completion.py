@@ -53,7 +53,6 @@ def _start_and_kill(ws: Workspace) -> str:
     ws.write_customers(customers(N))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (PACKAGE_PARENT, os.environ.get("PYTHONPATH")) if p)}
-    env.pop("INCIDENT_NOW", None)
     cmd = [sys.executable, "-m", "incident", "--config", str(ws.config), "--db", ws.db,
            "start", "core-banking-outage", "--title", "Core banking down", "--eta", "2h"]
     proc = subprocess.Popen(cmd, env=env, cwd=ws.root, stdout=subprocess.DEVNULL,
