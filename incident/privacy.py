@@ -105,10 +105,12 @@ def _differs(original: str, masked: str) -> str:
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 # A phone number written with its country code (+86 138 0013 8000), a run of 8 to 15 digits
-# (13800138000), or a Chinese mobile written 3-4-4. Dates and times never match: they are
+# (13800138000), a Chinese mobile written 3-4-4, or an 8-digit local number written 4-4 as Hong
+# Kong and Singapore write them (9100 0004, 6123-4567). Dates and times never match: they are
 # shorter runs separated by - and :; nor does the date inside an incident id (INC-20261124-…).
 _PHONE = re.compile(r"\+\d[\d \-]{6,18}\d|(?<![A-Za-z\d.])(?<!INC-)\d{8,15}(?![A-Za-z\d.])"
-                    r"|(?<!\d)1\d{2}[ -]\d{4}[ -]\d{4}(?!\d)")
+                    r"|(?<!\d)1\d{2}[ -]\d{4}[ -]\d{4}(?!\d)"
+                    r"|(?<!\d)(?<!\d[.:-])[2-9]\d{3}[ -]\d{4}(?!\d|[.:-]\d)")
 
 
 def scrub(text: str | None) -> str:

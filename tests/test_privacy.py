@@ -96,6 +96,10 @@ def test_contacts_typed_in_free_text_are_masked_everywhere_they_are_shown(
     ("hash ab12345678cd", "hash ab12345678cd"),
     ("at 2026-11-24T11:40:00+08:00", "at 2026-11-24T11:40:00+08:00"),
     ("电话13800138000", "电话13******000"),
+    # Hong Kong / Singapore local numbers as written there, without +852 / +65.
+    ("call 9100 0004 now", "call 91****04 now"), ("或 6123-4567。", "或 61****67。"),
+    ("amount 5000 at 14:30 on 2026-11-24", "amount 5000 at 14:30 on 2026-11-24"),
+    ("version 1.2345 6789", "version 1.2345 6789"),
 ])
 def test_scrub_masks_phones_but_not_ids_times_or_hashes(written: str, expected: str) -> None:
     assert scrub(written) == expected
