@@ -1,0 +1,271 @@
+"""Selection, the streaming scan `incident start` uses, and the spool of selected recipients."""
+
+from __future__ import annotations
+
+import marshal
+import struct
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from incident.audience.model import (
+    ContactChecks,
+    Customer,
+    Recipient,
+    RowProblem,
+    _KeptRow,
+    _location,
+    _Problems,
+)
+from incident.audience.reading import _Lines, _rows
+from incident.errors import Location
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which valid customers a notice goes to.
+
+    The playbook's criteria (every non-empty one must match; any listed product; compared
+    stripped and case-folded, as `select` does), then the places the incident names with
+    --region/--branch (a customer of any of them), unless `everyone` (a drill audience).
+    """
+
+    products: frozenset[str] = frozenset()
+    regions: frozenset[str] = frozenset()
+    branches: frozenset[str] = frozenset()
+    segments: frozenset[str] = frozenset()
+    place_regions: frozenset[str] = frozenset()
+    place_branches: frozenset[str] = frozenset()
+    everyone: bool = False
+
+    @classmethod
+    def of(cls, *, products: Sequence[str] = (), regions: Sequence[str] = (),
+           branches: Sequence[str] = (), segments: Sequence[str] = (),
+           place_regions: Sequence[str] = (), place_branches: Sequence[str] = (),
+           everyone: bool = False) -> Selection:
+        """A selection from the playbook's criteria and the incident's places."""
+        return cls(products=frozenset(_folded(products)), regions=frozenset(_folded(regions)),
+                   branches=frozenset(_folded(branches)),
+                   segments=frozenset(_folded(segments)),
+                   place_regions=frozenset(r.casefold() for r in place_regions),
+                   place_branches=frozenset(b.casefold() for b in place_branches),
+                   everyone=everyone)
+
+    @property
+    def places(self) -> bool:
+        """--region or --branch was given."""
+        return bool(self.place_regions or self.place_branches)
+
+    @property
+    def is_all(self) -> bool:
+        """Every valid customer is selected."""
+        return self.everyone or not (self.products or self.regions or self.branches
+                                     or self.segments or self.places)
+
+    def matches(self, region: str, branch: str, segment: str,
+                products: tuple[str, ...]) -> bool:
+        """Whether a valid customer with these fields is selected."""
+        if self.everyone:
+            return True
+        if self.products and self.products.isdisjoint(p.casefold() for p in products):
+            return False
+        folded_region, folded_branch = region.casefold(), branch.casefold()
+        if self.regions and folded_region not in self.regions:
+            return False
+        if self.branches and folded_branch not in self.branches:
+            return False
+        if self.segments and segment.casefold() not in self.segments:
+            return False
+        return not self.places or (folded_region in self.place_regions
+                                   or folded_branch in self.place_branches)
+
+    def record(self) -> dict[str, Any]:
+        """As stored with a notice (JSON), so that its rows can be derived again."""
+        return {"products": sorted(self.products), "regions": sorted(self.regions),
+                "branches": sorted(self.branches), "segments": sorted(self.segments),
+                "place_regions": sorted(self.place_regions),
+                "place_branches": sorted(self.place_branches), "places": self.places,
+                "everyone": self.everyone}
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any]) -> Selection:
+        """The selection `record()` stored."""
+        sets = ("products", "regions", "branches", "segments", "place_regions",
+                "place_branches")
+        return cls(**{key: frozenset(data.get(key, ())) for key in sets},
+                   everyone=bool(data.get("everyone")))
+
+
+@dataclass
+class AudienceScan:
+    """One pass over a customer list: counts, the first problems, the selected recipients
+    (spooled, urgent first) and the file's SHA-256 (what the rows were derived from)."""
+
+    path: str
+    rows_read: int
+    bad_rows: int
+    problem_count: int
+    problems: list[RowProblem]
+    valid: int
+    selected: int
+    reach: Counter[tuple[str, bool, bool]]  # (language, has email, has phone) -> customers
+    sha256: str
+    size: int
+    spool: RecipientSpool | None = None
+    partial_rows: int = 0  # rows kept without one of their contacts (problems say which)
+    utf8_refusal: str | None = None  # why SMTPUTF8 addresses were refused (scan_audience)
+
+    def locations(self, *, skipped: bool | None = None) -> list[tuple[Location, str]]:
+        """The problems in the form `IncidentError(problems=...)` takes: all, or those of
+        skipped rows (`skipped=True`), or those of rows kept without a contact (False)."""
+        return [(_location(self.path, p), p.message) for p in self.problems
+                if skipped is None or p.skipped == skipped or not p.line]
+
+    def unreachable(self, channels: Sequence[str]) -> int:
+        """Selected customers with no usable contact on any of `channels`."""
+        return sum(n for (_, has_email, has_phone), n in self.reach.items()
+                   if not any(has_email if c == "email" else has_phone for c in channels))
+
+    def messages(self, channels: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Messages per channel and language: a customer gets one per channel they have an
+        address for (email, or phone for sms)."""
+        out: dict[str, dict[str, int]] = {}
+        for (lang, has_email, has_phone), n in sorted(self.reach.items()):
+            for channel in channels:
+                if has_email if channel == "email" else has_phone:
+                    by_lang = out.setdefault(channel, {})
+                    by_lang[lang] = by_lang.get(lang, 0) + n
+        return out
+
+    def message_count(self, channels: Sequence[str]) -> int:
+        """All messages of the notice on `channels`."""
+        return sum(n for by_lang in self.messages(channels).values() for n in by_lang.values())
+
+
+def scan_audience(path: Path, selection: Selection, *, default_language: str = "zh-CN",
+                  default_region: str = "CN", spool: bool = True,
+                  checks: ContactChecks | None = None,
+                  refuse_utf8: Callable[[], str | None] | None = None) -> AudienceScan:
+    """Validate, select and count a whole customer list in one streaming pass, spooling the
+    selected recipients (unless `spool` is false: a dry run only counts).
+
+    `refuse_utf8`, asked once at the first email whose local part is not ASCII (it can only be
+    sent with SMTPUTF8): why such addresses cannot be sent, or None if they can.
+
+    Raises AudienceInvalid if the file cannot be used at all or has no valid customer; a scan
+    that selects nobody is returned (`selected == 0`, the caller says why that is wrong).
+    """
+    display = str(path)
+    tally = _Problems(display)
+    reach: Counter[tuple[str, bool, bool]] = Counter()
+    valid = selected = 0
+    recipients = RecipientSpool() if spool else None
+    matches = None if selection.is_all else selection.matches
+    source: list[_Lines] = []
+    refusal: list[str | None] = []  # the answer of refuse_utf8, if it was asked
+
+    def ask() -> str | None:
+        assert refuse_utf8 is not None
+        refusal.append(refuse_utf8())
+        return refusal[-1]
+
+    try:
+        for item in _rows(path, default_language=default_language,
+                          default_region=default_region, source=source, checks=checks,
+                          refuse_utf8=ask if refuse_utf8 is not None else None):
+            if isinstance(item, _KeptRow):
+                for problem in item.problems:
+                    tally.add(problem)
+                item = item.fields
+            elif not isinstance(item, tuple):
+                for problem in item:
+                    tally.add(problem)
+                continue
+            valid += 1
+            ref, name, email, phone, language, segment, region, branch, products, priority = item
+            if matches is not None and not matches(region, branch, segment, products):
+                continue
+            selected += 1
+            reach[language, email is not None, phone is not None] += 1
+            if recipients is not None:
+                recipients.add((ref, name, email, phone, language, priority),
+                               urgent=priority == "urgent")
+        if not valid:
+            tally.refuse(valid + tally.bad_rows)
+    except BaseException:
+        if recipients is not None:
+            recipients.close()
+        raise
+    lines = source[0]
+    return AudienceScan(path=display, rows_read=valid + tally.bad_rows, bad_rows=tally.bad_rows,
+                        problem_count=tally.count, problems=tally.listed(), valid=valid,
+                        selected=selected, reach=reach, sha256=lines.digest.hexdigest(),
+                        size=lines.size, spool=recipients, partial_rows=tally.partial_rows,
+                        utf8_refusal=refusal[0] if refusal else None)
+
+
+class RecipientSpool:
+    """Selected recipients in an unnamed temporary file (in memory while small): urgent ones
+    first, each group in file order; blocks of marshalled tuples, so memory stays flat."""
+
+    BLOCK = 5000
+    _LENGTH = struct.Struct("<I")
+
+    def __init__(self) -> None:
+        self._files = {True: _spool_file(), False: _spool_file()}
+        self._pending: dict[bool, list[tuple[Any, ...]]] = {True: [], False: []}
+        self.count = 0
+
+    def add(self, recipient: tuple[Any, ...], *, urgent: bool) -> None:
+        """Append one recipient (ref, name, email, phone, language, priority)."""
+        pending = self._pending[urgent]
+        pending.append(recipient)
+        self.count += 1
+        if len(pending) >= self.BLOCK:
+            self._flush(urgent)
+
+    def _flush(self, urgent: bool) -> None:
+        pending = self._pending[urgent]
+        if pending:
+            data = marshal.dumps(pending)
+            self._files[urgent].write(self._LENGTH.pack(len(data)) + data)
+            self._pending[urgent] = []
+
+    def __iter__(self) -> Iterator[Recipient]:
+        """Every recipient, urgent first (read once, after the last `add`)."""
+        for urgent in (True, False):
+            self._flush(urgent)
+            handle = self._files[urgent]
+            handle.seek(0)
+            while header := handle.read(self._LENGTH.size):
+                (size,) = self._LENGTH.unpack(header)
+                yield from map(Recipient._make, marshal.loads(handle.read(size)))
+
+    def close(self) -> None:
+        """Drop the spooled data."""
+        for handle in self._files.values():
+            handle.close()
+
+
+def _spool_file() -> IO[bytes]:
+    # Unnamed: customer contacts never appear under a file name, and vanish with the process.
+    return tempfile.SpooledTemporaryFile(max_size=4 << 20)
+
+
+def select(customers: Iterable[Customer], *, products: Sequence[str] = (),
+           regions: Sequence[str] = (), branches: Sequence[str] = (),
+           segments: Sequence[str] = ()) -> list[Customer]:
+    """Customers matching every non-empty criterion (any listed product), urgent first."""
+    wanted = Selection.of(products=products, regions=regions, branches=branches,
+                          segments=segments)
+    chosen = [c for c in customers
+              if wanted.matches(c.region, c.branch, c.segment, c.products)]
+    # sorted() is stable, so the file's order is kept within each priority.
+    return sorted(chosen, key=lambda c: c.priority != "urgent")
+
+
+def _folded(values: Sequence[str]) -> set[str]:
+    return {v.strip().casefold() for v in values if v.strip()}
