@@ -481,3 +481,51 @@ def _errors_scrubbed(rows: Iterable[Any]) -> list[Any]:
     may hold a secret or a full contact."""
     return [SimpleNamespace(**{**row._mapping, "last_error": scrub_error(row.last_error)})
             for row in rows]
+
+
+def rows_to_copy(conn: Connection, incident_id: str, notice_seq: int) -> list[Any]:
+    """Every row of notice `notice_seq` (fallback rows included), in order, minus addresses
+    that failed permanently on any notice (invalid, unsubscribed): a later notice's audience."""
+    o = schema.outbox
+    failed = select(o.c.recipient_ref, o.c.channel).where(
+        o.c.incident_id == incident_id, o.c.state == DeliveryState.FAILED.value).distinct()
+    dead = {(r.recipient_ref, r.channel) for r in conn.execute(failed)}
+    query = (select(o.c.channel, o.c.recipient_ref, o.c.recipient_name, o.c.address,
+                    o.c.language, o.c.priority, o.c.fallback_address)
+             .where(o.c.incident_id == incident_id, o.c.notice_seq == notice_seq)
+             .order_by(o.c.id))
+    return [r for r in conn.execute(query).all() if (r.recipient_ref, r.channel) not in dead]
+
+
+def count_rows(conn: Connection, incident_id: str, notice_seq: int,
+               channels: Sequence[str]) -> int:
+    """Rows of notice `notice_seq` on `channels`."""
+    o = schema.outbox
+    return int(conn.execute(select(func.count()).where(
+        o.c.incident_id == incident_id, o.c.notice_seq == notice_seq,
+        o.c.channel.in_(list(channels)))).scalar() or 0)
+
+
+def unsettled(conn: Connection, incident_id: str | None = None) -> int:
+    """Rows not yet sent or failed (pending or being sent)."""
+    o = schema.outbox
+    query = select(func.count()).where(o.c.state.in_(
+        [DeliveryState.PENDING.value, DeliveryState.SENDING.value]))
+    if incident_id:
+        query = query.where(o.c.incident_id == incident_id)
+    return int(conn.execute(query).scalar() or 0)
+
+
+def next_due(conn: Connection, transports: Mapping[str, str | None],
+             incident_id: str | None = None) -> datetime | None:
+    """When the next pending row of `transports` (channel -> transport; None: any) falls due;
+    rows recorded for another transport are not counted."""
+    o = schema.outbox
+    ours = [(o.c.channel == name) & (o.c.transport.is_(None) | (o.c.transport == t))
+            if t is not None else o.c.channel == name for name, t in transports.items()]
+    query = select(func.min(o.c.next_attempt_at)).where(
+        o.c.state == DeliveryState.PENDING.value, or_(*ours))
+    if incident_id:
+        query = query.where(o.c.incident_id == incident_id)
+    value = conn.execute(query).scalar()
+    return as_utc(value) if value is not None else None
