@@ -19,7 +19,7 @@ from incident.errors import IncidentError, StorageError
 from incident.notices import Composer, message_id, sender_domain
 from incident.privacy import scrub, scrub_error
 from incident.settings import DeliverySettings
-from incident.store import Store
+from incident.store import Store, deliveries
 from incident.store import outbox as ob
 from incident.store.events import event_data
 
@@ -129,7 +129,7 @@ class DeliveryReport:
     elapsed: float
     fatal: str | None = None  # why sending stopped early (e.g. the relay refused our login)
     fallbacks: int = 0  # messages re-queued on the other channel after a permanent failure
-    waiting: list[ob.Waiting] = field(default_factory=list)  # what is pending, and why
+    waiting: list[deliveries.Waiting] = field(default_factory=list)  # what is pending, and why
     transports: dict[str, str | None] = field(default_factory=dict)  # this run's, by channel
 
     @property
@@ -153,11 +153,11 @@ class DeliveryReport:
         """Pending messages recorded for another transport than this run sends by."""
         return sum(w.pending for w in self.waiting if self._foreign(w))
 
-    def _foreign(self, w: ob.Waiting) -> bool:
+    def _foreign(self, w: deliveries.Waiting) -> bool:
         ours = self.transports.get(w.channel)
         return w.transport is not None and ours is not None and w.transport != ours
 
-    def _why(self, w: ob.Waiting) -> str:
+    def _why(self, w: deliveries.Waiting) -> str:
         if self._foreign(w):
             return (f"{w.channel}: {w.pending} pending, recorded for transport {w.transport} "
                     f"(this config sends {w.channel} by {self.transports.get(w.channel)}: "
@@ -250,12 +250,12 @@ class Dispatcher:
     def pending(self, incident_id: str | None) -> int:
         """Rows not yet sent or failed."""
         with self.store.read() as conn:
-            return ob.unsettled(conn, incident_id)
+            return deliveries.unsettled(conn, incident_id)
 
     def _next_due(self, incident_id: str | None) -> datetime | None:
         """When the next row this run may send falls due (not another transport's)."""
         with self.store.read() as conn:
-            return ob.next_due(conn, self.transports, incident_id)
+            return deliveries.next_due(conn, self.transports, incident_id)
 
     def recover(self) -> int:
         """Give back the claims of this host's processes that are no longer alive."""
@@ -280,8 +280,8 @@ class Dispatcher:
             for channel in self.channels.values():
                 await channel.close()
         with self.store.read() as conn:
-            counts = ob.counts(conn, incident_id, parties=None)
-            waiting = ob.waiting(conn, incident_id)
+            counts = deliveries.counts(conn, incident_id, parties=None)
+            waiting = deliveries.waiting(conn, incident_id)
         return DeliveryReport(sent=tally.sent, failed=tally.failed,
                               pending=self.pending(incident_id), interrupted=interrupted,
                               counts=counts, elapsed=time.monotonic() - tally.started,

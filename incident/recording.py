@@ -43,7 +43,7 @@ from incident.channels.factory import contact_checks
 from incident.errors import AudienceInvalid, IncidentError, Location, StorageError
 from incident.notices import rows_for_customers, sender_domain
 from incident.settings import Runtime
-from incident.store import Store
+from incident.store import Store, deliveries
 from incident.store import outbox as ob
 from incident.store.events import event_data, open_incident_ids
 
@@ -161,7 +161,7 @@ def _complete_notice(store: Store, rt: Runtime, incident_id: str, *,
         channels = list(notice["channels"])
         total = int(notice["messages"])
         # On its own channels: its fallback rows are on the other.
-        recorded = ob.count_rows(conn, incident_id, 1, channels)
+        recorded = deliveries.count_rows(conn, incident_id, 1, channels)
     if recorded >= total:
         return None
     short = incident_id[-6:]
@@ -206,7 +206,7 @@ def _complete_notice(store: Store, rt: Runtime, incident_id: str, *,
     finally:
         scan.spool.close()
     with store.read() as conn:
-        done = ob.count_rows(conn, incident_id, 1, channels)
+        done = deliveries.count_rows(conn, incident_id, 1, channels)
     if done < total:
         raise StorageError(f"{incident_id}: notice #1 has {done:,} of {total:,} messages "
                            f"recorded after reading {path} again",
