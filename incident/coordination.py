@@ -14,7 +14,7 @@ from incident.models import EventType
 from incident.parties import check_parties, playbook_parties
 from incident.regulator import Draft, draft, pick_duty, progress_messages
 from incident.state import IncidentView, NoticeResult, fold
-from incident.store import outbox as ob
+from incident.store import deliveries
 from incident.timeutil import local_text
 
 if TYPE_CHECKING:
@@ -139,7 +139,7 @@ class Coordination:
         now = self.rt.clock.now()
         item = pick_duty(view, duty, now)
         with self.service.store.read() as conn:
-            counts = ob.counts(conn, view.id)
+            counts = deliveries.counts(conn, view.id)
         reached = sum(by_state.get("sent", 0) for by_state in counts.values())
         language = lang or self.rt.settings.default_language
         return draft(self.rt, view, item, lang=language, now=now, customers_reached=reached,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import json
 import random
 import socket
 import time
@@ -14,18 +13,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select
-
 from incident.channels.base import Channel, Outcome, Outgoing, SmsOut
 from incident.clock import Clock
-from incident.errors import IncidentError
-from incident.models import DeliveryState
+from incident.errors import IncidentError, StorageError
 from incident.notices import Composer, message_id, sender_domain
 from incident.privacy import scrub, scrub_error
 from incident.settings import DeliverySettings
-from incident.store import Store, schema
+from incident.store import Store, deliveries
 from incident.store import outbox as ob
-from incident.store.events import as_utc
+from incident.store.events import event_data
 
 
 class RateLimiter:
@@ -133,7 +129,7 @@ class DeliveryReport:
     elapsed: float
     fatal: str | None = None  # why sending stopped early (e.g. the relay refused our login)
     fallbacks: int = 0  # messages re-queued on the other channel after a permanent failure
-    waiting: list[ob.Waiting] = field(default_factory=list)  # what is pending, and why
+    waiting: list[deliveries.Waiting] = field(default_factory=list)  # what is pending, and why
     transports: dict[str, str | None] = field(default_factory=dict)  # this run's, by channel
 
     @property
@@ -157,11 +153,11 @@ class DeliveryReport:
         """Pending messages recorded for another transport than this run sends by."""
         return sum(w.pending for w in self.waiting if self._foreign(w))
 
-    def _foreign(self, w: ob.Waiting) -> bool:
+    def _foreign(self, w: deliveries.Waiting) -> bool:
         ours = self.transports.get(w.channel)
         return w.transport is not None and ours is not None and w.transport != ours
 
-    def _why(self, w: ob.Waiting) -> str:
+    def _why(self, w: deliveries.Waiting) -> str:
         if self._foreign(w):
             return (f"{w.channel}: {w.pending} pending, recorded for transport {w.transport} "
                     f"(this config sends {w.channel} by {self.transports.get(w.channel)}: "
@@ -253,26 +249,13 @@ class Dispatcher:
 
     def pending(self, incident_id: str | None) -> int:
         """Rows not yet sent or failed."""
-        o = schema.outbox
-        query = select(func.count()).where(o.c.state.in_(
-            [DeliveryState.PENDING.value, DeliveryState.SENDING.value]))
-        if incident_id:
-            query = query.where(o.c.incident_id == incident_id)
         with self.store.read() as conn:
-            return int(conn.execute(query).scalar() or 0)
+            return deliveries.unsettled(conn, incident_id)
 
     def _next_due(self, incident_id: str | None) -> datetime | None:
         """When the next row this run may send falls due (not another transport's)."""
-        o = schema.outbox
-        ours = [(o.c.channel == name) & (o.c.transport.is_(None) | (o.c.transport == t))
-                if t is not None else o.c.channel == name for name, t in self.transports.items()]
-        query = select(func.min(o.c.next_attempt_at)).where(
-            o.c.state == DeliveryState.PENDING.value, or_(*ours))
-        if incident_id:
-            query = query.where(o.c.incident_id == incident_id)
         with self.store.read() as conn:
-            value = conn.execute(query).scalar()
-        return as_utc(value) if value is not None else None
+            return deliveries.next_due(conn, self.transports, incident_id)
 
     def recover(self) -> int:
         """Give back the claims of this host's processes that are no longer alive."""
@@ -297,8 +280,8 @@ class Dispatcher:
             for channel in self.channels.values():
                 await channel.close()
         with self.store.read() as conn:
-            counts = ob.counts(conn, incident_id, parties=None)
-            waiting = ob.waiting(conn, incident_id)
+            counts = deliveries.counts(conn, incident_id, parties=None)
+            waiting = deliveries.waiting(conn, incident_id)
         return DeliveryReport(sent=tally.sent, failed=tally.failed,
                               pending=self.pending(incident_id), interrupted=interrupted,
                               counts=counts, elapsed=time.monotonic() - tally.started,
@@ -542,12 +525,14 @@ class Dispatcher:
         missing = keys - set(self.composer.notices)
         if not missing:
             return
-        e = schema.events
         with self.store.read() as conn:
             for incident_id, seq in missing:
-                data = conn.execute(select(e.c.data).where(
-                    e.c.incident_id == incident_id, e.c.seq == seq)).scalar_one()
-                self.composer.notices[(incident_id, seq)] = json.loads(data)["notice"]
+                found = event_data(conn, incident_id, seq)
+                if found is None:  # deleted from the record under its rows
+                    raise StorageError(f"{incident_id}: notice #{seq} is not in the record",
+                                       hint=f"see what else is missing: incident verify "
+                                            f"{incident_id[-6:]}")
+                self.composer.notices[(incident_id, seq)] = found[0]["notice"]
 
 
 def _units(message: Outgoing) -> float:

@@ -8,19 +8,17 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from email.utils import format_datetime, parseaddr
 from typing import Any
 
-from sqlalchemy import Connection, select
-
 from incident import mime
 from incident.audience import Customer, Recipient
 from incident.channels.base import EmailOut, MessageRef, Outgoing, SmsOut
 from incident.errors import ConfigInvalid, InvalidValue, Location, TemplateInvalid
 from incident.mime import EmailTemplate
-from incident.models import DeliveryState, Phase, Status
+from incident.models import Phase, Status
 from incident.rendering import Renderer, SmsInfo, sms_segments, tidy_sms, uniform_shape
 from incident.settings import Limits, Runtime
 from incident.state import IncidentView
-from incident.store import schema
-from incident.store.outbox import PARTY_PREFIX, OutboxRow, idempotency_key
+from incident.store import Connection
+from incident.store.outbox import PARTY_PREFIX, OutboxRow, idempotency_key, rows_to_copy
 from incident.timeutil import local_text
 
 STATUS_LABELS = {
@@ -193,17 +191,7 @@ def rows_from_notice(conn: Connection, incident_id: str, source_seq: int, seq: i
 
     The audience is fixed when the incident is declared.
     """
-    o = schema.outbox
-    failed = select(o.c.recipient_ref, o.c.channel).where(
-        o.c.incident_id == incident_id, o.c.state == DeliveryState.FAILED.value).distinct()
-    dead = {(r.recipient_ref, r.channel) for r in conn.execute(failed)}
-    query = (select(o.c.channel, o.c.recipient_ref, o.c.recipient_name, o.c.address,
-                    o.c.language, o.c.priority, o.c.fallback_address)
-             .where(o.c.incident_id == incident_id, o.c.notice_seq == source_seq)
-             .order_by(o.c.id))
-    for r in conn.execute(query).all():
-        if (r.recipient_ref, r.channel) in dead:
-            continue
+    for r in rows_to_copy(conn, incident_id, source_seq):
         key = idempotency_key(incident_id, seq, r.recipient_ref, r.channel)
         yield {"incident_id": incident_id, "notice_seq": seq, "channel": r.channel,
                "recipient_ref": r.recipient_ref, "recipient_name": r.recipient_name,

@@ -7,7 +7,8 @@
 - `scrub_secrets`: a provider's error text with credentials removed (Authorization headers,
   Basic/Bearer tokens, passwords, `user:pass@` in URLs, Twilio SIDs, and every secret the
   toolkit read from the environment); `scrub_error` also masks contacts in it — applied
-  before an error is stored (store/outbox.py) and again when it is read to be shown.
+  before an error is stored (store/outbox.py) and again when it is read to be shown
+  (store/deliveries.py).
 - `spreadsheet_cell`: a CSV cell that a spreadsheet will not run as a formula (OWASP).
 """
 

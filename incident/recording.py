@@ -31,26 +31,21 @@ on this host, while its pid does; on another, for `delivery.stale_claim` after t
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from itertools import islice
 from pathlib import Path
-from typing import Any
-
-from sqlalchemy import func, select
 
 from incident.audience import Recipient, RecipientSpool, Selection, scan_audience
 from incident.channels.factory import contact_checks
 from incident.errors import AudienceInvalid, IncidentError, Location, StorageError
-from incident.models import EventType
 from incident.notices import rows_for_customers, sender_domain
 from incident.settings import Runtime
-from incident.store import Store, schema
+from incident.store import Store, deliveries
 from incident.store import outbox as ob
-from incident.store.events import as_utc
+from incident.store.events import event_data, open_incident_ids
 
 # `start` records the notice's event with the outbox rows of this many recipients (urgent
 # first), then the rest in transactions of SENDING_BATCH recipients while the first ones are
@@ -140,10 +135,7 @@ def complete_notices(store: Store, rt: Runtime, incident_id: str | None = None, 
     """
     if incident_id is None:
         with store.read() as conn:
-            closed = select(schema.events.c.incident_id).where(
-                schema.events.c.type == EventType.CLOSED.value)
-            ids = list(conn.execute(select(schema.incidents.c.id).where(
-                schema.incidents.c.id.not_in(closed))).scalars())
+            ids = open_incident_ids(conn)
     else:
         ids = [incident_id]
     notes = []
@@ -160,18 +152,16 @@ def complete_notices(store: Store, rt: Runtime, incident_id: str | None = None, 
 
 def _complete_notice(store: Store, rt: Runtime, incident_id: str, *,
                      strict: bool) -> str | None:
-    e = schema.events
     with store.read() as conn:
-        first = conn.execute(select(e.c.data, e.c.at).where(e.c.incident_id == incident_id,
-                                                            e.c.seq == 1)).first()
-        data = json.loads(first.data) if first else {}
-        declared = as_utc(first.at) if first else rt.clock.now()
+        first = event_data(conn, incident_id, 1)
+        data, declared = first if first else ({}, rt.clock.now())
         audience, notice = data.get("audience", {}), data.get("notice")
         if "sha256" not in audience or not notice:
             return None  # recorded in one transaction (or no customer notice)
         channels = list(notice["channels"])
         total = int(notice["messages"])
-        recorded = _recorded(conn, incident_id, channels)
+        # On its own channels: its fallback rows are on the other.
+        recorded = deliveries.count_rows(conn, incident_id, 1, channels)
     if recorded >= total:
         return None
     short = incident_id[-6:]
@@ -216,7 +206,7 @@ def _complete_notice(store: Store, rt: Runtime, incident_id: str, *,
     finally:
         scan.spool.close()
     with store.read() as conn:
-        done = _recorded(conn, incident_id, channels)
+        done = deliveries.count_rows(conn, incident_id, 1, channels)
     if done < total:
         raise StorageError(f"{incident_id}: notice #1 has {done:,} of {total:,} messages "
                            f"recorded after reading {path} again",
@@ -224,14 +214,6 @@ def _complete_notice(store: Store, rt: Runtime, incident_id: str, *,
                                 "phonenumbers or email-validator)")
     return (f"{incident_id}: notice #1 was interrupted while being recorded; its other "
             f"{total - recorded:,} messages are recorded now (from {path})")
-
-def _recorded(conn: Any, incident_id: str, channels: Sequence[str]) -> int:
-    """Outbox rows of notice #1 on its own channels (fallback rows are on the other)."""
-    o = schema.outbox
-    return int(conn.execute(select(func.count()).where(
-        o.c.incident_id == incident_id, o.c.notice_seq == 1,
-        o.c.channel.in_(list(channels)))).scalar() or 0)
-
 
 def _alive_here(worker: str) -> bool:
     """Whether `worker` (host:pid) is another live process on this host."""

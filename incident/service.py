@@ -80,7 +80,7 @@ from incident.recording import (
 from incident.rendering import INTERNAL_PHASE, Renderer
 from incident.settings import Runtime, secret
 from incident.state import IncidentView, NoticeResult, apply, fold
-from incident.store import Store, incident_id_at
+from incident.store import Store, deliveries, incident_id_at
 from incident.store import outbox as ob
 from incident.store.events import CHAIN_KEY_ENV
 from incident.timeutil import format_duration, parse_when, to_iso
@@ -755,10 +755,10 @@ class Service:
         """State, ETA, cadence, delivery counts and recent failures of one incident."""
         view = self.view(ref)
         with self.store.read() as conn:
-            counts = ob.counts(conn, view.id)
-            internal = ob.counts(conn, view.id, parties=True)
-            failures = ob.failures(conn, view.id, limit=10)
-            retrying = ob.retrying(conn, view.id)
+            counts = deliveries.counts(conn, view.id)
+            internal = deliveries.counts(conn, view.id, parties=True)
+            failures = deliveries.failures(conn, view.id, limit=10)
+            retrying = deliveries.retrying(conn, view.id)
         now = self.rt.clock.now()
         return StatusResult(view=view, counts=counts, failures=failures, now=now,
                             retrying=retrying, internal_counts=internal,
@@ -769,7 +769,7 @@ class Service:
         out = []
         rows = self.store.incidents()
         with self.store.read() as conn:
-            all_counts = {row.id: ob.counts(conn, row.id) for row in rows}
+            all_counts = {row.id: deliveries.counts(conn, row.id) for row in rows}
         now = self.rt.clock.now()
         for row in rows:
             view = fold(self.store.events(row.id))
@@ -810,7 +810,7 @@ class Service:
         transports = self.rt.settings.channels.transports
         incident_id = self.store.resolve_id(ref) if ref else None
         with self.store.read() as conn:
-            ids = ob.foreign_incidents(conn, transports, incident_id)
+            ids = deliveries.foreign_incidents(conn, transports, incident_id)
         events = []
         for each in ids:
             with self.store.write() as conn:
@@ -826,7 +826,7 @@ class Service:
     def reached_parties(self, incident_id: str, notice_seq: int) -> set[str]:
         """The parties an internal notice reached so far (a message accepted)."""
         with self.store.read() as conn:
-            return ob.reached_parties(conn, incident_id, notice_seq)
+            return deliveries.reached_parties(conn, incident_id, notice_seq)
 
     def check_channels(self) -> None:
         """ConfigInvalid unless every configured channel has what it needs (its secrets)."""
@@ -856,7 +856,7 @@ class Service:
     def failed_deliveries(self, ref: str) -> list[Any]:
         """Every permanently failed delivery of an incident."""
         with self.store.read() as conn:
-            return ob.failures(conn, self.store.resolve_id(ref))
+            return deliveries.failures(conn, self.store.resolve_id(ref))
 
 
 Notify = Callable[[IncidentView, dict[str, Any]], "tuple[list[str], str] | None"]

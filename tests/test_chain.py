@@ -286,3 +286,16 @@ def test_every_internal_notice_carries_the_chain_head_outside_the_database(
         heads.add((int(found[1]), found[2]))
     # Each notice names the event it reports and that event's hash, as the record holds it.
     assert len(heads) == 2 and all(hashes[seq] == digest for seq, digest in heads)
+
+
+def test_deliver_names_a_notice_deleted_from_under_its_messages(ws: Workspace) -> None:
+    _no_parties(ws)
+    incident_id = ws.json("start", "core-banking-outage", "--title", "Core down",
+                          "--queue-only")["id"]
+    _sql(ws, "DELETE FROM events WHERE incident_id = :i AND seq = 1", i=incident_id)
+
+    result = ws.run("deliver", incident_id, code=1)
+
+    assert f"{incident_id}: notice #1 is not in the record" in result.output
+    assert f"incident verify {incident_id[-6:]}" in result.output
+    assert "Traceback" not in result.output

@@ -1,7 +1,7 @@
 """The post-mortem figures of one incident, and a verdict per principle.
 
 Figures come from the incident's events (folded into its view and checklist) and from SQL
-aggregates over its outbox (`incident.report.queries`). Durations are whole seconds, times
+aggregates over its outbox (`incident.store.reports`). Durations are whole seconds, times
 ISO 8601 UTC; a figure that cannot be known yet (no recovery, nobody reached) is null.
 
 Verdict rules. Each principle has a few checks, each judged against the playbook's own
@@ -45,14 +45,13 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import Connection
-
 from incident.checklist import Item, checklist
 from incident.models import Event, EventType, Phase, Text
 from incident.playbooks import RegulatorDuty
 from incident.privacy import scrub, scrub_error
-from incident.report import queries as q
 from incident.state import IncidentView
+from incident.store import Connection
+from incident.store import reports as q
 from incident.timeutil import to_iso
 
 SECTIONS = ("summary", "root_cause", "trigger", "resolution", "went_well", "went_wrong", "lucky")

@@ -28,7 +28,8 @@ from incident.store.events import (
 )
 from incident.store.migrations import MIGRATIONS, migrate
 
-__all__ = ["GENESIS", "IncidentRow", "Store"]
+# Connection: the handle of a transaction, for the type hints of callers that pass one on.
+__all__ = ["GENESIS", "Connection", "IncidentRow", "Store"]
 
 
 @dataclass(frozen=True, slots=True)

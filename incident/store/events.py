@@ -99,6 +99,23 @@ def read_events(conn: Connection, incident_id: str) -> list[Event]:
             for r in rows]
 
 
+def event_data(conn: Connection, incident_id: str, seq: int
+               ) -> tuple[dict[str, Any], datetime] | None:
+    """The payload and time of event `seq` of an incident (None: no such event)."""
+    e = schema.events
+    row = conn.execute(select(e.c.data, e.c.at).where(e.c.incident_id == incident_id,
+                                                      e.c.seq == seq)).first()
+    return (json.loads(row.data), as_utc(row.at)) if row is not None else None
+
+
+def open_incident_ids(conn: Connection) -> list[str]:
+    """The ids of incidents not closed."""
+    closed = select(schema.events.c.incident_id).where(
+        schema.events.c.type == EventType.CLOSED.value)
+    return list(conn.execute(select(schema.incidents.c.id).where(
+        schema.incidents.c.id.not_in(closed))).scalars())
+
+
 def verify_chain(conn: Connection, incident_id: str, key: bytes | None = None) -> list[str]:
     """Recompute the chain, check its signatures when there is a chain `key`, and list the
     tampering recorded by earlier writes; one line per problem (empty when intact)."""

@@ -1,21 +1,20 @@
-"""The outbox: one row per recipient × channel × notice; claim, mark, count."""
+"""The outbox: one row per recipient × channel × notice; enqueue, claim, mark (what it says
+about progress: store/deliveries.py)."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import socket
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from itertools import chain
 from operator import itemgetter
-from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, func, or_, select, update
+from sqlalchemy import Connection, func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
@@ -368,37 +367,6 @@ def add_fallback(conn: Connection, row: OutboxRow, *, message_id: str, now: date
     return True
 
 
-@dataclass(frozen=True)
-class Waiting:
-    """A channel's messages still to send, and the last error that kept one back (None: not
-    tried yet). The error may hold contact data: scrub it before showing it."""
-
-    channel: str
-    transport: str | None  # what the rows were recorded for (None: before m004)
-    pending: int
-    error: str | None
-    code: str | None
-
-
-def waiting(conn: Connection, incident_id: str | None = None) -> list[Waiting]:
-    """Per channel and transport, the pending rows (not those another worker is sending) and
-    the most recent error among them."""
-    o = schema.outbox
-    scope = [o.c.state == DeliveryState.PENDING.value] + (
-        [o.c.incident_id == incident_id] if incident_id else [])
-    out = []
-    for channel, transport, n in conn.execute(
-            select(o.c.channel, o.c.transport, func.count()).where(*scope)
-            .group_by(o.c.channel, o.c.transport).order_by(o.c.channel, o.c.transport)).all():
-        last = conn.execute(select(o.c.last_error, o.c.error_code).where(
-            *scope, o.c.channel == channel, o.c.transport.is_(None) if transport is None
-            else o.c.transport == transport, o.c.last_error.is_not(None))
-            .order_by(o.c.next_attempt_at.desc(), o.c.id.desc()).limit(1)).first()
-        out.append(Waiting(channel, transport, int(n), last.last_error if last else None,
-                           last.error_code if last else None))
-    return out
-
-
 def reroute(conn: Connection, incident_id: str, channel: str, transport: str) -> dict[str, int]:
     """Put the unsettled rows of `channel` recorded for another transport on `transport`;
     how many moved from each transport."""
@@ -413,71 +381,15 @@ def reroute(conn: Connection, incident_id: str, channel: str, transport: str) ->
     return moved
 
 
-def foreign_incidents(conn: Connection, transports: Mapping[str, str],
-                      incident_id: str | None = None) -> list[str]:
-    """Incidents with pending rows recorded for another transport than `transports` names."""
+def rows_to_copy(conn: Connection, incident_id: str, notice_seq: int) -> list[Any]:
+    """Every row of notice `notice_seq` (fallback rows included), in order, minus addresses
+    that failed permanently on any notice (invalid, unsubscribed): a later notice's audience."""
     o = schema.outbox
-    other = [(o.c.channel == channel) & o.c.transport.is_not(None) & (o.c.transport != t)
-             for channel, t in transports.items()]
-    query = select(o.c.incident_id).distinct().where(
-        o.c.state == DeliveryState.PENDING.value, or_(*other))
-    if incident_id:
-        query = query.where(o.c.incident_id == incident_id)
-    return list(conn.execute(query.order_by(o.c.incident_id)).scalars())
-
-
-def reached_parties(conn: Connection, incident_id: str, notice_seq: int) -> set[str]:
-    """The parties of an internal notice that at least one message reached (accepted by the
-    relay or provider)."""
-    o = schema.outbox
-    refs = conn.execute(select(o.c.recipient_ref).distinct().where(
-        o.c.incident_id == incident_id, o.c.notice_seq == notice_seq,
-        o.c.state == DeliveryState.SENT.value, o.c.recipient_ref.like(PARTY_PREFIX + "%")))
-    return {ref[len(PARTY_PREFIX):] for ref in refs.scalars()}
-
-
-def retrying(conn: Connection, incident_id: str, *, limit: int = 5) -> list[Any]:
-    """Pending rows that failed temporarily at least once, most recent errors first."""
-    o = schema.outbox
-    query = (select(o.c.channel, o.c.recipient_ref, o.c.address, o.c.attempts, o.c.error_code,
-                    o.c.last_error, o.c.next_attempt_at)
-             .where(o.c.incident_id == incident_id, o.c.state == DeliveryState.PENDING.value,
-                    o.c.last_error.is_not(None))
-             .order_by(o.c.next_attempt_at.desc()).limit(limit))
-    return _errors_scrubbed(conn.execute(query).all())
-
-
-def counts(conn: Connection, incident_id: str | None = None, *,
-           parties: bool | None = False) -> dict[str, dict[str, int]]:
-    """Delivery counts by channel and state (SQL aggregate): of customer notices, of internal
-    notices to parties (`parties=True`), or of both (`None`)."""
-    o = schema.outbox
-    query = select(o.c.channel, o.c.state, func.count()).group_by(o.c.channel, o.c.state)
-    if incident_id is not None:
-        query = query.where(o.c.incident_id == incident_id)
-    if parties is not None:
-        is_party = o.c.recipient_ref.like(PARTY_PREFIX + "%")
-        query = query.where(is_party if parties else ~is_party)
-    out: dict[str, dict[str, int]] = defaultdict(dict)
-    for channel, state, n in conn.execute(query):
-        out[channel][state] = n
-    return dict(out)
-
-
-def failures(conn: Connection, incident_id: str, *, limit: int | None = None) -> list[Any]:
-    """Permanently failed rows of an incident, newest notice first."""
-    o = schema.outbox
-    query = (select(o.c.notice_seq, o.c.channel, o.c.recipient_ref, o.c.recipient_name,
-                    o.c.address, o.c.error_code, o.c.last_error, o.c.attempts)
-             .where(o.c.incident_id == incident_id, o.c.state == DeliveryState.FAILED.value)
-             .order_by(o.c.notice_seq.desc(), o.c.id))
-    if limit:
-        query = query.limit(limit)
-    return _errors_scrubbed(conn.execute(query).all())
-
-
-def _errors_scrubbed(rows: Iterable[Any]) -> list[Any]:
-    """Rows to show, their provider errors scrubbed again: rows stored by an older version
-    may hold a secret or a full contact."""
-    return [SimpleNamespace(**{**row._mapping, "last_error": scrub_error(row.last_error)})
-            for row in rows]
+    failed = select(o.c.recipient_ref, o.c.channel).where(
+        o.c.incident_id == incident_id, o.c.state == DeliveryState.FAILED.value).distinct()
+    dead = {(r.recipient_ref, r.channel) for r in conn.execute(failed)}
+    query = (select(o.c.channel, o.c.recipient_ref, o.c.recipient_name, o.c.address,
+                    o.c.language, o.c.priority, o.c.fallback_address)
+             .where(o.c.incident_id == incident_id, o.c.notice_seq == notice_seq)
+             .order_by(o.c.id))
+    return [r for r in conn.execute(query).all() if (r.recipient_ref, r.channel) not in dead]

@@ -1,4 +1,5 @@
-"""SQL aggregates over the outbox that the post-mortem figures are made of.
+"""SQL aggregates over the outbox that the post-mortem figures (incident.report.metrics) are
+made of.
 
 Every function runs a handful of aggregate queries (COUNT / MIN / MAX / GROUP BY, and a window
 function for the time-to-reach percentiles) whatever the number of deliveries: nothing here
