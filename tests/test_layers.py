@@ -57,6 +57,10 @@ def test_every_contract_is_kept() -> None:
      "incident.models -> incident.store.schema"),
     ("incident/audience/rows.py", "from incident.audience.scan import Selection", "audience",
      "incident.audience.rows -> incident.audience.scan"),
+    ("incident/cap/model.py", "from incident.cap.parse import parse_alert", "cap",
+     "incident.cap.model -> incident.cap.parse"),
+    ("incident/cap/parse.py", "from incident.cap.decide import decide", "cap",
+     "incident.cap.parse -> incident.cap.decide"),
 ])
 def test_a_contract_breaks_when_a_module_crosses_its_layer(
         tmp_path: Path, module: str, line: str, contract: str, shown: str) -> None:
