@@ -80,7 +80,7 @@ from incident.recording import (
 from incident.rendering import INTERNAL_PHASE, Renderer
 from incident.settings import Runtime, secret
 from incident.state import IncidentView, NoticeResult, apply, fold
-from incident.store import Store, deliveries, incident_id_at
+from incident.store import Store, deliveries, preview_incident_id
 from incident.store import outbox as ob
 from incident.store.events import CHAIN_KEY_ENV
 from incident.timeutil import format_duration, parse_when, to_iso
@@ -256,8 +256,7 @@ class Service:
         data["steps_done"] = [s.id for s in book.steps
                               if s.action in ("declare", "notify_customers")
                               or (s.action == "open_manual_channel" and opens_manual)]
-        # An id as long as the real one: the dry run's SMS forecast depends on its length.
-        provisional = Event(incident_id=incident_id_at(now, "XXXXXX"), seq=1,
+        provisional = Event(incident_id=preview_incident_id(now), seq=1,
                             type=EventType.DECLARED, at=now,
                             actor=self.rt.operator, data=data, prev_hash="", hash="")
         view = fold([provisional])

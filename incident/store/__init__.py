@@ -49,6 +49,12 @@ def incident_id_at(at: datetime, suffix: str) -> str:
     return f"INC-{as_utc(at):%Y%m%d}-{suffix}"
 
 
+def preview_incident_id(at: datetime) -> str:
+    """The id a notice is rendered with before the incident exists (template checks, the SMS
+    forecast of a dry run): as long as a real one, so lengths and segments come out the same."""
+    return incident_id_at(at, "000000")
+
+
 class Store:
     """Access to one database. Write transactions serialise per incident on both backends."""
 
@@ -59,6 +65,7 @@ class Store:
         self.chain_key = chain_key.encode() if chain_key else None
         # Problems found in an incident's chain by a write of this process, for the warning.
         self.tampered: dict[str, list[str]] = {}
+        self._just_checked: str | None = None  # by record_tampering, for the next write
 
     @classmethod
     def open(cls, url: str, *, chain_key: str | None = None,
@@ -143,6 +150,9 @@ class Store:
         if incident_id in checked:
             return
         checked.add(incident_id)
+        if self._just_checked == incident_id:  # record_tampering did it just before
+            self._just_checked = None
+            return
         problems, new = tampering_to_record(conn, incident_id, self.chain_key, outbox=outbox)
         if problems:
             self.tampered[incident_id] = problems
@@ -158,6 +168,7 @@ class Store:
         with self.write() as conn:
             self.lock_incident(conn, incident_id)
             self._check_before_append(conn, incident_id, actor=actor, at=at, outbox=True)
+        self._just_checked = incident_id  # the write that follows need not hash it again
 
     def lock_incident(self, conn: Connection, incident_id: str) -> None:
         """Hold the incident for the rest of the transaction (PostgreSQL row lock)."""
