@@ -118,3 +118,7 @@ class CapInvalid(BadInput):
 
 class BranchesInvalid(BadInput):
     """A branch list cannot be used (missing file or columns, bad rows)."""
+
+
+class RecordInvalid(IncidentError):
+    """An event's data does not match the record of its type (incident/payloads.py)."""

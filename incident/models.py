@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, PrivateAttr
 
 from incident.errors import InvalidValue
 from incident.timeutil import format_duration, parse_duration
@@ -138,3 +138,5 @@ class Event(BaseModel):
     data: dict[str, Any]
     prev_hash: str
     hash: str
+    # (data, its typed payload): incident.payloads.payload_of parses `data` once per event.
+    _payload: tuple[dict[str, Any], Any] | None = PrivateAttr(default=None)

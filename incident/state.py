@@ -1,25 +1,6 @@
 """The current state of an incident, derived from its events (never stored).
 
-The data each event type carries (besides `notice`, the customer or internal notice it records):
-
-- declared: title, playbook (the whole playbook as recorded), severity, drill, detected_at, eta,
-  affected, regions, branches_selected, audience {file, rows, skipped, selected}, manual (see
-  manual_opened; absent when the channel is not opened at start), scope {closed, open} (branches),
-  steps_done [step ids completed by the start itself]
-- updated: message, message_zh?, internal, status?, severity?, previous_severity?, eta?, to?
-- declared and updated may carry warning: the CAP alert they were recorded from {identifier,
-  sender, sent, msg_type, references [sender,identifier,sent], event, severity, expires,
-  branches} (`incident warnings ingest --start`)
-- eta_revised: eta, previous, reason;  resolved: message, resolved_at;
-  closed: forced?, reason?, unreconciled? [case ids]
-- manual_opened: hotline, counters {zh-CN, en}?, hours {zh-CN, en}, workaround {zh-CN, en}?,
-  steps_done;  manual_closed: note?
-- case_logged: case, customer, request, amount? (decimal string), urgent;
-  case_reconciled: case, note?
-- step_done: step, note?, steps_done;  step_skipped: step, reason
-- parties_notified: parties [ids], phase, message, steps_done (notice.audience == "internal")
-- party_acked: party, note?;  alerted: keys [what fell due], alerts [texts]
-- note: section, text;  action_added: action, owner, due, text;  action_done: action, note?
+What each event type records is its model in incident/payloads.py (read through `payload_of`).
 """
 
 from __future__ import annotations
@@ -30,6 +11,29 @@ from typing import Any
 
 from incident.cap import reference_key
 from incident.models import Event, EventType, Phase, Status
+from incident.payloads import (
+    ActionAdded,
+    ActionDone,
+    Alerted,
+    CaseLogged,
+    CaseReconciled,
+    Closed,
+    Declared,
+    EtaRevised,
+    ManualDetails,
+    ManualOpened,
+    PartiesNotified,
+    PartyAcked,
+    Resolved,
+    StepDone,
+    StepSkipped,
+    Updated,
+    WithNotice,
+    WithSteps,
+    WithWarning,
+    payload_of,
+)
+from incident.payloads import Note as NoteRecord
 from incident.playbooks import Playbook
 from incident.timeutil import parse_iso
 
@@ -234,15 +238,17 @@ def fold(events: list[Event]) -> IncidentView:
     if not events or events[0].type is not EventType.DECLARED:
         raise ValueError("an incident's log must start with its declaration")
     first = events[0]
-    d = first.data
+    d = payload_of(first)
+    assert isinstance(d, Declared)
     view = IncidentView(
-        id=first.incident_id, title=d["title"], playbook=Playbook.model_validate(d["playbook"]),
-        severity=d["severity"], status=Status.INVESTIGATING, drill=bool(d.get("drill")),
-        detected_at=parse_iso(d["detected_at"]), declared_at=first.at, declared_by=first.actor,
-        affected=list(d.get("affected", [])), regions=list(d.get("regions", [])),
-        audience=dict(d.get("audience", {})),
-        branches_selected=list(d.get("branches_selected", [])), scope=dict(d.get("scope", {})),
-        severity_history=[(d["severity"], first.at)])
+        id=first.incident_id, title=d.title, playbook=Playbook.model_validate(d.playbook),
+        severity=d.severity, status=Status.INVESTIGATING, drill=d.drill,
+        detected_at=parse_iso(d.detected_at), declared_at=first.at, declared_by=first.actor,
+        affected=list(d.affected), regions=list(d.regions),
+        audience=d.audience.model_dump(exclude_unset=True) if d.audience else {},
+        branches_selected=list(d.branches_selected),
+        scope=d.scope.model_dump(exclude_unset=True) if d.scope else {},
+        severity_history=[(d.severity, first.at)])
     for event in events:
         apply(view, event)
     return view
@@ -250,58 +256,89 @@ def fold(events: list[Event]) -> IncidentView:
 
 def apply(view: IncidentView, event: Event) -> None:
     """Apply one event to the view."""
-    d = event.data
+    p = payload_of(event)
     view.event_count += 1
     view.last_event_at = event.at
     view.head = (event.seq, event.hash)
-    kind = event.type
-    if kind is EventType.DECLARED:
-        view.eta_history.append(EtaVersion(_time(d.get("eta")), event.at, "", event.seq))
-        if d.get("manual"):
-            _open_manual(view, event)
-    elif kind is EventType.UPDATED:
-        if d.get("status"):
-            view.status = Status(d["status"])
-        if d.get("severity") and d["severity"] != view.severity:
-            view.severity = d["severity"]
-            view.severity_history.append((d["severity"], event.at))
-        if "eta" in d:
-            view.eta_history.append(EtaVersion(_time(d["eta"]), event.at,
-                                               d.get("message", ""), event.seq))
-    elif kind is EventType.ETA_REVISED:
-        view.eta_history.append(EtaVersion(_time(d["eta"]), event.at, d["reason"], event.seq))
-    elif kind is EventType.RESOLVED:
+    if isinstance(p, Declared):
+        view.eta_history.append(EtaVersion(_time(p.eta), event.at, "", event.seq))
+        if p.manual:
+            _open_manual(view, event, p.manual)
+    elif isinstance(p, Updated):
+        if p.status:
+            view.status = Status(p.status)
+        if p.severity and p.severity != view.severity:
+            view.severity = p.severity
+            view.severity_history.append((p.severity, event.at))
+        if p.given("eta"):
+            view.eta_history.append(EtaVersion(_time(p.eta), event.at, p.message, event.seq))
+    elif isinstance(p, EtaRevised):
+        view.eta_history.append(EtaVersion(_time(p.eta), event.at, p.reason, event.seq))
+    elif isinstance(p, Resolved):
         view.status = Status.RESOLVED
-        view.resolved_at = parse_iso(d["resolved_at"])
-    elif kind is EventType.CLOSED:
+        view.resolved_at = parse_iso(p.resolved_at)
+    elif isinstance(p, Closed):
         view.status = Status.CLOSED
         view.closed_at = event.at
         _close_manual(view, event)  # closing the incident closes its manual channel
-        view.close_forced = d.get("reason") if d.get("forced") else None
-    elif kind in _HANDLERS:
-        _HANDLERS[kind](view, event)
-    if d.get("warning"):
-        view.warnings.append(dict(d["warning"]))
-    for step in d.get("steps_done", []):
-        view.step_marks.setdefault(step, []).append(
-            StepMark("done", event.at, event.actor, auto=True))
-    notice = d.get("notice")
-    if notice and notice.get("audience") == "internal":
-        view.party_notices.append(PartyNotice(seq=event.seq, at=event.at,
-                                              parties=list(d.get("parties", [])),
-                                              phase=notice["phase"],
-                                              messages=int(notice["messages"])))
+        view.close_forced = p.reason if p.forced else None
+    elif isinstance(p, ManualOpened):
+        _open_manual(view, event, p)
+    elif event.type is EventType.MANUAL_CLOSED:
+        _close_manual(view, event)
+    elif isinstance(p, CaseLogged):
+        view.cases[p.case] = ManualCase(id=p.case, customer=p.customer, request=p.request,
+                                        amount=p.amount, urgent=p.urgent, logged_at=event.at,
+                                        logged_by=event.actor)
+    elif isinstance(p, CaseReconciled):
+        case = view.cases[p.case]
+        case.reconciled_at = event.at
+        case.reconciled_by = event.actor
+        case.note = p.note or ""
+    elif isinstance(p, StepDone | StepSkipped):
+        reason = p.reason if isinstance(p, StepSkipped) else p.note
+        view.step_marks.setdefault(p.step, []).append(
+            StepMark("done" if isinstance(p, StepDone) else "skipped", event.at, event.actor,
+                     reason=reason or ""))
+    elif isinstance(p, PartyAcked):
+        view.acks.setdefault(p.party, Acknowledgement(p.party, event.at, event.actor,
+                                                      p.note or ""))
+    elif isinstance(p, Alerted):
+        view.alerted.update(p.keys)
+    elif isinstance(p, NoteRecord):
+        view.notes.setdefault(p.section, []).append((event.at, event.actor, p.text))
+    elif isinstance(p, ActionAdded):
+        view.actions[p.action] = ActionItem(id=p.action, text=p.text, owner=p.owner,
+                                            due=parse_iso(p.due), added_at=event.at,
+                                            added_by=event.actor)
+    elif isinstance(p, ActionDone):
+        item = view.actions[p.action]
+        item.done_at = event.at
+        item.note = p.note or ""
+    if isinstance(p, WithWarning) and p.warning:
+        view.warnings.append(p.warning.model_dump(exclude_unset=True))
+    if isinstance(p, WithSteps):
+        for step in p.steps_done:
+            view.step_marks.setdefault(step, []).append(
+                StepMark("done", event.at, event.actor, auto=True))
+    notice = p.notice if isinstance(p, WithNotice) else None
+    if notice and notice.audience == "internal":
+        view.party_notices.append(PartyNotice(
+            seq=event.seq, at=event.at,
+            parties=list(p.parties) if isinstance(p, PartiesNotified) else [],
+            phase=notice.phase, messages=notice.messages))
     elif notice:
-        view.notices.append(NoticeSummary(seq=event.seq, phase=Phase(notice["phase"]),
-                                          at=event.at, messages=int(notice["messages"]),
-                                          recipients=int(notice["recipients"])))
+        view.notices.append(NoticeSummary(seq=event.seq, phase=Phase(notice.phase), at=event.at,
+                                          messages=notice.messages,
+                                          recipients=notice.recipients))
 
 
-def _open_manual(view: IncidentView, event: Event) -> None:
-    m = event.data["manual"] if event.type is EventType.DECLARED else event.data
+def _open_manual(view: IncidentView, event: Event, m: ManualDetails) -> None:
     view.manual = ManualChannelState(open=True, opened_at=event.at, opened_by=event.actor,
-                                     hotline=m.get("hotline") or "", hours=dict(m["hours"]),
-                                     counters=m.get("counters"), workaround=m.get("workaround"))
+                                     hotline=m.hotline or "", hours=dict(m.hours),
+                                     counters=dict(m.counters) if m.counters else m.counters,
+                                     workaround=(dict(m.workaround) if m.workaround
+                                                 else m.workaround))
 
 
 def _close_manual(view: IncidentView, event: Event) -> None:
@@ -309,65 +346,6 @@ def _close_manual(view: IncidentView, event: Event) -> None:
         view.manual.open = False
         view.manual.closed_at = event.at
         view.manual.closed_by = event.actor
-
-
-def _log_case(view: IncidentView, event: Event) -> None:
-    d = event.data
-    view.cases[d["case"]] = ManualCase(id=d["case"], customer=d["customer"],
-                                       request=d["request"], amount=d.get("amount"),
-                                       urgent=bool(d.get("urgent")), logged_at=event.at,
-                                       logged_by=event.actor)
-
-
-def _reconcile_case(view: IncidentView, event: Event) -> None:
-    case = view.cases[event.data["case"]]
-    case.reconciled_at = event.at
-    case.reconciled_by = event.actor
-    case.note = event.data.get("note") or ""
-
-
-def _mark_step(view: IncidentView, event: Event) -> None:
-    d = event.data
-    state = "done" if event.type is EventType.STEP_DONE else "skipped"
-    view.step_marks.setdefault(d["step"], []).append(
-        StepMark(state, event.at, event.actor, reason=d.get("reason") or d.get("note") or ""))
-
-
-def _ack(view: IncidentView, event: Event) -> None:
-    party = event.data["party"]
-    view.acks.setdefault(party, Acknowledgement(party, event.at, event.actor,
-                                                event.data.get("note") or ""))
-
-
-def _alerted(view: IncidentView, event: Event) -> None:
-    view.alerted.update(event.data.get("keys", []))
-
-
-def _note(view: IncidentView, event: Event) -> None:
-    view.notes.setdefault(event.data["section"], []).append(
-        (event.at, event.actor, event.data["text"]))
-
-
-def _add_action(view: IncidentView, event: Event) -> None:
-    d = event.data
-    view.actions[d["action"]] = ActionItem(id=d["action"], text=d["text"], owner=d["owner"],
-                                           due=parse_iso(d["due"]), added_at=event.at,
-                                           added_by=event.actor)
-
-
-def _action_done(view: IncidentView, event: Event) -> None:
-    item = view.actions[event.data["action"]]
-    item.done_at = event.at
-    item.note = event.data.get("note") or ""
-
-
-_HANDLERS = {
-    EventType.MANUAL_OPENED: _open_manual, EventType.MANUAL_CLOSED: _close_manual,
-    EventType.CASE_LOGGED: _log_case, EventType.CASE_RECONCILED: _reconcile_case,
-    EventType.STEP_DONE: _mark_step, EventType.STEP_SKIPPED: _mark_step,
-    EventType.PARTY_ACKED: _ack, EventType.ALERTED: _alerted, EventType.NOTE: _note,
-    EventType.ACTION_ADDED: _add_action, EventType.ACTION_DONE: _action_done,
-}
 
 
 def _time(value: str | None) -> datetime | None:

@@ -8,6 +8,7 @@ import sys
 from datetime import UTC, datetime
 
 from incident.models import EventType
+from incident.payloads import Declared
 from incident.store import Store
 from incident.store import outbox as ob
 
@@ -19,7 +20,9 @@ def _store_with_rows(db_url: str, n: int) -> tuple[Store, str]:
     with store.write() as conn:
         incident_id = store.create_incident(conn, playbook_id="p", title="t", drill=False,
                                             at=NOW)
-        store.append(conn, incident_id, EventType.DECLARED, actor="a", data={}, at=NOW)
+        store.append(conn, incident_id, EventType.DECLARED, actor="a", at=NOW,
+                     data=Declared(title="t", playbook={}, severity="P3",
+                                   detected_at=NOW.isoformat()))
         ob.enqueue(conn, [{"incident_id": incident_id, "notice_seq": 1, "channel": "email",
                            "recipient_ref": f"c{k}", "recipient_name": "", "address": "x@y.z",
                            "language": "en", "priority": 1, "message_id": f"<{k}@y.z>",

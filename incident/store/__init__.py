@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from incident.clock import SYSTEM_CLOCK, Clock
 from incident.errors import AmbiguousIncident, IncidentNotFound, StorageError
 from incident.models import Event, EventType
+from incident.payloads import ChainTampered, Payload, parse_payload, payload_data
 from incident.store import engine as _engine
 from incident.store import schema
 from incident.store.engine import make_engine
@@ -133,16 +134,23 @@ class Store:
         return incident_id
 
     def append(self, conn: Connection, incident_id: str, type: EventType, *, actor: str,
-               data: dict[str, Any], at: datetime) -> Event:
+               data: dict[str, Any] | Payload, at: datetime) -> Event:
         """Append an event inside the caller's write transaction.
 
+        `data` is the event's payload model (incident/payloads.py), or a dict validated
+        through it (RecordInvalid before anything is written); a dict is stored as given.
         The first append of a transaction to an incident checks its chain: on a broken chain
         the write goes on (the record must not stop in an emergency) but first records a
         `chain_tampered` event naming what was found, and the command warns (`tampered`).
         """
+        payload = parse_payload(type, data)
+        stored = payload_data(payload) if isinstance(data, Payload) else data
         self._check_before_append(conn, incident_id, actor=actor, at=at)
-        return append_event(conn, incident_id=incident_id, type=type, actor=actor, data=data,
-                            at=at, lock=self.dialect == "postgresql", key=self.chain_key)
+        event = append_event(conn, incident_id=incident_id, type=type, actor=actor,
+                             data=stored, at=at, lock=self.dialect == "postgresql",
+                             key=self.chain_key)
+        event._payload = (event.data, payload)  # parsed already: payload_of need not again
+        return event
 
     def _check_before_append(self, conn: Connection, incident_id: str, *, actor: str,
                              at: datetime, outbox: bool = False) -> None:
@@ -158,7 +166,7 @@ class Store:
             self.tampered[incident_id] = problems
         if new:
             append_event(conn, incident_id=incident_id, type=EventType.CHAIN_TAMPERED,
-                         actor=actor, data={"problems": new}, at=at,
+                         actor=actor, data=payload_data(ChainTampered(problems=new)), at=at,
                          lock=self.dialect == "postgresql", key=self.chain_key)
 
     def record_tampering(self, incident_id: str, *, actor: str, at: datetime) -> None:

@@ -1,0 +1,363 @@
+"""What each event type records: one frozen model per `EventType`, written and read through it.
+
+An event's payload is stored as the JSON of the dict a writer gives (the hash chain is over that
+JSON), so a model here never adds, drops or converts a key: `payload_data` dumps only the keys
+that were given (`exclude_unset`), and the models validate strictly (no coercion: `"yes"` is not
+a boolean) and refuse unknown keys. Optional keys are absent when a writer leaves them out;
+where a reader cares whether a key was given at all (`Updated.eta`), it asks `given(...)`.
+
+Every payload recorded by an earlier release still parses: keys added since are optional.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from incident.errors import Location, RecordInvalid
+from incident.models import Event, EventType
+
+
+def _iso_time(value: str) -> str:
+    """Kept as the string given (that is what is hashed); only checked to be an ISO time."""
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an ISO 8601 time") from None
+    return value
+
+
+IsoTime = Annotated[str, AfterValidator(_iso_time)]
+TextByLanguage = dict[str, str]  # {"zh-CN": …, "en": …}
+
+
+class Record(BaseModel):
+    """Base of every payload and sub-record: immutable, unknown keys and coercions refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    def given(self, name: str) -> bool:
+        """The writer gave key `name` (possibly as null), as opposed to leaving it out."""
+        return name in self.model_fields_set
+
+
+# ---------------------------------------------------------------------- shared sub-records
+
+
+class Notice(Record):
+    """A customer notice (or, with `audience: internal`, an internal one) recorded with an
+    event; its messages are the outbox rows of the event's seq."""
+
+    phase: str = Field(description="initial | update | eta_changed | resolved; `notice` for "
+                                   "an internal notice")
+    template_set: str | None = Field(None, description="absent only in the provisional notice "
+                                                       "a write renders its checks with")
+    channels: list[str] = Field(default_factory=list)
+    context: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="the template context by language, as rendered")
+    messages: int = Field(description="outbox rows enqueued with it")
+    recipients: int = Field(description="customers (parties for an internal notice)")
+    audience: Literal["internal"] | None = Field(None, description="internal: to parties")
+    transports: dict[str, str] | None = Field(
+        None, description="declared: the transport per channel its rows were recorded for")
+
+
+class CapWarning(Record):
+    """The CAP alert an incident was started or updated from (`warnings ingest --start`)."""
+
+    identifier: str
+    sender: str
+    sent: IsoTime
+    msg_type: str
+    references: list[str] = Field(description='"sender,identifier,sent" of earlier alerts')
+    event: str
+    severity: str
+    expires: IsoTime | None
+    branches: list[str]
+
+
+class ManualDetails(Record):
+    """The manual-handling channel's details, texts by language."""
+
+    hotline: str | None = None
+    hours: TextByLanguage
+    counters: TextByLanguage | None = None
+    workaround: TextByLanguage | None = None
+
+
+class AudienceRecord(Record):
+    """What a start's notice rows are derived from, so that they can be derived again if
+    recording them is interrupted (empty in the sample incident templates are checked with)."""
+
+    file: str | None = None
+    rows: int = 0
+    skipped: int = 0
+    selected: int = 0
+    path: str | None = None  # the keys below: since release 947c8d0
+    sha256: str | None = None
+    bytes: int | None = None
+    language: str | None = None
+    phone_region: str | None = None
+    selection: dict[str, Any] | None = Field(None, description="audience.scan.Selection.record")
+    recorder: str | None = None
+    utf8_refusal: str | None = None
+
+
+class ScopeBranch(Record):
+    """A branch of the incident's scope (from the branch list)."""
+
+    id: str
+    name: str
+    name_en: str | None = None
+    region: str = ""
+    distance_km: int | float | None = Field(None, description="open branches: distance to "
+                                                              "the nearest closed one")
+
+
+class Scope(Record):
+    """The branches the incident closes and the open ones nearby."""
+
+    file: str | None
+    closed: list[ScopeBranch]
+    open: list[ScopeBranch]
+
+
+# ---------------------------------------------------------------------- mixins
+
+
+class Payload(Record):
+    """Base of the payload of one event type."""
+
+
+class WithNotice(Payload):
+    """A payload that may carry the notice it records."""
+
+    notice: Notice | None = None
+
+
+class WithSteps(Payload):
+    """A payload that may complete checklist steps (the action they name was just done)."""
+
+    steps_done: list[str] = Field(default_factory=list)
+
+
+class WithWarning(Payload):
+    """A payload that may record a CAP alert."""
+
+    warning: CapWarning | None = None
+
+
+# ---------------------------------------------------------------------- one model per event
+
+
+class Declared(WithNotice, WithSteps, WithWarning):
+    """declared: the incident is started (its first event)."""
+
+    title: str
+    playbook: dict[str, Any] = Field(description="the whole playbook as recorded")
+    severity: str
+    drill: bool = False
+    detected_at: IsoTime
+    eta: IsoTime | None = None
+    affected: list[str] = Field(default_factory=list)
+    regions: list[str] = Field(default_factory=list)
+    branches_selected: list[str] = Field(default_factory=list)
+    audience: AudienceRecord | None = None
+    scope: Scope | None = None
+    manual: ManualDetails | None = Field(None, description="absent when the manual channel is "
+                                                           "not opened at start")
+
+
+class Updated(WithNotice, WithWarning):
+    """updated: progress, status and/or severity (a re-grade); customers get the notice
+    unless `internal`."""
+
+    message: str
+    message_zh: str | None = None
+    internal: bool = False
+    status: Literal["investigating", "identified", "monitoring"] | None = None
+    severity: str | None = None
+    previous_severity: str | None = None
+    eta: IsoTime | None = Field(None, description="given only when the ETA changes with it")
+    to: list[str] | None = Field(None, description="parties told in an internal notice")
+
+
+class EtaRevised(WithNotice):
+    """eta_revised: a new estimated recovery time, with the reason customers are told."""
+
+    eta: IsoTime
+    previous: IsoTime | None = None
+    reason: str
+    message: str = ""
+
+
+class Resolved(WithNotice):
+    """resolved: service restored (the recovery notice)."""
+
+    message: str
+    message_zh: str | None = None
+    resolved_at: IsoTime
+
+
+class Closed(Payload):
+    """closed: the record is final; `forced` with cases unreconciled, and why."""
+
+    forced: bool = False
+    reason: str | None = None
+    unreconciled: list[str] = Field(default_factory=list, description="case ids")
+
+
+class ManualOpened(ManualDetails, WithSteps):
+    """manual_opened: the manual channel opened, or its details changed while open."""
+
+
+class ManualClosed(Payload):
+    """manual_closed: the manual channel closed (its cases stay to be reconciled)."""
+
+    note: str | None = None
+
+
+class CaseLogged(Payload):
+    """case_logged: a customer request handled by hand."""
+
+    case: str
+    customer: str
+    request: str
+    amount: str | None = Field(None, description="a decimal string")
+    urgent: bool = False
+
+
+class CaseReconciled(Payload):
+    """case_reconciled: a manual case entered back into the recovered system."""
+
+    case: str
+    note: str | None = None
+
+
+class StepDone(WithSteps):
+    """step_done: a checklist step done by hand."""
+
+    step: str
+    note: str | None = None
+
+
+class StepSkipped(Payload):
+    """step_skipped: a checklist step skipped, and why."""
+
+    step: str
+    reason: str
+
+
+class PartiesNotified(WithNotice, WithSteps):
+    """parties_notified: an internal notice to departments and outside bodies
+    (notice.audience == "internal")."""
+
+    parties: list[str]
+    kind: str = "notice"
+    message: str = ""
+
+
+class PartyAcked(Payload):
+    """party_acked: a party confirmed it received the notices."""
+
+    party: str
+    note: str | None = None
+
+
+class Alerted(Payload):
+    """alerted: `incident watch` told the supervisor that `keys` fell due."""
+
+    keys: list[str]
+    alerts: list[str]
+    message: str = ""
+
+
+class DeliveryRerouted(Payload):
+    """delivery_rerouted: pending messages moved onto this configuration's transports."""
+
+    moved: dict[str, int] = Field(description="messages moved, by channel")
+    to: dict[str, str] = Field(description="the transport, by channel")
+
+
+class Note(Payload):
+    """note: a post-mortem note in one section."""
+
+    section: str
+    text: str
+
+
+class ActionAdded(Payload):
+    """action_added: a post-mortem action item."""
+
+    action: str
+    owner: str
+    due: IsoTime
+    text: str
+
+
+class ActionDone(Payload):
+    """action_done: a post-mortem action item done."""
+
+    action: str
+    note: str | None = None
+
+
+class ChainTampered(Payload):
+    """chain_tampered: a write found the event chain broken (and went on)."""
+
+    problems: list[str]
+
+
+MODELS: dict[EventType, type[Payload]] = {
+    EventType.DECLARED: Declared, EventType.UPDATED: Updated,
+    EventType.ETA_REVISED: EtaRevised, EventType.RESOLVED: Resolved,
+    EventType.CLOSED: Closed, EventType.MANUAL_OPENED: ManualOpened,
+    EventType.MANUAL_CLOSED: ManualClosed, EventType.CASE_LOGGED: CaseLogged,
+    EventType.CASE_RECONCILED: CaseReconciled, EventType.STEP_DONE: StepDone,
+    EventType.STEP_SKIPPED: StepSkipped, EventType.PARTIES_NOTIFIED: PartiesNotified,
+    EventType.PARTY_ACKED: PartyAcked, EventType.ALERTED: Alerted,
+    EventType.DELIVERY_REROUTED: DeliveryRerouted, EventType.NOTE: Note,
+    EventType.ACTION_ADDED: ActionAdded, EventType.ACTION_DONE: ActionDone,
+    EventType.CHAIN_TAMPERED: ChainTampered,
+}
+
+
+def parse_payload(type: EventType, data: dict[str, Any] | Payload) -> Payload:
+    """The payload of an event of `type` from what a writer gives (a model or a dict);
+    RecordInvalid naming each wrong key."""
+    model = MODELS[type]
+    if isinstance(data, Payload):
+        if not isinstance(data, model):
+            raise RecordInvalid(f"a {type.value} event cannot record a "
+                                f"{type_name(data)} payload")
+        return data
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = [(Location(field=".".join(str(part) for part in err["loc"]) or None),
+                     err["msg"]) for err in exc.errors()]
+        raise RecordInvalid(f"the {type.value} event's data does not match its record "
+                            f"({len(problems)} problem(s)): nothing was recorded",
+                            problems=problems) from None
+
+
+def type_name(payload: Payload) -> str:
+    """The model's name (`Declared`), for messages."""
+    return type(payload).__name__
+
+
+def payload_data(payload: Payload) -> dict[str, Any]:
+    """What is stored for `payload`: exactly the keys its writer gave."""
+    return payload.model_dump(mode="json", exclude_unset=True)
+
+
+def payload_of(event: Event) -> Payload:
+    """The typed payload of `event`, parsed once per event (events are immutable)."""
+    cached = event._payload
+    if cached is not None and cached[0] is event.data:
+        return cached[1]
+    payload = parse_payload(event.type, event.data)
+    event._payload = (event.data, payload)
+    return payload
