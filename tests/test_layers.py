@@ -55,6 +55,8 @@ def test_every_contract_is_kept() -> None:
      "incident.errors -> incident.settings"),
     ("incident/models.py", "from incident.store import schema", "models",
      "incident.models -> incident.store.schema"),
+    ("incident/payloads.py", "from incident.store import schema", "payloads",
+     "incident.payloads -> incident.store.schema"),
     ("incident/audience/rows.py", "from incident.audience.scan import Selection", "audience",
      "incident.audience.rows -> incident.audience.scan"),
     ("incident/cap/model.py", "from incident.cap.parse import parse_alert", "cap",
