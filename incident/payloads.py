@@ -277,7 +277,8 @@ class Alerted(Payload):
 class DeliveryRerouted(Payload):
     """delivery_rerouted: pending messages moved onto this configuration's transports."""
 
-    moved: dict[str, int] = Field(description="messages moved, by channel")
+    moved: dict[str, dict[str, int]] = Field(
+        description="messages moved, by channel and the transport they were recorded for")
     to: dict[str, str] = Field(description="the transport, by channel")
 
 

@@ -13,8 +13,9 @@ from datetime import datetime
 
 from incident.checklist import Item, checklist
 from incident.errors import InvalidValue
-from incident.models import Event, EventType
+from incident.models import Event
 from incident.notices import KIND_LABELS, STATUS_LABELS
+from incident.payloads import EtaRevised, Resolved, Updated, payload_of
 from incident.privacy import scrub
 from incident.settings import Runtime
 from incident.state import IncidentView
@@ -153,6 +154,7 @@ def _cause(view: IncidentView, updates: list[tuple[datetime, str]], lang: str) -
 def progress_messages(events: list[Event], lang: str) -> list[tuple[datetime, str]]:
     """The progress messages recorded so far (updates, ETA reasons, resolution), in `lang`
     where the supervisor gave a Chinese text."""
-    kinds = {EventType.UPDATED, EventType.ETA_REVISED, EventType.RESOLVED}
-    return [(e.at, (e.data.get("message_zh") if lang == "zh-CN" else None) or e.data["message"])
-            for e in events if e.type in kinds and e.data.get("message")]
+    said = [(e.at, p) for e in events
+            if isinstance(p := payload_of(e), Updated | EtaRevised | Resolved) and p.message]
+    return [(at, (getattr(p, "message_zh", None) if lang == "zh-CN" else None) or p.message)
+            for at, p in said]

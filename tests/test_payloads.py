@@ -142,7 +142,7 @@ RELEASED = [
                       "text": "x"}),
     ("action_done", {"action": "A1"}),
     ("chain_tampered", {"problems": ["event #2: content does not match its hash"]}),
-    ("delivery_rerouted", {"moved": {"email": 3}, "to": {"email": "smtp"}}),
+    ("delivery_rerouted", {"moved": {"email": {"file": 3}}, "to": {"email": "smtp"}}),
 ]
 
 

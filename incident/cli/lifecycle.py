@@ -433,7 +433,7 @@ def deliver(app: App, incident_id: str | None, reroute: bool) -> None:
     if reroute:
         for event in service.reroute(ref):
             app.out.warn(f"{event.incident_id}: "
-                         + "; ".join(describe_reroute(event.data)) + " (recorded)")
+                         + "; ".join(describe_reroute(event)) + " (recorded)")
     # A notice whose recording a crash interrupted is completed first: said before a send
     # that may take long, not after.
     for note in service.complete_notices(ref):

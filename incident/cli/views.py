@@ -221,90 +221,115 @@ def _list(app: App, *, include_closed: bool, drills: bool | None = None) -> None
 
 
 def _describe(event: Event, when: Callable[[datetime | None], str]) -> str:
-    from incident.models import EventType
+    from incident.payloads import (
+        Declared,
+        EtaRevised,
+        Resolved,
+        Updated,
+        WithNotice,
+        payload_of,
+    )
     from incident.privacy import scrub
 
-    d = event.data
+    p = payload_of(event)
 
     def at(value: str | None) -> str:
         return when(parse_iso(value)) if value else "—"
 
     parts: list[str] = []
-    if event.type is EventType.DECLARED:
-        parts.append(f"declared from {d['playbook']['id']}: {d['title']} (severity "
-                     f"{d['severity']})")
-        if d.get("eta"):
-            parts.append(f"ETA {at(d['eta'])}")
-    if d.get("status"):
-        parts.append(f"status → {d['status']}")
-    if event.type is EventType.ETA_REVISED:
-        parts.append(f"ETA {at(d.get('previous'))} → {at(d['eta'])}")
-    elif event.type is EventType.UPDATED and d.get("eta"):
-        parts.append(f"ETA → {at(d['eta'])}")
-    if d.get("message"):
-        parts.append(f"“{d['message']}”")
-    if d.get("internal"):
+    if isinstance(p, Declared):
+        parts.append(f"declared from {p.playbook['id']}: {p.title} (severity {p.severity})")
+        if p.eta:
+            parts.append(f"ETA {at(p.eta)}")
+    if isinstance(p, Updated) and p.status:
+        parts.append(f"status → {p.status}")
+    if isinstance(p, EtaRevised):
+        parts.append(f"ETA {at(p.previous)} → {at(p.eta)}")
+    elif isinstance(p, Updated) and p.eta:
+        parts.append(f"ETA → {at(p.eta)}")
+    message = getattr(p, "message", None)  # most kinds that notify carry one
+    if message:
+        parts.append(f"“{message}”")
+    if isinstance(p, Updated) and p.internal:
         parts.append("(internal)")
-    if event.type is EventType.RESOLVED:
-        parts.append(f"recovered at {at(d['resolved_at'])}")
-    if d.get("severity") and event.type is EventType.UPDATED:
-        parts.append(f"severity {d.get('previous_severity', '?')} → {d['severity']}")
+    if isinstance(p, Resolved):
+        parts.append(f"recovered at {at(p.resolved_at)}")
+    if isinstance(p, Updated) and p.severity:
+        parts.append(f"severity {p.previous_severity or '?'} → {p.severity}")
     parts += _describe_coordination(event)
-    notice = d.get("notice")
+    notice = p.notice if isinstance(p, WithNotice) else None
     if notice:
-        label = "internal" if notice.get("audience") == "internal" else notice["phase"]
-        parts.append(f"[{label} notice: {notice['messages']} messages]")
+        label = "internal" if notice.audience == "internal" else notice.phase
+        parts.append(f"[{label} notice: {notice.messages} messages]")
     # Texts typed by staff may name a customer's phone or email.
     return scrub(" · ".join(parts)) or event.type.value
 
 
 def _describe_coordination(event: Event) -> list[str]:
     """The details of the manual-channel, checklist, party and review events."""
-    from incident.models import EventType
+    from incident.payloads import (
+        ActionAdded,
+        ActionDone,
+        Alerted,
+        CaseLogged,
+        CaseReconciled,
+        ChainTampered,
+        Closed,
+        DeliveryRerouted,
+        ManualClosed,
+        ManualOpened,
+        Note,
+        PartiesNotified,
+        PartyAcked,
+        StepDone,
+        StepSkipped,
+        payload_of,
+    )
     from incident.privacy import mask_reference
 
-    d, kind = event.data, event.type
-    if kind is EventType.MANUAL_OPENED:
-        return ["manual channel opened" + (f", hotline {d['hotline']}" if d.get("hotline")
-                                           else "")]
-    if kind is EventType.MANUAL_CLOSED:
+    p = payload_of(event)
+    if isinstance(p, ManualOpened):
+        return ["manual channel opened" + (f", hotline {p.hotline}" if p.hotline else "")]
+    if isinstance(p, ManualClosed):
         return ["manual channel closed"]
-    if kind is EventType.CASE_LOGGED:
-        return [f"case {d['case']} for {mask_reference(d['customer'])}: {d['request']}"
-                + (f" ({d['amount']})" if d.get("amount") else "")
-                + (" URGENT" if d.get("urgent") else "")]
-    if kind is EventType.CASE_RECONCILED:
-        return [f"case {d['case']} reconciled" + (f": {d['note']}" if d.get("note") else "")]
-    if kind is EventType.STEP_DONE:
-        return [f"step {d['step']} done" + (f": {d['note']}" if d.get("note") else "")]
-    if kind is EventType.STEP_SKIPPED:
-        return [f"step {d['step']} skipped: {d['reason']}"]
-    if kind is EventType.PARTIES_NOTIFIED:
-        return [f"{d.get('kind', 'notice')} to {', '.join(d.get('parties', []))}"]
-    if kind is EventType.PARTY_ACKED:
-        return [f"{d['party']} acknowledged"]
-    if kind is EventType.ALERTED:
-        return [f"alerted: {'; '.join(d.get('alerts', []))}"]
-    if kind is EventType.DELIVERY_REROUTED:
-        return describe_reroute(d)
-    if kind is EventType.CLOSED and d.get("forced"):
-        return [f"FORCED with cases {', '.join(d.get('unreconciled', []))} unreconciled: "
-                f"{d.get('reason', '')}"]
-    if kind is EventType.NOTE:
-        return [f"note ({d['section']}): {d['text'][:80]}"]
-    if kind is EventType.ACTION_ADDED:
-        return [f"action {d['action']} for {d['owner']}: {d['text'][:60]}"]
-    if kind is EventType.ACTION_DONE:
-        return [f"action {d['action']} done"]
-    if kind is EventType.CHAIN_TAMPERED:
-        return [f"EVENT CHAIN FOUND BROKEN: {'; '.join(d.get('problems', []))}"]
+    if isinstance(p, CaseLogged):
+        return [f"case {p.case} for {mask_reference(p.customer)}: {p.request}"
+                + (f" ({p.amount})" if p.amount else "") + (" URGENT" if p.urgent else "")]
+    if isinstance(p, CaseReconciled):
+        return [f"case {p.case} reconciled" + (f": {p.note}" if p.note else "")]
+    if isinstance(p, StepDone):
+        return [f"step {p.step} done" + (f": {p.note}" if p.note else "")]
+    if isinstance(p, StepSkipped):
+        return [f"step {p.step} skipped: {p.reason}"]
+    if isinstance(p, PartiesNotified):
+        return [f"{p.kind} to {', '.join(p.parties)}"]
+    if isinstance(p, PartyAcked):
+        return [f"{p.party} acknowledged"]
+    if isinstance(p, Alerted):
+        return [f"alerted: {'; '.join(p.alerts)}"]
+    if isinstance(p, DeliveryRerouted):
+        return describe_reroute(event)
+    if isinstance(p, Closed) and p.forced:
+        return [f"FORCED with cases {', '.join(p.unreconciled)} unreconciled: {p.reason or ''}"]
+    if isinstance(p, Note):
+        return [f"note ({p.section}): {p.text[:80]}"]
+    if isinstance(p, ActionAdded):
+        return [f"action {p.action} for {p.owner}: {p.text[:60]}"]
+    if isinstance(p, ActionDone):
+        return [f"action {p.action} done"]
+    if isinstance(p, ChainTampered):
+        return [f"EVENT CHAIN FOUND BROKEN: {'; '.join(p.problems)}"]
     return []
 
 
-def describe_reroute(data: dict[str, Any]) -> list[str]:
+def describe_reroute(event: Event) -> list[str]:
     """What a DELIVERY_REROUTED event moved, one line per channel and former transport."""
-    return [f"{n} pending {channel} messages rerouted from {transport} to {data['to'][channel]}"
-            for channel, moved in data.get("moved", {}).items() for transport, n in moved.items()]
+    from incident.payloads import DeliveryRerouted, payload_of
+
+    rerouted = payload_of(event)
+    assert isinstance(rerouted, DeliveryRerouted)
+    return [f"{n} pending {channel} messages rerouted from {transport} to {rerouted.to[channel]}"
+            for channel, moved in rerouted.moved.items() for transport, n in moved.items()]
 
 
 def _public(data: dict[str, Any]) -> dict[str, Any]:

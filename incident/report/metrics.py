@@ -46,7 +46,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from incident.checklist import Item, checklist
-from incident.models import Event, EventType, Phase, Text
+from incident.models import Event, Phase, Text
+from incident.payloads import Declared, Updated, WithNotice, payload_of
 from incident.playbooks import RegulatorDuty
 from incident.privacy import scrub, scrub_error
 from incident.state import IncidentView
@@ -439,8 +440,8 @@ def _transparency(view: IncidentView, events: list[Event], first: Any,
     failures = [{"channel": f.channel, "code": f.code, "count": f.count,
                  "example": (scrub_error(f.example) or "")[:200]}
                 for f in q.failure_causes(conn, view.id, customer_seqs)]
-    internal = sum(1 for e in events if e.type is EventType.UPDATED and e.data.get("internal")
-                   and not e.data.get("notice"))
+    internal = sum(1 for e in events
+                   if isinstance(p := payload_of(e), Updated) and p.internal and not p.notice)
     affected = first.recipients if first else 0
     reached = reach["customers"].reached if reach else 0
     figures: dict[str, Any] = {
@@ -489,17 +490,17 @@ _TIMELINE_FIELDS = ("status", "severity", "eta", "previous", "reason", "resolved
 
 
 def _timeline_entry(event: Event) -> dict[str, Any]:
-    d = event.data
-    what: dict[str, Any] = {k: d[k] for k in _TIMELINE_FIELDS if k in d and d[k] is not None}
-    if event.type is EventType.DECLARED:
-        what = {"severity": d.get("severity"), "eta": d.get("eta")}
+    p = payload_of(event)
+    what: dict[str, Any] = {k: getattr(p, k) for k in _TIMELINE_FIELDS
+                            if p.given(k) and getattr(p, k) is not None}
+    if isinstance(p, Declared):
+        what = {"severity": p.severity, "eta": p.eta}
     what = {k: v for k, v in what.items() if v is not False}  # internal: false says nothing
     if "reason" in what:
         what["reason"] = scrub(str(what["reason"]))
-    notice = d.get("notice")
+    notice = p.notice if isinstance(p, WithNotice) else None
     if notice:
-        what["notice"] = {"phase": notice.get("phase"),
-                          "audience": notice.get("audience", "customers"),
-                          "messages": notice.get("messages", 0)}
+        what["notice"] = {"phase": notice.phase, "audience": notice.audience or "customers",
+                          "messages": notice.messages}
     return {"seq": event.seq, "at": iso(event.at), "type": event.type.value,
             "actor": event.actor, "what": what}
