@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import click
 from rich.text import Text
 
-from incident.cli.app import App
+from incident.cli.app import App, pass_app
 from incident.cli.lifecycle import party_reach, print_party_reach, settle, start, update
 from incident.cli.output import Output, safe
 from incident.cli.views import render_status
@@ -20,10 +20,9 @@ from incident.timeutil import to_iso
 
 if TYPE_CHECKING:  # the rest is imported where used: `incident --help` needs none of it
     from incident.cap import Decision
-    from incident.checklist import Attention, Item
+    from incident.checklist import Item
     from incident.playbooks import Playbook
 
-pass_app = click.make_pass_decorator(App)
 
 
 @click.command()
@@ -45,7 +44,7 @@ def step(app: App, incident_id: str, step_id: str, done: bool, skip: str | None,
     Example:
       incident step 3F2A nfra-first-report --done --note "Phoned the NFRA duty officer"
     """
-    outcome = app.service.coordination.step(incident_id, step_id, done=done, skip=skip, note=note)
+    outcome = app.response.coordination.step(incident_id, step_id, done=done, skip=skip, note=note)
     result = outcome.result
     app.touch(result.incident_id)
     item = next((i for i in _items(app, result.incident_id) if i.id == outcome.item.id),
@@ -65,17 +64,17 @@ def step(app: App, incident_id: str, step_id: str, done: bool, skip: str | None,
             out.line(f"Next {safe(item.id)} due {out.when(item.due)}.")
     if outcome.ran == "notify_parties" and result.messages:
         with app.out.progress(result.messages, "Notifying parties") as update:
-            report = app.service.deliver(result.incident_id, progress=update)
-        reach = party_reach(app, app.service.view(result.incident_id))
+            sent = app.response.sending.send(result, progress=update)
+        reach = party_reach(app, app.response.queries.view(result.incident_id))
         if reach is not None and not out.as_json:
             print_party_reach(app, reach)
-        settle(app, report, result.incident_id)  # exit 1 with the reason if left pending
+        settle(app, sent)  # exit 1 with the reason if left pending
 
 
 def _items(app: App, incident_id: str) -> list[Item]:
     from incident.checklist import checklist
 
-    return checklist(app.service.view(incident_id))
+    return checklist(app.response.queries.view(incident_id))
 
 
 @click.command()
@@ -85,7 +84,7 @@ def _items(app: App, incident_id: str) -> list[Item]:
 @pass_app
 def ack(app: App, incident_id: str, party: str, note: str | None) -> None:
     """Record that PARTY (an id from incident.yaml parties) acknowledged the notice."""
-    result = app.service.coordination.ack(incident_id, party, note=note)
+    result = app.response.coordination.ack(incident_id, party, note=note)
     app.touch(result.incident_id)
     view = result.view
     waiting = [p for n in view.party_notices for p in n.parties if p not in view.acks]
@@ -118,8 +117,8 @@ def regulator(app: App, incident_id: str, duty: str | None, as_draft: bool,
     """
     out = app.out
     if as_draft:
-        draft = app.service.coordination.regulator_draft(incident_id, duty=duty, lang=lang)
-        view = app.service.view(incident_id)
+        draft = app.response.coordination.regulator_draft(incident_id, duty=duty, lang=lang)
+        view = app.response.queries.view(incident_id)
         app.touch(view.id)
         if out.as_json:
             out.json({"id": view.id, "duty": draft.duty.id, "lang": draft.lang,
@@ -132,7 +131,7 @@ def regulator(app: App, incident_id: str, duty: str | None, as_draft: bool,
         return
     if duty:
         raise InvalidValue("--duty goes with --draft")
-    view = app.service.view(incident_id)
+    view = app.response.queries.view(incident_id)
     app.touch(view.id)
     items = [i for i in _items(app, view.id) if i.kind == "duty"]
     now = app.rt.clock.now()
@@ -177,21 +176,13 @@ def watch(app: App, incident_id: str | None, interval: float, once: bool) -> Non
     passed ETA, a step or a regulator deadline. Each alert rings the terminal bell, is
     recorded, and is sent to the parties of incident.yaml `alerts.parties`. Ctrl-C stops.
     """
-    service, out = app.service, app.out
+    response, out = app.response, app.out
     app.reminded = True
     while True:
-        ids = ([service.store.resolve_id(incident_id)] if incident_id else
-               [r.view.id for r in service.incidents() if r.view.status.is_open
-                or r.view.status.value == "resolved"])
-        raised: dict[str, list[Attention]] = {}
-        for ident in ids:
-            view = service.view(ident)
-            fresh = [a for a in service.coordination.attention(ident) if a.key not in view.alerted]
-            if fresh:
-                result = service.coordination.alert(ident, fresh)
-                raised[ident] = fresh
-                if result.internal:
-                    service.deliver(ident)
+        found = response.coordination.raise_alerts(incident_id)
+        for alert in found.recorded:
+            response.sending.send(alert)  # left pending: status shows it, the next round too
+        ids, raised = found.watching, found.raised
         if out.as_json:
             out.json({"at": app.rt.clock.now().isoformat(), "alerts": {
                 i: [{"level": a.level, "what": a.what, "at": a.at.isoformat()} for a in alerts]
@@ -200,7 +191,7 @@ def watch(app: App, incident_id: str | None, interval: float, once: bool) -> Non
             if not once:
                 out.console.clear()
             for ident in ids:
-                render_status(app, service.status(ident))
+                render_status(app, response.queries.status(ident))
             if not ids:
                 out.line("No open incidents.")
             for ident, alerts in raised.items():
@@ -254,7 +245,7 @@ def ingest(ctx: click.Context, app: App, file: str, branch_list: str | None,
     branches = load_branches(branch_path)
     alert = load_alert(Path(file))
     decision = decide(alert, now=app.rt.clock.now(), branches=branches, playbooks=_playbooks(app),
-                      recorded=app.service.recorded_warnings())
+                      recorded=app.response.queries.recorded_warnings())
     counts = _customer_counts(app, decision, audience)
     action = decision.action
     acting = start_it and (action == "update" or (action == "start"

@@ -7,13 +7,11 @@ from pathlib import Path
 
 import click
 
-from incident.cli.app import App
+from incident.cli.app import App, pass_app
 from incident.cli.output import safe, writing
 from incident.errors import BadInput, PlaybookInvalid
 from incident.resources import shipped
 from incident.timeutil import format_duration
-
-pass_app = click.make_pass_decorator(App)
 
 
 @click.command()
@@ -120,12 +118,12 @@ def validate(app: App, paths: tuple[Path, ...]) -> None:
     data. Without PATH: every playbook found. Exits 2 naming file, line and field."""
     from incident.cli.lifecycle import format_duration_s
     from incident.playbooks import playbook_files
-    from incident.service import check_playbook
+    from incident.response.checks import check_playbook
 
     targets = list(paths) or list(playbook_files(app.rt.playbook_path).values())
     if not targets:
         raise BadInput("no playbooks found", hint="incident init copies the shipped ones")
-    checks = [check_playbook(app.rt, app.service.renderer, Path(p)) for p in targets]
+    checks = [check_playbook(app.rt, app.response.journal.renderer, Path(p)) for p in targets]
     bad = [c for c in checks if c.problems]
     if app.out.as_json:
         app.out.json([{"path": c.path, "valid": not c.problems,

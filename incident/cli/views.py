@@ -10,17 +10,16 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.text import Text
 
-from incident.cli.app import App
+from incident.cli.app import App, pass_app
 from incident.cli.output import Output, safe, state_counts, writing
 from incident.errors import ChainBroken, Location
 from incident.timeutil import parse_iso
 
 if TYPE_CHECKING:  # the rest is imported where used: `incident --help` needs none of it
     from incident.models import Event
-    from incident.service import StatusResult
+    from incident.response.results import StatusResult
     from incident.state import IncidentView
 
-pass_app = click.make_pass_decorator(App)
 
 
 def _status_json(result: StatusResult) -> dict[str, Any]:
@@ -68,7 +67,7 @@ def status(app: App, incident_id: str | None) -> None:
     if incident_id is None:
         _list(app, include_closed=False)
         return
-    result = app.service.status(incident_id)
+    result = app.response.queries.status(incident_id)
     app.reminded = True  # the view below shows what falls due
     render_status(app, result)
 
@@ -196,7 +195,7 @@ def list_(app: App, include_closed: bool, drills: bool) -> None:
 
 
 def _list(app: App, *, include_closed: bool, drills: bool | None = None) -> None:
-    results = app.service.incidents(include_closed=include_closed)
+    results = app.response.queries.incidents(include_closed=include_closed)
     if drills is not None:
         results = [r for r in results if r.view.drill == drills]
     out = app.out
@@ -333,7 +332,7 @@ def _public(data: dict[str, Any]) -> dict[str, Any]:
 @pass_app
 def timeline(app: App, incident_id: str) -> None:
     """Every recorded action of an incident, in order, with who did it."""
-    view, events = app.service.timeline(incident_id)
+    view, events = app.response.queries.timeline(incident_id)
     out = app.out
     if out.as_json:
         out.json({"id": view.id, "events": [
@@ -359,8 +358,8 @@ def verify(app: App, incident_id: str | None) -> None:
     """
     from incident.store.events import CHAIN_KEY_ENV, UNSIGNED
 
-    results = app.service.verify(incident_id)
-    anchored = app.service.anchored
+    results = app.response.queries.verify(incident_id)
+    anchored = app.response.journal.anchored
     out = app.out
     # Events recorded before the key was set are not signed: what verify then proves is what
     # it proves without a key — said, but not a broken chain.
@@ -415,7 +414,7 @@ def failed(app: App, incident_id: str, export: str | None, with_contacts: bool) 
     if with_contacts and not export:
         raise click.UsageError("--with-contacts goes with --export: full contacts are "
                                "written to the file only, never shown")
-    rows = app.service.failed_deliveries(incident_id)
+    rows = app.response.queries.failed_deliveries(incident_id)
     out = app.out
 
     def record(r: Any, *, full: bool) -> dict[str, Any]:
