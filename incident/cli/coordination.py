@@ -12,16 +12,20 @@ import click
 from rich.text import Text
 
 from incident.cli.app import App, pass_app
-from incident.cli.lifecycle import party_reach, print_party_reach, settle, start, update
+from incident.cli.lifecycle import (
+    party_reach,
+    print_party_reach,
+    settle,
+    show_started,
+    show_updated,
+)
 from incident.cli.output import Output, safe
 from incident.cli.views import render_status
-from incident.errors import BadInput, InvalidValue, PlaybookInvalid
-from incident.timeutil import to_iso
+from incident.errors import InvalidValue
 
 if TYPE_CHECKING:  # the rest is imported where used: `incident --help` needs none of it
     from incident.cap import Decision
     from incident.checklist import Item
-    from incident.playbooks import Playbook
 
 
 
@@ -222,8 +226,7 @@ def warnings() -> None:
               help="Start the matching playbook for the affected branches.")
 @click.option("--queue-only", is_flag=True, help="With --start: record without sending.")
 @pass_app
-@click.pass_context
-def ingest(ctx: click.Context, app: App, file: str, branch_list: str | None,
+def ingest(app: App, file: str, branch_list: str | None,
            audience: str | None, start_it: bool, queue_only: bool) -> None:
     """Read a CAP 1.2 alert and decide whether it applies (status, msgType, urgency,
     severity, certainty, validity, area vs branch locations); print the matching playbook,
@@ -233,96 +236,32 @@ def ingest(ctx: click.Context, app: App, file: str, branch_list: str | None,
     Example:
       incident warnings ingest hko-typhoon-8.xml --start
     """
-    from incident.branches import load_branches
-    from incident.cap import decide, load_alert, update_messages, warning_record
+    from incident.response.results import StartResult
 
-    rt, out = app.rt, app.out
-    listed = branch_list or rt.settings.branches
-    if not listed:
-        raise BadInput("deciding on a warning needs the branch list",
-                       hint="give --branches FILE or set branches: in incident.yaml")
-    branch_path = Path(branch_list) if branch_list else rt.path(listed)
-    branches = load_branches(branch_path)
-    alert = load_alert(Path(file))
-    decision = decide(alert, now=app.rt.clock.now(), branches=branches, playbooks=_playbooks(app),
-                      recorded=app.response.queries.recorded_warnings())
-    counts = _customer_counts(app, decision, audience)
-    action = decision.action
-    acting = start_it and (action == "update" or (action == "start"
-                                                  and decision.playbook is not None))
+    assessed = app.response.warnings.assess(Path(file), branch_list=branch_list,
+                                            audience=audience)
+    app.conclude(assessed)  # the playbooks skipped
     # With --json and --start, one document: the incident with the decision in it.
-    _print_decision(app, decision, counts, file, defer=acting)
-    short = decision.incident[-6:] if decision.incident else ""
+    _print_decision(app, assessed.decision, assessed.counts, file,
+                    defer=start_it and assessed.acts)
     if not start_it:
-        if action == "start" and decision.playbook is not None:
-            out.next(f"incident warnings ingest {file} --start")
-        elif action == "update":
-            out.next(f"incident warnings ingest {file} --start  (updates {short})")
-        elif action == "stand_down":
-            out.next(f"incident resolve {short} --message \"...\"")
+        _next_after_decision(app, assessed.decision, file)
         return
-    if action == "duplicate":
-        return  # the same alert again (a feed read twice): nothing to record
-    if action == "stand_down":
-        raise BadInput(f"not starting: the alert in {file} cancels {decision.incident}",
-                       hint=f"stand it down: incident resolve {short} --message \"...\"")
-    if not acting:
-        raise BadInput(f"not starting: the alert in {file} "
-                       + ("needs a playbook for its event" if decision.applies
-                          else "does not apply"),
-                       hint="; ".join(decision.reasons[:3]))
-    info = decision.info
-    assert info is not None
-    if action == "update":
-        assert decision.incident is not None
-        message, message_zh = update_messages(decision)
-        ctx.invoke(update, incident_id=decision.incident, message=message,
-                   message_zh=message_zh, eta=None, status=None, severity=decision.grade,
-                   internal=False, to=(), queue_only=queue_only,
-                   warning=warning_record(decision))
-        return
-    assert decision.playbook is not None
-    # Detection is when the warning took effect (not when it was read here), if that is past.
-    effective = info.effective or alert.sent
-    detected = to_iso(effective) if effective <= app.rt.clock.now() else None
-    ctx.invoke(start, playbook=decision.playbook.id,
-               title=(info.headline or info.event)[:200], severity=decision.grade,
-               eta=None, detected_at=detected, affected=(), region=(),
-               branch=tuple(b.id for b in decision.branches), branch_list=str(branch_path),
-               no_manual=False, audience=audience, drill=False, dry_run=False,
-               queue_only=queue_only, warning=warning_record(decision))
+    result = app.response.act_on_warning(assessed, queue_only=queue_only)
+    if isinstance(result, StartResult):
+        show_started(app, result, queue_only)
+    elif result is not None:
+        show_updated(app, result, queue_only)
 
 
-def _playbooks(app: App) -> list[Playbook]:
-    from incident.playbooks import load_playbook, playbook_files
-
-    books = []
-    for path in playbook_files(app.rt.playbook_path).values():
-        try:
-            books.append(load_playbook(path))
-        except PlaybookInvalid as exc:
-            app.out.warn(f"skipping playbook {path}: {exc.message}")
-    return books
-
-
-def _customer_counts(app: App, decision: Decision, audience: str | None) -> dict[str, int]:
-    from incident.audience import load_audience
-
-    if not decision.branches:
-        return {}
-    settings = app.rt.settings
-    path = Path(audience) if audience else app.rt.path(
-        settings.audiences[settings.default_audience])
-    load = load_audience(path, default_language=settings.default_language,
-                         default_region=settings.phone_region)
-    wanted = {b.id.casefold() for b in decision.branches}
-    counts: dict[str, int] = {b.id: 0 for b in decision.branches}
-    for customer in load.customers:
-        if customer.branch.casefold() in wanted:
-            key = next(b.id for b in decision.branches
-                       if b.id.casefold() == customer.branch.casefold())
-            counts[key] += 1
-    return counts
+def _next_after_decision(app: App, decision: Decision, file: str) -> None:
+    short = decision.incident[-6:] if decision.incident else ""
+    if decision.action == "start" and decision.playbook is not None:
+        app.out.next(f"incident warnings ingest {file} --start")
+    elif decision.action == "update":
+        app.out.next(f"incident warnings ingest {file} --start  (updates {short})")
+    elif decision.action == "stand_down":
+        app.out.next(f"incident resolve {short} --message \"...\"")
 
 
 def _print_decision(app: App, decision: Decision, counts: dict[str, int], file: str, *,

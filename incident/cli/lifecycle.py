@@ -135,8 +135,7 @@ def _list_failures(app: App, incident_id: str) -> None:
 def start(app: App, playbook: str, title: str, severity: str | None, eta: str | None,
           detected_at: str | None, affected: tuple[str, ...], region: tuple[str, ...],
           branch: tuple[str, ...], branch_list: str | None, no_manual: bool,
-          audience: str | None, drill: bool, dry_run: bool, queue_only: bool,
-          warning: dict[str, Any] | None = None) -> None:
+          audience: str | None, drill: bool, dry_run: bool, queue_only: bool) -> None:
     """Declare an incident from PLAYBOOK and send the first customer notice.
 
     \b
@@ -150,27 +149,30 @@ def start(app: App, playbook: str, title: str, severity: str | None, eta: str | 
         playbook=playbook, title=title, severity=severity, eta=eta, detected_at=detected_at,
         affected=affected, regions=region, branches=branch, branch_list=branch_list,
         manual=False if no_manual else None, audience=audience, drill=drill, dry_run=dry_run,
-        queue_only=queue_only, warning=warning)  # warning: given by `warnings ingest --start`
+        queue_only=queue_only)
     if isinstance(result, DryRunPlan):
         _print_plan(app, result)
         return
     assert isinstance(result, StartResult)
+    show_started(app, result, queue_only)
+
+
+def show_started(app: App, result: StartResult, queue_only: bool) -> None:
+    """What a start recorded, then its notice sent (or queued) and the outcome."""
     try:
         _print_declared(app, result)
     except BaseException:  # Ctrl-C: the whole notice is recorded all the same
         app.response.sending.finish_start(result)
         raise
-    _finish(app, result, _send(app, result, queue_only), {"audience": {"file": result.audience_path,
-                                               "recipients": result.recipients,
-                                               "skipped_rows": len(result.skipped_rows),
-                                               "partial_rows": len(result.partial_rows),
-                                               "unreachable": result.unreachable,
-                                               "problems": _problems(result)},
-                                  "drill": result.view.drill,
-                                  "manual_channel": result.view.manual_open,
-                                  "parties": (result.view.party_notices[0].parties
-                                              if result.view.party_notices else []),
-                                  "branches": result.view.scope})
+    view = result.view
+    _finish(app, result, _send(app, result, queue_only), {
+        "audience": {"file": result.audience_path, "recipients": result.recipients,
+                     "skipped_rows": len(result.skipped_rows),
+                     "partial_rows": len(result.partial_rows),
+                     "unreachable": result.unreachable, "problems": _problems(result)},
+        "drill": view.drill, "manual_channel": view.manual_open,
+        "parties": view.party_notices[0].parties if view.party_notices else [],
+        "branches": view.scope})
     short = _short(result.incident_id)
     app.out.next(f"incident update {short} --message \"...\"", f"incident status {short}")
 
@@ -289,7 +291,7 @@ def format_duration_s(seconds: float) -> str:
 @pass_app
 def update(app: App, incident_id: str, message: str, message_zh: str | None, eta: str | None,
            status: str | None, severity: str | None, internal: bool, to: tuple[str, ...],
-           queue_only: bool, warning: dict[str, Any] | None = None) -> None:
+           queue_only: bool) -> None:
     """Post a progress update; customers get it unless --internal.
 
     \b
@@ -298,8 +300,12 @@ def update(app: App, incident_id: str, message: str, message_zh: str | None, eta
     """
     result = app.response.lifecycle.update(
         incident_id, message=message, message_zh=message_zh, eta=eta, status=status,
-        severity=severity, internal=internal, to=to, queue_only=queue_only,
-        warning=warning)  # given by `warnings ingest`
+        severity=severity, internal=internal, to=to, queue_only=queue_only)
+    show_updated(app, result, queue_only)
+
+
+def show_updated(app: App, result: NoticeResult, queue_only: bool) -> None:
+    """What an update recorded, then its notice sent (or queued) and the outcome."""
     view = result.view
     app.out.line(f"Update recorded on {result.incident_id}: {view.status.value}, severity "
                  f"{view.severity}, ETA {app.out.when(view.eta)}, next update due "

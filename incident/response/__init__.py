@@ -26,7 +26,9 @@ from incident.response.lifecycle import Lifecycle
 from incident.response.manual import ManualChannel
 from incident.response.postmortem import PostMortem
 from incident.response.queries import Queries
+from incident.response.results import NoticeResult, StartResult
 from incident.response.sending import Sending
+from incident.response.warnings import Assessment, Warnings
 from incident.settings import Runtime
 from incident.store import Store
 
@@ -43,3 +45,18 @@ class Response:
         self.manual = ManualChannel(self.journal)
         self.coordination = Coordination(self.journal)
         self.postmortem = PostMortem(self.journal)
+        self.warnings = Warnings(self.journal)
+
+    def act_on_warning(self, assessed: Assessment, *,
+                       queue_only: bool = False) -> NoticeResult | None:
+        """`warnings ingest --start`: start the playbook an assessed CAP alert calls for, or
+        update the incident its first message started (None: the same alert again)."""
+        action = self.warnings.action(assessed, queue_only=queue_only)
+        if action is None:
+            return None
+        if action.kind == "update":
+            given = dict(action.arguments)
+            return self.lifecycle.update(given.pop("ref"), **given)
+        result = self.lifecycle.start(**action.arguments)
+        assert isinstance(result, StartResult)  # never a dry run
+        return result

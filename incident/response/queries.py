@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from incident.cap import Key, Recorded
 from incident.checklist import attention
 from incident.models import Event, Status
 from incident.response.journal import Journal
@@ -51,18 +50,6 @@ class Queries:
                 out.append(StatusResult(view=view, counts=all_counts.get(row.id, {}),
                                         failures=[], now=now))
         return out
-
-    def recorded_warnings(self) -> dict[Key, Recorded]:
-        """The CAP alerts recorded on incidents (and those they reference), by (sender,
-        identifier): what a new alert updates, cancels or repeats."""
-        found: dict[Key, Recorded] = {}
-        for result in self.incidents(include_closed=True):  # newest first: it wins
-            view = result.view
-            for key in view.warning_keys:
-                found.setdefault(key, Recorded(
-                    incident_id=view.id, is_open=view.status.is_open,
-                    status=view.status.value, playbook=view.playbook, severity=view.severity))
-        return found
 
     def timeline(self, ref: str) -> tuple[IncidentView, list[Event]]:
         """Every event of an incident, in order."""
