@@ -26,6 +26,7 @@ from incident.errors import InvalidValue
 if TYPE_CHECKING:  # the rest is imported where used: `incident --help` needs none of it
     from incident.cap import Decision
     from incident.checklist import Item
+    from incident.response.results import AlertRound
 
 
 
@@ -180,35 +181,45 @@ def watch(app: App, incident_id: str | None, interval: float, once: bool) -> Non
     passed ETA, a step or a regulator deadline. Each alert rings the terminal bell, is
     recorded, and is sent to the parties of incident.yaml `alerts.parties`. Ctrl-C stops.
     """
-    response, out = app.response, app.out
     app.reminded = True
     while True:
-        found = response.coordination.raise_alerts(incident_id)
-        for alert in found.recorded:
-            response.sending.send(alert)  # left pending: status shows it, the next round too
-        ids, raised = found.watching, found.raised
-        if out.as_json:
-            out.json({"at": app.rt.clock.now().isoformat(), "alerts": {
-                i: [{"level": a.level, "what": a.what, "at": a.at.isoformat()} for a in alerts]
-                for i, alerts in raised.items()}, "watching": ids})
-        else:
-            if not once:
-                out.console.clear()
-            for ident in ids:
-                render_status(app, response.queries.status(ident))
-            if not ids:
-                out.line("No open incidents.")
-            for ident, alerts in raised.items():
-                out.err.bell()
-                for a in alerts:
-                    style = "bold red" if a.level == "overdue" else "yellow"
-                    out.err.print(f"[{style}]ALERT[/{style}] {ident[-6:]}: {safe(a.what)}")
+        found = app.response.coordination.raise_alerts(incident_id)
+        unsent = []
+        for alert in found.recorded:  # left pending: status shows it, the next round too
+            problem = app.response.sending.send(alert).problem
+            if problem is not None:
+                unsent.append(f"{alert.incident_id[-6:]}: alert to the parties: {problem.message}")
+        _show_round(app, found, unsent, clear=not once)
         if once:
             return
         try:
             time.sleep(interval)
         except KeyboardInterrupt:
             return
+
+
+def _show_round(app: App, found: AlertRound, unsent: list[str], *, clear: bool) -> None:
+    """One round of `watch`: the status of each incident watched, then its alerts (with the
+    bell) and the alert messages that could not be sent."""
+    out, ids, raised = app.out, found.watching, found.raised
+    if out.as_json:
+        out.json({"at": app.rt.clock.now().isoformat(), "alerts": {
+            i: [{"level": a.level, "what": a.what, "at": a.at.isoformat()} for a in alerts]
+            for i, alerts in raised.items()}, "watching": ids, "unsent": unsent})
+        return
+    if clear:
+        out.console.clear()
+    for ident in ids:
+        render_status(app, app.response.queries.status(ident))
+    if not ids:
+        out.line("No open incidents.")
+    for ident, alerts in raised.items():
+        out.err.bell()
+        for a in alerts:
+            style = "bold red" if a.level == "overdue" else "yellow"
+            out.err.print(f"[{style}]ALERT[/{style}] {ident[-6:]}: {safe(a.what)}")
+    for line in unsent:
+        out.warn(line)
 
 
 @click.group()
