@@ -60,8 +60,8 @@ class Declaration:
         In the same transaction: the manual channel is opened (unless the playbook or
         `manual=False` says not to), the playbook's parties get the internal notice, and the
         steps those actions complete are marked done. The notice's first rows are recorded
-        with it; the result's `pending` rows must then be recorded too (`deliver_started` or
-        `finish_start`; see the module docstring). Unless the notice is only queued (or a
+        with it; the result's `pending` rows must then be recorded too (`Sending.send`, or
+        `Sending.finish_start`; see response/recording.py). Unless the notice is only queued (or a
         dry run), every channel's configuration is checked first (check_channels). `warning`
         is the CAP alert it is started from (cap.warning_record), recorded so that its updates
         find the incident.
