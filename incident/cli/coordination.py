@@ -26,8 +26,9 @@ from incident.errors import InvalidValue
 if TYPE_CHECKING:  # the rest is imported where used: `incident --help` needs none of it
     from incident.cap import Decision
     from incident.checklist import Item
+    from incident.regulator import Draft
     from incident.response.results import AlertRound
-
+    from incident.state import IncidentView
 
 
 @click.command()
@@ -120,26 +121,34 @@ def regulator(app: App, incident_id: str, duty: str | None, as_draft: bool,
     Example:
       incident regulator 3F2A --draft --lang zh-CN
     """
-    out = app.out
     if as_draft:
         draft = app.response.coordination.regulator_draft(incident_id, duty=duty, lang=lang)
         view = app.response.queries.view(incident_id)
         app.touch(view.id)
-        if out.as_json:
-            out.json({"id": view.id, "duty": draft.duty.id, "lang": draft.lang,
-                      "due": draft.duty.due.isoformat() if draft.duty.due else None,
-                      "fields": {key: text for key, _label, text in draft.fields}})
-            return
-        out.table(f"Draft regulator report — {view.id} — {draft.duty.id}", ["field", "text"],
-                  [[label, text] for _key, label, text in draft.fields])
-        out.next(f"incident step {view.id[-6:]} {draft.duty.id} --done  (once filed)")
+        _show_draft(app.out, view.id, draft)
         return
     if duty:
         raise InvalidValue("--duty goes with --draft")
     view = app.response.queries.view(incident_id)
     app.touch(view.id)
     items = [i for i in _items(app, view.id) if i.kind == "duty"]
-    now = app.rt.clock.now()
+    _show_duties(app.out, view, items, app.rt.clock.now())
+
+
+def _show_draft(out: Output, incident_id: str, draft: Draft) -> None:
+    """A regulator report's fields filled from the record, as a table or JSON."""
+    if out.as_json:
+        out.json({"id": incident_id, "duty": draft.duty.id, "lang": draft.lang,
+                  "due": draft.duty.due.isoformat() if draft.duty.due else None,
+                  "fields": {key: text for key, _label, text in draft.fields}})
+        return
+    out.table(f"Draft regulator report — {incident_id} — {draft.duty.id}", ["field", "text"],
+              [[label, text] for _key, label, text in draft.fields])
+    out.next(f"incident step {incident_id[-6:]} {draft.duty.id} --done  (once filed)")
+
+
+def _show_duties(out: Output, view: IncidentView, items: list[Item], now: datetime) -> None:
+    """The regulator duties at the incident's grade with their countdown, as a table or JSON."""
     if out.as_json:
         out.json({"id": view.id, "severity": view.severity, "duties": [
             {"id": i.id, "state": i.state, "due": i.due.isoformat() if i.due else None,
