@@ -40,12 +40,23 @@ class IncidentError(Exception):
     hint: str | None = None
 
     def __init__(self, message: str, *, hint: str | None = None,
-                 problems: list[tuple[Location, str]] | None = None) -> None:
+                 problems: list[tuple[Location, str]] | None = None,
+                 field: str | None = None) -> None:
         super().__init__(message)
-        self.message = message
+        # `field`: the input the message is about, in domain words (`title`, `eta`); the
+        # message then starts with it, and a front end may name it its own way (`name_field`).
+        self.field = field
+        self.detail = message
+        self.message = f"{field} {message}" if field else message
         if hint is not None:
             self.hint = hint
         self.problems = problems or []
+
+    def name_field(self, name: str) -> None:
+        """Call the field the message is about `name` (the command line: `--title`)."""
+        if self.field:
+            self.message = f"{name} {self.detail}"
+            self.args = (self.message,)
 
     def lines(self) -> list[str]:
         """The message followed by one line per located problem (not the one the message

@@ -350,15 +350,3 @@ def _close_manual(view: IncidentView, event: Event) -> None:
 
 def _time(value: str | None) -> datetime | None:
     return parse_iso(value) if value else None
-
-
-@dataclass
-class NoticeResult:
-    """A recorded event, the notice it carries (if any) and the incident's state after it."""
-
-    incident_id: str
-    seq: int
-    phase: Phase | None
-    messages: int
-    view: IncidentView
-    internal: int = 0  # messages of the internal notice recorded with it

@@ -13,7 +13,7 @@ import pytest
 from cli_fixtures import Workspace
 from incident.mime import NAME, EmailTemplate
 from incident.notices import Composer
-from incident.service import Service
+from incident.response.journal import Journal
 from incident.settings import load_runtime
 from incident.store.outbox import OutboxRow
 
@@ -23,9 +23,9 @@ NAMES = ["张伟", "Mary \"M\" O'Brien", "<b>&amp;</b>", "{{ 7*7 }}", "李" * 30
 def _composer_and_row(ws: Workspace) -> tuple[Composer, OutboxRow, str]:
     incident_id = ws.json("start", "core-banking-outage", "--title", "核心系统故障",
                           "--queue-only")["id"]
-    service = Service(load_runtime(str(ws.config), db=ws.db))
-    event = service.store.events(incident_id)[0]
-    composer = Composer(service.rt, service.renderer, {(incident_id, 1): event.data["notice"]})
+    journal = Journal(load_runtime(str(ws.config), db=ws.db))
+    event = journal.store.events(incident_id)[0]
+    composer = Composer(journal.rt, journal.renderer, {(incident_id, 1): event.data["notice"]})
     row = OutboxRow(id=1, incident_id=incident_id, notice_seq=1, channel="email",
                     recipient_ref="c1", recipient_name="", address="c1@example.com",
                     language="zh-CN", priority=1, attempts=1,

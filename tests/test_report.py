@@ -18,7 +18,7 @@ from markdown_it import MarkdownIt
 
 from cli_fixtures import Workspace
 from counting_smtp import _LocalController
-from incident.service import Service
+from incident.response.journal import Journal
 from incident.settings import load_runtime
 from incident.store import outbox as ob
 from incident.store import schema
@@ -159,10 +159,10 @@ class Clock:
         self.ws.freeze(f"2026-11-24T{hhmm}:00Z")
 
 
-def _service(ws: Workspace) -> Service:
-    """The use cases on the workspace, at the time it is frozen at."""
+def _journal(ws: Workspace) -> Journal:
+    """The record of the workspace, at the time it is frozen at."""
     assert ws.clock is not None
-    return Service(load_runtime(str(ws.config), db=ws.db, operator=ws.operator,
+    return Journal(load_runtime(str(ws.config), db=ws.db, operator=ws.operator,
                                 clock=ws.clock))
 
 
@@ -564,9 +564,9 @@ def test_percentiles_of_time_to_reach_come_from_the_outbox(ws: Workspace) -> Non
                         f"{'urgent' if n in (3, 15) else 'normal'}" for n in range(1, 21)])
     iid = ws.json("start", "core-banking-outage", "--title", "Reach", "--eta", "2h",
                   "--queue-only")["id"]
-    service = _service(ws)
+    journal = _journal(ws)
     start = parse_iso("2026-11-24T01:00:00Z")
-    with service.store.write() as conn:
+    with journal.store.write() as conn:
         rows = conn.execute(schema.outbox.select().where(
             schema.outbox.c.incident_id == iid, schema.outbox.c.notice_seq == 1)).all()
         for row in rows:
@@ -574,7 +574,7 @@ def test_percentiles_of_time_to_reach_come_from_the_outbox(ws: Workspace) -> Non
             if minute < 20:
                 ob.mark_sent(conn, [(row.id, None)],
                              now=start.replace(minute=minute))
-    service.store.close()
+    journal.store.close()
     report = ws.json("report", iid)
     reach = report["principles"]["fast_response"]["figures"]["reach"]
     assert reach == {

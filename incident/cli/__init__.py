@@ -41,6 +41,7 @@ class IncidentGroup(click.Group):
                 self._remind(ctx)
             raise
         except IncidentError as exc:
+            _name_field(ctx, exc)
             app = ctx.obj if isinstance(ctx.obj, App) else None
             if app is not None and app.debug:
                 traceback.print_exc()
@@ -65,6 +66,19 @@ class IncidentGroup(click.Group):
             app.remind()
         except IncidentError as exc:  # a reminder must not turn a success into a failure
             app.out.warn(f"cannot check what falls due: {exc.message}")
+
+
+def _name_field(ctx: click.Context, exc: IncidentError) -> None:
+    """Name the field an error is about as the command line does: the option (`--title`) or
+    argument (`WHEN`) of the running command whose parameter has that name."""
+    app = ctx.obj if isinstance(ctx.obj, App) else None
+    if not exc.field or app is None or app.command is None:
+        return
+    for param in app.command.params:
+        if param.name == exc.field:
+            exc.name_field(param.opts[0] if isinstance(param, click.Option)
+                           else (param.metavar or param.name or exc.field).upper())
+            return
 
 
 # Commands that may run in a folder with no incident.yaml and no database yet (the built-in

@@ -1,17 +1,21 @@
-"""What every command shares: the lazily built Runtime and Service, and the output."""
+"""What every command shares: the lazily built Runtime and use cases, and the output."""
 
 from __future__ import annotations
 
-from functools import cached_property
+from collections.abc import Callable
+from functools import cached_property, update_wrapper
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
 
 from incident.cli.output import Output
 from incident.clock import SYSTEM_CLOCK, Clock
 from incident.errors import ConfigInvalid
 
 if TYPE_CHECKING:  # imported on first use: `incident --help` needs neither
-    from incident.service import Service
+    from incident.response import Response
+    from incident.response.results import Result
     from incident.settings import Runtime
 
 
@@ -30,6 +34,7 @@ class App:
         self.out = Output(as_json=as_json)
         self.touched: list[str] = []  # incidents this command acted on (for the reminders)
         self.reminded = False  # the command showed what falls due itself (status, watch)
+        self.command: click.Command | None = None  # the (sub)command running
 
     @cached_property
     def rt(self) -> Runtime:
@@ -51,17 +56,30 @@ class App:
         return rt
 
     @cached_property
-    def service(self) -> Service:
+    def response(self) -> Response:
         """The use cases."""
-        from incident.service import Service
+        from incident.response import Response
 
-        return Service(self.rt)
+        return Response(self.rt)
+
+    def conclude(self, result: Result) -> None:
+        """End the command as its result says: its notes (stderr), then exit 1 with the
+        problem when what was recorded could not be carried out, 3 when part of it failed for
+        good, else carry on (0). The one place a result becomes an exit code."""
+        for note in result.notes:  # e.g. the first notice, completed after a crash
+            self.out.warn(note)
+        result.notes = []
+        problem = result.problem
+        if problem is not None:
+            raise problem
+        if result.exit_code:
+            raise click.exceptions.Exit(result.exit_code)
 
     def warn_tampered(self) -> None:
         """Warn (stderr) about each incident whose event chain a write of this command found
         broken; the write went on and recorded a `chain_tampered` event first."""
-        service = self.__dict__.get("service")  # never open the database just for this
-        store = service.store_if_open() if service is not None else None
+        response = self.__dict__.get("response")  # never open the database just for this
+        store = response.journal.store_if_open() if response is not None else None
         for incident_id, problems in (store.tampered.items() if store is not None else ()):
             self.out.warn(f"{incident_id}: the event chain is broken ({len(problems)} "
                           f"problem(s): {problems[0]}); this write went on, and the finding is "
@@ -81,7 +99,7 @@ class App:
             return
         self.reminded = True
         for incident_id in self.touched:
-            items = self.service.coordination.attention(incident_id)
+            items = self.response.coordination.attention(incident_id)
             # The customer update and the ETA first: they must not hide behind late steps.
             items.sort(key=lambda a: not a.key.startswith(("update:", "eta:")))
             for item in items[:4]:
@@ -89,6 +107,22 @@ class App:
             if len(items) > 4:
                 self.out.warn(f"{incident_id[-6:]}: and {len(items) - 4} more — "
                               f"incident status {incident_id[-6:]}")
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def pass_app(command: F) -> F:
+    """Pass the App as the first argument, and note the command's context on it: an error
+    about a field is then worded with the command's own option name (cli/__init__.py)."""
+    def call(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        app = ctx.find_object(App)
+        if app is None:
+            raise RuntimeError("the incident command group did not set up its App")
+        app.command = ctx.command
+        return ctx.invoke(command, app, *args, **kwargs)
+    return update_wrapper(call, command)  # type: ignore[return-value]
 
 
 def _missing_sqlite(url: str) -> Path | None:

@@ -11,19 +11,24 @@ from typing import TYPE_CHECKING
 import click
 from rich.text import Text
 
-from incident.cli.app import App
-from incident.cli.lifecycle import party_reach, print_party_reach, settle, start, update
+from incident.cli.app import App, pass_app
+from incident.cli.lifecycle import (
+    party_reach,
+    print_party_reach,
+    settle,
+    show_started,
+    show_updated,
+)
 from incident.cli.output import Output, safe
 from incident.cli.views import render_status
-from incident.errors import BadInput, InvalidValue, PlaybookInvalid
-from incident.timeutil import to_iso
+from incident.errors import InvalidValue
 
 if TYPE_CHECKING:  # the rest is imported where used: `incident --help` needs none of it
     from incident.cap import Decision
-    from incident.checklist import Attention, Item
-    from incident.playbooks import Playbook
-
-pass_app = click.make_pass_decorator(App)
+    from incident.checklist import Item
+    from incident.regulator import Draft
+    from incident.response.results import AlertRound
+    from incident.state import IncidentView
 
 
 @click.command()
@@ -45,7 +50,7 @@ def step(app: App, incident_id: str, step_id: str, done: bool, skip: str | None,
     Example:
       incident step 3F2A nfra-first-report --done --note "Phoned the NFRA duty officer"
     """
-    outcome = app.service.coordination.step(incident_id, step_id, done=done, skip=skip, note=note)
+    outcome = app.response.coordination.step(incident_id, step_id, done=done, skip=skip, note=note)
     result = outcome.result
     app.touch(result.incident_id)
     item = next((i for i in _items(app, result.incident_id) if i.id == outcome.item.id),
@@ -65,17 +70,17 @@ def step(app: App, incident_id: str, step_id: str, done: bool, skip: str | None,
             out.line(f"Next {safe(item.id)} due {out.when(item.due)}.")
     if outcome.ran == "notify_parties" and result.messages:
         with app.out.progress(result.messages, "Notifying parties") as update:
-            report = app.service.deliver(result.incident_id, progress=update)
-        reach = party_reach(app, app.service.view(result.incident_id))
+            sent = app.response.sending.send(result, progress=update)
+        reach = party_reach(app, app.response.queries.view(result.incident_id))
         if reach is not None and not out.as_json:
             print_party_reach(app, reach)
-        settle(app, report, result.incident_id)  # exit 1 with the reason if left pending
+        settle(app, sent)  # exit 1 with the reason if left pending
 
 
 def _items(app: App, incident_id: str) -> list[Item]:
     from incident.checklist import checklist
 
-    return checklist(app.service.view(incident_id))
+    return checklist(app.response.queries.view(incident_id))
 
 
 @click.command()
@@ -85,7 +90,7 @@ def _items(app: App, incident_id: str) -> list[Item]:
 @pass_app
 def ack(app: App, incident_id: str, party: str, note: str | None) -> None:
     """Record that PARTY (an id from incident.yaml parties) acknowledged the notice."""
-    result = app.service.coordination.ack(incident_id, party, note=note)
+    result = app.response.coordination.ack(incident_id, party, note=note)
     app.touch(result.incident_id)
     view = result.view
     waiting = [p for n in view.party_notices for p in n.parties if p not in view.acks]
@@ -116,26 +121,34 @@ def regulator(app: App, incident_id: str, duty: str | None, as_draft: bool,
     Example:
       incident regulator 3F2A --draft --lang zh-CN
     """
-    out = app.out
     if as_draft:
-        draft = app.service.coordination.regulator_draft(incident_id, duty=duty, lang=lang)
-        view = app.service.view(incident_id)
+        draft = app.response.coordination.regulator_draft(incident_id, duty=duty, lang=lang)
+        view = app.response.queries.view(incident_id)
         app.touch(view.id)
-        if out.as_json:
-            out.json({"id": view.id, "duty": draft.duty.id, "lang": draft.lang,
-                      "due": draft.duty.due.isoformat() if draft.duty.due else None,
-                      "fields": {key: text for key, _label, text in draft.fields}})
-            return
-        out.table(f"Draft regulator report — {view.id} — {draft.duty.id}", ["field", "text"],
-                  [[label, text] for _key, label, text in draft.fields])
-        out.next(f"incident step {view.id[-6:]} {draft.duty.id} --done  (once filed)")
+        _show_draft(app.out, view.id, draft)
         return
     if duty:
         raise InvalidValue("--duty goes with --draft")
-    view = app.service.view(incident_id)
+    view = app.response.queries.view(incident_id)
     app.touch(view.id)
     items = [i for i in _items(app, view.id) if i.kind == "duty"]
-    now = app.rt.clock.now()
+    _show_duties(app.out, view, items, app.rt.clock.now())
+
+
+def _show_draft(out: Output, incident_id: str, draft: Draft) -> None:
+    """A regulator report's fields filled from the record, as a table or JSON."""
+    if out.as_json:
+        out.json({"id": incident_id, "duty": draft.duty.id, "lang": draft.lang,
+                  "due": draft.duty.due.isoformat() if draft.duty.due else None,
+                  "fields": {key: text for key, _label, text in draft.fields}})
+        return
+    out.table(f"Draft regulator report — {incident_id} — {draft.duty.id}", ["field", "text"],
+              [[label, text] for _key, label, text in draft.fields])
+    out.next(f"incident step {incident_id[-6:]} {draft.duty.id} --done  (once filed)")
+
+
+def _show_duties(out: Output, view: IncidentView, items: list[Item], now: datetime) -> None:
+    """The regulator duties at the incident's grade with their countdown, as a table or JSON."""
     if out.as_json:
         out.json({"id": view.id, "severity": view.severity, "duties": [
             {"id": i.id, "state": i.state, "due": i.due.isoformat() if i.due else None,
@@ -177,43 +190,45 @@ def watch(app: App, incident_id: str | None, interval: float, once: bool) -> Non
     passed ETA, a step or a regulator deadline. Each alert rings the terminal bell, is
     recorded, and is sent to the parties of incident.yaml `alerts.parties`. Ctrl-C stops.
     """
-    service, out = app.service, app.out
     app.reminded = True
     while True:
-        ids = ([service.store.resolve_id(incident_id)] if incident_id else
-               [r.view.id for r in service.incidents() if r.view.status.is_open
-                or r.view.status.value == "resolved"])
-        raised: dict[str, list[Attention]] = {}
-        for ident in ids:
-            view = service.view(ident)
-            fresh = [a for a in service.coordination.attention(ident) if a.key not in view.alerted]
-            if fresh:
-                result = service.coordination.alert(ident, fresh)
-                raised[ident] = fresh
-                if result.internal:
-                    service.deliver(ident)
-        if out.as_json:
-            out.json({"at": app.rt.clock.now().isoformat(), "alerts": {
-                i: [{"level": a.level, "what": a.what, "at": a.at.isoformat()} for a in alerts]
-                for i, alerts in raised.items()}, "watching": ids})
-        else:
-            if not once:
-                out.console.clear()
-            for ident in ids:
-                render_status(app, service.status(ident))
-            if not ids:
-                out.line("No open incidents.")
-            for ident, alerts in raised.items():
-                out.err.bell()
-                for a in alerts:
-                    style = "bold red" if a.level == "overdue" else "yellow"
-                    out.err.print(f"[{style}]ALERT[/{style}] {ident[-6:]}: {safe(a.what)}")
+        found = app.response.coordination.raise_alerts(incident_id)
+        unsent = []
+        for alert in found.recorded:  # left pending: status shows it, the next round too
+            problem = app.response.sending.send(alert).problem
+            if problem is not None:
+                unsent.append(f"{alert.incident_id[-6:]}: alert to the parties: {problem.message}")
+        _show_round(app, found, unsent, clear=not once)
         if once:
             return
         try:
             time.sleep(interval)
         except KeyboardInterrupt:
             return
+
+
+def _show_round(app: App, found: AlertRound, unsent: list[str], *, clear: bool) -> None:
+    """One round of `watch`: the status of each incident watched, then its alerts (with the
+    bell) and the alert messages that could not be sent."""
+    out, ids, raised = app.out, found.watching, found.raised
+    if out.as_json:
+        out.json({"at": app.rt.clock.now().isoformat(), "alerts": {
+            i: [{"level": a.level, "what": a.what, "at": a.at.isoformat()} for a in alerts]
+            for i, alerts in raised.items()}, "watching": ids, "unsent": unsent})
+        return
+    if clear:
+        out.console.clear()
+    for ident in ids:
+        render_status(app, app.response.queries.status(ident))
+    if not ids:
+        out.line("No open incidents.")
+    for ident, alerts in raised.items():
+        out.err.bell()
+        for a in alerts:
+            style = "bold red" if a.level == "overdue" else "yellow"
+            out.err.print(f"[{style}]ALERT[/{style}] {ident[-6:]}: {safe(a.what)}")
+    for line in unsent:
+        out.warn(line)
 
 
 @click.group()
@@ -231,8 +246,7 @@ def warnings() -> None:
               help="Start the matching playbook for the affected branches.")
 @click.option("--queue-only", is_flag=True, help="With --start: record without sending.")
 @pass_app
-@click.pass_context
-def ingest(ctx: click.Context, app: App, file: str, branch_list: str | None,
+def ingest(app: App, file: str, branch_list: str | None,
            audience: str | None, start_it: bool, queue_only: bool) -> None:
     """Read a CAP 1.2 alert and decide whether it applies (status, msgType, urgency,
     severity, certainty, validity, area vs branch locations); print the matching playbook,
@@ -242,96 +256,32 @@ def ingest(ctx: click.Context, app: App, file: str, branch_list: str | None,
     Example:
       incident warnings ingest hko-typhoon-8.xml --start
     """
-    from incident.branches import load_branches
-    from incident.cap import decide, load_alert, update_messages, warning_record
+    from incident.response.results import StartResult
 
-    rt, out = app.rt, app.out
-    listed = branch_list or rt.settings.branches
-    if not listed:
-        raise BadInput("deciding on a warning needs the branch list",
-                       hint="give --branches FILE or set branches: in incident.yaml")
-    branch_path = Path(branch_list) if branch_list else rt.path(listed)
-    branches = load_branches(branch_path)
-    alert = load_alert(Path(file))
-    decision = decide(alert, now=app.rt.clock.now(), branches=branches, playbooks=_playbooks(app),
-                      recorded=app.service.recorded_warnings())
-    counts = _customer_counts(app, decision, audience)
-    action = decision.action
-    acting = start_it and (action == "update" or (action == "start"
-                                                  and decision.playbook is not None))
+    assessed = app.response.warnings.assess(Path(file), branch_list=branch_list,
+                                            audience=audience)
+    app.conclude(assessed)  # the playbooks skipped
     # With --json and --start, one document: the incident with the decision in it.
-    _print_decision(app, decision, counts, file, defer=acting)
-    short = decision.incident[-6:] if decision.incident else ""
+    _print_decision(app, assessed.decision, assessed.counts, file,
+                    defer=start_it and assessed.acts)
     if not start_it:
-        if action == "start" and decision.playbook is not None:
-            out.next(f"incident warnings ingest {file} --start")
-        elif action == "update":
-            out.next(f"incident warnings ingest {file} --start  (updates {short})")
-        elif action == "stand_down":
-            out.next(f"incident resolve {short} --message \"...\"")
+        _next_after_decision(app, assessed.decision, file)
         return
-    if action == "duplicate":
-        return  # the same alert again (a feed read twice): nothing to record
-    if action == "stand_down":
-        raise BadInput(f"not starting: the alert in {file} cancels {decision.incident}",
-                       hint=f"stand it down: incident resolve {short} --message \"...\"")
-    if not acting:
-        raise BadInput(f"not starting: the alert in {file} "
-                       + ("needs a playbook for its event" if decision.applies
-                          else "does not apply"),
-                       hint="; ".join(decision.reasons[:3]))
-    info = decision.info
-    assert info is not None
-    if action == "update":
-        assert decision.incident is not None
-        message, message_zh = update_messages(decision)
-        ctx.invoke(update, incident_id=decision.incident, message=message,
-                   message_zh=message_zh, eta=None, status=None, severity=decision.grade,
-                   internal=False, to=(), queue_only=queue_only,
-                   warning=warning_record(decision))
-        return
-    assert decision.playbook is not None
-    # Detection is when the warning took effect (not when it was read here), if that is past.
-    effective = info.effective or alert.sent
-    detected = to_iso(effective) if effective <= app.rt.clock.now() else None
-    ctx.invoke(start, playbook=decision.playbook.id,
-               title=(info.headline or info.event)[:200], severity=decision.grade,
-               eta=None, detected_at=detected, affected=(), region=(),
-               branch=tuple(b.id for b in decision.branches), branch_list=str(branch_path),
-               no_manual=False, audience=audience, drill=False, dry_run=False,
-               queue_only=queue_only, warning=warning_record(decision))
+    result = app.response.act_on_warning(assessed, queue_only=queue_only)
+    if isinstance(result, StartResult):
+        show_started(app, result, queue_only)
+    elif result is not None:
+        show_updated(app, result, queue_only)
 
 
-def _playbooks(app: App) -> list[Playbook]:
-    from incident.playbooks import load_playbook, playbook_files
-
-    books = []
-    for path in playbook_files(app.rt.playbook_path).values():
-        try:
-            books.append(load_playbook(path))
-        except PlaybookInvalid as exc:
-            app.out.warn(f"skipping playbook {path}: {exc.message}")
-    return books
-
-
-def _customer_counts(app: App, decision: Decision, audience: str | None) -> dict[str, int]:
-    from incident.audience import load_audience
-
-    if not decision.branches:
-        return {}
-    settings = app.rt.settings
-    path = Path(audience) if audience else app.rt.path(
-        settings.audiences[settings.default_audience])
-    load = load_audience(path, default_language=settings.default_language,
-                         default_region=settings.phone_region)
-    wanted = {b.id.casefold() for b in decision.branches}
-    counts: dict[str, int] = {b.id: 0 for b in decision.branches}
-    for customer in load.customers:
-        if customer.branch.casefold() in wanted:
-            key = next(b.id for b in decision.branches
-                       if b.id.casefold() == customer.branch.casefold())
-            counts[key] += 1
-    return counts
+def _next_after_decision(app: App, decision: Decision, file: str) -> None:
+    short = decision.incident[-6:] if decision.incident else ""
+    if decision.action == "start" and decision.playbook is not None:
+        app.out.next(f"incident warnings ingest {file} --start")
+    elif decision.action == "update":
+        app.out.next(f"incident warnings ingest {file} --start  (updates {short})")
+    elif decision.action == "stand_down":
+        app.out.next(f"incident resolve {short} --message \"...\"")
 
 
 def _print_decision(app: App, decision: Decision, counts: dict[str, int], file: str, *,

@@ -6,18 +6,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from incident.cli.app import App
+from incident.cli.app import App, pass_app
 from incident.cli.output import safe, state_counts
 from incident.cli.views import describe_reroute
-from incident.errors import DeliveryError, ExitCode, Location
+from incident.errors import Location
 from incident.timeutil import format_duration
 
-if TYPE_CHECKING:  # `incident --help` must not import the service and what it pulls in
-    from incident.delivery import DeliveryReport
-    from incident.service import DryRunPlan, NoticeResult, StartResult
+if TYPE_CHECKING:  # `incident --help` must not import the use cases and what they pull in
+    from incident.response.results import DryRunPlan, NoticeResult, SendResult, StartResult
     from incident.state import IncidentView
 
-pass_app = click.make_pass_decorator(App)
 queue_only = click.option("--queue-only", is_flag=True,
                           help="Record the notice without sending; `incident deliver` sends.")
 
@@ -26,59 +24,25 @@ def _short(incident_id: str) -> str:
     return incident_id.rsplit("-", 1)[-1]
 
 
-def _deliver(app: App, result: NoticeResult, queue: bool) -> DeliveryReport | None:
-    """Send the notice just recorded in the foreground, unless queued for workers.
-
-    A start's notice may still be being recorded: it is then sent while the rest of its rows
-    are recorded, or (queued) recorded in full first.
-    """
-    from incident.service import StartResult
-
-    started = result if isinstance(result, StartResult) else None
-    if queue or not (result.messages or result.internal):
-        if started is not None:
-            app.service.finish_start(started)
-        return None
-    total = result.messages + result.internal
+def _send(app: App, result: NoticeResult, queue: bool) -> SendResult:
+    """Send the notice just recorded in the foreground (a progress bar), unless queued for
+    workers; the whole notice is recorded when this returns (response/sending.py)."""
+    total = 0 if queue else result.messages + result.internal
+    if not total:
+        return app.response.sending.send(result, queue_only=True)
     with app.out.progress(total, f"Sending notice #{result.seq}") as update:
-        if started is not None:
-            return app.service.deliver_started(started, progress=update)
-        return app.service.deliver(result.incident_id, progress=update)
+        return app.response.sending.send(result, progress=update)
 
 
-def _stop_unless_settled(report: DeliveryReport, incident_id: str | None) -> None:
-    """Messages left unsent end the command with exit 1, saying why (per channel, the last
-    error, contacts masked) and what to run once the channel works: a channel that cannot
-    work at all (credentials, relay), Ctrl-C, or retries still due when the foreground send
-    stopped waiting. Nothing recorded is lost."""
-    from incident.privacy import scrub
-
-    resume = "incident deliver" + (f" {_short(incident_id)}" if incident_id else "")
-    if report.fatal:
-        raise DeliveryError(f"sending stopped: {scrub(report.fatal)}",
-                            hint=f"the notice is recorded and {report.pending} messages stay "
-                                 f"pending; fix the channel, then run: {resume}")
-    if report.interrupted:
-        raise DeliveryError(f"sending interrupted after {report.sent} messages; "
-                            f"{report.pending} stay pending", hint=f"resume with: {resume}")
-    if report.left:
-        hint = ("they stay pending (nothing is lost); once the relay or provider works "
-                f"again, run: {resume}")
-        if report.foreign == report.left:
-            hint = ("they stay pending for the transport they were recorded for; run "
-                    f"`{resume}` with that config, or `{resume} --reroute-to-config-transport`")
-        raise DeliveryError(f"{report.left} messages not sent — {report.why_pending()}",
-                            hint=hint)
-
-
-def _finish(app: App, result: NoticeResult, report: DeliveryReport | None,
+def _finish(app: App, result: NoticeResult, sent: SendResult,
             extra: dict[str, Any] | None = None) -> None:
-    """Print the outcome (table or JSON) and exit 3 when deliveries failed permanently."""
-    view = result.view
+    """Print the outcome (table or JSON), then end as the send's result says (exit 1 with
+    messages left unsent, 3 when some failed permanently)."""
+    view, report = result.view, sent.report
     app.touch(result.incident_id)
-    for note in app.service.notes:  # e.g. the first notice, completed after a crash
+    for note in result.notes:  # e.g. the first notice, completed after a crash
         app.out.warn(note)
-    status = app.service.status(result.incident_id)
+    status = app.response.queries.status(result.incident_id)
     reach = party_reach(app, view) if result.internal else None
     payload = {"id": view.id, "status": view.status.value, "severity": view.severity,
                "eta": view.eta.isoformat() if view.eta else None,
@@ -103,8 +67,7 @@ def _finish(app: App, result: NoticeResult, report: DeliveryReport | None,
             print_party_reach(app, reach)
         if app.rt.settings.channels.email.transport == "file" and result.messages:
             out.line(f"Files written under {safe(app.rt.outbox_dir / view.id)}")
-    if report is not None:
-        settle(app, report, result.incident_id)
+    settle(app, sent)
 
 
 def party_reach(app: App, view: IncidentView) -> tuple[list[str], list[str]] | None:
@@ -113,7 +76,7 @@ def party_reach(app: App, view: IncidentView) -> tuple[list[str], list[str]] | N
     if not view.party_notices:
         return None
     notice = view.party_notices[-1]
-    done = app.service.reached_parties(view.id, notice.seq)
+    done = app.response.queries.reached_parties(view.id, notice.seq)
     return ([p for p in notice.parties if p in done],
             [p for p in notice.parties if p not in done])
 
@@ -126,20 +89,18 @@ def print_party_reach(app: App, reach: tuple[list[str], list[str]]) -> None:
                     if waiting else ""))
 
 
-def settle(app: App, report: DeliveryReport, incident_id: str | None) -> None:
-    """List permanent failures, then exit 1 if messages are left unsent, else 3 if any
-    failed permanently."""
-    if report.failed and incident_id:
-        _list_failures(app, incident_id)
-    _stop_unless_settled(report, incident_id)
-    if report.failed:
-        raise click.exceptions.Exit(ExitCode.PARTIAL)
+def settle(app: App, sent: SendResult) -> None:
+    """List permanent failures, then end as the result says (App.conclude)."""
+    report = sent.report
+    if report is not None and report.failed and sent.incident_id:
+        _list_failures(app, sent.incident_id)
+    app.conclude(sent)
 
 
 def _list_failures(app: App, incident_id: str) -> None:
     from incident.privacy import mask_contact, mask_name
 
-    failures = app.service.failed_deliveries(incident_id)
+    failures = app.response.queries.failed_deliveries(incident_id)
     app.out.table(f"{len(failures)} permanent delivery failures (give these customers to the "
                   "manual-handling team)", ["notice", "channel", "customer", "name", "to",
                                             "code", "error"],
@@ -174,8 +135,7 @@ def _list_failures(app: App, incident_id: str) -> None:
 def start(app: App, playbook: str, title: str, severity: str | None, eta: str | None,
           detected_at: str | None, affected: tuple[str, ...], region: tuple[str, ...],
           branch: tuple[str, ...], branch_list: str | None, no_manual: bool,
-          audience: str | None, drill: bool, dry_run: bool, queue_only: bool,
-          warning: dict[str, Any] | None = None) -> None:
+          audience: str | None, drill: bool, dry_run: bool, queue_only: bool) -> None:
     """Declare an incident from PLAYBOOK and send the first customer notice.
 
     \b
@@ -183,35 +143,36 @@ def start(app: App, playbook: str, title: str, severity: str | None, eta: str | 
       incident start core-banking-outage --title "Core banking unavailable" \\
           --severity II --eta 2h --detected-at 09:40
     """
-    from incident.service import DryRunPlan, StartResult
+    from incident.response.results import DryRunPlan, StartResult
 
-    result = app.service.start(playbook=playbook, title=title, severity=severity, eta=eta,
-                               detected_at=detected_at, affected=affected, regions=region,
-                               branches=branch, branch_list=branch_list,
-                               manual=False if no_manual else None,
-                               audience=audience, drill=drill, dry_run=dry_run,
-                               queue_only=queue_only,
-                               warning=warning)  # given by `warnings ingest --start`
+    result = app.response.lifecycle.start(
+        playbook=playbook, title=title, severity=severity, eta=eta, detected_at=detected_at,
+        affected=affected, regions=region, branches=branch, branch_list=branch_list,
+        manual=False if no_manual else None, audience=audience, drill=drill, dry_run=dry_run,
+        queue_only=queue_only)
     if isinstance(result, DryRunPlan):
         _print_plan(app, result)
         return
     assert isinstance(result, StartResult)
+    show_started(app, result, queue_only)
+
+
+def show_started(app: App, result: StartResult, queue_only: bool) -> None:
+    """What a start recorded, then its notice sent (or queued) and the outcome."""
     try:
         _print_declared(app, result)
-        report = _deliver(app, result, queue_only)
-    finally:
-        app.service.finish_start(result)  # the whole notice is recorded, whatever happened
-    _finish(app, result, report, {"audience": {"file": result.audience_path,
-                                               "recipients": result.recipients,
-                                               "skipped_rows": len(result.skipped_rows),
-                                               "partial_rows": len(result.partial_rows),
-                                               "unreachable": result.unreachable,
-                                               "problems": _problems(result)},
-                                  "drill": result.view.drill,
-                                  "manual_channel": result.view.manual_open,
-                                  "parties": (result.view.party_notices[0].parties
-                                              if result.view.party_notices else []),
-                                  "branches": result.view.scope})
+    except BaseException:  # Ctrl-C: the whole notice is recorded all the same
+        app.response.sending.finish_start(result)
+        raise
+    view = result.view
+    _finish(app, result, _send(app, result, queue_only), {
+        "audience": {"file": result.audience_path, "recipients": result.recipients,
+                     "skipped_rows": len(result.skipped_rows),
+                     "partial_rows": len(result.partial_rows),
+                     "unreachable": result.unreachable, "problems": _problems(result)},
+        "drill": view.drill, "manual_channel": view.manual_open,
+        "parties": view.party_notices[0].parties if view.party_notices else [],
+        "branches": view.scope})
     short = _short(result.incident_id)
     app.out.next(f"incident update {short} --message \"...\"", f"incident status {short}")
 
@@ -330,17 +291,21 @@ def format_duration_s(seconds: float) -> str:
 @pass_app
 def update(app: App, incident_id: str, message: str, message_zh: str | None, eta: str | None,
            status: str | None, severity: str | None, internal: bool, to: tuple[str, ...],
-           queue_only: bool, warning: dict[str, Any] | None = None) -> None:
+           queue_only: bool) -> None:
     """Post a progress update; customers get it unless --internal.
 
     \b
     Example:
       incident update 3F2A --status identified -m "Database failover in progress"
     """
-    result = app.service.update(incident_id, message=message, message_zh=message_zh, eta=eta,
-                                status=status, severity=severity, internal=internal, to=to,
-                                queue_only=queue_only,
-                                warning=warning)  # given by `warnings ingest --start`
+    result = app.response.lifecycle.update(
+        incident_id, message=message, message_zh=message_zh, eta=eta, status=status,
+        severity=severity, internal=internal, to=to, queue_only=queue_only)
+    show_updated(app, result, queue_only)
+
+
+def show_updated(app: App, result: NoticeResult, queue_only: bool) -> None:
+    """What an update recorded, then its notice sent (or queued) and the outcome."""
     view = result.view
     app.out.line(f"Update recorded on {result.incident_id}: {view.status.value}, severity "
                  f"{view.severity}, ETA {app.out.when(view.eta)}, next update due "
@@ -348,7 +313,7 @@ def update(app: App, incident_id: str, message: str, message_zh: str | None, eta
     if result.internal and view.party_notices:
         app.out.line(f"Internal notice to {safe(', '.join(view.party_notices[-1].parties))}: "
                      f"{result.internal} messages")
-    _finish(app, result, _deliver(app, result, queue_only))
+    _finish(app, result, _send(app, result, queue_only))
 
 
 @click.command()
@@ -364,11 +329,11 @@ def eta(app: App, incident_id: str, when: str, reason: str, queue_only: bool) ->
     Example:
       incident eta 3F2A 16:30 --reason "Data verification takes longer"
     """
-    result = app.service.revise_eta(incident_id, when=when, reason=reason,
-                                    queue_only=queue_only)
+    result = app.response.lifecycle.revise_eta(incident_id, when=when, reason=reason,
+                                               queue_only=queue_only)
     app.out.line(f"ETA of {result.incident_id} is now {app.out.when(result.view.eta)} "
                  f"(was {app.out.when(result.view.previous_eta)})")
-    _finish(app, result, _deliver(app, result, queue_only))
+    _finish(app, result, _send(app, result, queue_only))
 
 
 @click.command()
@@ -386,10 +351,10 @@ def resolve(app: App, incident_id: str, message: str, message_zh: str | None, at
     Example:
       incident resolve 3F2A -m "All services restored; transfers made today are processed"
     """
-    result = app.service.resolve(incident_id, message=message, message_zh=message_zh, at=at,
-                                 queue_only=queue_only)
+    result = app.response.lifecycle.resolve(incident_id, message=message,
+                                            message_zh=message_zh, at=at, queue_only=queue_only)
     app.out.line(f"{result.incident_id} resolved at {app.out.when(result.view.resolved_at)}")
-    _finish(app, result, _deliver(app, result, queue_only))
+    _finish(app, result, _send(app, result, queue_only))
     app.out.next(f"incident close {_short(result.incident_id)}")
 
 
@@ -404,12 +369,12 @@ def close(app: App, incident_id: str, force: bool, reason: str | None) -> None:
     Refused (exit 2, listing them) while manual cases are unreconciled, unless --force
     --reason is given.
     """
-    result = app.service.close(incident_id, force=force, reason=reason)
+    result = app.response.lifecycle.close(incident_id, force=force, reason=reason)
     app.out.line(f"{result.incident_id} closed."
                  + (f" Forced with {len(result.view.unreconciled)} unreconciled case(s): "
                     f"{safe(result.view.close_forced or '')}" if result.view.close_forced
                     else ""))
-    _finish(app, result, None)
+    _finish(app, result, _send(app, result, True))
     app.out.next(f"incident timeline {_short(result.incident_id)}",
                  f"incident verify {_short(result.incident_id)}")
 
@@ -427,19 +392,19 @@ def deliver(app: App, incident_id: str | None, reroute: bool) -> None:
     A message is sent only by the transport its notice was recorded for, unless
     --reroute-to-config-transport says otherwise.
     """
-    service = app.service
-    ref = service.store.resolve_id(incident_id) if incident_id else None
-    service.check_channels()  # before completing a notice records anything
-    if reroute:
-        for event in service.reroute(ref):
-            app.out.warn(f"{event.incident_id}: "
-                         + "; ".join(describe_reroute(event)) + " (recorded)")
-    # A notice whose recording a crash interrupted is completed first: said before a send
-    # that may take long, not after.
-    for note in service.complete_notices(ref):
+    sending = app.response.sending
+    # Said before a send that may take long: what was rerouted, and a notice whose recording
+    # a crash interrupted, completed first.
+    ready = sending.prepare(incident_id, reroute=reroute)
+    for event in ready.rerouted:
+        app.out.warn(f"{event.incident_id}: "
+                     + "; ".join(describe_reroute(event)) + " (recorded)")
+    for note in ready.notes:
         app.out.warn(note)
     with app.out.progress(0, "Delivering") as update:
-        report = service.deliver(ref, progress=update, complete=False)
+        sent = sending.deliver(ready.incident_id, progress=update, complete=False)
+    report = sent.report
+    assert report is not None
     if app.out.as_json:
         app.out.json({"sent": report.sent, "failed": report.failed, "pending": report.pending,
                       "fallbacks": report.fallbacks, "waiting": report.waiting_json(),
@@ -449,7 +414,7 @@ def deliver(app: App, incident_id: str | None, reroute: bool) -> None:
         app.out.line(f"Sent {report.sent}, failed {report.failed}, still pending "
                      f"{report.pending} ({report.elapsed:.1f}s)")
         app.out.deliveries(report.counts)
-    settle(app, report, ref)
+    settle(app, sent)
 
 
 COMMANDS = [start, update, eta, resolve, close, deliver]

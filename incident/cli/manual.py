@@ -6,13 +6,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from incident.cli.app import App
+from incident.cli.app import App, pass_app
 from incident.cli.output import safe
 
 if TYPE_CHECKING:  # `incident --help` must not import the domain model
     from incident.state import IncidentView
 
-pass_app = click.make_pass_decorator(App)
 
 
 def _both(text: str | None, text_zh: str | None) -> dict[str, str] | None:
@@ -71,7 +70,7 @@ def open_(app: App, incident_id: str, hotline: str | None, counters: str | None,
     customer notice announces it. Options override the playbook's texts."""
     texts = {"counters": _both(counters, counters_zh), "hours": _both(hours, hours_zh),
              "workaround": _both(workaround, workaround_zh)}
-    result = app.service.manual.open(incident_id, hotline=hotline, texts=texts)
+    result = app.response.manual.open(incident_id, hotline=hotline, texts=texts)
     app.touch(result.incident_id)
     view, out = result.view, app.out
     m = view.manual
@@ -104,7 +103,7 @@ def open_(app: App, incident_id: str, hotline: str | None, counters: str | None,
 def log(app: App, incident_id: str, customer: str, request: str, amount: str | None,
         urgent: bool) -> None:
     """Record a request handled by hand (who took it and when are recorded)."""
-    result = app.service.manual.log(incident_id, customer=customer, request=request,
+    result = app.response.manual.log(incident_id, customer=customer, request=request,
                                     amount=amount, urgent=urgent)
     app.touch(result.incident_id)
     view = result.view
@@ -123,7 +122,7 @@ def log(app: App, incident_id: str, customer: str, request: str, amount: str | N
 @pass_app
 def list_(app: App, incident_id: str) -> None:
     """The manual cases of an incident (customers masked)."""
-    view = app.service.view(incident_id)
+    view = app.response.queries.view(incident_id)
     app.touch(view.id)
     out = app.out
     if out.as_json:
@@ -151,7 +150,7 @@ def list_(app: App, incident_id: str) -> None:
 @pass_app
 def reconcile(app: App, incident_id: str, case: str, note: str | None) -> None:
     """Mark CASE (e.g. M001) as entered back into the recovered system."""
-    result = app.service.manual.reconcile(incident_id, case, note=note)
+    result = app.response.manual.reconcile(incident_id, case, note=note)
     app.touch(result.incident_id)
     view = result.view
     left = len(view.unreconciled)
@@ -169,7 +168,7 @@ def reconcile(app: App, incident_id: str, case: str, note: str | None) -> None:
 @pass_app
 def close(app: App, incident_id: str, note: str | None) -> None:
     """Close the manual channel (cases stay to be reconciled)."""
-    result = app.service.manual.close(incident_id, note=note)
+    result = app.response.manual.close(incident_id, note=note)
     app.touch(result.incident_id)
     view = result.view
     if app.out.as_json:

@@ -9,14 +9,13 @@ from typing import TYPE_CHECKING, Any, cast
 import click
 from rich.text import Text
 
-from incident.cli.app import App
+from incident.cli.app import App, pass_app
 from incident.cli.output import clean, safe, writing
 from incident.errors import BadInput
 
 if TYPE_CHECKING:
     from incident.report.render import Format
 
-pass_app = click.make_pass_decorator(App)
 
 # The options' choices, spelt out: importing incident.report (SQL aggregates, templates) only
 # to list them would cost every command, `incident --help` included, its import time.
@@ -58,7 +57,6 @@ def report(app: App, incident_id: str | None, fmt: str | None, lang: str | None,
       incident report --since 2026-07-01 --until 2026-09-30
       incident report --since 90d --drills
     """
-    from incident import postmortem
 
     if incident_id and since:
         raise BadInput("give an incident ID or --since, not both")
@@ -69,13 +67,12 @@ def report(app: App, incident_id: str | None, fmt: str | None, lang: str | None,
         raise BadInput("--until and --drills go with --since")
     chosen = cast("Format", fmt or ("json" if app.out.as_json else "md"))
     language = lang or app.rt.settings.default_language
-    service = app.service
     if incident_id:
-        text = postmortem.report(service, incident_id, fmt=chosen, lang=language)
+        text = app.response.postmortem.report(incident_id, fmt=chosen, lang=language)
     else:
         assert since is not None
-        text = postmortem.period_report(service, since=since, until=until, drills=drills,
-                                        fmt=chosen, lang=language)
+        text = app.response.postmortem.period_report(since=since, until=until, drills=drills,
+                                                     fmt=chosen, lang=language)
     if output is None:  # to a terminal, perhaps: nothing in it may act on one
         click.echo(clean(text), nl=False)
         return
@@ -99,14 +96,13 @@ def note(app: App, incident_id: str, text: str | None, section: str,
     Example:
       incident note 3F2A --section root_cause "Expired certificate on the DB proxy"
     """
-    from incident import postmortem
 
     body = text_option if text_option is not None else text
     if text and text_option:
         raise BadInput("give the note as TEXT or --text, not both")
     if body is None:
         raise BadInput("give the note as TEXT or --text")
-    result = postmortem.add_note(app.service, incident_id, section, body)
+    result = app.response.postmortem.add_note(incident_id, section, body)
     if app.out.as_json:
         app.out.json({"id": result.incident_id, "seq": result.seq, "section": section,
                       "notes": len(result.view.notes.get(section, []))})
@@ -133,9 +129,8 @@ def action_add(app: App, incident_id: str, text: str, owner: str, due: str) -> N
     Example:
       incident action add 3F2A --owner dba-team --due 2026-12-31 "Monitor certificate expiry"
     """
-    from incident import postmortem
 
-    result = postmortem.add_action(app.service, incident_id, owner, due, text)
+    result = app.response.postmortem.add_action(incident_id, owner, due, text)
     item = list(result.view.actions.values())[-1]
     if app.out.as_json:
         app.out.json(_action_json(result.incident_id, item, app.rt.clock.now()))
@@ -158,9 +153,8 @@ def action_done(app: App, incident_id: str, action_id: str, note: str | None) ->
     Example:
       incident action done 3F2A A1 --note "Alerting added in change CHG-1234"
     """
-    from incident import postmortem
 
-    result = postmortem.complete_action(app.service, incident_id, action_id, note)
+    result = app.response.postmortem.complete_action(incident_id, action_id, note)
     item = result.view.actions[action_id.strip().upper()]
     if app.out.as_json:
         app.out.json(_action_json(result.incident_id, item, app.rt.clock.now()))
@@ -186,9 +180,7 @@ def _action_json(incident_id: str, item: Any, now: datetime, drill: bool = False
 @pass_app
 def actions(app: App, include_done: bool) -> None:
     """Open action items across every incident, earliest due first (all with --all)."""
-    from incident import postmortem
-
-    items = postmortem.open_actions(app.service, include_done=include_done)
+    items = app.response.postmortem.open_actions(include_done=include_done)
     out = app.out
     if out.as_json:
         now = app.rt.clock.now()

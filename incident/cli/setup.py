@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from incident.cli.app import App
-from incident.cli.output import safe, writing
+from incident.cli.app import App, pass_app
+from incident.cli.output import Output, safe, writing
 from incident.errors import BadInput, PlaybookInvalid
 from incident.resources import shipped
 from incident.timeutil import format_duration
 
-pass_app = click.make_pass_decorator(App)
+if TYPE_CHECKING:  # imported where used: `incident --help` needs none of it
+    from incident.response.checks import PlaybookCheck
+
 
 
 @click.command()
@@ -29,6 +32,19 @@ def init(app: App, directory: Path, force: bool) -> None:
     Example:
       incident init ops && cd ops && incident start core-banking-outage --title Test --drill
     """
+    written, kept = _copy_files(_init_plan(directory), directory, force=force)
+    if app.out.as_json:
+        app.out.json({"directory": str(directory), "written": [str(p) for p in written],
+                      "kept": [str(p) for p in kept]})
+        return
+    app.out.line(f"Wrote {len(written)} files to {safe(str(directory))}"
+                 + (f"; kept {len(kept)} existing (use --force to overwrite)" if kept else ""))
+    app.out.next(f"cd {directory}", "incident playbooks list",
+                 "incident start core-banking-outage --title \"...\" --drill")
+
+
+def _init_plan(directory: Path) -> list[tuple[Path, Path]]:
+    """What init copies: (shipped file, where it goes in `directory`)."""
     plan = [(shipped("incident.yaml.example"), directory / "incident.yaml"),
             (shipped("examples") / "customers.csv", directory / "customers.csv"),
             (shipped("examples") / "drill.csv", directory / "drill.csv"),
@@ -39,6 +55,12 @@ def init(app: App, directory: Path, force: bool) -> None:
         plan += [(path, directory / folder / path.relative_to(source))
                  for path in sorted(source.rglob("*"))
                  if path.is_file() and path.relative_to(source).parts[0] != "_report"]
+    return plan
+
+
+def _copy_files(plan: list[tuple[Path, Path]], directory: Path, *,
+                force: bool) -> tuple[list[Path], list[Path]]:
+    """Copy the plan's files into `directory`: those written, and those kept as they were."""
     written, kept = [], []
     with writing(directory):
         directory.mkdir(parents=True, exist_ok=True)
@@ -49,14 +71,7 @@ def init(app: App, directory: Path, force: bool) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
             written.append(target)
-    if app.out.as_json:
-        app.out.json({"directory": str(directory), "written": [str(p) for p in written],
-                      "kept": [str(p) for p in kept]})
-        return
-    app.out.line(f"Wrote {len(written)} files to {safe(str(directory))}"
-                 + (f"; kept {len(kept)} existing (use --force to overwrite)" if kept else ""))
-    app.out.next(f"cd {directory}", "incident playbooks list",
-                 "incident start core-banking-outage --title \"...\" --drill")
+    return written, kept
 
 
 @click.group()
@@ -118,34 +133,39 @@ def show(app: App, name: str) -> None:
 def validate(app: App, paths: tuple[Path, ...]) -> None:
     """Validate playbooks and render every notice (phase × channel × language) with sample
     data. Without PATH: every playbook found. Exits 2 naming file, line and field."""
-    from incident.cli.lifecycle import format_duration_s
     from incident.playbooks import playbook_files
-    from incident.service import check_playbook
+    from incident.response.checks import check_playbook
 
     targets = list(paths) or list(playbook_files(app.rt.playbook_path).values())
     if not targets:
         raise BadInput("no playbooks found", hint="incident init copies the shipped ones")
-    checks = [check_playbook(app.rt, app.service.renderer, Path(p)) for p in targets]
+    checks = [check_playbook(app.rt, app.response.journal.renderer, Path(p)) for p in targets]
     bad = [c for c in checks if c.problems]
-    if app.out.as_json:
-        app.out.json([{"path": c.path, "valid": not c.problems,
-                       "problems": [f"{loc}: {msg}" for loc, msg in c.problems],
-                       "sms": c.sms} for c in checks])
-    else:
-        rows = []
-        for c in checks:
-            worst = max(c.sms.values(), key=lambda s: float(s["seconds_per_1000"]),
-                        default=None)
-            rows.append([c.playbook.id if c.playbook else c.path,
-                         "ok" if not c.problems else f"{len(c.problems)} problem(s)",
-                         f"{len(c.sms)} SMS, ≤{worst['segments']} segments, "
-                         f"{format_duration_s(float(worst['seconds_per_1000']))} per 1,000"
-                         if worst else "", c.path])
-        app.out.table("Playbooks (SMS: worst case, longest values; see README, Templates)",
-                      ["playbook", "result", "notices", "file"], rows)
+    _show_checks(app.out, checks)
     if bad:
         raise PlaybookInvalid(f"{len(bad)} of {len(checks)} playbooks are invalid",
                               problems=[p for c in bad for p in c.problems])
+
+
+def _show_checks(out: Output, checks: list[PlaybookCheck]) -> None:
+    """Each playbook checked: valid or its problems, and its SMS notices at their longest."""
+    from incident.cli.lifecycle import format_duration_s
+
+    if out.as_json:
+        out.json([{"path": c.path, "valid": not c.problems,
+                   "problems": [f"{loc}: {msg}" for loc, msg in c.problems],
+                   "sms": c.sms} for c in checks])
+        return
+    rows = []
+    for c in checks:
+        worst = max(c.sms.values(), key=lambda s: float(s["seconds_per_1000"]), default=None)
+        rows.append([c.playbook.id if c.playbook else c.path,
+                     "ok" if not c.problems else f"{len(c.problems)} problem(s)",
+                     f"{len(c.sms)} SMS, ≤{worst['segments']} segments, "
+                     f"{format_duration_s(float(worst['seconds_per_1000']))} per 1,000"
+                     if worst else "", c.path])
+    out.table("Playbooks (SMS: worst case, longest values; see README, Templates)",
+              ["playbook", "result", "notices", "file"], rows)
 
 
 COMMANDS = [init, playbooks]

@@ -10,17 +10,16 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.text import Text
 
-from incident.cli.app import App
+from incident.cli.app import App, pass_app
 from incident.cli.output import Output, safe, state_counts, writing
 from incident.errors import ChainBroken, Location
 from incident.timeutil import parse_iso
 
 if TYPE_CHECKING:  # the rest is imported where used: `incident --help` needs none of it
     from incident.models import Event
-    from incident.service import StatusResult
+    from incident.response.results import StatusResult
     from incident.state import IncidentView
 
-pass_app = click.make_pass_decorator(App)
 
 
 def _status_json(result: StatusResult) -> dict[str, Any]:
@@ -68,7 +67,7 @@ def status(app: App, incident_id: str | None) -> None:
     if incident_id is None:
         _list(app, include_closed=False)
         return
-    result = app.service.status(incident_id)
+    result = app.response.queries.status(incident_id)
     app.reminded = True  # the view below shows what falls due
     render_status(app, result)
 
@@ -196,7 +195,7 @@ def list_(app: App, include_closed: bool, drills: bool) -> None:
 
 
 def _list(app: App, *, include_closed: bool, drills: bool | None = None) -> None:
-    results = app.service.incidents(include_closed=include_closed)
+    results = app.response.queries.incidents(include_closed=include_closed)
     if drills is not None:
         results = [r for r in results if r.view.drill == drills]
     out = app.out
@@ -358,7 +357,7 @@ def _public(data: dict[str, Any]) -> dict[str, Any]:
 @pass_app
 def timeline(app: App, incident_id: str) -> None:
     """Every recorded action of an incident, in order, with who did it."""
-    view, events = app.service.timeline(incident_id)
+    view, events = app.response.queries.timeline(incident_id)
     out = app.out
     if out.as_json:
         out.json({"id": view.id, "events": [
@@ -382,27 +381,55 @@ def verify(app: App, incident_id: str | None) -> None:
     Exits 1 naming the first broken event when a row was modified, deleted or reordered, a
     signature does not match, or a write recorded that it found the chain broken.
     """
-    from incident.store.events import CHAIN_KEY_ENV, UNSIGNED
+    results = app.response.queries.verify(incident_id)
+    anchored = app.response.journal.anchored
+    broken, unsigned = _split_unsigned(results)
+    _show_verified(app.out, results, broken, unsigned, anchored=anchored)
+    _warn_unproven(app.out, unsigned, anchored=anchored)
+    if broken:
+        lines = [f"{ident} {p}" for ident, problems in broken.items() for p in problems]
+        raise ChainBroken(f"event chain broken in {len(broken)} incident(s)",
+                          problems=[(Location(), line) for line in lines],
+                          hint="the database was changed outside the toolkit; keep a copy "
+                               "of it for investigation")
 
-    results = app.service.verify(incident_id)
-    anchored = app.service.anchored
-    out = app.out
+
+Problems = dict[str, list[str]]
+
+
+def _split_unsigned(results: Problems) -> tuple[Problems, Problems]:
+    """The incidents whose chain is broken, and those whose only problem is that they are not
+    signed (recorded before the key was set)."""
+    from incident.store.events import UNSIGNED
+
     # Events recorded before the key was set are not signed: what verify then proves is what
     # it proves without a key — said, but not a broken chain.
     broken = {k: [p for p in v if UNSIGNED not in p] for k, v in results.items()}
     broken = {k: v for k, v in broken.items() if v}
     unsigned = {k: v for k, v in results.items() if v and k not in broken}
+    return broken, unsigned
+
+
+def _show_verified(out: Output, results: Problems, broken: Problems, unsigned: Problems, *,
+                   anchored: bool) -> None:
+    """What verify found, per incident (or as JSON)."""
     if out.as_json:
         out.json({"verified": len(results) - len(broken), "broken": broken,
                   "unsigned": unsigned, "anchored": anchored})
-    else:
-        intact = ("[green]chain intact, signatures valid[/green]" if anchored
-                  else "[green]chain intact[/green] (not anchored)")
-        for ident in results:
-            out.line(f"{ident}: " + (
-                f"[bold red]{len(broken[ident])} problem(s)[/bold red]" if ident in broken
-                else "[yellow]chain intact, not signed[/yellow]" if ident in unsigned
-                else intact))
+        return
+    intact = ("[green]chain intact, signatures valid[/green]" if anchored
+              else "[green]chain intact[/green] (not anchored)")
+    for ident in results:
+        out.line(f"{ident}: " + (
+            f"[bold red]{len(broken[ident])} problem(s)[/bold red]" if ident in broken
+            else "[yellow]chain intact, not signed[/yellow]" if ident in unsigned
+            else intact))
+
+
+def _warn_unproven(out: Output, unsigned: Problems, *, anchored: bool) -> None:
+    """Say what verify could not prove: without the key, or for incidents not signed."""
+    from incident.store.events import CHAIN_KEY_ENV
+
     if not anchored:
         out.warn(f"not anchored: {CHAIN_KEY_ENV} is not set, so this proves only that each log "
                  "agrees with the head stored in the same database; deleting the latest events "
@@ -412,12 +439,6 @@ def verify(app: App, incident_id: str | None) -> None:
                  "the key was set (or their signatures were removed); for them this proves only "
                  "what it proves without a key — " + "; ".join(
                      f"{ident} {p}" for ident, problems in unsigned.items() for p in problems))
-    if broken:
-        lines = [f"{ident} {p}" for ident, problems in broken.items() for p in problems]
-        raise ChainBroken(f"event chain broken in {len(broken)} incident(s)",
-                          problems=[(Location(), line) for line in lines],
-                          hint="the database was changed outside the toolkit; keep a copy "
-                               "of it for investigation")
 
 
 @click.command()
@@ -435,33 +456,46 @@ def failed(app: App, incident_id: str, export: str | None, with_contacts: bool) 
     Example:
       incident failed 3F2A --export failed.csv
     """
-    from incident.privacy import mask_contact, mask_name, spreadsheet_cell
-
     if with_contacts and not export:
         raise click.UsageError("--with-contacts goes with --export: full contacts are "
                                "written to the file only, never shown")
-    rows = app.service.failed_deliveries(incident_id)
-    out = app.out
-
-    def record(r: Any, *, full: bool) -> dict[str, Any]:
-        return {"notice": r.notice_seq, "channel": r.channel, "customer": r.recipient_ref,
-                "name": r.recipient_name if full else mask_name(r.recipient_name),
-                "to": r.address if full else mask_contact(r.address),
-                "code": r.error_code or "", "error": r.last_error or "", "attempts": r.attempts}
-
+    rows = app.response.queries.failed_deliveries(incident_id)
     # What is shown (terminal, --json) is always masked; only the file gets full contacts.
-    records = [record(r, full=False) for r in rows]
+    records = [_failure(r, full=False) for r in rows]
     if export:
-        with writing(export), open(export, "w", newline="", encoding="utf-8-sig") as handle:
-            # Every field quoted, and a cell a spreadsheet would run as a formula prefixed
-            # with ' (OWASP CSV injection): names and errors come from outside.
-            writer = csv.writer(handle, quoting=csv.QUOTE_ALL)
-            writer.writerow(["notice", "channel", "customer", "name", "to", "code", "error",
-                             "attempts"])
-            writer.writerows([spreadsheet_cell(v) for v in record(r, full=with_contacts).values()]
-                             for r in rows)
-        if with_contacts:
-            out.warn(f"{export} holds full customer contacts: keep it confidential")
+        _export_failures(app.out, export, rows, with_contacts=with_contacts)
+    _show_failures(app.out, records, export)
+
+
+def _failure(row: Any, *, full: bool) -> dict[str, Any]:
+    """One failed delivery as shown (contacts masked) or exported (`full`: as recorded)."""
+    from incident.privacy import mask_contact, mask_name
+
+    return {"notice": row.notice_seq, "channel": row.channel, "customer": row.recipient_ref,
+            "name": row.recipient_name if full else mask_name(row.recipient_name),
+            "to": row.address if full else mask_contact(row.address),
+            "code": row.error_code or "", "error": row.last_error or "",
+            "attempts": row.attempts}
+
+
+def _export_failures(out: Output, export: str, rows: list[Any], *, with_contacts: bool) -> None:
+    """The failed deliveries as CSV for the manual-handling team."""
+    from incident.privacy import spreadsheet_cell
+
+    with writing(export), open(export, "w", newline="", encoding="utf-8-sig") as handle:
+        # Every field quoted, and a cell a spreadsheet would run as a formula prefixed
+        # with ' (OWASP CSV injection): names and errors come from outside.
+        writer = csv.writer(handle, quoting=csv.QUOTE_ALL)
+        writer.writerow(["notice", "channel", "customer", "name", "to", "code", "error",
+                         "attempts"])
+        writer.writerows([spreadsheet_cell(v) for v in _failure(r, full=with_contacts).values()]
+                         for r in rows)
+    if with_contacts:
+        out.warn(f"{export} holds full customer contacts: keep it confidential")
+
+
+def _show_failures(out: Output, records: list[dict[str, Any]], export: str | None) -> None:
+    """The failed deliveries (contacts masked) as a table or JSON."""
     if out.as_json:
         out.json({"failed": len(records), "export": export, "deliveries": records})
         return

@@ -1,5 +1,6 @@
-"""Post-mortem reports: figures and verdicts per principle (`metrics`, from the event log and
-SQL aggregates over the outbox in `queries`), the period summary across incidents
+"""Post-mortem reports: figures and verdicts per principle (`metrics` assembles them from the
+event log and SQL aggregates over the outbox in `incident.store.reports`; the principles are
+judged in `reach` and `duties` by the rules of `checks`), the period summary across incidents
 (`summary`), and the documents (`render`: JSON, Markdown, HTML with an SVG timeline in `svg`,
 words per language in `labels`)."""
 

@@ -1,51 +1,43 @@
-"""Coordination use cases: checklist steps, acknowledgements, regulator report drafts and the
-alerts `incident watch` raises. Mixed into Service (uses its `record`, `view`, `rt`)."""
+"""Coordination use cases: checklist steps, notices to the parties, acknowledgements,
+regulator report drafts and the alerts `incident watch` raises, recorded through the
+journal."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from incident.checklist import Attention, Item, attention, checklist, find
+from incident.checklist import Attention, attention, checklist, find
 from incident.errors import InvalidTransition, InvalidValue
-from incident.models import EventType
+from incident.manual import opened
+from incident.models import OPEN_STATES, EventType
 from incident.parties import check_parties, playbook_parties
 from incident.regulator import Draft, draft, pick_duty, progress_messages
-from incident.state import IncidentView, NoticeResult, fold
+from incident.response.journal import Journal
+from incident.response.results import AlertRound, NoticeResult, StepResult
+from incident.state import IncidentView, fold
 from incident.store import deliveries
 from incident.timeutil import local_text
 
-if TYPE_CHECKING:
-    from incident.service import Service
-
-
-@dataclass(frozen=True)
-class StepResult:
-    """What `incident step` recorded, and the action it ran (if any)."""
-
-    result: NoticeResult
-    item: Item
-    ran: str | None  # "open_manual_channel" / "notify_parties" when the step's action ran
-
 
 class Coordination:
-    """Steps, acknowledgements, regulator drafts and alerts (`service.coordination`)."""
+    """Steps, notices to parties, acknowledgements, regulator drafts and alerts."""
 
-    def __init__(self, service: Service) -> None:
-        self.service = service
-        self.rt = service.rt
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self.rt = journal.rt
 
     def step(self, ref: str, step_id: str, *, done: bool = False,
              skip: str | None = None, note: str | None = None) -> StepResult:
         """Mark a checklist item done (running its action if that has not happened yet) or
         skipped with a reason. A recurring regulator duty is done once per report filed."""
         if done == (skip is not None):
-            raise InvalidValue("give exactly one of --done or --skip REASON")
+            raise InvalidValue("a step is marked either done or skipped (with a reason): "
+                               "give exactly one")
         if skip is not None and not skip.strip():
-            raise InvalidValue("--skip needs a reason")
-        view = self.service.view(ref)
+            raise InvalidValue("needs a reason", field="skip")
+        view = self.journal.view(ref)
         item = find(view, step_id)
         if item is None:
             known = ", ".join(i.id for i in checklist(view))
@@ -59,41 +51,46 @@ class Coordination:
             raise InvalidTransition(f"step {item.id} is {item.state} already "
                                     f"(by {mark.by} at {local_text(mark.at, self.rt.zone)})")
         if skip is not None:
-            result = self.service.record(ref, EventType.STEP_SKIPPED, None,
-                                 lambda v, now: {"step": item.id, "reason": skip.strip()},
-                                 verb="skip a step of")
-            return StepResult(result, item, None)
+            result = self.journal.record(ref, EventType.STEP_SKIPPED, None,
+                                         lambda v, now: {"step": item.id, "reason": skip.strip()},
+                                         verb="skip a step of")
+            return StepResult(result=result, item=item, ran=None)
         if item.action == "open_manual_channel" and not view.manual_open:
-            return StepResult(self.service.manual.open(ref), item, "open_manual_channel")
+            result = self.journal.record(ref, EventType.MANUAL_OPENED, None,
+                                         lambda v, now: opened(v), allowed=frozenset(OPEN_STATES),
+                                         verb="open the manual channel of")
+            return StepResult(result=result, item=item, ran="open_manual_channel")
         if item.action == "notify_parties":
             step = next(s for s in view.playbook.steps if s.id == item.id)
             parties = (check_parties(self.rt, step.parties, option=f"steps.{step.id}.parties")
                        if step.parties else playbook_parties(self.rt, view))
             if parties:
-                return StepResult(self.notify_parties(ref, parties, message=note or "",
-                                                      step=item.id), item, "notify_parties")
+                result = self.notify_parties(ref, parties, message=note or "", step=item.id)
+                return StepResult(result=result, item=item, ran="notify_parties")
 
         def build(v: IncidentView, now: datetime) -> dict[str, Any]:
             return {"step": item.id, **({"note": note.strip()} if note else {})}
 
-        return StepResult(self.service.record(ref, EventType.STEP_DONE, None, build,
-                                      verb="complete a step of"), item, None)
+        result = self.journal.record(ref, EventType.STEP_DONE, None, build,
+                                     verb="complete a step of")
+        return StepResult(result=result, item=item, ran=None)
 
     def notify_parties(self, ref: str, parties: Sequence[str], *, message: str,
                        step: str | None = None, kind: str = "update") -> NoticeResult:
         """Send an internal notice to `parties` on its own (a step's action); every channel's
         configuration is checked before anything is recorded."""
-        self.service.check_channels()
+        self.journal.check_channels()
         targets = check_parties(self.rt, parties)
-        incident_id = self.service.store.resolve_id(ref)
+        store = self.journal.store
+        incident_id = store.resolve_id(ref)
         now = self.rt.clock.now()
-        with self.service.store.write() as conn:
-            self.service.store.lock_incident(conn, incident_id)
-            view = fold(self.service.store.events(incident_id, conn))
+        with store.write() as conn:
+            store.lock_incident(conn, incident_id)
+            view = fold(store.events(incident_id, conn))
             if not view.status.is_open and view.status.value != "resolved":
                 raise InvalidTransition(f"{incident_id} is {view.status.value}")
-            messages = self.service.notify_in(conn, view, targets, kind=kind, message=message,
-                                      now=now, steps_done=[step] if step else [])
+            messages = self.journal.notify_in(conn, view, targets, kind=kind, message=message,
+                                              now=now, steps_done=[step] if step else [])
         return NoticeResult(incident_id=incident_id, seq=view.event_count, phase=None,
                             messages=messages, view=view)
 
@@ -113,7 +110,7 @@ class Coordination:
                                              f"{party} -m \"...\"")
             return {"party": party, **({"note": note.strip()} if note else {})}
 
-        return self.service.record(ref, EventType.PARTY_ACKED, None, build, verb="record an ack on")
+        return self.journal.record(ref, EventType.PARTY_ACKED, None, build, verb="record an ack on")
 
     def alert(self, ref: str, items: Sequence[Attention]) -> NoticeResult:
         """Record that the supervisor was alerted about `items`, and send the alert parties
@@ -124,21 +121,42 @@ class Coordination:
             return {"keys": [a.key for a in items], "alerts": [a.what for a in items],
                     "message": "; ".join(a.what for a in items)}
 
-        return self.service.record(ref, EventType.ALERTED, None, build, verb="alert on",
-                           notify=(lambda v, d: (parties, "alert")) if parties else None)
+        return self.journal.record(ref, EventType.ALERTED, None, build, verb="alert on",
+                                   notify=(lambda v, d: (parties, "alert")) if parties else None)
+
+    def raise_alerts(self, ref: str | None = None) -> AlertRound:
+        """One round of `incident watch`: on the incident `ref` (or every one open or
+        resolved), what falls due and was not alerted yet is recorded as an alert, with the
+        internal message to the alert parties (to send: `AlertRound.recorded`)."""
+        store = self.journal.store
+        if ref:
+            ids = [store.resolve_id(ref)]
+        else:
+            views = [fold(store.events(row.id)) for row in store.incidents()]
+            ids = [v.id for v in views if v.status.is_open or v.status.value == "resolved"]
+        found = AlertRound(watching=ids)
+        for ident in ids:
+            view = self.journal.view(ident)
+            fresh = [a for a in self.attention(ident) if a.key not in view.alerted]
+            if fresh:
+                found.raised[ident] = fresh
+                found.recorded.append(self.alert(ident, fresh))
+        return found
 
     def attention(self, ref: str, now: datetime | None = None) -> list[Attention]:
         """What falls due on one incident now (the cadence warnings of every command)."""
-        return attention(self.service.view(ref), now or self.rt.clock.now(),
+        return attention(self.journal.view(ref), now or self.rt.clock.now(),
                          self.rt.settings.alerts.due_soon)
 
     def regulator_draft(self, ref: str, *, duty: str | None = None,
                         lang: str | None = None) -> Draft:
         """A draft of the regulator report `duty` (default: the next due) from the record."""
-        view, events = self.service.timeline(ref)
+        store = self.journal.store
+        events = store.events(store.resolve_id(ref))
+        view = fold(events)
         now = self.rt.clock.now()
         item = pick_duty(view, duty, now)
-        with self.service.store.read() as conn:
+        with store.read() as conn:
             counts = deliveries.counts(conn, view.id)
         reached = sum(by_state.get("sent", 0) for by_state in counts.values())
         language = lang or self.rt.settings.default_language

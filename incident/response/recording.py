@@ -1,7 +1,7 @@
 """Recording a start's notice: its first recipients with its event, the rest in batches while
 sending, and completing a notice whose recording a crash interrupted.
 
-Every other notice is recorded in one transaction with its rows (incident/service.py). `start`
+Every other notice is recorded in one transaction with its rows (response/journal.py). `start`
 is the exception, because its notice can go to a million customers and the first of
 them must hear within seconds. Nothing is sent that was not first recorded, and the record is
 never half a notice that nobody completes:
@@ -16,7 +16,7 @@ never half a notice that nobody completes:
    FIRST_ROWS recipients' outbox rows (urgent first), plus the internal notice to the parties.
    From its commit on, the notice is on record and its first messages can be sent.
 3. The other rows are recorded in batches, one transaction each, while the dispatcher sends,
-   in the same event loop, taking turns (`Service.deliver_started`; `--queue-only` records them all
+   in the same event loop, taking turns (`Sending.send`; `--queue-only` records them all
    first). Rows are claimed urgent first whenever they were recorded: claims order by priority.
 
 A notice is complete when its rows on its channels number its recorded message count. If the

@@ -4,201 +4,25 @@ limits, retries temporary failures with backoff and jitter, and resumes after a 
 from __future__ import annotations
 
 import asyncio
-import heapq
 import random
 import socket
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from incident.channels.base import Channel, Outcome, Outgoing, SmsOut
 from incident.clock import Clock
+from incident.delivery.limiter import RateLimiter
+from incident.delivery.policy import DeliveryPolicy
+from incident.delivery.report import DeliveryReport, ProgressFn, Tally
 from incident.errors import IncidentError, StorageError
 from incident.notices import Composer, message_id, sender_domain
-from incident.privacy import scrub, scrub_error
-from incident.settings import DeliverySettings
+from incident.privacy import scrub_error
 from incident.store import Store, deliveries
 from incident.store import outbox as ob
 from incident.store.events import event_data
 
-
-class RateLimiter:
-    """At most `rate` units (messages or SMS segments) in any one-second window, evenly spread.
-
-    Two rules together. A sliding window of one second counted as the provider sees it: a
-    request reaches the provider at some moment between its release here and its answer, so
-    it occupies the window from its release until one second after its answer (`done`), and
-    one still in flight counts whatever the clock says. Then no one-second window of arrivals
-    can hold more than `rate`, however late a busy machine or the network delivers a request
-    (counted from the release alone, a delayed request arrived together with the next
-    second's). The price is the latency: the long-run ceiling is rate / (1 s + mean latency).
-    And even spacing (GCRA) with a burst of at most a tenth of a second's worth, so that a
-    second's allowance never leaves as one clump at its start.
-    """
-
-    def __init__(self, rate: float, *, margin: float = 0.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate = rate
-        self.span = 1.0 + margin
-        self.tolerance = 0.1  # seconds of burst the spacing allows (≥ 1 unit)
-        self.clock = clock
-        self.answered: list[tuple[float, float]] = []  # heap of (answered at, units)
-        self.in_flight = 0.0  # units released and not yet answered
-        self.recent = 0.0  # units answered less than `span` ago
-        self.tat = 0.0  # theoretical arrival time of the next unit (GCRA)
-        self.lock = asyncio.Lock()
-
-    @property
-    def used(self) -> float:
-        """Units that may still fall into the provider's current one-second window."""
-        return self.in_flight + self.recent
-
-    def try_acquire(self, units: float = 1.0) -> bool:
-        """Take `units` now if both rules allow it and nobody is waiting; else False."""
-        return not self.lock.locked() and self._take(units, self.clock()) is None
-
-    async def acquire(self, units: float = 1.0) -> None:
-        """Wait until `units` may go without breaking either rule, then take them."""
-        async with self.lock:
-            while True:
-                wait = self._take(units, self.clock())
-                if wait is None:
-                    return
-                await asyncio.sleep(wait)
-
-    def done(self, units: float = 1.0) -> None:
-        """The request that took `units` has been answered (or given up): its window closes
-        `span` from now."""
-        self.in_flight = max(0.0, self.in_flight - units)
-        heapq.heappush(self.answered, (self.clock(), units))
-        self.recent += units
-
-    def _take(self, units: float, now: float) -> float | None:
-        """Take `units` at `now` (None) or say how long to wait before trying again."""
-        answered = self.answered
-        while answered and now - answered[0][0] >= self.span:
-            self.recent -= heapq.heappop(answered)[1]
-        if not answered:
-            self.recent = 0.0  # no float drift once the window is empty
-        tolerance = max(self.tolerance, units / self.rate)
-        spaced = self.tat - now <= tolerance - units / self.rate
-        # A single message larger than the whole rate goes alone in its window.
-        fits = self.used + units <= self.rate or self.used <= 0
-        if spaced and fits:
-            self.tat = max(self.tat, now) + units / self.rate
-            self.in_flight += units
-            return None
-        waits = [0.0005]
-        if not spaced:
-            waits.append(self.tat - (tolerance - units / self.rate) - now)
-        if not fits:
-            # The oldest answer leaves the window then; with every unit still in flight,
-            # look again shortly (an answer or a timeout will come).
-            waits.append(answered[0][0] + self.span - now if answered else 0.005)
-        return max(waits)
-
-
-@dataclass
-class Tally:
-    """Progress of one dispatcher run."""
-
-    total: int = 0
-    sent: int = 0
-    failed: int = 0
-    retrying: int = 0
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def rate(self) -> float:
-        """Messages accepted per second so far."""
-        elapsed = time.monotonic() - self.started
-        return self.sent / elapsed if elapsed > 0 else 0.0
-
-
-@dataclass
-class DeliveryReport:
-    """What a run did and what is left."""
-
-    sent: int
-    failed: int
-    pending: int
-    interrupted: bool
-    counts: dict[str, dict[str, int]]
-    elapsed: float
-    fatal: str | None = None  # why sending stopped early (e.g. the relay refused our login)
-    fallbacks: int = 0  # messages re-queued on the other channel after a permanent failure
-    waiting: list[deliveries.Waiting] = field(default_factory=list)  # what is pending, and why
-    transports: dict[str, str | None] = field(default_factory=dict)  # this run's, by channel
-
-    @property
-    def left(self) -> int:
-        """Messages this run left pending (not those other workers are sending)."""
-        return sum(w.pending for w in self.waiting)
-
-    def why_pending(self) -> str:
-        """Per channel: how many messages wait and why — the last error (contacts masked),
-        or that they were recorded for another transport than this run's."""
-        return "; ".join(self._why(w) for w in self.waiting)
-
-    def waiting_json(self) -> list[dict[str, Any]]:
-        """What is pending and why, per channel and recorded transport (contacts masked)."""
-        return [{"channel": w.channel, "transport": w.transport, "pending": w.pending,
-                 "last_error": scrub(w.error) or None, "error_code": w.code,
-                 "other_transport": self._foreign(w)} for w in self.waiting]
-
-    @property
-    def foreign(self) -> int:
-        """Pending messages recorded for another transport than this run sends by."""
-        return sum(w.pending for w in self.waiting if self._foreign(w))
-
-    def _foreign(self, w: deliveries.Waiting) -> bool:
-        ours = self.transports.get(w.channel)
-        return w.transport is not None and ours is not None and w.transport != ours
-
-    def _why(self, w: deliveries.Waiting) -> str:
-        if self._foreign(w):
-            return (f"{w.channel}: {w.pending} pending, recorded for transport {w.transport} "
-                    f"(this config sends {w.channel} by {self.transports.get(w.channel)}: "
-                    "run deliver with the config they were recorded for, or add "
-                    "--reroute-to-config-transport)")
-        if w.error:
-            return f"{w.channel}: {w.pending} pending, last error: {scrub(w.error)}"
-        return f"{w.channel}: {w.pending} pending, not tried yet"
-
-
-@dataclass
-class DeliveryPolicy:
-    """Retry, batching and concurrency knobs."""
-
-    batch: int = 64
-    flush_every: int = 64  # outcomes recorded per transaction: bounds what a crash can repeat
-    flush_interval: float = 0.2  # ... or at least this often (seconds) on a slow relay
-    max_attempts: int = 8
-    backoff_base: float = 2.0
-    backoff_cap: float = 300.0
-    wait_for_retries: float = 30.0  # how long a foreground run waits for due retries
-    stale_claim: timedelta = timedelta(minutes=5)
-    concurrency: dict[str, int] = field(default_factory=lambda: {"email": 8, "sms": 8})
-
-    @classmethod
-    def from_settings(cls, settings: DeliverySettings, concurrency: dict[str, int]
-                      ) -> DeliveryPolicy:
-        """The policy incident.yaml's `delivery:` section describes."""
-        return cls(batch=settings.batch, max_attempts=settings.max_attempts,
-                   backoff_base=settings.backoff_base.total_seconds(),
-                   backoff_cap=settings.backoff_cap.total_seconds(),
-                   wait_for_retries=settings.wait_for_retries.total_seconds(),
-                   stale_claim=settings.stale_claim, concurrency=concurrency)
-
-    def backoff(self, attempts: int) -> float:
-        """Seconds before the next try: exponential, capped, with ±50% jitter."""
-        delay = min(self.backoff_cap, self.backoff_base * 2 ** max(0, attempts - 1))
-        return delay * random.uniform(0.5, 1.5)
-
-
-ProgressFn = Callable[[Tally], None]
 _RECHECK = 0.25  # s: after a claim found no more rows for a channel, look again this often
 _STALE_EVERY = 1.0  # s: how often claims also look for stale claims of dead workers
 

@@ -1,0 +1,62 @@
+"""The response layer: the toolkit's use cases, as a library that knows nothing of click.
+
+Read top-down:
+
+- `journal.py` — how every change is written: lock the incident, fold its events, check the
+  transition, render and enqueue the notice, append the event (and the internal notice).
+- the use cases, peers that depend on the journal and never on each other:
+  `start.py` + `lifecycle.py` (declare, update, ETA, resolve, close), `sending.py` (send what
+  is recorded, `deliver`, reroute), `manual.py` (the manual-handling channel and its cases),
+  `coordination.py` (steps, parties, acks, alerts, regulator drafts), `postmortem.py` (notes,
+  actions, reports), `warnings.py` (CAP alerts), `queries.py` (status, timeline, verify),
+  `checks.py` (playbook checks);
+- `results.py` — what they return: result objects with an outcome the front end turns into an
+  exit code.
+
+`Response` puts them together over one Runtime and database; a front end (the CLI) builds one
+and calls one use case per command. A new use case goes into the module of its peers (or a
+new peer) and writes through `Journal.record`.
+"""
+
+from __future__ import annotations
+
+from incident.response.coordination import Coordination
+from incident.response.journal import Journal
+from incident.response.lifecycle import Lifecycle
+from incident.response.manual import ManualChannel
+from incident.response.postmortem import PostMortem
+from incident.response.queries import Queries
+from incident.response.results import NoticeResult, StartResult
+from incident.response.sending import Sending
+from incident.response.warnings import Assessment, Warnings
+from incident.settings import Runtime
+from incident.store import Store
+
+
+class Response:
+    """Every use case over one Runtime and database (opened on first use)."""
+
+    def __init__(self, rt: Runtime, store: Store | None = None) -> None:
+        self.rt = rt
+        self.journal = Journal(rt, store)
+        self.lifecycle = Lifecycle(self.journal)
+        self.sending = Sending(self.journal)
+        self.queries = Queries(self.journal)
+        self.manual = ManualChannel(self.journal)
+        self.coordination = Coordination(self.journal)
+        self.postmortem = PostMortem(self.journal)
+        self.warnings = Warnings(self.journal)
+
+    def act_on_warning(self, assessed: Assessment, *,
+                       queue_only: bool = False) -> NoticeResult | None:
+        """`warnings ingest --start`: start the playbook an assessed CAP alert calls for, or
+        update the incident its first message started (None: the same alert again)."""
+        action = self.warnings.action(assessed, queue_only=queue_only)
+        if action is None:
+            return None
+        if action.kind == "update":
+            given = dict(action.arguments)
+            return self.lifecycle.update(given.pop("ref"), **given)
+        result = self.lifecycle.start(**action.arguments)
+        assert isinstance(result, StartResult)  # never a dry run
+        return result
