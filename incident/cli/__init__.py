@@ -121,9 +121,9 @@ def cli(ctx: click.Context, config: str | None, db: str | None, operator: str | 
 
 
 def _register() -> None:
-    from incident.cli import coordination, lifecycle, manual, report, setup, views
+    from incident.cli import coordination, lifecycle, manual, record, report, setup, views
 
-    for module in (setup, lifecycle, manual, coordination, views, report):
+    for module in (setup, lifecycle, manual, coordination, views, record, report):
         for command in module.COMMANDS:
             cli.add_command(command)
 

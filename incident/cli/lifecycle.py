@@ -8,7 +8,7 @@ import click
 
 from incident.cli.app import App, pass_app
 from incident.cli.output import safe, state_counts
-from incident.cli.views import describe_reroute
+from incident.cli.record import describe_reroute
 from incident.errors import Location
 from incident.timeutil import format_duration
 
