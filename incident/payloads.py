@@ -3,14 +3,17 @@
 An event's payload is stored as the JSON of the dict a writer gives (the hash chain is over that
 JSON), so a model here never adds, drops or converts a key: `payload_data` dumps only the keys
 that were given (`exclude_unset`), and the models validate strictly (no coercion: `"yes"` is not
-a boolean) and refuse unknown keys. Optional keys are absent when a writer leaves them out;
-where a reader cares whether a key was given at all (`Updated.eta`), it asks `given(...)`.
+a boolean) and refuse unknown keys on write; a stored key no model knows (a newer build's) is
+left out of the typed view on read (`payload_of`) so that the incident stays readable. Optional
+keys are absent when a writer leaves them out; where a reader cares whether a key was given at
+all (`Updated.eta`), it asks `given(...)`.
 
 Every payload recorded by an earlier release still parses: keys added since are optional.
 """
 
 from __future__ import annotations
 
+from copy import deepcopy
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -359,6 +362,27 @@ def payload_of(event: Event) -> Payload:
     cached = event._payload
     if cached is not None and cached[0] is event.data:
         return cached[1]
-    payload = parse_payload(event.type, event.data)
+    payload = _read(event.type, event.data)
     event._payload = (event.data, payload)
     return payload
+
+
+def _read(type: EventType, data: dict[str, Any]) -> Payload:
+    """A stored payload, read as leniently as is safe: a key no model knows (written by a
+    newer build) is left out of the typed view rather than making the incident unreadable in
+    an emergency; a known key of the wrong type still raises RecordInvalid. Writing stays
+    strict (`parse_payload`), and what is stored (and hashed) is never changed."""
+    try:
+        return MODELS[type].model_validate(data)
+    except ValidationError as exc:
+        unknown = [err["loc"] for err in exc.errors() if err["type"] == "extra_forbidden"]
+        if not unknown:
+            return parse_payload(type, data)  # raises RecordInvalid naming each key
+        known = deepcopy(data)
+        for loc in unknown:
+            *parents, key = loc
+            holder: Any = known
+            for part in parents:
+                holder = holder[part]
+            holder.pop(key, None)
+        return parse_payload(type, known)

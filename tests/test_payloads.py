@@ -19,7 +19,9 @@ from incident.payloads import (
     MODELS,
     Declared,
     Note,
+    PartyAcked,
     Updated,
+    parse_payload,
     payload_data,
     payload_of,
 )
@@ -206,3 +208,23 @@ def test_a_model_is_stored_as_the_keys_it_was_given(ws: Workspace) -> None:
                      data=Note(section="summary", text="typed"))
     assert _stored(ws.db)[-1] == ("note", {"section": "summary", "text": "typed"})
     assert payload_of(event) == Note(section="summary", text="typed")
+
+
+def test_a_stored_key_no_model_knows_is_left_out_of_the_typed_view_not_fatal() -> None:
+    # Written by a newer build: the incident must stay readable (status, report) in an
+    # emergency; writing such a payload is still refused (test above).
+    data = {"party": "it-ops", "note": "on it", "channel_hint": "wecom",
+            "nested": {"x": 1}}
+    event = Event(incident_id="INC-20261205-A1B2C3", seq=3, type=EventType.PARTY_ACKED,
+                  at=datetime(2026, 12, 5, tzinfo=UTC), actor="duty", data=data,
+                  prev_hash="", hash="")
+
+    payload = payload_of(event)
+
+    assert isinstance(payload, PartyAcked) and payload.party == "it-ops"
+    assert event.data == data  # what is stored (and hashed) is untouched
+    with pytest.raises(RecordInvalid):
+        parse_payload(EventType.PARTY_ACKED, data)
+    wrong = event.model_copy(update={"data": {"party": 7}})
+    with pytest.raises(RecordInvalid):
+        payload_of(wrong)  # a known key of the wrong type is still an error
