@@ -13,6 +13,7 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from incident.errors import InvalidValue
+from incident.payloads import ManualOpened
 from incident.playbooks import ManualChannel, Playbook
 
 if TYPE_CHECKING:
@@ -73,8 +74,8 @@ def manual_details(book: Playbook, overrides: dict[str, Any] | None = None,
 
 
 def opened(view: IncidentView, *, hotline: str | None = None,
-           texts: dict[str, dict[str, str] | None] | None = None) -> dict[str, Any]:
-    """The data of opening the manual channel of `view` (or changing its details while it
+           texts: dict[str, dict[str, str] | None] | None = None) -> ManualOpened:
+    """The payload of opening the manual channel of `view` (or changing its details while it
     is open): its current details with the given ones over them, and the checklist steps
     this completes."""
     current = None
@@ -85,4 +86,4 @@ def opened(view: IncidentView, *, hotline: str | None = None,
     data = manual_details(view.playbook, {"hotline": hotline, **(texts or {})}, current)
     data["steps_done"] = [s.id for s in view.playbook.steps
                           if s.action == "open_manual_channel" and not view.step_marks.get(s.id)]
-    return data
+    return ManualOpened(**data)

@@ -55,16 +55,17 @@ class Notice(Record):
 
     phase: str = Field(description="initial | update | eta_changed | resolved; `notice` for "
                                    "an internal notice")
-    template_set: str | None = Field(None, description="absent only in the provisional notice "
-                                                       "a write renders its checks with")
+    template_set: str | None = Field(
+        default=None, description="absent only in the provisional notice a write renders its "
+                                  "checks with")
     channels: list[str] = Field(default_factory=list)
     context: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="the template context by language, as rendered")
     messages: int = Field(description="outbox rows enqueued with it")
     recipients: int = Field(description="customers (parties for an internal notice)")
-    audience: Literal["internal"] | None = Field(None, description="internal: to parties")
+    audience: Literal["internal"] | None = Field(default=None, description="internal: to parties")
     transports: dict[str, str] | None = Field(
-        None, description="declared: the transport per channel its rows were recorded for")
+        default=None, description="declared: the transport per channel its rows were recorded for")
 
 
 class CapWarning(Record):
@@ -103,7 +104,8 @@ class AudienceRecord(Record):
     bytes: int | None = None
     language: str | None = None
     phone_region: str | None = None
-    selection: dict[str, Any] | None = Field(None, description="audience.scan.Selection.record")
+    selection: dict[str, Any] | None = Field(default=None,
+                                             description="audience.scan.Selection.record")
     recorder: str | None = None
     utf8_refusal: str | None = None
 
@@ -115,8 +117,8 @@ class ScopeBranch(Record):
     name: str
     name_en: str | None = None
     region: str = ""
-    distance_km: int | float | None = Field(None, description="open branches: distance to "
-                                                              "the nearest closed one")
+    distance_km: int | float | None = Field(
+        default=None, description="open branches: distance to the nearest closed one")
 
 
 class Scope(Record):
@@ -169,8 +171,8 @@ class Declared(WithNotice, WithSteps, WithWarning):
     branches_selected: list[str] = Field(default_factory=list)
     audience: AudienceRecord | None = None
     scope: Scope | None = None
-    manual: ManualDetails | None = Field(None, description="absent when the manual channel is "
-                                                           "not opened at start")
+    manual: ManualDetails | None = Field(
+        default=None, description="absent when the manual channel is not opened at start")
 
 
 class Updated(WithNotice, WithWarning):
@@ -183,8 +185,8 @@ class Updated(WithNotice, WithWarning):
     status: Literal["investigating", "identified", "monitoring"] | None = None
     severity: str | None = None
     previous_severity: str | None = None
-    eta: IsoTime | None = Field(None, description="given only when the ETA changes with it")
-    to: list[str] | None = Field(None, description="parties told in an internal notice")
+    eta: IsoTime | None = Field(default=None, description="given only when the ETA changes with it")
+    to: list[str] | None = Field(default=None, description="parties told in an internal notice")
 
 
 class EtaRevised(WithNotice):
@@ -228,7 +230,7 @@ class CaseLogged(Payload):
     case: str
     customer: str
     request: str
-    amount: str | None = Field(None, description="a decimal string")
+    amount: str | None = Field(default=None, description="a decimal string")
     urgent: bool = False
 
 

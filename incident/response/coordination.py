@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 from incident.checklist import Attention, attention, checklist, find
 from incident.errors import InvalidTransition, InvalidValue
 from incident.manual import opened
 from incident.models import OPEN_STATES, EventType
 from incident.parties import check_parties, playbook_parties
+from incident.payloads import Alerted, PartyAcked, StepDone, StepSkipped
 from incident.regulator import Draft, draft, pick_duty, progress_messages
 from incident.response.journal import Journal
 from incident.response.results import AlertRound, NoticeResult, StepResult
@@ -51,9 +51,9 @@ class Coordination:
             raise InvalidTransition(f"step {item.id} is {item.state} already "
                                     f"(by {mark.by} at {local_text(mark.at, self.rt.zone)})")
         if skip is not None:
+            skipped = StepSkipped(step=item.id, reason=skip.strip())
             result = self.journal.record(ref, EventType.STEP_SKIPPED, None,
-                                         lambda v, now: {"step": item.id, "reason": skip.strip()},
-                                         verb="skip a step of")
+                                         lambda v, now: skipped, verb="skip a step of")
             return StepResult(result=result, item=item, ran=None)
         if item.action == "open_manual_channel" and not view.manual_open:
             result = self.journal.record(ref, EventType.MANUAL_OPENED, None,
@@ -68,8 +68,8 @@ class Coordination:
                 result = self.notify_parties(ref, parties, message=note or "", step=item.id)
                 return StepResult(result=result, item=item, ran="notify_parties")
 
-        def build(v: IncidentView, now: datetime) -> dict[str, Any]:
-            return {"step": item.id, **({"note": note.strip()} if note else {})}
+        def build(v: IncidentView, now: datetime) -> StepDone:
+            return StepDone(step=item.id, note=note.strip()) if note else StepDone(step=item.id)
 
         result = self.journal.record(ref, EventType.STEP_DONE, None, build,
                                      verb="complete a step of")
@@ -98,7 +98,7 @@ class Coordination:
         """Record that `party` acknowledged the notices (first acknowledgement counts)."""
         (party,) = check_parties(self.rt, [party], option="PARTY")
 
-        def build(view: IncidentView, now: datetime) -> dict[str, Any]:
+        def build(view: IncidentView, now: datetime) -> PartyAcked:
             if party in view.acks:
                 first = view.acks[party]
                 raise InvalidTransition(
@@ -108,7 +108,7 @@ class Coordination:
                 raise InvalidTransition(f"{party} has not been notified on {view.id}",
                                         hint="notify it first: incident update ID --to "
                                              f"{party} -m \"...\"")
-            return {"party": party, **({"note": note.strip()} if note else {})}
+            return PartyAcked(party=party, note=note.strip()) if note else PartyAcked(party=party)
 
         return self.journal.record(ref, EventType.PARTY_ACKED, None, build, verb="record an ack on")
 
@@ -117,9 +117,9 @@ class Coordination:
         (incident.yaml `alerts.parties`) an internal message."""
         parties = list(self.rt.settings.alerts.parties)
 
-        def build(view: IncidentView, now: datetime) -> dict[str, Any]:
-            return {"keys": [a.key for a in items], "alerts": [a.what for a in items],
-                    "message": "; ".join(a.what for a in items)}
+        def build(view: IncidentView, now: datetime) -> Alerted:
+            return Alerted(keys=[a.key for a in items], alerts=[a.what for a in items],
+                           message="; ".join(a.what for a in items))
 
         return self.journal.record(ref, EventType.ALERTED, None, build, verb="alert on",
                                    notify=(lambda v, d: (parties, "alert")) if parties else None)

@@ -23,6 +23,7 @@ from incident.errors import InvalidTransition, InvalidValue
 from incident.models import Event, EventType, Phase, Status
 from incident.notices import check_templates, notice_context, rows_from_notice, sender_domain
 from incident.parties import INTERNAL_SET, drill_barred, internal_contexts, party_rows
+from incident.payloads import Declared, Notice, PartiesNotified, Payload, payload_data
 from incident.playbooks import Playbook
 from incident.rendering import INTERNAL_PHASE, Renderer
 from incident.response.recording import complete_notices
@@ -34,10 +35,11 @@ from incident.store import outbox as ob
 from incident.store.events import CHAIN_KEY_ENV
 from incident.timeutil import format_duration, parse_when
 
-# build(view, now) -> the event's data, from the incident's fresh state (raise BadInput to refuse)
-Build = Callable[[IncidentView, datetime], dict[str, Any]]
-# notify(view, data) -> the parties an event concerns and the kind of internal notice, or None
-Notify = Callable[[IncidentView, dict[str, Any]], "tuple[list[str], str] | None"]
+# build(view, now) -> the event's payload, from the incident's fresh state (raise BadInput to
+# refuse); one model of incident/payloads.py per event type
+Build = Callable[[IncidentView, datetime], Payload]
+# notify(view, payload) -> the parties an event concerns and the kind of internal notice, or None
+Notify = Callable[[IncidentView, Payload], "tuple[list[str], str] | None"]
 
 ANY_STATE = frozenset(Status)
 NOT_CLOSED = frozenset(Status) - {Status.CLOSED}
@@ -84,10 +86,10 @@ class Journal:
                notify: Notify | None = None, sends: bool = False) -> NoticeResult:
         """Append one event of `type` to incident `ref` in one write transaction.
 
-        `build(view, now)` returns the event's data from the incident's fresh state (raising
+        `build(view, now)` returns the event's payload from the incident's fresh state (raising
         BadInput to refuse); with a `phase`, the customer notice is rendered, checked and
         enqueued with it. `allowed` are the states the incident may be in. `notify(view,
-        data)` may name parties (and the kind of internal notice) that get an internal notice
+        payload)` may name parties (and the kind of internal notice) that get an internal notice
         about the event, recorded in the same transaction. With `sends` (what it records is
         sent at once), every channel's configuration is checked first.
         """
@@ -106,40 +108,41 @@ class Journal:
             if view.status not in allowed:
                 raise InvalidTransition(f"cannot {verb} {incident_id}: it is "
                                         f"{view.status.value}", hint=transition_hint(view.status))
-            data = build(view, now)
+            payload = build(view, now)
             messages = 0
             if phase is not None:
-                contexts = self._check_notice(view, type, phase, data, now)
+                contexts = self._check_notice(view, type, phase, payload, now)
                 first = view.notices[0].seq if view.notices else 1
                 messages = ob.enqueue(conn, rows_from_notice(
                     conn, incident_id, first, view.event_count + 1, domain,
                     transports=self.rt.settings.channels.transports), now=now)
-                data["notice"] = notice_record(view.playbook, phase, contexts, messages)
-                data["notice"]["recipients"] = view.notices[0].recipients if view.notices else 0
-            event = self.append(conn, view, type, data, now)
-            internal = notify(view, data) if notify else None
+                recipients = view.notices[0].recipients if view.notices else 0
+                payload = payload.model_copy(update={"notice": notice_record(
+                    view.playbook, phase, contexts, messages, recipients=recipients)})
+            event = self.append(conn, view, type, payload, now)
+            internal = notify(view, payload) if notify else None
             internal_messages = 0
             if internal and internal[0]:
                 internal_messages = self.notify_in(conn, view, internal[0], kind=internal[1],
-                                                   message=data.get("message", ""), now=now)
+                                                   message=message_of(payload), now=now)
         return NoticeResult(incident_id=incident_id, seq=event.seq, phase=phase,
                             messages=messages, view=view, internal=internal_messages,
                             notes=notes)
 
-    def append(self, conn: Any, view: IncidentView, type: EventType, data: dict[str, Any],
+    def append(self, conn: Any, view: IncidentView, type: EventType, payload: Payload,
                now: datetime) -> Event:
         """Append an event after those folded into `view` (in the open transaction `conn`)
         and apply it to `view`."""
-        event = self.store.append(conn, view.id, type, actor=self.rt.operator, data=data,
+        event = self.store.append(conn, view.id, type, actor=self.rt.operator, data=payload,
                                   at=now)
         apply(view, event)
         return event
 
-    def declare(self, conn: Any, incident_id: str, data: dict[str, Any],
+    def declare(self, conn: Any, incident_id: str, payload: Declared,
                 now: datetime) -> IncidentView:
         """Append the declared event of an incident just created in `conn`; its state."""
         event = self.store.append(conn, incident_id, EventType.DECLARED, actor=self.rt.operator,
-                                  data=data, at=now)
+                                  data=payload, at=now)
         return fold([event])
 
     def notify_in(self, conn: Any, view: IncidentView, parties: Sequence[str], *, kind: str,
@@ -161,27 +164,29 @@ class Journal:
         seq = view.event_count + 1
         messages = ob.enqueue(conn, party_rows(self.rt, view.id, seq, parties,
                                                sender_domain(self.rt)), now=now)
-        data = {"parties": list(parties), "kind": kind, "message": message,
-                "steps_done": [s for s in steps_done if not view.step_marks.get(s)],
-                "notice": {"phase": INTERNAL_PHASE, "template_set": INTERNAL_SET,
-                           "channels": ["email", "sms"], "context": contexts,
-                           "messages": messages, "recipients": len(parties),
-                           "audience": "internal"}}
-        self.append(conn, view, EventType.PARTIES_NOTIFIED, data, now)
+        notified = PartiesNotified(
+            parties=list(parties), kind=kind, message=message,
+            steps_done=[s for s in steps_done if not view.step_marks.get(s)],
+            notice=Notice(phase=INTERNAL_PHASE, template_set=INTERNAL_SET,
+                          channels=["email", "sms"], context=contexts, messages=messages,
+                          recipients=len(parties), audience="internal"))
+        self.append(conn, view, EventType.PARTIES_NOTIFIED, notified, now)
         return messages
 
     def _check_notice(self, view: IncidentView, type: EventType, phase: Phase,
-                      data: dict[str, Any], now: datetime) -> dict[str, dict[str, Any]]:
-        """Render the notice `data` carries for the state after it, for a sample customer in
+                      payload: Payload, now: datetime) -> dict[str, dict[str, Any]]:
+        """Render the notice `payload` carries for the state after it, for a sample customer in
         every language (TemplateInvalid before anything is recorded); its contexts."""
         provisional = Event(incident_id=view.id, seq=view.event_count + 1, type=type, at=now,
                             actor=self.rt.operator,
-                            data={**data, "notice": {"phase": phase.value, "messages": 0,
+                            data={**payload_data(payload),
+                                  "notice": {"phase": phase.value, "messages": 0,
                                                      "recipients": 0}},
                             prev_hash="", hash="")
         after = deepcopy(view)
         apply(after, provisional)
-        contexts = self.contexts(after, phase, data.get("message", ""), data.get("message_zh"))
+        contexts = self.contexts(after, phase, message_of(payload),
+                                 getattr(payload, "message_zh", None))
         book = view.playbook
         check_templates(self.renderer, book.notices.template_set, list(book.notices.channels),
                         contexts, limits=self.rt.settings.limits)
@@ -225,11 +230,22 @@ class Journal:
 
 
 def notice_record(book: Playbook, phase: Phase, contexts: dict[str, dict[str, Any]],
-                  messages: int) -> dict[str, Any]:
-    """The `notice` an event carries: what was rendered and how many messages it has."""
-    return {"phase": phase.value, "template_set": book.notices.template_set,
-            "channels": list(book.notices.channels), "context": contexts,
-            "messages": messages, "recipients": 0}
+                  messages: int, *, recipients: int,
+                  transports: dict[str, str] | None = None) -> Notice:
+    """The `notice` an event carries: what was rendered and how many messages it has (for
+    the first notice: the transports its rows are recorded for)."""
+    notice = Notice(phase=phase.value, template_set=book.notices.template_set,
+                    channels=list(book.notices.channels), context=contexts, messages=messages,
+                    recipients=recipients)
+    if transports is None:
+        return notice
+    return notice.model_copy(update={"transports": dict(transports)})
+
+
+def message_of(payload: Payload) -> str:
+    """The message an event carries (what its internal notice repeats), if it has one."""
+    message = getattr(payload, "message", "")
+    return message if isinstance(message, str) else ""
 
 
 def transition_hint(status: Status) -> str:

@@ -12,6 +12,7 @@ from incident.controls import plain
 from incident.errors import InvalidTransition, InvalidValue, Location
 from incident.models import OPEN_STATES, EventType, Phase, Status
 from incident.parties import check_parties, drill_barred, playbook_parties
+from incident.payloads import Closed, EtaRevised, Payload, Resolved, Updated
 from incident.privacy import mask_reference
 from incident.response.journal import Notify
 from incident.response.results import NoticeResult
@@ -52,7 +53,7 @@ class Lifecycle(Declaration):
                 raise InvalidTransition(f"{status} is not an update: use `incident {command}`",
                                         field="status")
 
-        def build(view: IncidentView, now: datetime) -> dict[str, Any]:
+        def build(view: IncidentView, now: datetime) -> Updated:
             data: dict[str, Any] = {"message": message.strip(), "internal": internal}
             if message_zh:
                 data["message_zh"] = message_zh.strip()
@@ -76,10 +77,10 @@ class Lifecycle(Declaration):
                                        "a drill never reaches the regulator", field="to",
                                        hint="leave the regulator out of drills")
                 data["to"] = targets
-            return data
+            return Updated(**data)  # only the keys given are recorded
 
-        def notify(view: IncidentView, data: dict[str, Any]) -> tuple[list[str], str] | None:
-            if data.get("severity"):
+        def notify(view: IncidentView, update: Payload) -> tuple[list[str], str] | None:
+            if isinstance(update, Updated) and update.severity:
                 everyone = playbook_parties(self.rt, view)
                 return list(dict.fromkeys([*everyone, *targets])), "regraded"
             if targets:
@@ -100,10 +101,10 @@ class Lifecycle(Declaration):
             raise InvalidValue("must not be empty: customers are told why the ETA moved",
                                field="reason")
 
-        def build(view: IncidentView, now: datetime) -> dict[str, Any]:
+        def build(view: IncidentView, now: datetime) -> EtaRevised:
             new = self.journal.future(when, now, "when")
-            return {"eta": to_iso(new), "previous": to_iso(view.eta) if view.eta else None,
-                    "reason": reason.strip(), "message": reason.strip()}
+            return EtaRevised(eta=to_iso(new), previous=to_iso(view.eta) if view.eta else None,
+                              reason=reason.strip(), message=reason.strip())
 
         return self.journal.record(ref, EventType.ETA_REVISED, Phase.ETA_CHANGED, build,
                                    allowed=OPEN, verb="revise the ETA of",
@@ -116,14 +117,14 @@ class Lifecycle(Declaration):
         if not message:
             raise InvalidValue("must not be empty", field="message")
 
-        def build(view: IncidentView, now: datetime) -> dict[str, Any]:
+        def build(view: IncidentView, now: datetime) -> Resolved:
             when = self.journal.past(at, now, "at") if at else now
             if when < view.detected_at:
                 raise InvalidValue(f"{at!r} is before the incident was detected", field="at")
-            data: dict[str, Any] = {"message": message.strip(), "resolved_at": to_iso(when)}
-            if message_zh:
-                data["message_zh"] = message_zh.strip()
-            return data
+            resolved = Resolved(message=message.strip(), resolved_at=to_iso(when))
+            if message_zh:  # recorded only when given
+                return resolved.model_copy(update={"message_zh": message_zh.strip()})
+            return resolved
 
         return self.journal.record(ref, EventType.RESOLVED, Phase.RESOLVED, build,
                                    allowed=OPEN, verb="resolve",
@@ -138,7 +139,7 @@ class Lifecycle(Declaration):
             raise InvalidValue("is needed to force a close: why close with cases unreconciled",
                                field="reason")
 
-        def build(view: IncidentView, now: datetime) -> dict[str, Any]:
+        def build(view: IncidentView, now: datetime) -> Closed:
             open_cases = view.unreconciled
             if open_cases and not force:
                 raise InvalidTransition(
@@ -148,15 +149,15 @@ class Lifecycle(Declaration):
                     hint=f"reconcile them (incident manual reconcile {view.id[-6:]} CASE), or "
                          "close with --force --reason \"...\"")
             if force and open_cases:
-                return {"forced": True, "reason": (reason or "").strip(),
-                        "unreconciled": [c.id for c in open_cases]}
-            return {}
+                return Closed(forced=True, reason=(reason or "").strip(),
+                              unreconciled=[c.id for c in open_cases])
+            return Closed()
 
         return self.journal.record(ref, EventType.CLOSED, None, build,
                                    allowed=frozenset({Status.RESOLVED}), verb="close")
 
     def _everyone(self, kind: str) -> Notify:
-        def notify(view: IncidentView, data: dict[str, Any]) -> tuple[list[str], str] | None:
+        def notify(view: IncidentView, payload: Payload) -> tuple[list[str], str] | None:
             parties = playbook_parties(self.rt, view)
             return (parties, kind) if parties else None
         return notify

@@ -9,11 +9,11 @@ it with a reason (response/lifecycle.py). The rules on the data are in incident/
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from incident.errors import InvalidTransition, InvalidValue
 from incident.manual import case_id, opened, parse_amount
 from incident.models import OPEN_STATES, EventType
+from incident.payloads import CaseLogged, CaseReconciled, ManualClosed
 from incident.response.journal import Journal
 from incident.response.results import NoticeResult
 from incident.state import IncidentView
@@ -39,10 +39,10 @@ class ManualChannel:
     def close(self, ref: str, *, note: str | None = None) -> NoticeResult:
         """Close the manual channel (cases stay to be reconciled)."""
 
-        def build(view: IncidentView, now: datetime) -> dict[str, Any]:
+        def build(view: IncidentView, now: datetime) -> ManualClosed:
             if not view.manual_open:
                 raise InvalidTransition(f"the manual channel of {view.id} is not open")
-            return {"note": note.strip()} if note and note.strip() else {}
+            return ManualClosed(note=note.strip()) if note and note.strip() else ManualClosed()
 
         return self.journal.record(ref, EventType.MANUAL_CLOSED, None, build,
                                    verb="close the manual channel of")
@@ -57,13 +57,13 @@ class ManualChannel:
                                field="request")
         value = parse_amount(amount, maximum=self.journal.rt.settings.limits.max_amount)
 
-        def build(view: IncidentView, now: datetime) -> dict[str, Any]:
+        def build(view: IncidentView, now: datetime) -> CaseLogged:
             if not view.manual_open:
                 raise InvalidTransition(
                     f"the manual channel of {view.id} is not open",
                     hint=f"open it first: incident manual open {view.id[-6:]}")
-            return {"case": f"M{len(view.cases) + 1:03d}", "customer": customer.strip(),
-                    "request": request.strip(), "amount": value, "urgent": urgent}
+            return CaseLogged(case=f"M{len(view.cases) + 1:03d}", customer=customer.strip(),
+                              request=request.strip(), amount=value, urgent=urgent)
 
         return self.journal.record(ref, EventType.CASE_LOGGED, None, build,
                                    verb="log a manual case on")
@@ -72,13 +72,13 @@ class ManualChannel:
                          note: str | None = None) -> NoticeResult:
         """Mark a case as entered back into the recovered system."""
 
-        def build(view: IncidentView, now: datetime) -> dict[str, Any]:
+        def build(view: IncidentView, now: datetime) -> CaseReconciled:
             wanted = case_id(case, view)
             done = view.cases[wanted]
             if done.reconciled_at is not None:
                 raise InvalidTransition(f"case {wanted} was reconciled already "
                                         f"(by {done.reconciled_by})")
-            return {"case": wanted, "note": (note or "").strip()}
+            return CaseReconciled(case=wanted, note=(note or "").strip())
 
         return self.journal.record(ref, EventType.CASE_RECONCILED, None, build,
                                    verb="reconcile a case of")

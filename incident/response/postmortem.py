@@ -14,6 +14,7 @@ from typing import Any
 
 from incident.errors import BadInput, InvalidValue
 from incident.models import EventType
+from incident.payloads import ActionAdded, ActionDone, Note
 from incident.report import SECTIONS, measure, render, summarise
 from incident.report.render import Format, check_choice
 from incident.resources import shipped
@@ -54,7 +55,7 @@ class PostMortem:
                                hint=f"sections: {', '.join(SECTIONS)}")
         body = _text(text, "text")
         return self.journal.record(ref, EventType.NOTE, None,
-                                   lambda view, now: {"section": section, "text": body},
+                                   lambda view, now: Note(section=section, text=body),
                                    allowed=ANY_STATE, verb="add a note to")
 
 
@@ -63,23 +64,22 @@ class PostMortem:
         who = _text(owner, "owner")
         body = _text(text, "text")
 
-        def build(view: IncidentView, now: datetime) -> dict[str, Any]:
+        def build(view: IncidentView, now: datetime) -> ActionAdded:
             when = parse_when(due, zone=self.rt.zone, now=now, future=True)
             if when < now - timedelta(minutes=1):
                 raise InvalidValue(f"{due!r} is in the past", field="due")
-            return {"action": f"A{len(view.actions) + 1}", "owner": who, "due": to_iso(when),
-                    "text": body}
+            return ActionAdded(action=f"A{len(view.actions) + 1}", owner=who, due=to_iso(when),
+                               text=body)
 
         return self.journal.record(ref, EventType.ACTION_ADDED, None, build, allowed=ANY_STATE,
                                    verb="add an action item to")
-
 
     def complete_action(self, ref: str, action_id: str,
                         note: str | None = None) -> NoticeResult:
         """Mark an action item done, with an optional note on what was done."""
         wanted = action_id.strip().upper()
 
-        def build(view: IncidentView, now: datetime) -> dict[str, Any]:
+        def build(view: IncidentView, now: datetime) -> ActionDone:
             item = view.actions.get(wanted)
             if item is None:
                 known = ", ".join(view.actions) or "none yet"
@@ -89,10 +89,9 @@ class PostMortem:
             if item.done_at is not None:
                 raise BadInput(f"action {wanted} of {view.id} is already done "
                                f"({to_iso(item.done_at)})")
-            data: dict[str, Any] = {"action": wanted}
             if note and note.strip():
-                data["note"] = note.strip()
-            return data
+                return ActionDone(action=wanted, note=note.strip())
+            return ActionDone(action=wanted)
 
         return self.journal.record(ref, EventType.ACTION_DONE, None, build, allowed=ANY_STATE,
                                    verb="complete an action item of")

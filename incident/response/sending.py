@@ -18,6 +18,7 @@ from incident.channels.factory import build_channels, concurrency
 from incident.delivery import DeliveryPolicy, DeliveryReport, Dispatcher, ProgressFn, Tally
 from incident.models import Event, EventType
 from incident.notices import Composer
+from incident.payloads import DeliveryRerouted
 from incident.response.journal import Journal
 from incident.response.recording import (
     FIRST_SEND_WAIT,
@@ -148,7 +149,8 @@ class Sending:
                 if moved:
                     events.append(self.journal.store.append(
                         conn, each, EventType.DELIVERY_REROUTED, actor=self.rt.operator,
-                        data={"moved": moved, "to": transports}, at=self.rt.clock.now()))
+                        data=DeliveryRerouted(moved=moved, to=dict(transports)),
+                        at=self.rt.clock.now()))
         return events
 
     def deliver(self, ref: str | None = None, *, progress: ProgressFn | None = None,

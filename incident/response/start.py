@@ -31,6 +31,7 @@ from incident.notices import (
     sender_domain,
 )
 from incident.parties import playbook_parties
+from incident.payloads import Declared, payload_data
 from incident.playbooks import Playbook, find_playbook, load_playbook
 from incident.response.journal import Journal, notice_record
 from incident.response.recording import FIRST_ROWS, PendingRows
@@ -131,9 +132,10 @@ class Declaration:
         data["steps_done"] = [s.id for s in book.steps
                               if s.action in ("declare", "notify_customers")
                               or (s.action == "open_manual_channel" and opens_manual)]
+        declared = Declared(**data)  # refused here (RecordInvalid) if a key is wrong
         provisional = Event(incident_id=preview_incident_id(now), seq=1,
-                            type=EventType.DECLARED, at=now,
-                            actor=self.rt.operator, data=data, prev_hash="", hash="")
+                            type=EventType.DECLARED, at=now, actor=self.rt.operator,
+                            data=payload_data(declared), prev_hash="", hash="")
         view = fold([provisional])
         contexts = self.journal.contexts(view, Phase.INITIAL, "")
         channels = list(book.notices.channels)
@@ -150,26 +152,25 @@ class Declaration:
         transports = settings.channels.transports
         with self.journal.store.write() as conn:
             incident_id = self.journal.store.create_incident(conn, playbook_id=book.id,
-                                                     title=data["title"], drill=drill, at=now)
+                                                             title=declared.title,
+                                                             drill=drill, at=now)
             # The ids in the context are known only now.
             real = provisional.model_copy(update={"incident_id": incident_id})
             view = fold([real])
-            data["notice"] = notice_record(book, Phase.INITIAL,
-                                           self.journal.contexts(view, Phase.INITIAL, ""),
-                                           messages)
-            data["notice"]["recipients"] = scan.selected
-            # What its rows are recorded for, also when completed later (complete_notices).
-            data["notice"]["transports"] = transports
+            # What its rows are recorded for (transports), also when completed later.
+            declared = declared.model_copy(update={"notice": notice_record(
+                book, Phase.INITIAL, self.journal.contexts(view, Phase.INITIAL, ""), messages,
+                recipients=scan.selected, transports=transports)})
             recorded = ob.enqueue(conn, rows_for_customers(
                 incident_id, 1, islice(recipients, FIRST_ROWS), channels, domain,
                 transports=transports, fallback=book.notices.fallback), now=now)
-            view = self.journal.declare(conn, incident_id, data, now)
+            view = self.journal.declare(conn, incident_id, declared, now)
             parties = playbook_parties(self.rt, view)
             internal = 0
             if parties:
                 steps = [s.id for s in book.steps if s.action == "notify_parties"]
-                internal = self.journal.notify_in(conn, view, parties, kind="declared", message="",
-                                          now=now, steps_done=steps)
+                internal = self.journal.notify_in(conn, view, parties, kind="declared",
+                                                  message="", now=now, steps_done=steps)
         pending = PendingRows(self.journal.store, incident_id, recipients, scan.spool,
                               channels=channels, domain=domain, transports=transports,
                               fallback=book.notices.fallback,
