@@ -168,13 +168,13 @@ class WebhookChannel:
             if code in TEMPORARY_CODES.get(message.kind, ()):
                 return Outcome.retry(error, code=label)
             return Outcome.fail(error, code=label)
-        error = self._clean(f"{where}: HTTP {status}: {text}", message)
-        if status in (408, 429) or status >= 500:
-            return Outcome.retry(error, code=f"http-{status}")
+        label = f"HTTP {status}"
         if 300 <= status < 400:
             # Not followed: a POST must not be replayed elsewhere. The URL is wrong.
-            return Outcome.fail(error + " (redirects are not followed: fix the webhook url)",
-                                code=f"http-{status}")
+            label += " (a redirect, not followed: fix the webhook url)"
+        error = self._clean(f"{where}: {label}: {text}", message)
+        if status in (408, 429) or status >= 500:
+            return Outcome.retry(error, code=f"http-{status}")
         return Outcome.fail(error, code=f"http-{status}")
 
     def _clean(self, text: str, message: WebhookOut) -> str:
