@@ -272,3 +272,23 @@ def test_the_file_transport_writes_the_request_that_would_be_posted(sqlite_ws: W
     assert written["body"]["msgtype"] == "markdown"
     assert started["id"] in written["body"]["markdown"]["content"]
     assert "TOKEN-123" not in path.read_text(encoding="utf-8")
+
+
+def test_the_readme_example_is_a_valid_config() -> None:
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from incident.settings import example_config_text, parse_settings
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("#### Parties: chat webhooks", 1)[1]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert block is not None
+    example = yaml.safe_load(block.group(1))
+    config = yaml.safe_load(example_config_text())
+    config["parties"].update(example["parties"])
+    settings = parse_settings(yaml.safe_dump(config, allow_unicode=True), source="README")
+    hook = settings.parties["tech_support"].webhook
+    assert hook is not None and hook.kind == "dingtalk" and hook.secret_env
