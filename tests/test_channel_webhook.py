@@ -222,6 +222,8 @@ def test_start_delivers_to_a_partys_webhook_retrying_a_500(ws: Workspace,
     assert status["internal_deliveries"]["sent"] >= 1
     assert "tech_support" in status["parties"]
     assert SECRET not in json.dumps(status) and "TOKEN-123" not in json.dumps(status)
+    report = ws.run("report", started["id"], "--format", "md").stdout
+    assert "TOKEN-123" not in report and SECRET not in report
 
 
 def test_a_webhook_that_answers_400_is_reported_as_failed(ws: Workspace,
