@@ -10,7 +10,7 @@ from typing import Any
 
 from incident import mime
 from incident.audience import Customer, Recipient
-from incident.channels.base import EmailOut, MessageRef, Outgoing, SmsOut
+from incident.channels.base import EmailOut, MessageRef, Outgoing, SmsOut, WebhookOut
 from incident.errors import ConfigInvalid, InvalidValue, Location, TemplateInvalid
 from incident.mime import EmailTemplate
 from incident.models import Phase, Status
@@ -315,6 +315,8 @@ class Composer:
             context = self._context(notice, lang, row.recipient_name, row.recipient_ref)
             sms = self.renderer.render_sms(notice["template_set"], notice["phase"], lang, context)
             return SmsOut(ref=message_ref(row), to=row.address, body=sms.text, info=sms.info)
+        if row.channel == "webhook":
+            return self._webhook(row, notice, lang)
         if row.channel != "email":
             raise TemplateInvalid(f"no customer template for channel {row.channel!r}")
         key = (row.incident_id, row.notice_seq, lang)
@@ -368,3 +370,40 @@ class Composer:
                     != b.replace(mime.ALT_NAME, "\0N").replace(mime.ALT_REF, "\0R")):
                 return None
         return first
+
+    def _webhook(self, row: OutboxRow, notice: dict[str, Any], lang: str) -> WebhookOut:
+        """A party's chat message: the notice's SMS text (one short paragraph, what a chat
+        group reads), its email subject as the title where the format has one."""
+        party = row.recipient_ref.removeprefix(PARTY_PREFIX)
+        found = self.rt.settings.parties.get(party)
+        if found is None or found.webhook is None:
+            raise ConfigInvalid(f"party {party} has no webhook in incident.yaml any more",
+                                problems=[(Location(field=f"parties.{party}.webhook"),
+                                           "removed after the notice was recorded")])
+        context = self._context(notice, lang, row.recipient_name, row.recipient_ref)
+        template_set, phase = notice["template_set"], notice["phase"]
+        text = self.renderer.render_sms(template_set, phase, lang, context).text
+        title = self.renderer.render_email(template_set, phase, lang, context).subject
+        return WebhookOut(ref=message_ref(row), party=party, url=row.address,
+                          kind=found.webhook.kind, title=title, text=text,
+                          event=webhook_event(row, context, title=title, text=text))
+
+
+# What the generic webhook tells about an incident: what its customers may be told too.
+PUBLIC_FIELDS = ("id", "title", "severity", "severity_name", "status", "kind", "detected_at",
+                 "declared_at", "affected", "regions", "drill")
+
+
+def webhook_event(row: OutboxRow, context: dict[str, Any], *, title: str,
+                  text: str) -> dict[str, Any]:
+    """The generic webhook's JSON: the event (the notice's kind, time, text) and the
+    incident's public fields, never customer data or the internal detail (operator, audience
+    size, manual cases)."""
+    notice = context["notice"]
+    return {"type": "incident.notice", "id": row.idempotency_key,
+            "language": context["lang"],
+            "event": {"kind": notice.get("kind", notice["phase"]),
+                      "label": notice.get("kind_label", ""), "seq": row.notice_seq,
+                      "at": notice["at"], "title": title, "text": text},
+            "incident": {name: context["incident"][name] for name in PUBLIC_FIELDS},
+            "eta": context["eta"]["at"] or None, "next_update": context["next_update"] or None}

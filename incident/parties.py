@@ -1,9 +1,10 @@
 """Coordination: internal notices to departments and outside bodies (incident.yaml `parties`).
 
 An internal notice is its own event (`parties_notified`) whose outbox rows go to the parties'
-email and phone. It is rendered from the `internal` template set, which carries what customers
-are not told: the grade and its criteria, the operator, the audience size, the manual cases,
-the checklist items falling due and the regulator deadlines.
+email, phone and chat webhook (its SMS text, see notices.Composer). It is rendered from the
+`internal` template set, which carries what customers are not told: the grade and its
+criteria, the operator, the audience size, the manual cases, the checklist items falling due
+and the regulator deadlines.
 """
 
 from __future__ import annotations
@@ -67,11 +68,14 @@ def drill_barred(view: IncidentView) -> set[str]:
 
 def party_rows(rt: Runtime, incident_id: str, seq: int, parties: Sequence[str],
                domain: str) -> Iterator[dict[str, Any]]:
-    """Outbox rows of an internal notice: each party's email and phone, sent before customers."""
+    """Outbox rows of an internal notice: each party's email, phone and chat webhook, sent
+    before customers."""
     for party_id in parties:
         party = rt.settings.parties[party_id]
         ref = PARTY_PREFIX + party_id
-        for channel, address in (("email", party.email), ("sms", party.phone)):
+        hook = party.webhook.url if party.webhook else None
+        for channel, address in (("email", party.email), ("sms", party.phone),
+                                 ("webhook", hook)):
             if not address:
                 continue
             key = idempotency_key(incident_id, seq, ref, channel)

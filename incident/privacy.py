@@ -1,7 +1,7 @@
 """Every mask and scrub: contact data and secrets never leave the toolkit unmasked.
 
-- `mask_phone`, `mask_email`, `mask_contact`, `mask_name`, `mask_reference`: one value as
-  shown to people (terminal, --json, reports, warnings).
+- `mask_phone`, `mask_email`, `mask_url`, `mask_contact`, `mask_name`, `mask_reference`:
+  one value as shown to people (terminal, --json, reports, warnings).
 - `scrub`: free text typed by staff (a manual case's request, a progress message, a note)
   with every email address and phone number in it masked.
 - `scrub_secrets`: a provider's error text with credentials removed (Authorization headers,
@@ -53,12 +53,22 @@ def mask_email(value: str | None) -> str:
 
 
 def mask_contact(value: str | None) -> str:
-    """Mask an email or a phone number, whichever `value` looks like."""
+    """Mask an email, a phone number or a webhook URL, whichever `value` looks like."""
     if not value:
         return ""
+    if _URL.match(value):
+        return mask_url(value)
     if "@" in value:
         return mask_email(value)
     return mask_phone(value)
+
+
+def mask_url(value: str | None) -> str:
+    """`https://hooks.slack.com/services/T0/B0/XX` → `https://hooks.slack.com/…`: a chat
+    webhook's path and query are often its access token, so only scheme and host show."""
+    if not value:
+        return ""
+    return _differs(value, _URL.sub(r"\1/…", value.strip()) if _URL.match(value) else "***")
 
 
 def mask_name(value: str | None) -> str:
@@ -73,6 +83,7 @@ def mask_name(value: str | None) -> str:
     return _differs(value, re.sub(r"\S+", word, value.strip()))
 
 
+_URL = re.compile(r"^\s*(https?://[^/?#\s@]+).*$", re.I | re.S)
 _LOOKS_LIKE_CONTACT = re.compile(r"@|^\+?[\d\s()-]{7,}$")
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from pydantic import Field, field_validator, model_validator
@@ -105,17 +106,28 @@ class SmsSettings(Strict):
         return self
 
 
+class WebhookChannelSettings(Strict):
+    """The parties' chat webhooks: `http` posts to each party's URL, `file` writes the request
+    that would be posted (drills, demos)."""
+
+    transport: Literal["http", "file"] = "http"
+    timeout: float = Field(default=10.0, gt=0, le=120)  # seconds per request
+    rate: float = Field(default=5.0, gt=0, description="requests per second")
+
+
 class Channels(Strict):
     """Customer channels and where the `file` transport writes."""
 
     email: EmailSettings
     sms: SmsSettings = Field(default_factory=SmsSettings)
+    webhook: WebhookChannelSettings = Field(default_factory=WebhookChannelSettings)
     outbox_dir: str = "outbox"
 
     @property
     def transports(self) -> dict[str, str]:
         """The transport of each channel (recorded with every outbox row)."""
-        return {"email": self.email.transport, "sms": self.sms.transport}
+        return {"email": self.email.transport, "sms": self.sms.transport,
+                "webhook": self.webhook.transport}
 
 
 class DeliverySettings(Strict):
@@ -130,19 +142,50 @@ class DeliverySettings(Strict):
     # taken back (a worker on this host that died is detected at once)
 
 
+WebhookKind = Literal["slack", "teams", "wecom", "dingtalk", "feishu", "generic"]
+SIGNED_KINDS = frozenset({"dingtalk", "feishu", "generic"})  # these need a secret_env
+
+
+class PartyWebhook(Strict):
+    """A party's chat webhook (incoming-webhook URL of Slack, Teams Workflows, WeCom, DingTalk,
+    Feishu, or any receiver of the generic signed JSON); the signing secret comes from the
+    environment variable `secret_env`, never from the file."""
+
+    url: str = Field(min_length=1, max_length=320)  # stored as the outbox row's address
+    kind: WebhookKind
+    secret_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL")
+        if "@" in parts.netloc:
+            raise ValueError("must not contain user:password@ (secrets come from secret_env)")
+        return value
+
+    @model_validator(mode="after")
+    def _signed_needs_secret(self) -> PartyWebhook:
+        if self.kind in SIGNED_KINDS and not self.secret_env:
+            raise ValueError(f"kind {self.kind} signs every request: give secret_env, the "
+                             "environment variable that holds the signing secret")
+        return self
+
+
 class Party(Strict):
     """An internal department or outside body to coordinate with."""
 
     name: Text
     email: str | None = None
     phone: str | None = None
-    webhook: str | None = None
+    webhook: PartyWebhook | None = None
     language: Language = "zh-CN"
 
     @model_validator(mode="after")
     def _reachable(self) -> Party:
-        if not (self.email or self.phone):
-            raise ValueError("give the party an email or a phone to be notified on")
+        if not (self.email or self.phone or self.webhook):
+            raise ValueError("give the party an email, a phone or a webhook to be notified on")
         return self
 
 

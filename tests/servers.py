@@ -21,6 +21,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PRISM_BIN = REPO_ROOT / ".cache" / "prism" / "node_modules" / ".bin" / "prism"
@@ -472,3 +473,88 @@ def start_prism(spec: Path, base_dir: Path, *, timeout: float = 90) -> PrismServ
         if "EADDRINUSE" not in log_text:
             break
     raise RuntimeError(f"Prism did not start: {last_error}")
+
+
+# --- chat webhooks ---------------------------------------------------------------------------
+
+
+@dataclass
+class HookRequest:
+    """One request a ChatServer received, as it arrived."""
+
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class ChatServer:
+    """A real aiohttp server on 127.0.0.1 (a port the OS picked) in its own thread, standing in
+    for the chat vendors' incoming webhooks: it keeps every request and answers each path with
+    the scripted (status, body, delay) answers in turn, then with `ok` (200, "ok")."""
+
+    url: str = ""
+    requests: list[HookRequest] = field(default_factory=list)
+    script: dict[str, list[tuple[int, str, float]]] = field(default_factory=dict)
+    _stop: Any = None
+    _thread: Any = None
+
+    def answer(self, path: str, *answers: tuple[int, str] | tuple[int, str, float]) -> None:
+        """Answer requests to `path` with these (status, body[, delay s]) before `ok`."""
+        self.script.setdefault(path, []).extend(
+            (a[0], a[1], a[2] if len(a) > 2 else 0.0) for a in answers)  # type: ignore[misc]
+
+    def at(self, path: str) -> list[HookRequest]:
+        """The requests received on `path`."""
+        return [r for r in self.requests if r.path == path]
+
+    def stop(self) -> None:
+        """Stop serving (again: nothing)."""
+        stop, self._stop = self._stop, None
+        if stop is not None:
+            stop()
+            self._thread.join(10)
+
+
+def start_chat_server() -> ChatServer:
+    """Start a ChatServer; `stop()` it when done."""
+    import asyncio
+    import threading
+
+    from aiohttp import web
+
+    server = ChatServer()
+    ready = threading.Event()
+
+    async def handle(request: web.Request) -> web.Response:
+        server.requests.append(HookRequest(request.path, dict(request.query),
+                                           dict(request.headers), await request.read()))
+        answers = server.script.get(request.path)
+        status, body, delay = answers.pop(0) if answers else (200, "ok", 0.0)
+        if delay:
+            await asyncio.sleep(delay)
+        return web.Response(status=status, text=body)
+
+    def run() -> None:
+        loop = asyncio.new_event_loop()
+        app = web.Application()
+        app.router.add_route("POST", "/{tail:.*}", handle)
+        runner = web.AppRunner(app)
+        loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        loop.run_until_complete(site.start())
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        server.url = f"http://127.0.0.1:{port}"
+        stopped = asyncio.Event()
+        server._stop = lambda: loop.call_soon_threadsafe(stopped.set)
+        ready.set()
+        loop.run_until_complete(stopped.wait())
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+
+    server._thread = threading.Thread(target=run, daemon=True)
+    server._thread.start()
+    if not ready.wait(10):
+        raise RuntimeError("the chat webhook server did not start")
+    return server

@@ -15,6 +15,7 @@ from sqlalchemy import create_engine, text
 from cli_fixtures import Workspace
 from counting_smtp import _LocalController
 from incident.privacy import (
+    mask_contact,
     mask_phone,
     remember_secret,
     scrub,
@@ -235,3 +236,14 @@ def test_secrets_read_from_the_environment_are_scrubbed_wherever_they_appear() -
     assert scrub_secrets(f"the gateway said: bad key {token}!") == "the gateway said: bad key ***!"
     remember_secret("ab")  # too short to scrub without blanking ordinary words
     assert scrub_secrets("a table") == "a table"
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("https://hooks.slack.com/services/T000/B000/XXXXSECRET", "https://hooks.slack.com/…"),
+    ("https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=693a91f6-7xxx",
+     "https://qyapi.weixin.qq.com/…"),
+    ("http://127.0.0.1:8080/hook?access_token=abc", "http://127.0.0.1:8080/…"),
+])
+def test_a_webhook_url_shows_only_its_host(url: str, shown: str) -> None:
+    # A chat webhook's path or query is its token: shown as a contact, only the host remains.
+    assert mask_contact(url) == shown

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from email.message import EmailMessage
-from typing import Protocol
+from typing import Any, Protocol
 
 from incident.rendering import SmsInfo
 
@@ -61,7 +61,21 @@ class SmsOut:
     info: SmsInfo
 
 
-Outgoing = EmailOut | SmsOut
+@dataclass(frozen=True, slots=True)
+class WebhookOut:
+    """A composed chat message to a party's webhook: the text and what the generic kind
+    carries (the event and the incident's public fields, never customer data)."""
+
+    ref: MessageRef
+    party: str  # the party id: its signing secret is looked up by it
+    url: str
+    kind: str  # slack | teams | wecom | dingtalk | feishu | generic
+    title: str
+    text: str
+    event: dict[str, Any]
+
+
+Outgoing = EmailOut | SmsOut | WebhookOut
 
 
 @dataclass(frozen=True, slots=True)

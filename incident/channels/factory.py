@@ -1,4 +1,4 @@
-"""Builds the configured transport of each customer channel (imports only what is used)."""
+"""Builds the configured transport of each channel (imports only what is used)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from incident.settings import Runtime, secret
 
 
 def build_channels(rt: Runtime, env: Mapping[str, str] | None = None) -> dict[str, Channel]:
-    """One Channel per customer channel, as incident.yaml configures it."""
+    """One Channel per channel (customers' and the parties' webhooks), as incident.yaml
+    configures it."""
     config = rt.settings.channels
     secrets = check_channels(rt, env)
     channels: dict[str, Channel] = {}
@@ -32,6 +33,17 @@ def build_channels(rt: Runtime, env: Mapping[str, str] | None = None) -> dict[st
                                         auth_token=secrets["twilio_token"])
     else:
         channels["sms"] = FileChannel("sms", rt.outbox_dir)
+    webhook = config.webhook
+    if webhook.transport == "http":
+        from incident.channels.webhook import WebhookChannel
+
+        prefix = "webhook:"
+        channels["webhook"] = WebhookChannel(
+            {k[len(prefix):]: v for k, v in secrets.items() if k.startswith(prefix)},
+            rate=webhook.rate, timeout=webhook.timeout,
+            now=lambda: rt.clock.now().timestamp())
+    else:
+        channels["webhook"] = FileChannel("webhook", rt.outbox_dir)
     return channels
 
 
@@ -56,6 +68,16 @@ def check_channels(rt: Runtime, env: Mapping[str, str] | None = None) -> dict[st
                 found[key] = value
             else:
                 missing.append(("channels.sms.transport", variable))
+    if config.webhook.transport == "http":
+        for party_id, party in rt.settings.parties.items():
+            hook = party.webhook
+            if hook is None or not hook.secret_env:
+                continue
+            value = secret(hook.secret_env, env)
+            if value:
+                found["webhook:" + party_id] = value
+            else:
+                missing.append((f"parties.{party_id}.webhook.secret_env", hook.secret_env))
     if missing:
         where = str(rt.config_path) if rt.config_path else "built-in defaults"
         names = [variable for _, variable in missing]
@@ -77,6 +99,7 @@ def contact_checks(rt: Runtime) -> ContactChecks:
 
 
 def concurrency(rt: Runtime) -> dict[str, int]:
-    """Messages in flight per channel: one per SMTP connection; a few HTTP requests for SMS."""
+    """Messages in flight per channel: one per SMTP connection; a few HTTP requests for SMS
+    and webhooks."""
     smtp = rt.settings.channels.email.smtp
-    return {"email": smtp.connections if smtp else 8, "sms": 8}
+    return {"email": smtp.connections if smtp else 8, "sms": 8, "webhook": 4}

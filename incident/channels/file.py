@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from incident.channels.base import EmailOut, Outcome, Outgoing, SmsOut
+from incident.channels.base import EmailOut, Outcome, Outgoing, SmsOut, WebhookOut
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -49,6 +49,8 @@ class FileChannel:
         try:
             if isinstance(message, EmailOut):
                 _atomic_write(path, message.data)
+            elif isinstance(message, WebhookOut):
+                _atomic_write(path, _webhook_json(message))
             else:
                 _atomic_write(path, _sms_json(message))
         except OSError as exc:
@@ -64,3 +66,16 @@ def _sms_json(message: SmsOut) -> bytes:
             "segments": message.info.segments, "units": message.info.units,
             "message_id": message.ref.message_id, "idempotency_key": message.ref.idempotency_key}
     return json.dumps(body, ensure_ascii=False, indent=2).encode("utf-8")
+
+
+def _webhook_json(message: WebhookOut) -> bytes:
+    # The body the http transport would post (unsigned: the file transport reads no secret)
+    # and where to, without the URL's path, which often is the group's access token.
+    from incident.channels.webhook import build_request
+    from incident.privacy import mask_url
+
+    _, _, body = build_request(message, None, 0)
+    record = {"kind": message.kind, "to": mask_url(message.url), "party": message.party,
+              "body": json.loads(body), "message_id": message.ref.message_id,
+              "idempotency_key": message.ref.idempotency_key}
+    return json.dumps(record, ensure_ascii=False, indent=2).encode("utf-8")

@@ -164,12 +164,13 @@ class Journal:
         seq = view.event_count + 1
         messages = ob.enqueue(conn, party_rows(self.rt, view.id, seq, parties,
                                                sender_domain(self.rt)), now=now)
+        hooks = ["webhook"] if any(self.rt.settings.parties[p].webhook for p in parties) else []
         notified = PartiesNotified(
             parties=list(parties), kind=kind, message=message,
             steps_done=[s for s in steps_done if not view.step_marks.get(s)],
             notice=Notice(phase=INTERNAL_PHASE, template_set=INTERNAL_SET,
-                          channels=["email", "sms"], context=contexts, messages=messages,
-                          recipients=len(parties), audience="internal"))
+                          channels=["email", "sms", *hooks], context=contexts,
+                          messages=messages, recipients=len(parties), audience="internal"))
         self.append(conn, view, EventType.PARTIES_NOTIFIED, notified, now)
         return messages
 
