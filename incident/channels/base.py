@@ -61,7 +61,18 @@ class SmsOut:
     info: SmsInfo
 
 
-Outgoing = EmailOut | SmsOut
+@dataclass(frozen=True, slots=True)
+class VoiceOut:
+    """A composed call: the script read aloud by `voice` in `language` (a <Say> language)."""
+
+    ref: MessageRef
+    to: str
+    script: str
+    voice: str
+    language: str
+
+
+Outgoing = EmailOut | SmsOut | VoiceOut
 
 
 @dataclass(frozen=True, slots=True)
