@@ -47,6 +47,7 @@ GSM7_EXTENSION = frozenset("\f^{}\\[~]|€")
 _UNDEFINED_NAME = re.compile(r"^'(?P<name>[^']*)' is undefined$")
 _UNDEFINED_MEMBER = re.compile(r" has no (?:attribute|element) (?P<name>.+)$")
 _BLANK_RUNS = re.compile(r"\n{3,}")
+_CJK_BREAK = re.compile(r"(?<=[\u3000-\u9fff\uff00-\uffef])\s+(?=[\u3000-\u9fff\uff00-\uffef])")
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,8 @@ class Renderer:
                      context: Mapping[str, Any]) -> str:
         """Render the script a call reads aloud: one paragraph, whitespace tidied."""
         name = self._names(template_set, phase, "voice", lang)["text"]
-        text = " ".join(tidy_sms(self._render(name, context)).split())
+        # One paragraph; no space between Chinese sentences (a TTS voice pauses at one).
+        text = " ".join(_CJK_BREAK.sub("", tidy_sms(self._render(name, context))).split())
         if not text:
             raise TemplateInvalid(f"template {name} renders an empty call script",
                                   problems=[(Location(file=name), "empty call script")])
