@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import re
 
-from twilio.twiml.voice_response import VoiceResponse
-
 from incident.channels.base import VoiceOut
 
 TWIML_MAX = 4000  # characters Twilio accepts in the `Twiml` parameter of a call
@@ -31,6 +29,9 @@ def say_language(lang: str, voice: str) -> str:
 
 def twiml(message: VoiceOut) -> str:
     """The call's TwiML: the script, a pause, then the script again (XML-escaped)."""
+    # Imported here: the twilio SDK is heavy, and most commands never build a call.
+    from twilio.twiml.voice_response import VoiceResponse
+
     response = VoiceResponse()
     for reading in range(READINGS):
         if reading:
