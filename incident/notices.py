@@ -9,8 +9,9 @@ from email.utils import format_datetime, parseaddr
 from typing import Any
 
 from incident import mime
-from incident.audience import Customer, Recipient
-from incident.channels.base import EmailOut, MessageRef, Outgoing, SmsOut, WebhookOut
+from incident.audience import Customer, Recipient, wants_call
+from incident.channels.base import EmailOut, MessageRef, Outgoing, SmsOut, VoiceOut, WebhookOut
+from incident.channels.twiml import TWIML_MAX, say_language, twiml
 from incident.errors import ConfigInvalid, InvalidValue, Location, TemplateInvalid
 from incident.mime import EmailTemplate
 from incident.models import Phase, Status
@@ -18,7 +19,13 @@ from incident.rendering import Renderer, SmsInfo, sms_segments, tidy_sms, unifor
 from incident.settings import Limits, Runtime
 from incident.state import IncidentView
 from incident.store import Connection
-from incident.store.outbox import PARTY_PREFIX, OutboxRow, idempotency_key, rows_to_copy
+from incident.store.outbox import (
+    FALLBACK_CHANNEL,
+    PARTY_PREFIX,
+    OutboxRow,
+    idempotency_key,
+    rows_to_copy,
+)
 from incident.timeutil import local_text
 
 STATUS_LABELS = {
@@ -109,6 +116,10 @@ WORST_CASE = {lang: {"name": fill * n, "ref": "C" * 20, "title": fill * 60,
               for lang, fill, n in (("zh-CN", "测", 12), ("en", "x", 40))}
 
 
+SAMPLE_REF = MessageRef(incident_id="", notice_seq=0, channel="voice", message_id="",
+                        idempotency_key="")
+
+
 def check_templates(renderer: Renderer, template_set: str, channels: Sequence[str],
                     contexts: dict[str, dict[str, Any]], *, limits: Limits) -> None:
     """Render the notice for a sample customer in every language; TemplateInvalid if any fails,
@@ -129,12 +140,18 @@ def check_templates(renderer: Renderer, template_set: str, channels: Sequence[st
     for lang, context in contexts.items():
         full = {**context, "customer": SAMPLE_CUSTOMER[lang]}
         phase = context["notice"]["phase"]
-        for channel, limit in (("sms", limits.sms_chars), ("email", limits.email_chars)):
+        for channel, limit in (("sms", limits.sms_chars), ("email", limits.email_chars),
+                               ("voice", TWIML_MAX)):
             if channel not in channels:
                 continue
-            text = (renderer.render_sms(template_set, phase, lang, full).text
-                    if channel == "sms" else
-                    renderer.render_email(template_set, phase, lang, full).text)
+            if channel == "voice":  # what Twilio takes: the TwiML, the script read twice
+                text = twiml(VoiceOut(ref=SAMPLE_REF, to="", script=renderer.render_voice(
+                    template_set, phase, lang, full), voice="Google.yue-HK-Standard-A",
+                    language="yue-HK"))
+            elif channel == "sms":
+                text = renderer.render_sms(template_set, phase, lang, full).text
+            else:
+                text = renderer.render_email(template_set, phase, lang, full).text
             if len(text) > limit:
                 too_long.append((Location(field=f"{channel}.{lang}"),
                                  f"the {channel} text would be {len(text):,} characters; "
@@ -143,7 +160,8 @@ def check_templates(renderer: Renderer, template_set: str, channels: Sequence[st
         raise InvalidValue("the notice is too long to send; nothing was recorded",
                            problems=too_long,
                            hint="shorten the message (limits.sms_chars and limits.email_chars "
-                                "in incident.yaml)")
+                                "in incident.yaml; a call's TwiML takes at most "
+                                f"{TWIML_MAX:,} characters)")
 
 
 def sender_domain(rt: Runtime) -> str:
@@ -159,21 +177,23 @@ def message_id(key: str, incident_id: str, domain: str) -> str:
 
 def rows_for_customers(incident_id: str, seq: int, customers: Iterable[Customer | Recipient],
                        channels: Sequence[str], domain: str, *, transports: Mapping[str, str],
-                       fallback: bool = False) -> Iterator[dict[str, Any]]:
+                       fallback: bool = False, calls: str = "none") -> Iterator[dict[str, Any]]:
     """Outbox rows of the first notice: one per customer and channel they can be reached on,
-    each for the transport `transports` names for its channel.
+    each for the transport `transports` names for its channel; a call only to the customers
+    `calls` (the playbook's notices.voice.who) and their voice column choose (wants_call).
 
-    With `fallback`, a row also carries the customer's contact on the channel the notice does
-    not use, so a permanent failure can be retried there.
+    With `fallback`, an email or SMS row also carries the customer's contact on the other of
+    the two when the notice does not use it, so a permanent failure can be retried there.
     """
     for customer in customers:
-        contacts = {"email": customer.email, "sms": customer.phone}
+        contacts = {"email": customer.email, "sms": customer.phone, "voice": customer.phone}
         for channel in channels:
             address = contacts[channel]
-            if not address:
+            if not address or (channel == "voice" and not wants_call(
+                    calls, customer.priority, customer.voice)):
                 continue
-            other = "sms" if channel == "email" else "email"
-            spare = contacts[other] if fallback and other not in channels else None
+            other = FALLBACK_CHANNEL.get(channel)
+            spare = contacts[other] if fallback and other and other not in channels else None
             key = idempotency_key(incident_id, seq, customer.ref, channel)
             yield {"incident_id": incident_id, "notice_seq": seq, "channel": channel,
                    "recipient_ref": customer.ref, "recipient_name": customer.name,
@@ -317,6 +337,10 @@ class Composer:
             return SmsOut(ref=message_ref(row), to=row.address, body=sms.text, info=sms.info)
         if row.channel == "webhook":
             return self._webhook(row, notice, lang)
+        if row.channel == "voice":
+            context = self._context(notice, lang, row.recipient_name, row.recipient_ref)
+            return self.call(row, lang, self.renderer.render_voice(
+                notice["template_set"], notice["phase"], lang, context))
         if row.channel != "email":
             raise TemplateInvalid(f"no customer template for channel {row.channel!r}")
         key = (row.incident_id, row.notice_seq, lang)
@@ -331,6 +355,12 @@ class Composer:
             data = self._signer.sign(data)
         return EmailOut(ref=message_ref(row), sender=template.envelope_sender, data=data,
                         recipients=(to,))
+
+    def call(self, row: OutboxRow, lang: str, script: str) -> VoiceOut:
+        """The call reading `script` in the voice channels.voice.voices gives `lang`."""
+        voice = self.rt.settings.channels.voice.voice_for(lang)
+        return VoiceOut(ref=message_ref(row), to=row.address, script=script, voice=voice,
+                        language=say_language(lang, voice))
 
     def _date(self) -> str:
         """The Date header's value, formatted once per second rather than per message."""

@@ -15,7 +15,7 @@ from incident.models import Duration, Kind, Phase, Strict, Text
 from incident.yamlfile import parse_model
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
-CustomerChannel = Literal["email", "sms"]
+CustomerChannel = Literal["email", "sms", "voice"]
 StepAction = Literal["declare", "notify_customers", "open_manual_channel", "notify_parties"]
 CapSeverity = Literal["Extreme", "Severe", "Moderate", "Minor", "Unknown"]
 DEFAULT_MAX_AGE = timedelta(hours=24)
@@ -161,6 +161,13 @@ class Branches(Strict):
     nearby_max: int = Field(default=3, ge=0, le=20)  # at most this many of them
 
 
+class VoiceCalls(Strict):
+    """Who the voice channel calls (customers with a phone): urgent-priority ones, all, or
+    none; besides them, customers whose list says voice=yes, never those with voice=no."""
+
+    who: Literal["urgent", "all", "none"] = "urgent"
+
+
 class Notices(Strict):
     """Which template set and customer channels the notices use."""
 
@@ -170,6 +177,7 @@ class Notices(Strict):
     # (the emergency office mechanism): only meaningful when `channels` has one of the two.
     fallback: bool = False
     phases: list[Phase] = Field(default_factory=lambda: list(Phase))
+    voice: VoiceCalls = Field(default_factory=VoiceCalls)
 
 
 class Playbook(Strict):

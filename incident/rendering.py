@@ -19,7 +19,7 @@ from incident.errors import Location, TemplateInvalid
 
 PHASES = ("initial", "update", "eta_changed", "resolved")
 INTERNAL_PHASE = "notice"  # the internal set has one template; the notice's kind varies in it
-CHANNELS = ("email", "sms")
+CHANNELS = ("email", "sms", "voice")
 LANGUAGES = ("zh-CN", "en")
 
 # The playbook content depends on these names; change them only together with the templates.
@@ -30,6 +30,7 @@ _NAMES = {
         "html": "{set}/{phase}/email.html.{lang}.html",
     },
     "sms": {"text": "{set}/{phase}/sms.{lang}.txt"},
+    "voice": {"text": "{set}/{phase}/voice.{lang}.txt"},  # the script a call reads aloud
 }
 
 # 3GPP TS 23.038 default alphabet, in code order 0x00-0x7F; 0x1B (ESC) is left out because it
@@ -46,6 +47,7 @@ GSM7_EXTENSION = frozenset("\f^{}\\[~]|€")
 _UNDEFINED_NAME = re.compile(r"^'(?P<name>[^']*)' is undefined$")
 _UNDEFINED_MEMBER = re.compile(r" has no (?:attribute|element) (?P<name>.+)$")
 _BLANK_RUNS = re.compile(r"\n{3,}")
+_CJK_BREAK = re.compile(r"(?<=[\u3000-\u9fff\uff00-\uffef])\s+(?=[\u3000-\u9fff\uff00-\uffef])")
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,7 @@ class Renderer:
             trim_blocks=True,
             lstrip_blocks=True,
         )
+        self.env.filters["spoken_digits"] = spoken_digits
 
     def render_email(self, template_set: str, phase: str, lang: str,
                      context: Mapping[str, Any]) -> RenderedEmail:
@@ -178,6 +181,17 @@ class Renderer:
                                   problems=[(Location(file=name), "empty SMS text")])
         return RenderedSms(text=text, info=sms_segments(text))
 
+    def render_voice(self, template_set: str, phase: str, lang: str,
+                     context: Mapping[str, Any]) -> str:
+        """Render the script a call reads aloud: one paragraph, whitespace tidied."""
+        name = self._names(template_set, phase, "voice", lang)["text"]
+        # One paragraph; no space between Chinese sentences (a TTS voice pauses at one).
+        text = " ".join(_CJK_BREAK.sub("", tidy_sms(self._render(name, context))).split())
+        if not text:
+            raise TemplateInvalid(f"template {name} renders an empty call script",
+                                  problems=[(Location(file=name), "empty call script")])
+        return text
+
     def check(self, template_set: str, phases: Iterable[str], channels: Iterable[str],
               langs: Iterable[str], context: Mapping[str, Any]) -> list[tuple[Location, str]]:
         """Render every phase × channel × language and collect all problems (none = good)."""
@@ -189,6 +203,8 @@ class Renderer:
                     self.render_sms(template_set, phase, lang, context)
                 elif channel == "email":
                     self.render_email(template_set, phase, lang, context)
+                elif channel == "voice":
+                    self.render_voice(template_set, phase, lang, context)
                 else:
                     self._names(template_set, phase, channel, lang)
             except TemplateInvalid as exc:
@@ -259,6 +275,13 @@ def _undefined_name(message: str) -> str | None:
     if not match:
         return None
     return match.group("name").strip("'\"")
+
+
+def spoken_digits(number: object) -> str:
+    """A phone number as text-to-speech should read it: digit by digit, groups apart
+    ("95555" → "9 5 5 5 5", "+852 3000 0000" → "852, 3 0 0 0, 0 0 0 0")."""
+    groups = re.findall(r"\d+", str(number))
+    return ", ".join(" ".join(group) for group in groups)
 
 
 def tidy_sms(text: str) -> str:

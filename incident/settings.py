@@ -115,19 +115,58 @@ class WebhookChannelSettings(Strict):
     rate: float = Field(default=5.0, gt=0, description="requests per second")
 
 
+class VoiceTwilio(Strict):
+    """Twilio Programmable Voice: the caller id and the API (SID and token as for SMS)."""
+
+    from_number: str = Field(pattern=r"^\+[1-9][0-9]{6,14}$")  # E.164, a Twilio number
+    api_base_url: str = "https://api.twilio.com"
+
+
+# <Say> voices per notice language (Twilio's Amazon Polly and Google voices): Mandarin,
+# Cantonese, English. A language missing here is spoken by Twilio's default voice for it.
+DEFAULT_VOICES = {"zh-CN": "Polly.Zhiyu-Neural", "zh-HK": "Google.yue-HK-Standard-A",
+                  "en": "Polly.Joanna-Neural"}
+
+
+class VoiceSettings(Strict):
+    """The voice channel: calls that read the notice aloud (<Say>), counted in calls."""
+
+    transport: Literal["file", "twilio"] = "file"
+    rate: float = Field(default=1.0, gt=0, description="calls started per second")
+    concurrent: int = Field(default=10, ge=1, le=1000, description="calls in progress at once")
+    twilio: VoiceTwilio | None = None
+    voices: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_VOICES))
+
+    @model_validator(mode="after")
+    def _twilio_needs_caller(self) -> VoiceSettings:
+        if self.transport == "twilio" and self.twilio is None:
+            raise ValueError("transport twilio needs a twilio: section (from_number)")
+        unknown = sorted(set(self.voices) - set(DEFAULT_VOICES))
+        if unknown:
+            raise ValueError(f"voices names unknown languages {unknown} "
+                             f"(use {', '.join(DEFAULT_VOICES)})")
+        return self
+
+    def voice_for(self, lang: str) -> str:
+        """The configured <Say> voice of a notice language."""
+        return self.voices.get(lang) or DEFAULT_VOICES.get(lang, DEFAULT_VOICES["en"])
+
+
 class Channels(Strict):
     """Customer channels and where the `file` transport writes."""
 
     email: EmailSettings
     sms: SmsSettings = Field(default_factory=SmsSettings)
     webhook: WebhookChannelSettings = Field(default_factory=WebhookChannelSettings)
+    voice: VoiceSettings = Field(default_factory=VoiceSettings)
     outbox_dir: str = "outbox"
 
     @property
     def transports(self) -> dict[str, str]:
         """The transport of each channel (recorded with every outbox row)."""
         return {"email": self.email.transport, "sms": self.sms.transport,
-                "webhook": self.webhook.transport}
+                "webhook": self.webhook.transport,
+                "voice": self.voice.transport}
 
 
 class DeliverySettings(Strict):

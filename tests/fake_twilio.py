@@ -237,18 +237,24 @@ class _Server(ThreadingHTTPServer):
 
 
 @contextmanager
-def serve_fake_twilio() -> Iterator[FakeTwilio]:
-    """Run a FakeTwilio on 127.0.0.1 (an OS-picked port) for the duration of the block."""
-    fake = FakeTwilio()
+def serving(handler: type[BaseHTTPRequestHandler], name: str) -> Iterator[str]:
+    """Serve `handler` in a thread on 127.0.0.1 (an OS-picked port); yields its base URL."""
     # 127.0.0.1, not localhost: localhost may resolve to ::1 first, where nothing listens.
-    server = _Server(("127.0.0.1", 0), _handler(fake))
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="fake-twilio",
+    server = _Server(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), name=name,
                               daemon=True)
     thread.start()
     try:
-        yield fake
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@contextmanager
+def serve_fake_twilio() -> Iterator[FakeTwilio]:
+    """Run a FakeTwilio on 127.0.0.1 (an OS-picked port) for the duration of the block."""
+    fake = FakeTwilio()
+    with serving(_handler(fake), "fake-twilio") as fake.url:
+        yield fake

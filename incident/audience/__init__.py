@@ -29,6 +29,7 @@ The modules, each one job (each imports only those above it):
 from __future__ import annotations
 
 from incident.audience.model import (
+    CALL_CHOICES,
     LANGUAGES,
     LISTED_IN_ERROR,
     MAX_PROBLEMS,
@@ -41,6 +42,7 @@ from incident.audience.model import (
     Customer,
     Recipient,
     RowProblem,
+    wants_call,
 )
 from incident.audience.reading import MAX_LINE_BYTES, iter_audience, load_audience
 from incident.audience.rows import normalize_language
@@ -53,6 +55,7 @@ from incident.audience.scan import (
 )
 
 __all__ = [
+    "CALL_CHOICES",
     "LANGUAGES",
     "LISTED_IN_ERROR",
     "MAX_LINE_BYTES",
@@ -74,4 +77,5 @@ __all__ = [
     "normalize_language",
     "scan_audience",
     "select",
+    "wants_call",
 ]

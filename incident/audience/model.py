@@ -12,7 +12,10 @@ LANGUAGES = ("zh-CN", "en")
 PRIORITIES = ("urgent", "normal")
 REQUIRED_COLUMNS = ("id", "name", "email", "phone")
 NAME_MAX = 100  # characters of a customer's name kept for the greeting of a notice
-OPTIONAL_COLUMNS = ("language", "segment", "region", "branch", "products", "priority")
+OPTIONAL_COLUMNS = ("language", "segment", "region", "branch", "products", "priority", "voice")
+# Who a playbook's voice notices call (notices.voice.who), besides customers who asked for
+# calls (voice column "yes"); a customer who said "no" is never called.
+CALL_CHOICES = ("urgent", "all", "none")
 
 # A huge broken file must not cost memory in proportion to its size: keep this many problems
 # (the rest are counted), and list fewer in an error.
@@ -34,6 +37,7 @@ class Customer:
     branch: str
     products: tuple[str, ...]
     priority: str
+    voice: str = ""  # the voice column: "yes" (call me), "no" (never call), "" (unsaid)
 
 
 class Recipient(NamedTuple):
@@ -45,6 +49,15 @@ class Recipient(NamedTuple):
     phone: str | None
     language: str
     priority: str
+    voice: str = ""
+
+
+def wants_call(who: str, priority: str, voice: str) -> bool:
+    """Whether a customer with a phone is called: they asked ("yes"), or the playbook's
+    `who` covers them (all, or urgent ones) and they did not refuse ("no")."""
+    if voice in ("yes", "no"):
+        return voice == "yes"
+    return who == "all" or (who == "urgent" and priority == "urgent")
 
 
 @dataclass
@@ -93,7 +106,7 @@ class AudienceLoad:
 
 
 # A data row's fields, validated: ref, name, email, phone, language, segment, region, branch,
-# products, priority (the order of Customer's fields).
+# products, priority, voice (the order of Customer's fields).
 _Fields = tuple[Any, ...]
 
 

@@ -27,6 +27,8 @@ _PRIORITY_VALUES = {
     "urgent": "urgent", "high": "urgent", "vip": "urgent", "1": "urgent",
     "": "normal", "normal": "normal", "0": "normal",
 }
+_VOICE_VALUES = {"yes": "yes", "y": "yes", "true": "yes", "1": "yes", "是": "yes",
+                 "no": "no", "n": "no", "false": "no", "0": "no", "否": "no", "": ""}
 _LANGUAGE_ALIASES = {"zh": "zh-CN", "cn": "zh-CN", "chinese": "zh-CN", "中文": "zh-CN",
                      "en": "en", "english": "en", "英文": "en"}
 _PRODUCT_SEPARATORS = re.compile(r"[;|,]")
@@ -108,12 +110,13 @@ class _RowParser:
                                          "(quote cells that contain commas)")]
         row.append("")
         (ref, name, raw_email, raw_phone, raw_language, segment, region, branch, products,
-         raw_priority) = map(str.strip, self.cells(row))
+         raw_priority, raw_voice) = map(str.strip, self.cells(row))
         # The name and id go into email headers and SMS bodies: one line, no control
         # characters (a NUL, an ESC, a line break that would start a header of its own).
         ref, name = one_line(ref), one_line(name)[:NAME_MAX]
         if not (ref or name or raw_email or raw_phone or raw_language or segment or region
-                or branch or products or raw_priority) and not any(c.strip() for c in row):
+                or branch or products or raw_priority or raw_voice) and not any(
+                    c.strip() for c in row):
             return []
         problems: list[RowProblem] = []
         if not ref:
@@ -161,11 +164,15 @@ class _RowParser:
         if priority is None:
             problems.append(RowProblem(line, "priority", f"unknown priority {raw_priority!r} "
                                        "(use urgent/high/vip/1 or normal/0/empty)"))
+        voice = _VOICE_VALUES.get(raw_voice.lower())
+        if voice is None:
+            problems.append(RowProblem(line, "voice", f"unknown voice {raw_voice!r} "
+                                       "(use yes or no, or leave it empty)"))
 
         fields = (ref, name, email, phone, language, segment, region, branch,
                   tuple(dict.fromkeys(p.strip() for p in
                                       _PRODUCT_SEPARATORS.split(products.lower()) if p.strip()))
-                  if products else (), priority or "normal")
+                  if products else (), priority or "normal", voice or "")
         if problems:
             if len(problems) == bad_contacts and (email is not None or phone is not None):
                 left = "email" if email is not None else "SMS"

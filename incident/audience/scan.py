@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from incident.audience.model import (
+    CALL_CHOICES,
     ContactChecks,
     Customer,
     Recipient,
@@ -19,6 +20,7 @@ from incident.audience.model import (
     _KeptRow,
     _location,
     _Problems,
+    wants_call,
 )
 from incident.audience.reading import _Lines, _rows
 from incident.errors import Location
@@ -111,7 +113,8 @@ class AudienceScan:
     problems: list[RowProblem]
     valid: int
     selected: int
-    reach: Counter[tuple[str, bool, bool]]  # (language, has email, has phone) -> customers
+    # (language, has email, has phone, voice column, urgent) -> customers
+    reach: Counter[tuple[str, bool, bool, str, bool]]
     sha256: str
     size: int
     spool: RecipientSpool | None = None
@@ -124,25 +127,39 @@ class AudienceScan:
         return [(_location(self.path, p), p.message) for p in self.problems
                 if skipped is None or p.skipped == skipped or not p.line]
 
-    def unreachable(self, channels: Sequence[str]) -> int:
-        """Selected customers with no usable contact on any of `channels`."""
-        return sum(n for (_, has_email, has_phone), n in self.reach.items()
-                   if not any(has_email if c == "email" else has_phone for c in channels))
+    def unreachable(self, channels: Sequence[str], *, calls: str = "none") -> int:
+        """Selected customers with no usable contact on any of `channels` (`calls`: who
+        the voice channel calls, see wants_call)."""
+        return sum(n for key, n in self.reach.items()
+                   if not any(_reaches(key, c, calls) for c in channels))
 
-    def messages(self, channels: Sequence[str]) -> dict[str, dict[str, int]]:
+    def messages(self, channels: Sequence[str], *,
+                 calls: str = "none") -> dict[str, dict[str, int]]:
         """Messages per channel and language: a customer gets one per channel they have an
-        address for (email, or phone for sms)."""
+        address for (email, or phone for sms, and for voice if they are called)."""
         out: dict[str, dict[str, int]] = {}
-        for (lang, has_email, has_phone), n in sorted(self.reach.items()):
+        for key, n in sorted(self.reach.items()):
             for channel in channels:
-                if has_email if channel == "email" else has_phone:
+                if _reaches(key, channel, calls):
                     by_lang = out.setdefault(channel, {})
-                    by_lang[lang] = by_lang.get(lang, 0) + n
+                    by_lang[key[0]] = by_lang.get(key[0], 0) + n
         return out
 
-    def message_count(self, channels: Sequence[str]) -> int:
+    def message_count(self, channels: Sequence[str], *, calls: str = "none") -> int:
         """All messages of the notice on `channels`."""
-        return sum(n for by_lang in self.messages(channels).values() for n in by_lang.values())
+        return sum(n for by_lang in self.messages(channels, calls=calls).values()
+                   for n in by_lang.values())
+
+
+def _reaches(key: tuple[str, bool, bool, str, bool], channel: str, calls: str) -> bool:
+    """Whether the customers counted under `key` get a message on `channel`."""
+    assert calls in CALL_CHOICES, calls
+    _, has_email, has_phone, voice, urgent = key
+    if channel == "email":
+        return has_email
+    if channel == "voice":
+        return has_phone and wants_call(calls, "urgent" if urgent else "normal", voice)
+    return has_phone
 
 
 def scan_audience(path: Path, selection: Selection, *, default_language: str = "zh-CN",
@@ -160,7 +177,7 @@ def scan_audience(path: Path, selection: Selection, *, default_language: str = "
     """
     display = str(path)
     tally = _Problems(display)
-    reach: Counter[tuple[str, bool, bool]] = Counter()
+    reach: Counter[tuple[str, bool, bool, str, bool]] = Counter()
     valid = selected = 0
     recipients = RecipientSpool() if spool else None
     matches = None if selection.is_all else selection.matches
@@ -185,13 +202,15 @@ def scan_audience(path: Path, selection: Selection, *, default_language: str = "
                     tally.add(problem)
                 continue
             valid += 1
-            ref, name, email, phone, language, segment, region, branch, products, priority = item
+            (ref, name, email, phone, language, segment, region, branch, products, priority,
+             voice) = item
             if matches is not None and not matches(region, branch, segment, products):
                 continue
             selected += 1
-            reach[language, email is not None, phone is not None] += 1
+            reach[language, email is not None, phone is not None, voice,
+                  priority == "urgent"] += 1
             if recipients is not None:
-                recipients.add((ref, name, email, phone, language, priority),
+                recipients.add((ref, name, email, phone, language, priority, voice),
                                urgent=priority == "urgent")
         if not valid:
             tally.refuse(valid + tally.bad_rows)
@@ -220,7 +239,7 @@ class RecipientSpool:
         self.count = 0
 
     def add(self, recipient: tuple[Any, ...], *, urgent: bool) -> None:
-        """Append one recipient (ref, name, email, phone, language, priority)."""
+        """Append one recipient (ref, name, email, phone, language, priority, voice)."""
         pending = self._pending[urgent]
         pending.append(recipient)
         self.count += 1

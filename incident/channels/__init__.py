@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
-from incident.channels.base import Channel, EmailOut, MessageRef, Outcome, Outgoing, SmsOut
+from incident.channels.base import (
+    Channel,
+    EmailOut,
+    MessageRef,
+    Outcome,
+    Outgoing,
+    SmsOut,
+    VoiceOut,
+)
 
-__all__ = ["Channel", "EmailOut", "MessageRef", "Outcome", "Outgoing", "SmsOut"]
+__all__ = ["Channel", "EmailOut", "MessageRef", "Outcome", "Outgoing", "SmsOut", "VoiceOut"]

@@ -75,7 +75,18 @@ class WebhookOut:
     event: dict[str, Any]
 
 
-Outgoing = EmailOut | SmsOut | WebhookOut
+@dataclass(frozen=True, slots=True)
+class VoiceOut:
+    """A composed call: the script read aloud by `voice` in `language` (a <Say> language)."""
+
+    ref: MessageRef
+    to: str
+    script: str
+    voice: str
+    language: str
+
+
+Outgoing = EmailOut | SmsOut | VoiceOut | WebhookOut
 
 
 @dataclass(frozen=True, slots=True)

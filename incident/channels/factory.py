@@ -8,7 +8,7 @@ from incident.audience import ContactChecks
 from incident.channels.base import Channel
 from incident.channels.file import FileChannel
 from incident.errors import ConfigInvalid, Location
-from incident.settings import Runtime, secret
+from incident.settings import Runtime, TwilioSettings, secret
 
 
 def build_channels(rt: Runtime, env: Mapping[str, str] | None = None) -> dict[str, Channel]:
@@ -33,6 +33,17 @@ def build_channels(rt: Runtime, env: Mapping[str, str] | None = None) -> dict[st
                                         auth_token=secrets["twilio_token"])
     else:
         channels["sms"] = FileChannel("sms", rt.outbox_dir)
+    voice = config.voice
+    if voice.transport == "twilio" and voice.twilio is not None:
+        from incident.channels.voice import VoiceChannel
+
+        caller = TwilioSettings(from_number=voice.twilio.from_number,
+                                api_base_url=voice.twilio.api_base_url)
+        channels["voice"] = VoiceChannel(caller, rate=voice.rate, concurrent=voice.concurrent,
+                                         account_sid=secrets["twilio_sid"],
+                                         auth_token=secrets["twilio_token"])
+    else:
+        channels["voice"] = FileChannel("voice", rt.outbox_dir)
     webhook = config.webhook
     if webhook.transport == "http":
         from incident.channels.webhook import WebhookChannel
@@ -60,14 +71,17 @@ def check_channels(rt: Runtime, env: Mapping[str, str] | None = None) -> dict[st
             found["smtp_password"] = password
         elif smtp.username:
             missing.append(("channels.email.smtp.password_env", smtp.password_env))
-    if config.sms.transport == "twilio" and config.sms.twilio is not None:
+    twilio = [f"channels.{name}.transport" for name, transport in
+              (("sms", config.sms.transport), ("voice", config.voice.transport))
+              if transport == "twilio"]
+    if twilio:
         for key, variable in (("twilio_sid", "TWILIO_ACCOUNT_SID"),
                               ("twilio_token", "TWILIO_AUTH_TOKEN")):
             value = secret(variable, env)
             if value:
                 found[key] = value
             else:
-                missing.append(("channels.sms.transport", variable))
+                missing.append((twilio[0], variable))
     if config.webhook.transport == "http":
         for party_id, party in rt.settings.parties.items():
             hook = party.webhook
@@ -99,7 +113,8 @@ def contact_checks(rt: Runtime) -> ContactChecks:
 
 
 def concurrency(rt: Runtime) -> dict[str, int]:
-    """Messages in flight per channel: one per SMTP connection; a few HTTP requests for SMS
-    and webhooks."""
+    """Messages in flight per channel: one per SMTP connection; a few HTTP requests for SMS,
+    call creates (the voice channel itself caps the calls in progress) and webhooks."""
     smtp = rt.settings.channels.email.smtp
-    return {"email": smtp.connections if smtp else 8, "sms": 8, "webhook": 4}
+    return {"email": smtp.connections if smtp else 8, "sms": 8, "webhook": 4,
+            "voice": min(8, rt.settings.channels.voice.concurrent)}

@@ -1,4 +1,5 @@
-"""The `file` transport: real .eml and SMS .json files in outbox/, for drills and demos."""
+"""The `file` transport: real .eml, SMS .json and call TwiML .xml files in outbox/, for drills
+and demos."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import json
 import os
 from pathlib import Path
 
-from incident.channels.base import EmailOut, Outcome, Outgoing, SmsOut, WebhookOut
+from incident.channels.base import EmailOut, Outcome, Outgoing, SmsOut, VoiceOut, WebhookOut
+from incident.channels.twiml import twiml
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -19,7 +21,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 class FileChannel:
-    """Writes each message to `outbox/<incident>/<notice>/<channel>/<key>.(eml|json)`.
+    """Writes each message to `outbox/<incident>/<notice>/<channel>/<key>.(eml|json|xml)`:
+    an email, an SMS, or the TwiML a call would speak.
 
     The file name derives from the message's idempotency key, so a retry overwrites rather
     than duplicates.
@@ -36,7 +39,8 @@ class FileChannel:
     def path_for(self, message: Outgoing) -> Path:
         """Where `message` is written."""
         ref = message.ref
-        suffix = "eml" if isinstance(message, EmailOut) else "json"
+        suffix = ("eml" if isinstance(message, EmailOut)
+                  else "xml" if isinstance(message, VoiceOut) else "json")
         folder = self.directory / ref.incident_id
         if ref.internal:
             folder = folder / "internal"  # notices to departments, apart from customers'
@@ -51,6 +55,8 @@ class FileChannel:
                 _atomic_write(path, message.data)
             elif isinstance(message, WebhookOut):
                 _atomic_write(path, _webhook_json(message))
+            elif isinstance(message, VoiceOut):
+                _atomic_write(path, twiml(message).encode("utf-8"))
             else:
                 _atomic_write(path, _sms_json(message))
         except OSError as exc:

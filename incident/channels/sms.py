@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -101,6 +102,7 @@ class TwilioChannel:
 
     name = "sms"
     transport = "twilio"
+    permanent_codes = PERMANENT_CODES
 
     def __init__(self, settings: TwilioSettings, *, rate: float, account_sid: str,
                  auth_token: str, http_client: AsyncTwilioHttpClient | None = None,
@@ -149,24 +151,30 @@ class TwilioChannel:
         """Create the Message; classify Twilio's answer as sent, temporary or permanent."""
         if not isinstance(message, SmsOut):
             return Outcome.fail("the sms channel sends only SMS messages", code="wrong-channel")
+        return await self.create(self.client.messages.create_async,
+                                 self.create_params(message), message.to)
+
+    async def create(self, create: Callable[..., Awaitable[Any]], params: dict[str, Any],
+                     to: str) -> Outcome:
+        """Create one resource (Message, Call) with `params`; the outcome, with its SID."""
         if self.fatal:
             return Outcome.retry(self.fatal, code=self._fatal_code)
         try:
-            created = await self.client.messages.create_async(**self.create_params(message))
+            created = await create(**params)
         except TwilioRestException as exc:
             detail = str(exc.msg).removeprefix("Unable to create record: ")
-            return self._classify(int(exc.status), exc.code, detail, message)
+            return self._classify(int(exc.status), exc.code, detail, to)
         except TwilioServiceException as exc:
-            return self._classify(int(exc.status), exc.code, exc.detail or exc.title, message)
+            return self._classify(int(exc.status), exc.code, exc.detail or exc.title, to)
         except TimeoutError:  # asyncio.TimeoutError and aiohttp's timeouts
             return Outcome.retry(self._clean(f"no answer from {self._host} within "
-                                             f"{self.http.timeout}s", message), code="timeout")
+                                             f"{self.http.timeout}s", to), code="timeout")
         except (aiohttp.ClientError, OSError) as exc:
             text = f"cannot reach {self._host}: {type(exc).__name__}: {exc}"
-            return Outcome.retry(self._clean(text, message), code="network")
+            return Outcome.retry(self._clean(text, to), code="network")
         except json.JSONDecodeError as exc:  # a 2xx whose body is not JSON: not Twilio
             text = f"unreadable answer from {self._host}: {exc}"
-            return Outcome.retry(self._clean(text, message), code="bad-response")
+            return Outcome.retry(self._clean(text, to), code="bad-response")
         return Outcome.ok(provider_ref=created.sid)
 
     async def close(self) -> None:
@@ -177,11 +185,11 @@ class TwilioChannel:
     def _host(self) -> str:
         return self.settings.api_base_url
 
-    def _classify(self, status: int, code: Any, detail: str, message: SmsOut) -> Outcome:
+    def _classify(self, status: int, code: Any, detail: str, to: str) -> Outcome:
         number = _error_number(code, status)
         label = f"HTTP {status}" + (f", Twilio error {number}" if number else "")
-        text = self._clean(f"{label}: {detail}", message)
-        if number in PERMANENT_CODES:
+        text = self._clean(f"{label}: {detail}", to)
+        if number in self.permanent_codes:
             return Outcome.fail(text, code=str(number))
         if status == 429 or number == TOO_MANY_REQUESTS:
             return Outcome.retry(text, code=str(TOO_MANY_REQUESTS))
@@ -199,12 +207,12 @@ class TwilioChannel:
             return Outcome.retry(text, code=self._fatal_code)
         return Outcome.fail(text, code=str(number) if number else f"http-{status}")
 
-    def _clean(self, text: str, message: SmsOut) -> str:
+    def _clean(self, text: str, to: str) -> str:
         # Error text is stored and shown: never a secret, never a full phone number.
         for secret in self._secrets:
             text = text.replace(secret, "***")
-        if message.to:
-            text = text.replace(message.to, mask_phone(message.to))
+        if to:
+            text = text.replace(to, mask_phone(to))
         text = " ".join(text.split())
         return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS - 1] + "…"
 

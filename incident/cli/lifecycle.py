@@ -250,7 +250,7 @@ def _print_plan(app: App, plan: DryRunPlan) -> None:
     if out.as_json:
         out.json({"dry_run": True, "playbook": plan.playbook.id, "audience": plan.audience_path,
                   "recipients": plan.recipients, "messages": plan.messages, "sms": plan.sms,
-                  "estimated_seconds": plan.estimated_seconds,
+                  "estimated_seconds": plan.estimated_seconds, "calls": plan.calls,
                   "skipped_rows": [f"{loc}: {msg}" for loc, msg in plan.skipped_rows],
                   "partial_rows": [f"{loc}: {msg}" for loc, msg in plan.partial_rows],
                   "unreachable": plan.unreachable})
@@ -266,6 +266,10 @@ def _print_plan(app: App, plan: DryRunPlan) -> None:
               [[lang, s["encoding"], s["units"],
                 "  ".join(f"{n}: {count}" for n, count in s["messages"].items())]
                for lang, s in plan.sms.items()])
+    if plan.calls:
+        out.table("Calls (the notice read twice)", ["language", "calls", "each call (about)"],
+                  [[lang, c["calls"], format_duration_s(c["seconds"])]
+                   for lang, c in plan.calls.items()])
     out.table("Estimated send time at the configured rates", ["channel", "time"],
               [[c, format_duration_s(s)] for c, s in plan.estimated_seconds.items()])
 

@@ -67,7 +67,7 @@ class PendingRows:
     def __init__(self, store: Store, incident_id: str, recipients: Iterator[Recipient],
                  spool: RecipientSpool, *, channels: Sequence[str], domain: str,
                  transports: Mapping[str, str], fallback: bool, now: datetime, recorded: int,
-                 total: int) -> None:
+                 total: int, calls: str = "none") -> None:
         self.store = store
         self.incident_id = incident_id
         self.recipients = recipients
@@ -76,6 +76,7 @@ class PendingRows:
         self.domain = domain
         self.transports = dict(transports)
         self.fallback = fallback
+        self.calls = calls
         self.now = now
         self.recorded = recorded
         self.total = total
@@ -94,7 +95,8 @@ class PendingRows:
             with self.store.write() as conn:
                 self.recorded += ob.enqueue(conn, rows_for_customers(
                     self.incident_id, 1, batch, self.channels, self.domain,
-                    transports=self.transports, fallback=self.fallback), now=self.now)
+                    transports=self.transports, fallback=self.fallback, calls=self.calls),
+                now=self.now)
         except StorageError as exc:
             self.close()
             raise StorageError(
@@ -192,6 +194,7 @@ def _complete_notice(store: Store, rt: Runtime, incident_id: str, *,
             raise AudienceInvalid(f"{missing}: the file has changed since", hint=hint,
                                   problems=[(Location(str(path)), "SHA-256 differs")])
         fallback = bool(data["playbook"]["notices"].get("fallback", False))
+        calls = str(data["playbook"]["notices"].get("voice", {}).get("who", "none"))
         # The transports the notice was recorded for (not this config's, which may differ).
         transports = notice.get("transports") or rt.settings.channels.transports
         domain = sender_domain(rt)
@@ -201,7 +204,7 @@ def _complete_notice(store: Store, rt: Runtime, incident_id: str, *,
             with store.write() as conn:
                 ob.enqueue(conn, rows_for_customers(incident_id, 1, batch, channels,
                                                     domain, transports=transports,
-                                                    fallback=fallback),
+                                                    fallback=fallback, calls=calls),
                            now=now, ignore_existing=True)
     finally:
         scan.spool.close()

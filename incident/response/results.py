@@ -99,7 +99,9 @@ class DryRunPlan(Result):
     recipients: int
     messages: dict[str, dict[str, int]]  # channel -> language -> messages
     sms: dict[str, dict[str, Any]]  # language -> {encoding, segments, chars, text}
-    estimated_seconds: dict[str, float]
+    estimated_seconds: dict[str, float]  # channel -> until the last message (call) is done
+    calls: dict[str, dict[str, Any]] = field(default_factory=dict)  # language -> {calls,
+    # seconds: about how long one call lasts, ringing and both readings included}
     skipped_rows: list[tuple[Location, str]]
     partial_rows: list[tuple[Location, str]] = field(default_factory=list)
     unreachable: int = 0

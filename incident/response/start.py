@@ -19,11 +19,13 @@ from typing import Any
 from incident.audience import AudienceScan, Selection, scan_audience
 from incident.branches import Branch, load_branches, nearby_open, scope_branches
 from incident.channels.factory import contact_checks
+from incident.channels.twiml import call_seconds, calling_seconds
 from incident.controls import one_line
 from incident.errors import AudienceInvalid, BadInput, InvalidValue, Location
 from incident.manual import manual_details
 from incident.models import Event, EventType, Phase
 from incident.notices import (
+    SAMPLE_CUSTOMER,
     SmsForecast,
     check_templates,
     dkim_signer,
@@ -147,7 +149,8 @@ class Declaration:
             return self._plan(book, scan, contexts)
         assert scan.spool is not None
         recipients = iter(scan.spool)
-        messages = scan.message_count(channels)
+        calls = book.notices.voice.who
+        messages = scan.message_count(channels, calls=calls)
         domain = sender_domain(self.rt)
         transports = settings.channels.transports
         with self.journal.store.write() as conn:
@@ -163,7 +166,7 @@ class Declaration:
                 recipients=scan.selected, transports=transports)})
             recorded = ob.enqueue(conn, rows_for_customers(
                 incident_id, 1, islice(recipients, FIRST_ROWS), channels, domain,
-                transports=transports, fallback=book.notices.fallback), now=now)
+                transports=transports, fallback=book.notices.fallback, calls=calls), now=now)
             view = self.journal.declare(conn, incident_id, declared, now)
             parties = playbook_parties(self.rt, view)
             internal = 0
@@ -173,14 +176,14 @@ class Declaration:
                                                   message="", now=now, steps_done=steps)
         pending = PendingRows(self.journal.store, incident_id, recipients, scan.spool,
                               channels=channels, domain=domain, transports=transports,
-                              fallback=book.notices.fallback,
+                              fallback=book.notices.fallback, calls=calls,
                               now=now, recorded=recorded, total=messages)
         return StartResult(incident_id=incident_id, seq=1, phase=Phase.INITIAL,
                            messages=messages, view=view, internal=internal,
                            audience_path=scan.path, recipients=scan.selected,
                            skipped_rows=scan.locations(skipped=True),
                            partial_rows=scan.locations(skipped=False),
-                           unreachable=scan.unreachable(channels),
+                           unreachable=scan.unreachable(channels, calls=calls),
                            pending=None if pending.done else pending)
 
     def _audience(self, book: Playbook, given: str | None, drill: bool,
@@ -261,7 +264,7 @@ class Declaration:
               contexts: dict[str, dict[str, Any]]) -> DryRunPlan:
         """Counts, and the SMS segments of each recipient's message as it would be rendered
         (their name, the real id's length), hence the time to send them at the rate."""
-        messages = scan.messages(book.notices.channels)
+        messages = scan.messages(book.notices.channels, calls=book.notices.voice.who)
         forecast = SmsForecast(self.journal.renderer, book.notices.template_set, "initial",
                                contexts)
         if scan.spool is not None:
@@ -280,11 +283,21 @@ class Declaration:
         channels = self.rt.settings.channels
         estimate = {"email": sum(messages.get("email", {}).values()) / channels.email.rate,
                     "sms": forecast.total() / channels.sms.rate}
+        calls = {lang: (n, call_seconds(self.journal.renderer.render_voice(
+                    book.notices.template_set, "initial", lang,
+                    {**contexts[lang], "customer": SAMPLE_CUSTOMER[lang]})))
+                 for lang, n in messages.get("voice", {}).items() if lang in contexts}
+        if calls:
+            estimate["voice"] = calling_seconds(calls, rate=channels.voice.rate,
+                                                concurrent=channels.voice.concurrent)
         return DryRunPlan(playbook=book, audience_path=scan.path, recipients=scan.selected,
                           messages=messages, sms=sms, estimated_seconds=estimate,
+                          calls={lang: {"calls": n, "seconds": round(seconds, 1)}
+                                 for lang, (n, seconds) in calls.items()},
                           skipped_rows=scan.locations(skipped=True),
                           partial_rows=scan.locations(skipped=False),
-                          unreachable=scan.unreachable(book.notices.channels))
+                          unreachable=scan.unreachable(book.notices.channels,
+                                                       calls=book.notices.voice.who))
 
 
 
