@@ -159,6 +159,10 @@ class Branches(Strict):
     announce: bool = True
     nearby_km: float = Field(default=20.0, gt=0)  # open branches within this distance
     nearby_max: int = Field(default=3, ge=0, le=20)  # at most this many of them
+    # Regions whose open branches a closed branch's customers can reach besides their own
+    # (region -> regions), e.g. {guangdong: [guangdong, hong-kong]}; by default only their own:
+    # a Hong Kong customer is not sent across the border to a Shenzhen branch.
+    reachable_regions: dict[str, list[str]] = Field(default_factory=dict)
 
 
 class Notices(Strict):

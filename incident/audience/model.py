@@ -45,6 +45,7 @@ class Recipient(NamedTuple):
     phone: str | None
     language: str
     priority: str
+    region: str = ""  # picks per-region details (hotline, time zone) in its notices
 
 
 @dataclass

@@ -191,7 +191,7 @@ def scan_audience(path: Path, selection: Selection, *, default_language: str = "
             selected += 1
             reach[language, email is not None, phone is not None] += 1
             if recipients is not None:
-                recipients.add((ref, name, email, phone, language, priority),
+                recipients.add((ref, name, email, phone, language, priority, region),
                                urgent=priority == "urgent")
         if not valid:
             tally.refuse(valid + tally.bad_rows)
@@ -220,7 +220,7 @@ class RecipientSpool:
         self.count = 0
 
     def add(self, recipient: tuple[Any, ...], *, urgent: bool) -> None:
-        """Append one recipient (ref, name, email, phone, language, priority)."""
+        """Append one recipient (ref, name, email, phone, language, priority, region)."""
         pending = self._pending[urgent]
         pending.append(recipient)
         self.count += 1
