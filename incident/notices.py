@@ -14,7 +14,7 @@ from incident.channels.base import EmailOut, MessageRef, Outgoing, SmsOut
 from incident.errors import ConfigInvalid, InvalidValue, Location, TemplateInvalid
 from incident.mime import EmailTemplate
 from incident.models import Phase, Status
-from incident.regions import for_region, labelled_time, region_key, zone_label
+from incident.regions import DEFAULT, for_region, labelled_time, region_key, zone_label
 from incident.rendering import Renderer, SmsInfo, sms_segments, tidy_sms, uniform_shape
 from incident.settings import Limits, Runtime
 from incident.state import IncidentView
@@ -45,7 +45,9 @@ def notice_context(rt: Runtime, view: IncidentView, *, phase: Phase, message: st
     """
     context = _context(rt, view, phase=phase, message=message, lang=lang, region=None)
     regional = {}
-    for region in rt.settings.regions_with_details:
+    manual = view.manual.hotline if view.manual and view.manual.open else ""
+    own_hotline = [k for k in manual if k != DEFAULT] if isinstance(manual, dict) else []
+    for region in dict.fromkeys([*rt.settings.regions_with_details, *own_hotline]):
         own = _context(rt, view, phase=phase, message=message, lang=lang, region=region)
         differs = {key: value for key, value in own.items() if context[key] != value}
         if differs:
@@ -98,7 +100,7 @@ def _context(rt: Runtime, view: IncidentView, *, phase: Phase, message: str, lan
                 "previous": when(view.previous_eta),
                 "reason": last.reason if last and phase is Phase.ETA_CHANGED else ""},
         "next_update": when(view.next_update_due),
-        "manual": manual_context(view, lang),
+        "manual": manual_context(view, lang, region),
         "branches": branch_context(view, lang),
         "playbook": {"name": playbook.name.get(lang), "summary": playbook.summary.get(lang),
                      "impact": playbook.impact.get(lang), "measures": playbook.measures.get(lang),
@@ -107,12 +109,13 @@ def _context(rt: Runtime, view: IncidentView, *, phase: Phase, message: str, lan
     }
 
 
-def manual_context(view: IncidentView, lang: str) -> dict[str, Any]:
-    """The manual-handling channel as announced: empty texts while it is not open."""
+def manual_context(view: IncidentView, lang: str, region: str | None = None) -> dict[str, Any]:
+    """The manual-handling channel as announced (its hotline for a customer of `region`):
+    empty texts while it is not open."""
     m = view.manual
     if m is None or not m.open:
         return {"open": False, "hotline": "", "counters": "", "hours": "", "workaround": ""}
-    return {"open": True, "hotline": m.hotline, "hours": m.hours[lang],
+    return {"open": True, "hotline": for_region(m.hotline, region), "hours": m.hours[lang],
             "counters": m.counters[lang] if m.counters else "",
             "workaround": m.workaround[lang] if m.workaround else ""}
 

@@ -7,10 +7,12 @@ A region is the customer list's `region` value, compared without case or surroun
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from incident.errors import InvalidValue
 
 DEFAULT = "default"
 
@@ -73,6 +75,26 @@ def labelled_time(value: datetime, zone: ZoneInfo, label: str, lang: str) -> str
         local, label = value.astimezone(UTC), "UTC"
     text = local.strftime("%Y-%m-%d %H:%M")
     return f"{label}{text}" if lang.lower().startswith("zh") else f"{text} {label}"
+
+
+def given_per_region(values: Sequence[str], field: str) -> str | dict[str, str] | None:
+    """A value given on the command line once (`NUMBER`) or per region (`NUMBER` for the
+    default plus `REGION=NUMBER` for each region with its own); None when none is given."""
+    plain = [v.strip() for v in values if "=" not in v]
+    pairs = [v.split("=", 1) for v in values if "=" in v]
+    if len(plain) > 1:
+        raise InvalidValue(f"{len(plain)} values without a region; give one default",
+                           field=field, hint=f"--{field} NUMBER --{field} REGION=NUMBER")
+    if not pairs:
+        return plain[0] if plain and plain[0] else None
+    if not plain or not plain[0]:
+        raise InvalidValue("a value per region needs a default (a value without REGION=)",
+                           field=field, hint=f"--{field} NUMBER --{field} REGION=NUMBER")
+    regional = {region_key(r): v.strip() for r, v in pairs}
+    empty = [r for r, v in regional.items() if not r or not v]
+    if empty or len(regional) != len(pairs):
+        raise InvalidValue("each REGION=NUMBER needs a region (once) and a value", field=field)
+    return {DEFAULT: plain[0], **regional}
 
 
 def describe(value: str | Mapping[str, str]) -> str:

@@ -42,21 +42,26 @@ def _customers(ws: Workspace) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def _notices(ws: Workspace, incident_id: str) -> dict[str, list[str]]:
-    """Every customer message of the incident by customer id: email plain text (HTML
-    appended) and SMS bodies."""
+def _notices(ws: Workspace, incident_id: str, seq: int | None = None) -> dict[str, list[str]]:
+    """Every customer message of the incident (or of its notice `seq`) by customer id: email
+    plain text (HTML appended) and SMS bodies."""
     by_contact: dict[str, str] = {}
     for row in _customers(ws):
         by_contact[row["email"]] = by_contact[row["phone"]] = row["id"]
     found: dict[str, list[str]] = {}
-    for path in ws.outbox_files(incident_id, "eml"):
+
+    def files(suffix: str) -> list[Path]:
+        return [p for p in ws.outbox_files(incident_id, suffix)
+                if seq is None or f"notice-{seq:03d}" in p.parts]
+
+    for path in files("eml"):
         with open(path, "rb") as handle:
             message = email.message_from_binary_file(handle, policy=email.policy.default)
         text = "\n".join(message.get_body((kind,)).get_content()  # type: ignore[union-attr]
                          for kind in ("plain", "html"))
         to = message["To"].addresses[0].addr_spec
         found.setdefault(by_contact[to], []).append(text)
-    for path in ws.outbox_files(incident_id, "json"):
+    for path in files("json"):
         sms = json.loads(path.read_text("utf-8"))
         found.setdefault(by_contact[sms["to"]], []).append(sms["body"])
     return found
@@ -182,3 +187,44 @@ def test_times_are_shown_in_the_regions_zone_with_its_label() -> None:
     assert labelled_time(at, london, zone_label(london, "en"), "en") == (
         "2026-11-24 03:40 Europe/London")  # no abbreviation: named by its IANA name
     assert zone_label(london, "zh-CN", {"zh-CN": "伦敦时间"}) == "伦敦时间"
+
+
+
+def test_the_manual_channels_hotline_per_region(ws: Workspace) -> None:
+    path = ws.root / "playbooks" / "typhoon.yaml"
+    book = yaml.safe_load(path.read_text("utf-8"))
+    manual = book["principles"]["minimal_impact"]["manual_channel"]
+    manual["hotline"] = {"hong-kong": "+852 2000 0001"}
+    path.write_text(yaml.safe_dump(book, allow_unicode=True), encoding="utf-8")
+    ws.freeze(NOW)
+    refused = ws.run("start", "typhoon", "--title", "Signal No. 8", "--region", "hong-kong",
+                     code=2)
+    assert "typhoon.yaml" in refused.stderr and "hotline" in refused.stderr
+    assert "default" in refused.stderr
+
+    manual["hotline"] = {"default": "95555", "hong-kong": "+852 2000 0001"}
+    path.write_text(yaml.safe_dump(book, allow_unicode=True), encoding="utf-8")
+    started = ws.json("start", "typhoon", "--title", "Signal No. 8", "--region", "hong-kong",
+                      "--region", "guangdong", "--branches", str(BRANCHES))
+    region = {r["id"]: r["region"] for r in _customers(ws)}
+    first = _notices(ws, started["id"], 1)
+    assert {region[c] for c in first} == {"hong-kong", "guangdong"}
+    for customer, texts in first.items():
+        hk = region[customer] == "hong-kong"
+        assert all(("+852 2000 0001" in t) == hk and ("95555" in t) != hk for t in texts)
+
+    # The supervisor changes it on the command line: a default and a region's own.
+    ws.run("manual", "open", started["id"], "--hotline", "95566", "--hotline",
+           "Hong-Kong=+852 2000 0002")
+    update = ws.json("update", started["id"], "-m", "Signal No. 8 remains in force")
+    second = _notices(ws, started["id"], update["notice"]["seq"])
+    assert second.keys() == first.keys()
+    for customer, texts in second.items():
+        hk = region[customer] == "hong-kong"
+        assert all(("+852 2000 0002" in t) == hk and ("95566" in t) != hk for t in texts)
+    timeline = ws.run("timeline", started["id"], env={"COLUMNS": "400"}).stdout
+    assert "hotline 95566 (hong-kong: +852 20" in timeline  # numbers partly masked
+
+    twice = ws.run("manual", "open", started["id"], "--hotline", "95566", "--hotline", "95577",
+                   code=2)
+    assert "hotline" in twice.stderr and "Traceback" not in twice.stderr

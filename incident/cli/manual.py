@@ -55,7 +55,9 @@ def manual() -> None:
 
 @manual.command("open")
 @click.argument("incident_id", metavar="ID")
-@click.option("--hotline", help="Number to call (default: the organisation's hotline).")
+@click.option("--hotline", multiple=True, metavar="[REGION=]NUMBER",
+              help="Number to call (default: the organisation's hotline); REGION=NUMBER for "
+                   "a region's own, besides a default (repeat).")
 @click.option("--counters", help="Where counters serve customers (both languages).")
 @click.option("--counters-zh", help="The counters text in Chinese.")
 @click.option("--hours", help="Service hours (both languages).")
@@ -63,7 +65,7 @@ def manual() -> None:
 @click.option("--workaround", help="A temporary workaround customers can use.")
 @click.option("--workaround-zh", help="The workaround in Chinese.")
 @pass_app
-def open_(app: App, incident_id: str, hotline: str | None, counters: str | None,
+def open_(app: App, incident_id: str, hotline: tuple[str, ...], counters: str | None,
           counters_zh: str | None, hours: str | None, hours_zh: str | None,
           workaround: str | None, workaround_zh: str | None) -> None:
     """Open the playbook's manual channel (or change its details while open); every later
