@@ -228,3 +228,19 @@ def test_the_manual_channels_hotline_per_region(ws: Workspace) -> None:
     twice = ws.run("manual", "open", started["id"], "--hotline", "95566", "--hotline", "95577",
                    code=2)
     assert "hotline" in twice.stderr and "Traceback" not in twice.stderr
+
+
+def test_playbooks_validate_forecasts_the_longest_regions_sms(sqlite_ws: Workspace) -> None:
+    ws = sqlite_ws
+
+    def units() -> dict[str, Any]:
+        checked = ws.json("playbooks", "validate", str(ws.root / "playbooks" / "typhoon.yaml"))
+        return {key: sms["units"] for key, sms in checked[0]["sms"].items()}
+
+    plain = units()
+    _per_region(ws)
+    # Chinese: the labels are as long (北京时间, 香港时间), the +852 number is longer. English:
+    # "Hong Kong Time" is shorter than "China Standard Time", so the default's stays longest.
+    longer = len(HK_HOTLINE) - len(MAINLAND)
+    assert units() == {key: n + (longer if key.endswith("zh-CN") else 0)
+                       for key, n in plain.items()}
