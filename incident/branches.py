@@ -5,12 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from incident.errors import BranchesInvalid, InvalidValue, Location
 from incident.geo import haversine_km
+from incident.regions import region_key
 
 __all__ = ["Branch", "haversine_km", "load_branches", "nearby_open", "scope_branches"]
 
@@ -85,20 +86,29 @@ def load_branches(path: Path) -> list[Branch]:
 
 
 def nearby_open(closed: Sequence[Branch], branches: Sequence[Branch], *, within_km: float,
-                limit: int) -> list[tuple[Branch, float]]:
-    """Open branches within `within_km` of the nearest closed one, nearest first, at most `limit`.
+                limit: int, reachable: Mapping[str, Sequence[str]] | None = None
+                ) -> list[tuple[Branch, float]]:
+    """Open branches within `within_km` of the nearest closed one they are within reach of,
+    nearest first, at most `limit`.
 
-    Each comes with its distance to the nearest closed branch, rounded to 0.1 km.
+    Within reach of a closed branch: a branch of the same region, or of a region `reachable`
+    lists for its region (region -> regions its customers can get to; a border in between,
+    e.g. Hong Kong and Shenzhen, makes a near branch out of reach). Each comes with its
+    distance to the nearest such closed branch, rounded to 0.1 km.
     """
     closed_ids = {b.id for b in closed}
+    reach = {region_key(r): {region_key(to) for to in tos}
+             for r, tos in (reachable or {}).items()}
     found: list[tuple[float, Branch]] = []
     for branch in branches:
-        if branch.id in closed_ids or not closed:
+        if branch.id in closed_ids:
             continue
-        distance = min(haversine_km(branch.latitude, branch.longitude, c.latitude, c.longitude)
-                       for c in closed)
-        if distance <= within_km:
-            found.append((distance, branch))
+        region = region_key(branch.region)
+        distances = [haversine_km(branch.latitude, branch.longitude, c.latitude, c.longitude)
+                     for c in closed if region == region_key(c.region)
+                     or region in reach.get(region_key(c.region), ())]
+        if distances and min(distances) <= within_km:
+            found.append((min(distances), branch))
     # sorted() is stable: equally distant branches keep the list's order.
     found.sort(key=lambda item: item[0])
     return [(branch, round(distance, 1)) for distance, branch in found[:max(limit, 0)]]

@@ -73,7 +73,7 @@ def manual_details(book: Playbook, overrides: dict[str, Any] | None = None,
     return details
 
 
-def opened(view: IncidentView, *, hotline: str | None = None,
+def opened(view: IncidentView, *, hotline: str | dict[str, str] | None = None,
            texts: dict[str, dict[str, str] | None] | None = None) -> ManualOpened:
     """The payload of opening the manual channel of `view` (or changing its details while it
     is open): its current details with the given ones over them, and the checklist steps

@@ -15,6 +15,7 @@ from incident.channels.twiml import TWIML_MAX, say_language, twiml
 from incident.errors import ConfigInvalid, InvalidValue, Location, TemplateInvalid
 from incident.mime import EmailTemplate
 from incident.models import Phase, Status
+from incident.regions import DEFAULT, for_region, labelled_time, region_key, zone_label
 from incident.rendering import Renderer, SmsInfo, sms_segments, tidy_sms, uniform_shape
 from incident.settings import Limits, Runtime
 from incident.state import IncidentView
@@ -26,7 +27,7 @@ from incident.store.outbox import (
     idempotency_key,
     rows_to_copy,
 )
-from incident.timeutil import local_text
+from incident.timeutil import get_zone
 
 STATUS_LABELS = {
     "zh-CN": {Status.INVESTIGATING: "正在排查", Status.IDENTIFIED: "已查明原因",
@@ -42,21 +43,57 @@ KIND_LABELS = {"zh-CN": {"system_failure": "系统故障", "natural_disaster": "
 
 def notice_context(rt: Runtime, view: IncidentView, *, phase: Phase, message: str,
                    lang: str) -> dict[str, Any]:
-    """Everything a notice template may use except the customer, localized to `lang`.
+    """Everything a notice template may use except the customer, localized to `lang`, for a
+    customer of the default region.
 
-    `view` is the incident's state including the event that carries this notice.
+    `view` is the incident's state including the event that carries this notice. What differs
+    for a customer of a region with details of its own (hotline, website, time zone) is kept
+    under `regional` (region -> the context's keys that differ): see for_customer.
     """
-    zone = rt.zone
+    context = _context(rt, view, phase=phase, message=message, lang=lang, region=None)
+    regional = {}
+    manual = view.manual.hotline if view.manual and view.manual.open else ""
+    own_hotline = [k for k in manual if k != DEFAULT] if isinstance(manual, dict) else []
+    for region in dict.fromkeys([*rt.settings.regions_with_details, *own_hotline]):
+        own = _context(rt, view, phase=phase, message=message, lang=lang, region=region)
+        differs = {key: value for key, value in own.items() if context[key] != value}
+        if differs:
+            regional[region] = differs
+    if regional:
+        context["regional"] = regional
+    return context
+
+
+def for_customer(context: dict[str, Any], region: str | None) -> dict[str, Any]:
+    """A notice's context (notice_context) for a customer of `region`."""
+    differs = context.get("regional", {}).get(region_key(region))
+    return {**context, **differs} if differs else context
+
+
+def regional_variant(context: dict[str, Any], region: str | None) -> str:
+    """The region whose own details a customer of `region` gets ("" for the default's)."""
+    key = region_key(region)
+    return key if key in context.get("regional", {}) else ""
+
+
+def _context(rt: Runtime, view: IncidentView, *, phase: Phase, message: str, lang: str,
+             region: str | None) -> dict[str, Any]:
+    """notice_context for a customer of `region` (None: the default region)."""
+    place = rt.settings.region(region)
+    zone = get_zone(place.zone)
+    label = zone_label(zone, lang, place.label)
     org = rt.settings.organisation
     playbook = view.playbook
     last = view.eta_history[-1] if view.eta_history else None
 
     def when(value: Any) -> str:
-        return local_text(value, zone) if value is not None else ""
+        return labelled_time(value, zone, label, lang) if value is not None else ""
 
     return {
         "lang": lang,
-        "org": {"name": org.name.get(lang), "hotline": org.hotline, "website": org.website},
+        "org": {"name": org.name.get(lang), "hotline": for_region(org.hotline, region),
+                "website": for_region(org.website, region)},
+        "zone": {"name": zone.key, "label": label},
         "incident": {
             "id": view.id, "ref": view.id, "title": view.title, "severity": view.severity,
             "severity_name": playbook.level(view.severity).name.get(lang),
@@ -70,7 +107,7 @@ def notice_context(rt: Runtime, view: IncidentView, *, phase: Phase, message: st
                 "previous": when(view.previous_eta),
                 "reason": last.reason if last and phase is Phase.ETA_CHANGED else ""},
         "next_update": when(view.next_update_due),
-        "manual": manual_context(view, lang),
+        "manual": manual_context(view, lang, region),
         "branches": branch_context(view, lang),
         "playbook": {"name": playbook.name.get(lang), "summary": playbook.summary.get(lang),
                      "impact": playbook.impact.get(lang), "measures": playbook.measures.get(lang),
@@ -79,26 +116,30 @@ def notice_context(rt: Runtime, view: IncidentView, *, phase: Phase, message: st
     }
 
 
-def manual_context(view: IncidentView, lang: str) -> dict[str, Any]:
-    """The manual-handling channel as announced: empty texts while it is not open."""
+def manual_context(view: IncidentView, lang: str, region: str | None = None) -> dict[str, Any]:
+    """The manual-handling channel as announced (its hotline for a customer of `region`):
+    empty texts while it is not open."""
     m = view.manual
     if m is None or not m.open:
         return {"open": False, "hotline": "", "counters": "", "hours": "", "workaround": ""}
-    return {"open": True, "hotline": m.hotline, "hours": m.hours[lang],
+    return {"open": True, "hotline": for_region(m.hotline, region), "hours": m.hours[lang],
             "counters": m.counters[lang] if m.counters else "",
             "workaround": m.workaround[lang] if m.workaround else ""}
 
 
 def branch_context(view: IncidentView, lang: str) -> dict[str, Any]:
-    """Closed branches and nearby open ones, when the incident was scoped with a branch list."""
+    """Closed branches and nearby open ones within reach, when the incident was scoped with a
+    branch list."""
     scope = view.scope
 
     def label(branch: dict[str, Any]) -> str:
         return str(branch.get("name_en") or branch["name"]) if lang == "en" else branch["name"]
 
-    return {"closed": [label(b) for b in scope.get("closed", [])],
-            "open": [{"name": label(b), "distance_km": b["distance_km"]}
-                     for b in scope.get("open", [])]}
+    closed, near = scope.get("closed", []), scope.get("open", [])
+    return {"closed": [label(b) for b in closed],
+            "open": [{"name": label(b), "distance_km": b["distance_km"]} for b in near],
+            # The branch list was read and no branch within reach is open.
+            "none_open": bool(closed and not near and scope.get("file"))}
 
 
 # Sample data per language, so that `playbooks validate` shows the segments a real SMS takes
@@ -138,24 +179,26 @@ def check_templates(renderer: Renderer, template_set: str, channels: Sequence[st
                               "nothing was recorded", problems=problems)
     too_long = []
     for lang, context in contexts.items():
-        full = {**context, "customer": SAMPLE_CUSTOMER[lang]}
         phase = context["notice"]["phase"]
-        for channel, limit in (("sms", limits.sms_chars), ("email", limits.email_chars),
-                               ("voice", TWIML_MAX)):
-            if channel not in channels:
-                continue
-            if channel == "voice":  # what Twilio takes: the TwiML, the script read twice
-                text = twiml(VoiceOut(ref=SAMPLE_REF, to="", script=renderer.render_voice(
-                    template_set, phase, lang, full), voice="Google.yue-HK-Standard-A",
-                    language="yue-HK"))
-            elif channel == "sms":
-                text = renderer.render_sms(template_set, phase, lang, full).text
-            else:
-                text = renderer.render_email(template_set, phase, lang, full).text
-            if len(text) > limit:
-                too_long.append((Location(field=f"{channel}.{lang}"),
-                                 f"the {channel} text would be {len(text):,} characters; "
-                                 f"the limit is {limit:,}"))
+        for region in ("", *context.get("regional", {})):  # each region's own hotline, times
+            full = {**for_customer(context, region), "customer": SAMPLE_CUSTOMER[lang]}
+            for channel, limit in (("sms", limits.sms_chars), ("email", limits.email_chars),
+                                   ("voice", TWIML_MAX)):
+                if channel not in channels:
+                    continue
+                if channel == "voice":  # what Twilio takes: the TwiML, the script read twice
+                    text = twiml(VoiceOut(ref=SAMPLE_REF, to="", script=renderer.render_voice(
+                        template_set, phase, lang, full), voice="Google.yue-HK-Standard-A",
+                        language="yue-HK"))
+                elif channel == "sms":
+                    text = renderer.render_sms(template_set, phase, lang, full).text
+                else:
+                    text = renderer.render_email(template_set, phase, lang, full).text
+                if len(text) > limit:
+                    field = f"{channel}.{lang}" + (f".{region}" if region else "")
+                    too_long.append((Location(field=field),
+                                     f"the {channel} text would be {len(text):,} characters; "
+                                     f"the limit is {limit:,}"))
     if too_long:
         raise InvalidValue("the notice is too long to send; nothing was recorded",
                            problems=too_long,
@@ -200,7 +243,8 @@ def rows_for_customers(incident_id: str, seq: int, customers: Iterable[Customer 
                    "address": address, "language": customer.language,
                    "priority": 0 if customer.priority == "urgent" else 1,
                    "message_id": message_id(key, incident_id, domain), "idempotency_key": key,
-                   "fallback_address": spare, "transport": transports[channel]}
+                   "fallback_address": spare, "transport": transports[channel],
+                   "region": customer.region or None}
 
 
 def rows_from_notice(conn: Connection, incident_id: str, source_seq: int, seq: int,
@@ -217,7 +261,8 @@ def rows_from_notice(conn: Connection, incident_id: str, source_seq: int, seq: i
                "recipient_ref": r.recipient_ref, "recipient_name": r.recipient_name,
                "address": r.address, "language": r.language, "priority": r.priority,
                "message_id": message_id(key, incident_id, domain), "idempotency_key": key,
-               "fallback_address": r.fallback_address, "transport": transports[r.channel]}
+               "fallback_address": r.fallback_address, "transport": transports[r.channel],
+               "region": r.region}
 
 
 NoticeRecords = dict[tuple[str, int], dict[str, Any]]
@@ -240,17 +285,19 @@ class SmsForecast:
         self.contexts = contexts
         self.segments: dict[str, Counter[int]] = {}  # language -> {segments: messages}
         self.longest: dict[str, SmsInfo] = {}  # language -> the SMS with the most units
-        self._texts: dict[str, str | None] = {}
-        self._known: dict[tuple[str, Any, Any], SmsInfo] = {}
+        self._texts: dict[tuple[str, str], str | None] = {}  # (language, region variant)
+        self._known: dict[tuple[str, str, Any, Any], SmsInfo] = {}
 
-    def add(self, lang: str, name: str, ref: str) -> SmsInfo:
-        """Count one recipient's SMS (in its language, or the notice's first one)."""
+    def add(self, lang: str, name: str, ref: str, region: str | None = None) -> SmsInfo:
+        """Count one recipient's SMS (in its language, or the notice's first one; with the
+        details of their region)."""
         lang = lang if lang in self.contexts else next(iter(self.contexts))
+        variant = regional_variant(self.contexts[lang], region)
         shapes = (uniform_shape(name), uniform_shape(ref))
-        key = (lang, *shapes)
+        key = (lang, variant, *shapes)
         info = self._known.get(key) if None not in shapes else None
         if info is None:
-            info = sms_segments(self.text(lang, name, ref))
+            info = sms_segments(self.text(lang, name, ref, variant))
             if None not in shapes:
                 self._known[key] = info
         self.segments.setdefault(lang, Counter())[info.segments] += 1
@@ -258,21 +305,23 @@ class SmsForecast:
             self.longest[lang] = info
         return info
 
-    def text(self, lang: str, name: str, ref: str) -> str:
+    def text(self, lang: str, name: str, ref: str, region: str | None = None) -> str:
         """The SMS text for this customer, as the composer renders it."""
-        if lang not in self._texts:
-            first = self._render(lang, mime.NAME, mime.REF)
-            second = self._render(lang, mime.ALT_NAME, mime.ALT_REF)
+        variant = regional_variant(self.contexts[lang], region)
+        if (lang, variant) not in self._texts:
+            first = self._render(lang, variant, mime.NAME, mime.REF)
+            second = self._render(lang, variant, mime.ALT_NAME, mime.ALT_REF)
             same = (first.replace(mime.NAME, "\0N").replace(mime.REF, "\0R")
                     == second.replace(mime.ALT_NAME, "\0N").replace(mime.ALT_REF, "\0R"))
-            self._texts[lang] = first if same else None
-        shared = self._texts[lang]
+            self._texts[lang, variant] = first if same else None
+        shared = self._texts[lang, variant]
         if shared is None:
-            return self._render(lang, name, ref)
+            return self._render(lang, variant, name, ref)
         return tidy_sms(shared.replace(mime.NAME, name).replace(mime.REF, ref))
 
-    def _render(self, lang: str, name: str, ref: str) -> str:
-        context = {**self.contexts[lang], "customer": {"name": name, "ref": ref}}
+    def _render(self, lang: str, region: str, name: str, ref: str) -> str:
+        context = {**for_customer(self.contexts[lang], region),
+                   "customer": {"name": name, "ref": ref}}
         return self.renderer.render_sms(self.template_set, self.phase, lang, context).text
 
     def total(self) -> int:
@@ -322,7 +371,8 @@ class Composer:
         self.rt = rt
         self.renderer = renderer
         self.notices = notices  # (incident, seq) -> the notice record of the event
-        self._emails: dict[tuple[str, int, str], EmailTemplate | None] = {}
+        # (incident, notice, language, region variant) -> the shared email
+        self._emails: dict[tuple[str, int, str, str], EmailTemplate | None] = {}
         self._signer = dkim_signer(rt)
         self._date_second = -1
         self._date_text = ""
@@ -332,18 +382,21 @@ class Composer:
         notice = self.notices[(row.incident_id, row.notice_seq)]
         lang = row.language if row.language in notice["context"] else next(iter(notice["context"]))
         if row.channel == "sms":
-            context = self._context(notice, lang, row.recipient_name, row.recipient_ref)
+            context = self._context(notice, lang, row.region, row.recipient_name,
+                                    row.recipient_ref)
             sms = self.renderer.render_sms(notice["template_set"], notice["phase"], lang, context)
             return SmsOut(ref=message_ref(row), to=row.address, body=sms.text, info=sms.info)
         if row.channel == "webhook":
             return self._webhook(row, notice, lang)
         if row.channel == "voice":
-            context = self._context(notice, lang, row.recipient_name, row.recipient_ref)
+            context = self._context(notice, lang, row.region, row.recipient_name,
+                                    row.recipient_ref)
             return self.call(row, lang, self.renderer.render_voice(
                 notice["template_set"], notice["phase"], lang, context))
         if row.channel != "email":
             raise TemplateInvalid(f"no customer template for channel {row.channel!r}")
-        key = (row.incident_id, row.notice_seq, lang)
+        key = (row.incident_id, row.notice_seq, lang,
+               regional_variant(notice["context"][lang], row.region))
         if key not in self._emails:
             self._emails[key] = self._shared_email(row, notice, lang)
         template = self._emails[key] or self._email_template(
@@ -370,14 +423,15 @@ class Composer:
             self._date_second, self._date_text = second, format_datetime(now)
         return self._date_text
 
-    def _context(self, notice: dict[str, Any], lang: str, name: str,
+    def _context(self, notice: dict[str, Any], lang: str, region: str | None, name: str,
                  ref: str) -> dict[str, Any]:
-        return {**notice["context"][lang], "customer": {"name": name, "ref": ref}}
+        return {**for_customer(notice["context"][lang], region),
+                "customer": {"name": name, "ref": ref}}
 
     def _email_template(self, row: OutboxRow, notice: dict[str, Any], lang: str, name: str,
                         ref: str) -> EmailTemplate:
         mail = self.renderer.render_email(notice["template_set"], notice["phase"], lang,
-                                          self._context(notice, lang, name, ref))
+                                          self._context(notice, lang, row.region, name, ref))
         email = self.rt.settings.channels.email
         return EmailTemplate(
             sender=email.sender.get(lang),
@@ -410,7 +464,7 @@ class Composer:
             raise ConfigInvalid(f"party {party} has no webhook in incident.yaml any more",
                                 problems=[(Location(field=f"parties.{party}.webhook"),
                                            "removed after the notice was recorded")])
-        context = self._context(notice, lang, row.recipient_name, row.recipient_ref)
+        context = self._context(notice, lang, row.region, row.recipient_name, row.recipient_ref)
         template_set, phase = notice["template_set"], notice["phase"]
         text = self.renderer.render_sms(template_set, phase, lang, context).text
         title = self.renderer.render_email(template_set, phase, lang, context).subject

@@ -99,6 +99,7 @@ def internal_contexts(rt: Runtime, view: IncidentView, *, kind: str, message: st
     items.sort(key=lambda i: i.due or now)
     for lang in rt.settings.languages:
         context = notice_context(rt, view, phase=Phase.UPDATE, lang=lang, message=message)
+        context.pop("regional", None)  # parties get the default region's details
         context["notice"] = {**context["notice"], "phase": INTERNAL_PHASE, "kind": kind,
                              "kind_label": KIND_LABELS[lang][kind]}
         context["internal"] = {

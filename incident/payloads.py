@@ -85,7 +85,7 @@ class CapWarning(Record):
 class ManualDetails(Record):
     """The manual-handling channel's details, texts by language."""
 
-    hotline: str | None = None
+    hotline: str | dict[str, str] | None = None  # by customer region: {default: …, R: …}
     hours: TextByLanguage
     counters: TextByLanguage | None = None
     workaround: TextByLanguage | None = None

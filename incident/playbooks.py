@@ -12,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 
 from incident.errors import PlaybookInvalid, PlaybookNotFound
 from incident.models import Duration, Kind, Phase, Strict, Text
+from incident.regions import by_region
 from incident.yamlfile import parse_model
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
@@ -50,13 +51,18 @@ class Severity(Strict):
 class ManualChannel(Strict):
     """The manual-handling channel announced in every notice (minimal impact)."""
 
-    hotline: str | None = None
+    hotline: str | dict[str, str] | None = None  # once, or by region: {default: …, R: …}
     counters: Text | None = None
     hours: Text
     workaround: Text | None = None
     # Opened by `incident start` so the first notice already offers it; otherwise the
     # supervisor opens it with `incident manual open`.
     open_at_start: bool = True
+
+    @field_validator("hotline", mode="before")
+    @classmethod
+    def _per_region(cls, value: object) -> object:
+        return by_region(value, "hotline")
 
     @model_validator(mode="after")
     def _something_to_offer(self) -> ManualChannel:
@@ -159,6 +165,10 @@ class Branches(Strict):
     announce: bool = True
     nearby_km: float = Field(default=20.0, gt=0)  # open branches within this distance
     nearby_max: int = Field(default=3, ge=0, le=20)  # at most this many of them
+    # Regions whose open branches a closed branch's customers can reach besides their own
+    # (region -> regions), e.g. {guangdong: [guangdong, hong-kong]}; by default only their own:
+    # a Hong Kong customer is not sent across the border to a Shenzhen branch.
+    reachable_regions: dict[str, list[str]] = Field(default_factory=dict)
 
 
 class VoiceCalls(Strict):

@@ -17,6 +17,7 @@ from incident.models import Event
 from incident.notices import KIND_LABELS, STATUS_LABELS
 from incident.payloads import EtaRevised, Resolved, Updated, payload_of
 from incident.privacy import scrub
+from incident.regions import for_region
 from incident.settings import Runtime
 from incident.state import IncidentView
 from incident.timeutil import format_duration, local_text
@@ -117,7 +118,7 @@ def draft(rt: Runtime, view: IncidentView, duty: Item, *, lang: str, now: dateti
     operators = {o.id: o for o in rt.settings.operators}
     who = operators.get(view.declared_by)
     contact = (f"{who.name}（{who.role}）" if who else view.declared_by)
-    contact += f"{sep}{rt.settings.organisation.hotline}"
+    contact += f"{sep}{for_region(rt.settings.organisation.hotline, None)}"
     deadline = when(duty.due) if duty.due else "—"
     if duty.due is not None:
         left = duty.due - now

@@ -12,12 +12,13 @@ from typing import Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from incident.clock import SYSTEM_CLOCK, Clock
 from incident.errors import ConfigInvalid, InvalidValue
 from incident.models import Duration, Strict, Text
 from incident.privacy import remember_secret
+from incident.regions import DEFAULT, LABEL_LANGUAGES, by_region, region_key
 from incident.resources import shipped
 from incident.timeutil import get_zone
 from incident.yamlfile import parse_model
@@ -27,12 +28,61 @@ LANGUAGES: tuple[Language, ...] = ("zh-CN", "en")
 CONFIG_NAME = "incident.yaml"
 
 
+# A value given once, or per customer region: {default: …, hong-kong: …} (incident.regions).
+PerRegion = str | dict[str, str]
+
+
 class Organisation(Strict):
-    """Who the notices come from."""
+    """Who the notices come from; the hotline and website may differ by customer region."""
 
     name: Text
-    hotline: str = Field(min_length=1)
-    website: str = ""
+    hotline: PerRegion
+    website: PerRegion = ""
+
+    @field_validator("hotline", "website", mode="before")
+    @classmethod
+    def _per_region(cls, value: object, info: ValidationInfo) -> object:
+        return by_region(value, str(info.field_name))
+
+    @field_validator("hotline")
+    @classmethod
+    def _dialable(cls, value: PerRegion) -> PerRegion:
+        empty = [k for k, v in ({"": value} if isinstance(value, str) else value).items()
+                 if not v.strip()]
+        if empty:
+            raise ValueError("must not be empty" + (f" (region {empty[0]})" if empty[0] else ""))
+        return value
+
+
+def _zone_name(value: str) -> str:
+    try:
+        get_zone(value)
+    except InvalidValue as exc:
+        raise ValueError(f"{exc.message} (use an IANA name such as Asia/Shanghai)") from None
+    return value
+
+
+class Region(Strict):
+    """The time zone a region's customers read times in, and how notices name it."""
+
+    zone: str
+    label: dict[str, str] = Field(default_factory=dict)  # by language; default: ZONE_LABELS
+
+    @field_validator("zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        return _zone_name(value)
+
+    @field_validator("label")
+    @classmethod
+    def _languages(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(LABEL_LANGUAGES))
+        if unknown:
+            raise ValueError(f"unknown language {', '.join(unknown)} "
+                             f"(labels are given in {', '.join(LABEL_LANGUAGES)})")
+        if any(not text.strip() for text in value.values()):
+            raise ValueError("a label must not be empty")
+        return value
 
 
 class SmtpSettings(Strict):
@@ -271,17 +321,36 @@ class Settings(Strict):
     parties: dict[str, Party] = Field(default_factory=dict)
     operators: list[Operator] = Field(default_factory=list)
     branches: str | None = None  # branch list CSV: id,name,region,latitude,longitude
+    # Time zone and its label per customer region; `default` for the others (else timezone).
+    regions: dict[str, Region] = Field(default_factory=dict)
     alerts: Alerts = Field(default_factory=Alerts)
     limits: Limits = Field(default_factory=Limits)
 
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        try:
-            get_zone(value)
-        except InvalidValue as exc:
-            raise ValueError(f"{exc.message} (use an IANA name such as Asia/Shanghai)") from None
-        return value
+        return _zone_name(value)
+
+    @field_validator("regions")
+    @classmethod
+    def _region_keys(cls, value: dict[str, Region]) -> dict[str, Region]:
+        keys = {region_key(k) for k in value}
+        if len(keys) != len(value):
+            raise ValueError("a region appears twice")
+        return {region_key(k): v for k, v in value.items()}
+
+    def region(self, region: str | None) -> Region:
+        """The zone and label of a customer of `region` (the default's, else `timezone`)."""
+        found = self.regions.get(region_key(region)) or self.regions.get(DEFAULT)
+        return found or Region(zone=self.timezone)
+
+    @property
+    def regions_with_details(self) -> list[str]:
+        """Every region given a detail of its own (zone, hotline, website), default aside."""
+        org = self.organisation
+        keys = [*self.regions, *(k for v in (org.hotline, org.website)
+                                 if isinstance(v, dict) for k in v)]
+        return [k for k in dict.fromkeys(keys) if k != DEFAULT]
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

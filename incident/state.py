@@ -77,7 +77,7 @@ class ManualChannelState:
     open: bool
     opened_at: datetime
     opened_by: str
-    hotline: str
+    hotline: str | dict[str, str]  # by customer region: {default: …, R: …}
     hours: dict[str, str]
     counters: dict[str, str] | None = None
     workaround: dict[str, str] | None = None

@@ -53,8 +53,9 @@ def test_shared_rendering_matches_rendering_each_recipient(sqlite_ws: Workspace,
                               message_id=row.message_id, date="Tue, 24 Nov 2026 02:00:00 +0000")
         assert _parts(fast.data) == _parts(expected)
         assert _parts(fast.data)[1] == name
-    # The shipped templates use the name as plain text: rendered once per language.
-    assert composer._emails[(row.incident_id, 1, lang)] is not None
+    # The shipped templates use the name as plain text: rendered once per language (and per
+    # region with details of its own: none here).
+    assert composer._emails[(row.incident_id, 1, lang, "")] is not None
 
 
 def test_a_template_that_transforms_the_name_is_rendered_per_recipient(
@@ -65,7 +66,7 @@ def test_a_template_that_transforms_the_name_is_rendered_per_recipient(
     composer, row, _ = _composer_and_row(sqlite_ws)
     out = composer.compose(_with(row, "Mary Chan", "en"))
     assert "LOUD MARY CHAN" in _parts(out.data)[2]
-    assert composer._emails[(row.incident_id, 1, "en")] is None
+    assert composer._emails[(row.incident_id, 1, "en", "")] is None
 
 
 def _with(row: OutboxRow, name: str, lang: str) -> OutboxRow:

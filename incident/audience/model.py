@@ -49,7 +49,8 @@ class Recipient(NamedTuple):
     phone: str | None
     language: str
     priority: str
-    voice: str = ""
+    voice: str = ""  # yes / no / "": asked for calls, refused them, or the playbook says
+    region: str = ""  # picks per-region details (hotline, time zone) in its notices
 
 
 def wants_call(who: str, priority: str, voice: str) -> bool:

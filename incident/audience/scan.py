@@ -210,7 +210,7 @@ def scan_audience(path: Path, selection: Selection, *, default_language: str = "
             reach[language, email is not None, phone is not None, voice,
                   priority == "urgent"] += 1
             if recipients is not None:
-                recipients.add((ref, name, email, phone, language, priority, voice),
+                recipients.add((ref, name, email, phone, language, priority, voice, region),
                                urgent=priority == "urgent")
         if not valid:
             tally.refuse(valid + tally.bad_rows)
@@ -239,7 +239,7 @@ class RecipientSpool:
         self.count = 0
 
     def add(self, recipient: tuple[Any, ...], *, urgent: bool) -> None:
-        """Append one recipient (ref, name, email, phone, language, priority, voice)."""
+        """Append one recipient (ref, name, email, phone, language, priority, voice, region)."""
         pending = self._pending[urgent]
         pending.append(recipient)
         self.count += 1

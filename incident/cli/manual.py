@@ -55,7 +55,9 @@ def manual() -> None:
 
 @manual.command("open")
 @click.argument("incident_id", metavar="ID")
-@click.option("--hotline", help="Number to call (default: the organisation's hotline).")
+@click.option("--hotline", multiple=True, metavar="[REGION=]NUMBER",
+              help="Number to call (default: the organisation's hotline); REGION=NUMBER for "
+                   "a region's own, besides a default (repeat).")
 @click.option("--counters", help="Where counters serve customers (both languages).")
 @click.option("--counters-zh", help="The counters text in Chinese.")
 @click.option("--hours", help="Service hours (both languages).")
@@ -63,11 +65,13 @@ def manual() -> None:
 @click.option("--workaround", help="A temporary workaround customers can use.")
 @click.option("--workaround-zh", help="The workaround in Chinese.")
 @pass_app
-def open_(app: App, incident_id: str, hotline: str | None, counters: str | None,
+def open_(app: App, incident_id: str, hotline: tuple[str, ...], counters: str | None,
           counters_zh: str | None, hours: str | None, hours_zh: str | None,
           workaround: str | None, workaround_zh: str | None) -> None:
     """Open the playbook's manual channel (or change its details while open); every later
     customer notice announces it. Options override the playbook's texts."""
+    from incident.regions import describe
+
     texts = {"counters": _both(counters, counters_zh), "hours": _both(hours, hours_zh),
              "workaround": _both(workaround, workaround_zh)}
     result = app.response.manual.open(incident_id, hotline=hotline, texts=texts)
@@ -75,8 +79,8 @@ def open_(app: App, incident_id: str, hotline: str | None, counters: str | None,
     view, out = result.view, app.out
     m = view.manual
     assert m is not None
-    payload = {"id": view.id, "open": True, "hotline": m.hotline or
-               app.rt.settings.organisation.hotline, "hours": m.hours,
+    shown = m.hotline or app.rt.settings.organisation.hotline
+    payload = {"id": view.id, "open": True, "hotline": shown, "hours": m.hours,
                "counters": m.counters, "workaround": m.workaround}
     if out.as_json:
         out.json(payload)
@@ -84,7 +88,7 @@ def open_(app: App, incident_id: str, hotline: str | None, counters: str | None,
     out.line(f"Manual channel of {view.id} open: it is in every customer notice from now on.")
     lang = app.rt.settings.default_language
     out.table(None, ["", "text"], [
-        ["hotline", payload["hotline"]], ["hours", m.hours[lang]],
+        ["hotline", describe(shown)], ["hours", m.hours[lang]],
         ["counters", (m.counters or {}).get(lang, "—")],
         ["workaround", (m.workaround or {}).get(lang, "—")]])
     short = view.id[-6:]

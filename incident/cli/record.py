@@ -84,10 +84,12 @@ def _describe_coordination(event: Event) -> list[str]:
         payload_of,
     )
     from incident.privacy import mask_reference
+    from incident.regions import describe
 
     p = payload_of(event)
     if isinstance(p, ManualOpened):
-        return ["manual channel opened" + (f", hotline {p.hotline}" if p.hotline else "")]
+        return ["manual channel opened" + (f", hotline {describe(p.hotline)}" if p.hotline
+                                           else "")]
     if isinstance(p, ManualClosed):
         return ["manual channel closed"]
     if isinstance(p, CaseLogged):

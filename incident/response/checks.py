@@ -9,7 +9,13 @@ from pathlib import Path
 
 from incident.errors import Location, PlaybookInvalid, PlaybookNotFound
 from incident.models import Event, EventType, Phase
-from incident.notices import SAMPLE_CUSTOMER, SAMPLE_MESSAGE, WORST_CASE, notice_context
+from incident.notices import (
+    SAMPLE_CUSTOMER,
+    SAMPLE_MESSAGE,
+    WORST_CASE,
+    for_customer,
+    notice_context,
+)
 from incident.playbooks import Playbook, load_playbook
 from incident.rendering import Renderer
 from incident.settings import Runtime
@@ -75,12 +81,15 @@ def check_playbook(rt: Runtime, renderer: Renderer, path: Path) -> PlaybookCheck
 
 def _worst_sms(rt: Runtime, renderer: Renderer, book: Playbook, phase: Phase, lang: str,
                now: datetime) -> dict[str, int | float | str]:
-    """The SMS of `phase` with every variable value at its longest (notices.WORST_CASE), and
-    the seconds 1,000 of them take at the configured rate."""
+    """The SMS of `phase` with every variable value at its longest (notices.WORST_CASE), in
+    the region whose details make it longest, and the seconds 1,000 of them take at the
+    configured rate."""
     worst = WORST_CASE[lang]
     view = sample_view(book, phase, now=now, title=worst["title"], reason=worst["reason"])
-    context = {**notice_context(rt, view, phase=phase, lang=lang, message=worst["message"]),
-               "customer": {"name": worst["name"], "ref": worst["ref"]}}
-    info = renderer.render_sms(book.notices.template_set, phase.value, lang, context).info
+    context = notice_context(rt, view, phase=phase, lang=lang, message=worst["message"])
+    info = max((renderer.render_sms(book.notices.template_set, phase.value, lang, {
+        **for_customer(context, region), "customer": {"name": worst["name"],
+                                                      "ref": worst["ref"]}}).info
+                for region in ("", *context.get("regional", {}))), key=lambda i: i.units)
     return {"encoding": info.encoding, "units": info.units, "segments": info.segments,
             "seconds_per_1000": round(1000 * info.segments / rt.settings.channels.sms.rate, 1)}

@@ -8,12 +8,14 @@ it with a reason (response/lifecycle.py). The rules on the data are in incident/
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from incident.errors import InvalidTransition, InvalidValue
 from incident.manual import case_id, opened, parse_amount
 from incident.models import OPEN_STATES, EventType
 from incident.payloads import CaseLogged, CaseReconciled, ManualClosed
+from incident.regions import given_per_region
 from incident.response.journal import Journal
 from incident.response.results import NoticeResult
 from incident.state import IncidentView
@@ -27,13 +29,17 @@ class ManualChannel:
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
 
-    def open(self, ref: str, *, hotline: str | None = None,
+    def open(self, ref: str, *, hotline: str | Sequence[str] | None = None,
                     texts: dict[str, dict[str, str] | None] | None = None) -> NoticeResult:
         """Open the manual channel, or change its details while open (`texts`: counters,
-        hours, workaround, each {zh-CN, en}). Every later customer notice announces it."""
+        hours, workaround, each {zh-CN, en}; `hotline`: a number, or `NUMBER` and
+        `REGION=NUMBER` values, see given_per_region). Every later customer notice
+        announces it."""
+        number = given_per_region([hotline] if isinstance(hotline, str) else hotline or (),
+                                  "hotline")
         return self.journal.record(
             ref, EventType.MANUAL_OPENED, None,
-            lambda view, now: opened(view, hotline=hotline, texts=texts),
+            lambda view, now: opened(view, hotline=number, texts=texts),
             allowed=OPEN, verb="open the manual channel of")
 
     def close(self, ref: str, *, note: str | None = None) -> NoticeResult:

@@ -255,7 +255,8 @@ class Declaration:
         known = load_branches(path)
         closed = scope_branches(known, regions=regions, branch_ids=branch_ids)
         near = nearby_open(closed, known, within_km=book.branches.nearby_km,
-                           limit=book.branches.nearby_max)
+                           limit=book.branches.nearby_max,
+                           reachable=book.branches.reachable_regions)
         return {"file": str(path),
                 "closed": [_branch(b) for b in closed],
                 "open": [{**_branch(b), "distance_km": km} for b, km in near]}
@@ -271,7 +272,8 @@ class Declaration:
             try:
                 for recipient in scan.spool:
                     if recipient.phone:
-                        forecast.add(recipient.language, recipient.name, recipient.ref)
+                        forecast.add(recipient.language, recipient.name, recipient.ref,
+                                     recipient.region)
             finally:
                 scan.spool.close()
         sms: dict[str, dict[str, Any]] = {}

@@ -147,6 +147,12 @@ def m006_outbox_fallback_address(conn: Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE outbox ADD COLUMN fallback_address VARCHAR(320)")
 
 
+def m007_outbox_region(conn: Connection) -> None:
+    """outbox.region: the customer's region, which picks the per-region details of their
+    message (hotline, website, time zone); NULL for older rows."""
+    conn.exec_driver_sql("ALTER TABLE outbox ADD COLUMN region VARCHAR(100)")
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_initial", m001_initial),
     ("m002_outbox_due_index", m002_outbox_due_index),
@@ -154,6 +160,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m004_outbox_transport", m004_outbox_transport),
     ("m005_chain_anchor", m005_chain_anchor),
     ("m006_outbox_fallback_address", m006_outbox_fallback_address),
+    ("m007_outbox_region", m007_outbox_region),
 ]
 
 

@@ -67,6 +67,7 @@ class OutboxRow:
     idempotency_key: str
     fallback_address: str | None = None
     transport: str | None = None  # what it was recorded for (None: before m004)
+    region: str | None = None  # the customer's (None: a party, or before m007)
 
 
 FALLBACK_CHANNEL = {"email": "sms", "sms": "email"}
@@ -166,7 +167,7 @@ def _inserted(result: Any, rows: int, ignore_existing: bool) -> int:
 # as an attempt).
 _CLAIM_COLUMNS = ("id, incident_id, notice_seq, channel, recipient_ref, recipient_name, address, "
                   "language, priority, attempts + 1, message_id, idempotency_key, "
-                  "fallback_address, transport")
+                  "fallback_address, transport, region")
 
 
 def _driver_sql(conn: Connection, text: str) -> str:
@@ -363,7 +364,7 @@ def add_fallback(conn: Connection, row: OutboxRow, *, message_id: str, now: date
                     "recipient_name": row.recipient_name, "address": row.fallback_address,
                     "language": row.language, "priority": row.priority,
                     "message_id": message_id, "idempotency_key": key,
-                    "transport": transport}], now=now)
+                    "transport": transport, "region": row.region}], now=now)
     return True
 
 
@@ -389,7 +390,7 @@ def rows_to_copy(conn: Connection, incident_id: str, notice_seq: int) -> list[An
         o.c.incident_id == incident_id, o.c.state == DeliveryState.FAILED.value).distinct()
     dead = {(r.recipient_ref, r.channel) for r in conn.execute(failed)}
     query = (select(o.c.channel, o.c.recipient_ref, o.c.recipient_name, o.c.address,
-                    o.c.language, o.c.priority, o.c.fallback_address)
+                    o.c.language, o.c.priority, o.c.fallback_address, o.c.region)
              .where(o.c.incident_id == incident_id, o.c.notice_seq == notice_seq)
              .order_by(o.c.id))
     return [r for r in conn.execute(query).all() if (r.recipient_ref, r.channel) not in dead]

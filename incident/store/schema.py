@@ -92,6 +92,9 @@ outbox = Table(
     # transport settles it, unless the supervisor reroutes it (an event). NULL: recorded
     # before m004, any transport.
     Column("transport", String(16)),
+    # The customer's region: it picks the hotline, website and time zone of their message
+    # (m007; NULL for parties and older rows: the defaults).
+    Column("region", String(100)),
     UniqueConstraint("idempotency_key", name="uq_outbox_key"),
     UniqueConstraint("incident_id", "notice_seq", "channel", "recipient_ref",
                      name="uq_outbox_recipient"),
