@@ -12,6 +12,7 @@ from incident import mime
 from incident.audience import Customer, Recipient
 from incident.channels.base import EmailOut, MessageRef, Outgoing, SmsOut
 from incident.errors import ConfigInvalid, InvalidValue, Location, TemplateInvalid
+from incident.languages import to_hk
 from incident.mime import EmailTemplate
 from incident.models import Phase, Status
 from incident.rendering import Renderer, SmsInfo, sms_segments, tidy_sms, uniform_shape
@@ -19,17 +20,21 @@ from incident.settings import Limits, Runtime
 from incident.state import IncidentView
 from incident.store import Connection
 from incident.store.outbox import PARTY_PREFIX, OutboxRow, idempotency_key, rows_to_copy
-from incident.timeutil import local_text
+from incident.timeutil import HONG_KONG, TIME_LABELS, local_text
 
 STATUS_LABELS = {
     "zh-CN": {Status.INVESTIGATING: "正在排查", Status.IDENTIFIED: "已查明原因",
               Status.MONITORING: "已修复，观察中", Status.RESOLVED: "已恢复",
               Status.CLOSED: "已结束"},
+    "zh-HK": {Status.INVESTIGATING: "正在調查", Status.IDENTIFIED: "已找出原因",
+              Status.MONITORING: "已修復，觀察中", Status.RESOLVED: "已恢復",
+              Status.CLOSED: "已結束"},
     "en": {Status.INVESTIGATING: "investigating", Status.IDENTIFIED: "cause identified",
            Status.MONITORING: "fix applied, monitoring", Status.RESOLVED: "resolved",
            Status.CLOSED: "closed"},
 }
 KIND_LABELS = {"zh-CN": {"system_failure": "系统故障", "natural_disaster": "自然灾害"},
+               "zh-HK": {"system_failure": "系統故障", "natural_disaster": "自然災害"},
                "en": {"system_failure": "system failure", "natural_disaster": "natural disaster"}}
 
 
@@ -39,13 +44,16 @@ def notice_context(rt: Runtime, view: IncidentView, *, phase: Phase, message: st
 
     `view` is the incident's state including the event that carries this notice.
     """
-    zone = rt.zone
+    # Hong Kong readers read Hong Kong time, labelled so (香港時間), whatever zone the
+    # organisation keeps its records in.
+    zone = HONG_KONG if lang == "zh-HK" else rt.zone
+    label = TIME_LABELS.get(lang)
     org = rt.settings.organisation
     playbook = view.playbook
     last = view.eta_history[-1] if view.eta_history else None
 
     def when(value: Any) -> str:
-        return local_text(value, zone) if value is not None else ""
+        return local_text(value, zone, label=label) if value is not None else ""
 
     return {
         "lang": lang,
@@ -61,7 +69,9 @@ def notice_context(rt: Runtime, view: IncidentView, *, phase: Phase, message: st
         "notice": {"phase": phase.value, "message": message, "at": when(view.last_event_at)},
         "eta": {"known": view.eta is not None, "at": when(view.eta),
                 "previous": when(view.previous_eta),
-                "reason": last.reason if last and phase is Phase.ETA_CHANGED else ""},
+                # The reason is the ETA notice's message, in the notice's language.
+                "reason": (message or last.reason) if last and phase is Phase.ETA_CHANGED
+                else ""},
         "next_update": when(view.next_update_due),
         "manual": manual_context(view, lang),
         "branches": branch_context(view, lang),
@@ -77,9 +87,16 @@ def manual_context(view: IncidentView, lang: str) -> dict[str, Any]:
     m = view.manual
     if m is None or not m.open:
         return {"open": False, "hotline": "", "counters": "", "hours": "", "workaround": ""}
-    return {"open": True, "hotline": m.hotline, "hours": m.hours[lang],
-            "counters": m.counters[lang] if m.counters else "",
-            "workaround": m.workaround[lang] if m.workaround else ""}
+    return {"open": True, "hotline": m.hotline, "hours": in_language(m.hours, lang),
+            "counters": in_language(m.counters, lang) if m.counters else "",
+            "workaround": in_language(m.workaround, lang) if m.workaround else ""}
+
+
+def in_language(texts: Mapping[str, str], lang: str) -> str:
+    """A recorded text in `lang`; a record made before zh-HK existed has zh-CN, converted."""
+    if lang in texts:
+        return texts[lang]
+    return to_hk(texts["zh-CN"]) if lang == "zh-HK" else texts["en"]
 
 
 def branch_context(view: IncidentView, lang: str) -> dict[str, Any]:
@@ -87,7 +104,9 @@ def branch_context(view: IncidentView, lang: str) -> dict[str, Any]:
     scope = view.scope
 
     def label(branch: dict[str, Any]) -> str:
-        return str(branch.get("name_en") or branch["name"]) if lang == "en" else branch["name"]
+        if lang == "en":
+            return str(branch.get("name_en") or branch["name"])
+        return to_hk(branch["name"]) if lang == "zh-HK" else str(branch["name"])
 
     return {"closed": [label(b) for b in scope.get("closed", [])],
             "open": [{"name": label(b), "distance_km": b["distance_km"]}
@@ -97,8 +116,10 @@ def branch_context(view: IncidentView, lang: str) -> dict[str, Any]:
 # Sample data per language, so that `playbooks validate` shows the segments a real SMS takes
 # (a Chinese name in an English SMS would make it UCS-2).
 SAMPLE_CUSTOMER = {"zh-CN": {"name": "张伟", "ref": "C-SAMPLE"},
+                   "zh-HK": {"name": "陳大文", "ref": "C-SAMPLE"},
                    "en": {"name": "Wei Zhang", "ref": "C-SAMPLE"}}
 SAMPLE_MESSAGE = {"zh-CN": "技术人员正在切换至备用系统",
+                  "zh-HK": "技術人員正在切換至後備系統",
                   "en": "Engineers are switching to the backup system"}
 # The longest values `playbooks validate` forecasts SMS segments for (README, Templates): a
 # name of 12 characters in Chinese notices and 40 in English ones, a title, message and ETA
@@ -106,7 +127,7 @@ SAMPLE_MESSAGE = {"zh-CN": "技术人员正在切换至备用系统",
 # Characters of the notice's language: GSM-7 in English (one Chinese character makes UCS-2).
 WORST_CASE = {lang: {"name": fill * n, "ref": "C" * 20, "title": fill * 60,
                      "message": fill * 60, "reason": fill * 60}
-              for lang, fill, n in (("zh-CN", "测", 12), ("en", "x", 40))}
+              for lang, fill, n in (("zh-CN", "测", 12), ("zh-HK", "測", 12), ("en", "x", 40))}
 
 
 def check_templates(renderer: Renderer, template_set: str, channels: Sequence[str],

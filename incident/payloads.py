@@ -179,6 +179,7 @@ class Updated(WithNotice, WithWarning):
 
     message: str
     message_zh: str | None = None
+    message_zh_hk: str | None = None
     internal: bool = False
     status: Literal["investigating", "identified", "monitoring"] | None = None
     severity: str | None = None
@@ -194,6 +195,8 @@ class EtaRevised(WithNotice):
     previous: IsoTime | None = None
     reason: str
     message: str = ""
+    message_zh: str | None = None
+    message_zh_hk: str | None = None
 
 
 class Resolved(WithNotice):
@@ -201,6 +204,7 @@ class Resolved(WithNotice):
 
     message: str
     message_zh: str | None = None
+    message_zh_hk: str | None = None
     resolved_at: IsoTime
 
 

@@ -15,14 +15,13 @@ from pydantic import Field, field_validator, model_validator
 
 from incident.clock import SYSTEM_CLOCK, Clock
 from incident.errors import ConfigInvalid, InvalidValue
+from incident.languages import LANGUAGES, Language
 from incident.models import Duration, Strict, Text
 from incident.privacy import remember_secret
 from incident.resources import shipped
 from incident.timeutil import get_zone
 from incident.yamlfile import parse_model
 
-Language = Literal["zh-CN", "en"]
-LANGUAGES: tuple[Language, ...] = ("zh-CN", "en")
 CONFIG_NAME = "incident.yaml"
 
 

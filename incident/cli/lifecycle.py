@@ -278,7 +278,9 @@ def format_duration_s(seconds: float) -> str:
 @click.command()
 @click.argument("incident_id", metavar="ID")
 @click.option("--message", "-m", required=True, help="What changed (goes into the notice).")
-@click.option("--message-zh", help="The message in Chinese for zh-CN customers.")
+@click.option("--message-zh", help="The message in Simplified Chinese (zh-CN customers; "
+              "converted to Traditional for zh-HK ones unless --message-zh-hk is given).")
+@click.option("--message-zh-hk", help="The message in Traditional Chinese for zh-HK customers.")
 @click.option("--eta", metavar="WHEN", help="A new ETA along with the update.")
 @click.option("--status", type=click.Choice(["investigating", "identified", "monitoring"]))
 @click.option("--severity", metavar="GRADE",
@@ -289,9 +291,9 @@ def format_duration_s(seconds: float) -> str:
               help="Also send it to this party from incident.yaml (repeat).")
 @queue_only
 @pass_app
-def update(app: App, incident_id: str, message: str, message_zh: str | None, eta: str | None,
-           status: str | None, severity: str | None, internal: bool, to: tuple[str, ...],
-           queue_only: bool) -> None:
+def update(app: App, incident_id: str, message: str, message_zh: str | None,
+           message_zh_hk: str | None, eta: str | None, status: str | None,
+           severity: str | None, internal: bool, to: tuple[str, ...], queue_only: bool) -> None:
     """Post a progress update; customers get it unless --internal.
 
     \b
@@ -299,7 +301,8 @@ def update(app: App, incident_id: str, message: str, message_zh: str | None, eta
       incident update 3F2A --status identified -m "Database failover in progress"
     """
     result = app.response.lifecycle.update(
-        incident_id, message=message, message_zh=message_zh, eta=eta, status=status,
+        incident_id, message=message, message_zh=message_zh, message_zh_hk=message_zh_hk,
+        eta=eta, status=status,
         severity=severity, internal=internal, to=to, queue_only=queue_only)
     show_updated(app, result, queue_only)
 
@@ -320,9 +323,13 @@ def show_updated(app: App, result: NoticeResult, queue_only: bool) -> None:
 @click.argument("incident_id", metavar="ID")
 @click.argument("when", metavar="WHEN")
 @click.option("--reason", required=True, help="Why the ETA changed (customers are told).")
+@click.option("--reason-zh", help="The reason in Simplified Chinese (zh-CN customers; "
+              "converted to Traditional for zh-HK ones unless --reason-zh-hk is given).")
+@click.option("--reason-zh-hk", help="The reason in Traditional Chinese for zh-HK customers.")
 @queue_only
 @pass_app
-def eta(app: App, incident_id: str, when: str, reason: str, queue_only: bool) -> None:
+def eta(app: App, incident_id: str, when: str, reason: str, reason_zh: str | None,
+        reason_zh_hk: str | None, queue_only: bool) -> None:
     """Announce a new estimated recovery time WHEN (90m, 2h, 16:30, ISO).
 
     \b
@@ -330,6 +337,7 @@ def eta(app: App, incident_id: str, when: str, reason: str, queue_only: bool) ->
       incident eta 3F2A 16:30 --reason "Data verification takes longer"
     """
     result = app.response.lifecycle.revise_eta(incident_id, when=when, reason=reason,
+                                               reason_zh=reason_zh, reason_zh_hk=reason_zh_hk,
                                                queue_only=queue_only)
     app.out.line(f"ETA of {result.incident_id} is now {app.out.when(result.view.eta)} "
                  f"(was {app.out.when(result.view.previous_eta)})")
@@ -339,12 +347,14 @@ def eta(app: App, incident_id: str, when: str, reason: str, queue_only: bool) ->
 @click.command()
 @click.argument("incident_id", metavar="ID")
 @click.option("--message", "-m", required=True, help="What was restored.")
-@click.option("--message-zh", help="The message in Chinese for zh-CN customers.")
+@click.option("--message-zh", help="The message in Simplified Chinese (zh-CN customers; "
+              "converted to Traditional for zh-HK ones unless --message-zh-hk is given).")
+@click.option("--message-zh-hk", help="The message in Traditional Chinese for zh-HK customers.")
 @click.option("--at", metavar="TIME", help="When service was restored (default: now).")
 @queue_only
 @pass_app
-def resolve(app: App, incident_id: str, message: str, message_zh: str | None, at: str | None,
-            queue_only: bool) -> None:
+def resolve(app: App, incident_id: str, message: str, message_zh: str | None,
+            message_zh_hk: str | None, at: str | None, queue_only: bool) -> None:
     """Declare service restored and send the recovery notice.
 
     \b
@@ -352,7 +362,8 @@ def resolve(app: App, incident_id: str, message: str, message_zh: str | None, at
       incident resolve 3F2A -m "All services restored; transfers made today are processed"
     """
     result = app.response.lifecycle.resolve(incident_id, message=message,
-                                            message_zh=message_zh, at=at, queue_only=queue_only)
+                                            message_zh=message_zh, message_zh_hk=message_zh_hk,
+                                            at=at, queue_only=queue_only)
     app.out.line(f"{result.incident_id} resolved at {app.out.when(result.view.resolved_at)}")
     _finish(app, result, _send(app, result, queue_only))
     app.out.next(f"incident close {_short(result.incident_id)}")
