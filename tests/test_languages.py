@@ -14,8 +14,8 @@ from pathlib import Path
 
 import opencc
 import pytest
-from cli_fixtures import Workspace
 
+from cli_fixtures import Workspace
 from incident.audience import normalize_language
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,5 +131,6 @@ def test_typhoon_for_hong_kong_in_traditional_and_simplified(sqlite_ws: Workspac
 
 
 def test_playbook_check_renders_zh_hk(sqlite_ws: Workspace) -> None:
-    result = sqlite_ws.json("playbooks", "validate", str(sqlite_ws.root / "playbooks" / "typhoon.yaml"))
+    path = sqlite_ws.root / "playbooks" / "typhoon.yaml"
+    result = sqlite_ws.json("playbooks", "validate", str(path))
     assert "zh-HK" in json.dumps(result, ensure_ascii=False)
