@@ -12,7 +12,7 @@ from incident import mime
 from incident.audience import Customer, Recipient
 from incident.channels.base import EmailOut, MessageRef, Outgoing, SmsOut
 from incident.errors import ConfigInvalid, InvalidValue, Location, TemplateInvalid
-from incident.languages import to_hk
+from incident.languages import CHINESE, chinese_text, to_hk
 from incident.mime import EmailTemplate
 from incident.models import Phase, Status
 from incident.rendering import Renderer, SmsInfo, sms_segments, tidy_sms, uniform_shape
@@ -59,7 +59,8 @@ def notice_context(rt: Runtime, view: IncidentView, *, phase: Phase, message: st
         "lang": lang,
         "org": {"name": org.name.get(lang), "hotline": org.hotline, "website": org.website},
         "incident": {
-            "id": view.id, "ref": view.id, "title": view.title, "severity": view.severity,
+            "id": view.id, "ref": view.id, "title": incident_title(view, lang),
+            "severity": view.severity,
             "severity_name": playbook.level(view.severity).name.get(lang),
             "status": STATUS_LABELS[lang][view.status],
             "kind": KIND_LABELS[lang][playbook.kind.value],
@@ -80,6 +81,15 @@ def notice_context(rt: Runtime, view: IncidentView, *, phase: Phase, message: st
                      "advice": playbook.advice.get(lang)},
         "resolved": {"at": when(view.resolved_at)},
     }
+
+
+def incident_title(view: IncidentView, lang: str) -> str:
+    """The incident's title in `lang`: as typed for it, else converted from the other Chinese
+    one; a Chinese notice of an incident titled in English only names the playbook (台风,
+    核心系统故障) rather than an English title or a lead-in in a one-line title."""
+    if lang in CHINESE and not (view.title_zh or view.title_zh_hk):
+        return view.playbook.name.get(lang)
+    return chinese_text(lang, view.title, view.title_zh, view.title_zh_hk)
 
 
 def manual_context(view: IncidentView, lang: str) -> dict[str, Any]:
@@ -224,6 +234,14 @@ def rows_from_notice(conn: Connection, incident_id: str, source_seq: int, seq: i
 NoticeRecords = dict[tuple[str, int], dict[str, Any]]
 
 
+SWITCHED_LISTED = 20  # customers named in a dry run whose name makes their SMS UCS-2
+
+
+def non_gsm(text: str) -> str:
+    """The distinct characters of `text` outside the GSM-7 alphabet, in order."""
+    return "".join(dict.fromkeys(ch for ch in text if sms_segments(ch).encoding == "UCS-2"))
+
+
 class SmsForecast:
     """The segments each recipient's SMS of one notice takes, as the composer will render it.
 
@@ -243,6 +261,11 @@ class SmsForecast:
         self.longest: dict[str, SmsInfo] = {}  # language -> the SMS with the most units
         self._texts: dict[str, str | None] = {}
         self._known: dict[tuple[str, Any, Any], SmsInfo] = {}
+        self._gsm: dict[str, bool] = {}  # language -> GSM-7 for a name in GSM-7 characters
+        # language -> recipients whose name alone makes their SMS UCS-2: (ref, segments,
+        # the name's characters outside GSM-7), the first SWITCHED_LISTED of them
+        self.switched: dict[str, list[tuple[str, int, str]]] = {}
+        self.switched_count: Counter[str] = Counter()
 
     def add(self, lang: str, name: str, ref: str) -> SmsInfo:
         """Count one recipient's SMS (in its language, or the notice's first one)."""
@@ -257,7 +280,18 @@ class SmsForecast:
         self.segments.setdefault(lang, Counter())[info.segments] += 1
         if lang not in self.longest or info.units > self.longest[lang].units:
             self.longest[lang] = info
+        if info.encoding == "UCS-2" and self._gsm_template(lang):
+            self.switched_count[lang] += 1
+            listed = self.switched.setdefault(lang, [])
+            if len(listed) < SWITCHED_LISTED:
+                listed.append((ref, info.segments, non_gsm(name)))
         return info
+
+    def _gsm_template(self, lang: str) -> bool:
+        """Whether the notice in `lang` is GSM-7 for a customer with a GSM-7 name and ref."""
+        if lang not in self._gsm:
+            self._gsm[lang] = sms_segments(self.text(lang, "Name", "C0")).encoding == "GSM-7"
+        return self._gsm[lang]
 
     def text(self, lang: str, name: str, ref: str) -> str:
         """The SMS text for this customer, as the composer renders it."""

@@ -159,6 +159,8 @@ class Declared(WithNotice, WithSteps, WithWarning):
     """declared: the incident is started (its first event)."""
 
     title: str
+    title_zh: str | None = None
+    title_zh_hk: str | None = None
     playbook: dict[str, Any] = Field(description="the whole playbook as recorded")
     severity: str
     drill: bool = False

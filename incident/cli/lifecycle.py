@@ -112,6 +112,9 @@ def _list_failures(app: App, incident_id: str) -> None:
 @click.command()
 @click.argument("playbook")
 @click.option("--title", required=True, help="What is happening, in a few words.")
+@click.option("--title-zh", help="The title in Simplified Chinese (zh-CN customers; converted "
+              "for zh-HK ones unless --title-zh-hk is given; default: the playbook's name).")
+@click.option("--title-zh-hk", help="The title in Traditional Chinese for zh-HK customers.")
 @click.option("--severity", help="Grade from the playbook (default: the playbook's default).")
 @click.option("--eta", metavar="WHEN", help="Estimated recovery: 90m, 2h, 14:30, ISO time.")
 @click.option("--detected-at", metavar="TIME", help="When it was detected (default: now).")
@@ -132,7 +135,8 @@ def _list_failures(app: App, incident_id: str) -> None:
               help="Render and count everything; record and send nothing.")
 @queue_only
 @pass_app
-def start(app: App, playbook: str, title: str, severity: str | None, eta: str | None,
+def start(app: App, playbook: str, title: str, title_zh: str | None, title_zh_hk: str | None,
+          severity: str | None, eta: str | None,
           detected_at: str | None, affected: tuple[str, ...], region: tuple[str, ...],
           branch: tuple[str, ...], branch_list: str | None, no_manual: bool,
           audience: str | None, drill: bool, dry_run: bool, queue_only: bool) -> None:
@@ -146,7 +150,8 @@ def start(app: App, playbook: str, title: str, severity: str | None, eta: str | 
     from incident.response.results import DryRunPlan, StartResult
 
     result = app.response.lifecycle.start(
-        playbook=playbook, title=title, severity=severity, eta=eta, detected_at=detected_at,
+        playbook=playbook, title=title, title_zh=title_zh, title_zh_hk=title_zh_hk,
+        severity=severity, eta=eta, detected_at=detected_at,
         affected=affected, regions=region, branches=branch, branch_list=branch_list,
         manual=False if no_manual else None, audience=audience, drill=drill, dry_run=dry_run,
         queue_only=queue_only)
@@ -266,8 +271,21 @@ def _print_plan(app: App, plan: DryRunPlan) -> None:
               [[lang, s["encoding"], s["units"],
                 "  ".join(f"{n}: {count}" for n, count in s["messages"].items())]
                for lang, s in plan.sms.items()])
+    for lang, s in plan.sms.items():
+        if "ucs2_names" in s:
+            _print_ucs2_names(app, lang, s["ucs2_names"])
     out.table("Estimated send time at the configured rates", ["channel", "time"],
               [[c, format_duration_s(s)] for c, s in plan.estimated_seconds.items()])
+
+
+def _print_ucs2_names(app: App, lang: str, names: dict[str, Any]) -> None:
+    """The customers whose name alone makes their SMS in `lang` UCS-2 (more segments)."""
+    listed = ", ".join(f"{c['customer']} ({c['characters'] or 'ref'}: "
+                       f"{c['segments']} segments)" for c in names["listed"])
+    more = names["customers"] - len(names["listed"])
+    app.out.warn(f"{names['customers']} {lang} SMS become UCS-2 (70 characters a segment, not "
+                 f"160) because of characters outside GSM-7 in the customer's name: {listed}"
+                 + (f" and {more} more" if more > 0 else ""))
 
 
 def format_duration_s(seconds: float) -> str:
