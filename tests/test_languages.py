@@ -10,13 +10,18 @@ import email
 import email.policy
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import opencc
 import pytest
+from test_report_html import chromium, open_in_chromium, png_size
 
 from cli_fixtures import Workspace
 from incident.audience import normalize_language
+
+__all__ = ["chromium"]  # the fixture, shared with the report's browser test
 
 ROOT = Path(__file__).resolve().parent.parent
 BRANCHES = ROOT / "examples" / "branches.csv"
@@ -134,3 +139,35 @@ def test_playbook_check_renders_zh_hk(sqlite_ws: Workspace) -> None:
     path = sqlite_ws.root / "playbooks" / "typhoon.yaml"
     result = sqlite_ws.json("playbooks", "validate", str(path))
     assert "zh-HK" in json.dumps(result, ensure_ascii=False)
+
+
+def test_zh_hk_email_renders_in_chromium_with_a_cjk_font(
+        sqlite_ws: Workspace, chromium: str, tmp_path: Path,
+        record_property: pytest.RecordProperty) -> None:
+    """The HTML part of a zh-HK email, opened in headless Chromium: a font covers Traditional
+    Chinese (no boxes), the page loads nothing and shows the notice; the screenshot is kept."""
+    fonts = subprocess.run(["fc-list", ":lang=zh-tw", "family"], capture_output=True,
+                           text=True, check=False) if shutil.which("fc-list") else None
+    if fonts is None or not fonts.stdout.strip():
+        pytest.fail("no Traditional Chinese font: run scripts/install-test-deps.sh "
+                    "(fonts-wqy-microhei)")
+    ws = sqlite_ws
+    ws.write_customers(CUSTOMERS)
+    ws.freeze(NOW)
+    started = ws.json("start", "typhoon", "--title", "Typhoon Signal No. 8", "--region",
+                      "hong-kong", "--branches", str(BRANCHES), "--eta", "18:00")
+    html = _notice(ws, started["id"], 1)["H1"][2]
+    page_path = tmp_path / "zh-hk-email.html"
+    page_path.write_text(html, encoding="utf-8")
+    page = open_in_chromium(chromium, page_path, tmp_path / "chromium")
+    record_property("screenshot", str(page.screenshot))
+    print(f"zh-HK email screenshot: {page.screenshot}")
+    assert page.console == []
+    assert png_size(page.screenshot)[0] > 0
+    blank = tmp_path / "blank.html"
+    blank.write_text("<!DOCTYPE html><html><body></body></html>", encoding="utf-8")
+    empty = open_in_chromium(chromium, blank, tmp_path / "chromium-blank")
+    assert page.screenshot.stat().st_size > 10 * empty.screenshot.stat().st_size
+    assert '<html lang="zh-HK">' in page.dom
+    for words in ("親愛的陳大文", "暫停營業：中環分行", "香港時間", "客户服務熱線"):
+        assert words in page.dom
