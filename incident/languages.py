@@ -47,3 +47,9 @@ def chinese_text(lang: str, english: str, chinese: str | None = None,
     if chinese or hong_kong:
         return chinese or to_simplified(hong_kong or "")
     return f"{ENGLISH_ONLY[lang]}{english}" if english else ""
+
+
+def document_language(lang: str) -> str:
+    """The language of a document written in zh-CN and en only (the post-mortem report, a
+    regulator draft) for someone whose language is `lang`: zh-HK readers get the Chinese."""
+    return "zh-CN" if lang == "zh-HK" else lang

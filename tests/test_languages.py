@@ -171,3 +171,23 @@ def test_zh_hk_email_renders_in_chromium_with_a_cjk_font(
     assert '<html lang="zh-HK">' in page.dom
     for words in ("親愛的陳大文", "暫停營業：中環分行", "香港時間", "客户服務熱線"):
         assert words in page.dom
+
+
+def test_hong_kong_default_language(sqlite_ws: Workspace) -> None:
+    """default_language zh-HK: customers without a language cell read Traditional; the
+    report and the regulator draft, written in zh-CN and en only, come in Chinese."""
+    ws = sqlite_ws
+    ws.set_config("default_language: zh-CN", "default_language: zh-HK")
+    ws.write_customers(["H9,陳小明,chan.siuming@example.com,,,retail,hong-kong,,,"])
+    ws.freeze(NOW)
+    started = ws.json("start", "typhoon", "--title", "Typhoon Signal No. 8")
+    mails = ws.outbox_files(started["id"], "eml")
+    assert len(mails) == 1
+    with open(mails[0], "rb") as handle:
+        msg = email.message_from_binary_file(handle, policy=email.policy.default)
+    text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "親愛的陳小明" in text and "香港時間" in text
+    report = ws.run("report", started["id"]).stdout
+    assert "事件" in report
+    draft = ws.run("regulator", started["id"], "--draft").stdout
+    assert "报告" in draft or "报送" in draft
