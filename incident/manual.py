@@ -62,7 +62,7 @@ def manual_details(book: Playbook, overrides: dict[str, Any] | None = None,
     channel: ManualChannel = book.principles.minimal_impact.manual_channel
 
     def both(text: Any) -> dict[str, str] | None:
-        return {"zh-CN": text.zh_CN, "en": text.en} if text is not None else None
+        return text.texts() if text is not None else None
 
     details: dict[str, Any] = dict(current) if current else {
         "hotline": channel.hotline or "", "hours": both(channel.hours),

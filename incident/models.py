@@ -9,9 +9,9 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, PrivateAttr
 
 from incident.errors import InvalidValue
+from incident.languages import LANGUAGES as LANGUAGES  # re-exported
+from incident.languages import to_hk
 from incident.timeutil import format_duration, parse_duration
-
-LANGUAGES = ("zh-CN", "en")
 
 
 def _to_duration(value: Any) -> timedelta:
@@ -42,14 +42,22 @@ class Strict(BaseModel):
 
 
 class Text(Strict):
-    """A text in both supported languages."""
+    """A text in every notice language; without a `zh-HK` text, the zh-CN one in Hong Kong
+    Traditional characters (OpenCC s2hk)."""
 
     zh_CN: str = Field(alias="zh-CN", min_length=1)
+    zh_HK: str | None = Field(default=None, alias="zh-HK", min_length=1)
     en: str = Field(min_length=1)
 
     def get(self, lang: str) -> str:
-        """The text in `lang` (zh-CN or en)."""
+        """The text in `lang` (zh-CN, zh-HK or en)."""
+        if lang == "zh-HK":
+            return self.zh_HK or to_hk(self.zh_CN)
         return self.zh_CN if lang == "zh-CN" else self.en
+
+    def texts(self) -> dict[str, str]:
+        """The text in every language, keyed by language."""
+        return {lang: self.get(lang) for lang in LANGUAGES}
 
 
 class Status(StrEnum):

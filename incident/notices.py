@@ -13,11 +13,12 @@ from incident.audience import Customer, Recipient, wants_call
 from incident.channels.base import EmailOut, MessageRef, Outgoing, SmsOut, VoiceOut, WebhookOut
 from incident.channels.twiml import TWIML_MAX, say_language, twiml
 from incident.errors import ConfigInvalid, InvalidValue, Location, TemplateInvalid
+from incident.languages import CHINESE, chinese_text, to_hk
 from incident.mime import EmailTemplate
 from incident.models import Phase, Status
 from incident.regions import DEFAULT, for_region, labelled_time, region_key, zone_label
 from incident.rendering import Renderer, SmsInfo, sms_segments, tidy_sms, uniform_shape
-from incident.settings import Limits, Runtime
+from incident.settings import Limits, Region, Runtime
 from incident.state import IncidentView
 from incident.store import Connection
 from incident.store.outbox import (
@@ -27,17 +28,21 @@ from incident.store.outbox import (
     idempotency_key,
     rows_to_copy,
 )
-from incident.timeutil import get_zone
+from incident.timeutil import HONG_KONG, get_zone
 
 STATUS_LABELS = {
     "zh-CN": {Status.INVESTIGATING: "正在排查", Status.IDENTIFIED: "已查明原因",
               Status.MONITORING: "已修复，观察中", Status.RESOLVED: "已恢复",
               Status.CLOSED: "已结束"},
+    "zh-HK": {Status.INVESTIGATING: "正在調查", Status.IDENTIFIED: "已找出原因",
+              Status.MONITORING: "已修復，觀察中", Status.RESOLVED: "已恢復",
+              Status.CLOSED: "已結束"},
     "en": {Status.INVESTIGATING: "investigating", Status.IDENTIFIED: "cause identified",
            Status.MONITORING: "fix applied, monitoring", Status.RESOLVED: "resolved",
            Status.CLOSED: "closed"},
 }
 KIND_LABELS = {"zh-CN": {"system_failure": "系统故障", "natural_disaster": "自然灾害"},
+               "zh-HK": {"system_failure": "系統故障", "natural_disaster": "自然災害"},
                "en": {"system_failure": "system failure", "natural_disaster": "natural disaster"}}
 
 
@@ -80,6 +85,9 @@ def _context(rt: Runtime, view: IncidentView, *, phase: Phase, message: str, lan
              region: str | None) -> dict[str, Any]:
     """notice_context for a customer of `region` (None: the default region)."""
     place = rt.settings.region(region)
+    if lang == "zh-HK" and region_key(region) not in rt.settings.regions:
+        # A Hong Kong reader whose region has no zone of its own reads Hong Kong time.
+        place = Region(zone=HONG_KONG.key)
     zone = get_zone(place.zone)
     label = zone_label(zone, lang, place.label)
     org = rt.settings.organisation
@@ -95,7 +103,8 @@ def _context(rt: Runtime, view: IncidentView, *, phase: Phase, message: str, lan
                 "website": for_region(org.website, region)},
         "zone": {"name": zone.key, "label": label},
         "incident": {
-            "id": view.id, "ref": view.id, "title": view.title, "severity": view.severity,
+            "id": view.id, "ref": view.id, "title": incident_title(view, lang),
+            "severity": view.severity,
             "severity_name": playbook.level(view.severity).name.get(lang),
             "status": STATUS_LABELS[lang][view.status],
             "kind": KIND_LABELS[lang][playbook.kind.value],
@@ -105,7 +114,9 @@ def _context(rt: Runtime, view: IncidentView, *, phase: Phase, message: str, lan
         "notice": {"phase": phase.value, "message": message, "at": when(view.last_event_at)},
         "eta": {"known": view.eta is not None, "at": when(view.eta),
                 "previous": when(view.previous_eta),
-                "reason": last.reason if last and phase is Phase.ETA_CHANGED else ""},
+                # The reason is the ETA notice's message, in the notice's language.
+                "reason": (message or last.reason) if last and phase is Phase.ETA_CHANGED
+                else ""},
         "next_update": when(view.next_update_due),
         "manual": manual_context(view, lang, region),
         "branches": branch_context(view, lang),
@@ -116,15 +127,32 @@ def _context(rt: Runtime, view: IncidentView, *, phase: Phase, message: str, lan
     }
 
 
+def incident_title(view: IncidentView, lang: str) -> str:
+    """The incident's title in `lang`: as typed for it, else converted from the other Chinese
+    one; a Chinese notice of an incident titled in English only names the playbook (台风,
+    核心系统故障) rather than an English title or a lead-in in a one-line title."""
+    if lang in CHINESE and not (view.title_zh or view.title_zh_hk):
+        return view.playbook.name.get(lang)
+    return chinese_text(lang, view.title, view.title_zh, view.title_zh_hk)
+
+
 def manual_context(view: IncidentView, lang: str, region: str | None = None) -> dict[str, Any]:
     """The manual-handling channel as announced (its hotline for a customer of `region`):
     empty texts while it is not open."""
     m = view.manual
     if m is None or not m.open:
         return {"open": False, "hotline": "", "counters": "", "hours": "", "workaround": ""}
-    return {"open": True, "hotline": for_region(m.hotline, region), "hours": m.hours[lang],
-            "counters": m.counters[lang] if m.counters else "",
-            "workaround": m.workaround[lang] if m.workaround else ""}
+    return {"open": True, "hotline": for_region(m.hotline, region),
+            "hours": in_language(m.hours, lang),
+            "counters": in_language(m.counters, lang) if m.counters else "",
+            "workaround": in_language(m.workaround, lang) if m.workaround else ""}
+
+
+def in_language(texts: Mapping[str, str], lang: str) -> str:
+    """A recorded text in `lang`; a record made before zh-HK existed has zh-CN, converted."""
+    if lang in texts:
+        return texts[lang]
+    return to_hk(texts["zh-CN"]) if lang == "zh-HK" else texts["en"]
 
 
 def branch_context(view: IncidentView, lang: str) -> dict[str, Any]:
@@ -133,7 +161,9 @@ def branch_context(view: IncidentView, lang: str) -> dict[str, Any]:
     scope = view.scope
 
     def label(branch: dict[str, Any]) -> str:
-        return str(branch.get("name_en") or branch["name"]) if lang == "en" else branch["name"]
+        if lang == "en":
+            return str(branch.get("name_en") or branch["name"])
+        return to_hk(branch["name"]) if lang == "zh-HK" else str(branch["name"])
 
     closed, near = scope.get("closed", []), scope.get("open", [])
     return {"closed": [label(b) for b in closed],
@@ -145,8 +175,10 @@ def branch_context(view: IncidentView, lang: str) -> dict[str, Any]:
 # Sample data per language, so that `playbooks validate` shows the segments a real SMS takes
 # (a Chinese name in an English SMS would make it UCS-2).
 SAMPLE_CUSTOMER = {"zh-CN": {"name": "张伟", "ref": "C-SAMPLE"},
+                   "zh-HK": {"name": "陳大文", "ref": "C-SAMPLE"},
                    "en": {"name": "Wei Zhang", "ref": "C-SAMPLE"}}
 SAMPLE_MESSAGE = {"zh-CN": "技术人员正在切换至备用系统",
+                  "zh-HK": "技術人員正在切換至後備系統",
                   "en": "Engineers are switching to the backup system"}
 # The longest values `playbooks validate` forecasts SMS segments for (README, Templates): a
 # name of 12 characters in Chinese notices and 40 in English ones, a title, message and ETA
@@ -154,7 +186,7 @@ SAMPLE_MESSAGE = {"zh-CN": "技术人员正在切换至备用系统",
 # Characters of the notice's language: GSM-7 in English (one Chinese character makes UCS-2).
 WORST_CASE = {lang: {"name": fill * n, "ref": "C" * 20, "title": fill * 60,
                      "message": fill * 60, "reason": fill * 60}
-              for lang, fill, n in (("zh-CN", "测", 12), ("en", "x", 40))}
+              for lang, fill, n in (("zh-CN", "测", 12), ("zh-HK", "測", 12), ("en", "x", 40))}
 
 
 SAMPLE_REF = MessageRef(incident_id="", notice_seq=0, channel="voice", message_id="",
@@ -268,6 +300,14 @@ def rows_from_notice(conn: Connection, incident_id: str, source_seq: int, seq: i
 NoticeRecords = dict[tuple[str, int], dict[str, Any]]
 
 
+SWITCHED_LISTED = 20  # customers named in a dry run whose name makes their SMS UCS-2
+
+
+def non_gsm(text: str) -> str:
+    """The distinct characters of `text` outside the GSM-7 alphabet, in order."""
+    return "".join(dict.fromkeys(ch for ch in text if sms_segments(ch).encoding == "UCS-2"))
+
+
 class SmsForecast:
     """The segments each recipient's SMS of one notice takes, as the composer will render it.
 
@@ -287,6 +327,11 @@ class SmsForecast:
         self.longest: dict[str, SmsInfo] = {}  # language -> the SMS with the most units
         self._texts: dict[tuple[str, str], str | None] = {}  # (language, region variant)
         self._known: dict[tuple[str, str, Any, Any], SmsInfo] = {}
+        self._gsm: dict[str, bool] = {}  # language -> GSM-7 for a name in GSM-7 characters
+        # language -> recipients whose name alone makes their SMS UCS-2: (ref, segments,
+        # the name's characters outside GSM-7), the first SWITCHED_LISTED of them
+        self.switched: dict[str, list[tuple[str, int, str]]] = {}
+        self.switched_count: Counter[str] = Counter()
 
     def add(self, lang: str, name: str, ref: str, region: str | None = None) -> SmsInfo:
         """Count one recipient's SMS (in its language, or the notice's first one; with the
@@ -303,7 +348,18 @@ class SmsForecast:
         self.segments.setdefault(lang, Counter())[info.segments] += 1
         if lang not in self.longest or info.units > self.longest[lang].units:
             self.longest[lang] = info
+        if info.encoding == "UCS-2" and self._gsm_template(lang):
+            self.switched_count[lang] += 1
+            listed = self.switched.setdefault(lang, [])
+            if len(listed) < SWITCHED_LISTED:
+                listed.append((ref, info.segments, non_gsm(name)))
         return info
+
+    def _gsm_template(self, lang: str) -> bool:
+        """Whether the notice in `lang` is GSM-7 for a customer with a GSM-7 name and ref."""
+        if lang not in self._gsm:
+            self._gsm[lang] = sms_segments(self.text(lang, "Name", "C0")).encoding == "GSM-7"
+        return self._gsm[lang]
 
     def text(self, lang: str, name: str, ref: str, region: str | None = None) -> str:
         """The SMS text for this customer, as the composer renders it."""

@@ -161,6 +161,8 @@ class Declared(WithNotice, WithSteps, WithWarning):
     """declared: the incident is started (its first event)."""
 
     title: str
+    title_zh: str | None = None
+    title_zh_hk: str | None = None
     playbook: dict[str, Any] = Field(description="the whole playbook as recorded")
     severity: str
     drill: bool = False
@@ -181,6 +183,7 @@ class Updated(WithNotice, WithWarning):
 
     message: str
     message_zh: str | None = None
+    message_zh_hk: str | None = None
     internal: bool = False
     status: Literal["investigating", "identified", "monitoring"] | None = None
     severity: str | None = None
@@ -196,6 +199,8 @@ class EtaRevised(WithNotice):
     previous: IsoTime | None = None
     reason: str
     message: str = ""
+    message_zh: str | None = None
+    message_zh_hk: str | None = None
 
 
 class Resolved(WithNotice):
@@ -203,6 +208,7 @@ class Resolved(WithNotice):
 
     message: str
     message_zh: str | None = None
+    message_zh_hk: str | None = None
     resolved_at: IsoTime
 
 

@@ -16,11 +16,11 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from incident.controls import UNSAFE
 from incident.errors import Location, TemplateInvalid
+from incident.languages import LANGUAGES
 
 PHASES = ("initial", "update", "eta_changed", "resolved")
 INTERNAL_PHASE = "notice"  # the internal set has one template; the notice's kind varies in it
 CHANNELS = ("email", "sms", "voice")
-LANGUAGES = ("zh-CN", "en")
 
 # The playbook content depends on these names; change them only together with the templates.
 _NAMES = {

@@ -16,6 +16,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from incident.clock import SYSTEM_CLOCK, Clock
 from incident.errors import ConfigInvalid, InvalidValue
+from incident.languages import LANGUAGES, Language
 from incident.models import Duration, Strict, Text
 from incident.privacy import remember_secret
 from incident.regions import DEFAULT, LABEL_LANGUAGES, by_region, region_key
@@ -23,8 +24,6 @@ from incident.resources import shipped
 from incident.timeutil import get_zone
 from incident.yamlfile import parse_model
 
-Language = Literal["zh-CN", "en"]
-LANGUAGES: tuple[Language, ...] = ("zh-CN", "en")
 CONFIG_NAME = "incident.yaml"
 
 

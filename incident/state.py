@@ -172,6 +172,8 @@ class IncidentView:
     actions: dict[str, ActionItem] = field(default_factory=dict)
     close_forced: str | None = None  # the reason, when closed with cases unreconciled
     warnings: list[dict[str, Any]] = field(default_factory=list)  # CAP alerts recorded on it
+    title_zh: str | None = None  # the title as typed in Simplified / Hong Kong Chinese
+    title_zh_hk: str | None = None
 
     @property
     def warning_keys(self) -> list[tuple[str, str]]:
@@ -248,7 +250,8 @@ def fold(events: list[Event]) -> IncidentView:
         audience=d.audience.model_dump(exclude_unset=True) if d.audience else {},
         branches_selected=list(d.branches_selected),
         scope=d.scope.model_dump(exclude_unset=True) if d.scope else {},
-        severity_history=[(d.severity, first.at)])
+        severity_history=[(d.severity, first.at)], title_zh=d.title_zh,
+        title_zh_hk=d.title_zh_hk)
     for event in events:
         apply(view, event)
     return view

@@ -67,6 +67,10 @@ def parse_iso(text: str, zone: ZoneInfo | None = None) -> datetime:
     return value.astimezone(UTC)
 
 
+# The zone and the label of times in zh-HK notices (Hong Kong readers read Hong Kong time).
+HONG_KONG = ZoneInfo("Asia/Hong_Kong")
+TIME_LABELS = {"zh-HK": "香港時間"}
+
 _CLOCK = re.compile(r"^(\d{1,2}):(\d{2})$")
 
 
@@ -110,11 +114,13 @@ def to_iso(value: datetime) -> str:
     return value.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def local_text(value: datetime, zone: ZoneInfo, *, with_date: bool = True) -> str:
-    """Human time in the configured zone: `2026-11-23 14:30 CST` or `14:30`."""
+def local_text(value: datetime, zone: ZoneInfo, *, with_date: bool = True,
+               label: str | None = None) -> str:
+    """Human time in the configured zone: `2026-11-23 14:30 CST` or `14:30`; `label` in
+    place of the zone's abbreviation (`2026-11-23 14:30 香港時間`)."""
     try:
         local = value.astimezone(zone)
     except OverflowError:  # a stored year-9999 time shown east of UTC: show it in UTC
         local = value.astimezone(UTC)
     fmt = "%Y-%m-%d %H:%M" if with_date else "%H:%M"
-    return f"{local.strftime(fmt)} {local.tzname() or ''}".strip()
+    return f"{local.strftime(fmt)} {label or local.tzname() or ''}".strip()

@@ -20,6 +20,7 @@ NOW = "2026-09-14T06:00:00Z"  # 14:00 in Hong Kong: every sample alert but the e
 HK = ["hk-central", "hk-tsim-sha-tsui", "hk-sha-tin", "hk-causeway-bay", "hk-mong-kok",
       "hk-kwun-tong"]
 HK_ZH = "中环分行、尖沙咀分行、沙田分行、铜锣湾分行、旺角分行、观塘分行"
+HK_HK = "中環分行、尖沙咀分行、沙田分行、銅鑼灣分行、旺角分行、觀塘分行"
 HK_EN = ("Central Branch, Tsim Sha Tsui Branch, Sha Tin Branch, Causeway Bay Branch, "
          "Mong Kok Branch, Kwun Tong Branch")
 
@@ -68,11 +69,14 @@ def test_typhoon_for_a_region_reaches_its_customers_and_names_the_branches(ws: W
     assert started["branches"]["open"] == []
     mails = _expect(ws, rows, started["id"])
     language = {r["email"]: r["language"] for r in rows}
-    assert {language[a] for a in mails} == {"zh-CN", "en"}
+    assert {language[a] for a in mails} == {"zh-HK", "en"}
     for address, text in mails.items():
         if language[address] == "zh-CN":
             assert f"暂停营业的网点：{HK_ZH}" in text
             assert "该地区的网点均已暂停营业" in text
+        elif language[address] == "zh-HK":
+            assert f"暫停營業的分行：{HK_HK}" in text
+            assert "該區的分行已全部暫停營業" in text
         else:
             assert f"Branches closed: {HK_EN}" in text
             assert "All our branches in the area are closed" in text
@@ -99,7 +103,8 @@ def test_branch_selection_uses_the_configured_branch_list(ws: Workspace) -> None
     mails = _expect(ws, rows, started["id"])
     for text in mails.values():
         assert ("Branches closed: Central Branch, Sha Tin Branch" in text
-                or "暂停营业的网点：中环分行、沙田分行" in text)
+                or "暂停营业的网点：中环分行、沙田分行" in text
+                or "暫停營業的分行：中環分行、沙田分行" in text)
         assert "Kwun Tong" not in text and "观塘" not in text
 
     listed = ws.run("start", "typhoon", "--title", "x", "--region", "hong-kong", "--branch",

@@ -169,7 +169,7 @@ def test_dry_run_counts_and_records_nothing(ws: Workspace) -> None:
     plan = ws.json("start", "online-banking-outage", "--title", "App down", "--dry-run")
     assert plan["dry_run"] is True
     assert plan["recipients"] > 0
-    assert set(plan["sms"]) == {"zh-CN", "en"}
+    assert set(plan["sms"]) == {"zh-CN", "zh-HK", "en"}  # the example list has all three
     assert plan["sms"]["zh-CN"]["encoding"] == "UCS-2"
     assert ws.json("list", "--all") == []
     assert not (ws.root / "outbox").exists()

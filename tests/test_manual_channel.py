@@ -93,8 +93,10 @@ def test_overrides_given_to_manual_open_reach_the_next_update(ws: Workspace) -> 
                      "--workaround", "Pay with the app's QR code",
                      "--workaround-zh", "可使用手机银行扫码支付")
     assert opened["open"] is True and opened["hotline"] == "400-888-9999"
+    # zh-HK customers get the Chinese text in Traditional characters (OpenCC s2hk).
     assert opened["workaround"] == {"en": "Pay with the app's QR code",
-                                    "zh-CN": "可使用手机银行扫码支付"}
+                                    "zh-CN": "可使用手机银行扫码支付",
+                                    "zh-HK": "可使用手機銀行掃碼支付"}
     assert opened["counters"]["en"].startswith(COUNTERS["en"])  # the playbook's, kept
     updated = ws.json("update", started["id"], "-m", "Failover in progress")
     seq = updated["notice"]["seq"]

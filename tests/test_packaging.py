@@ -59,7 +59,7 @@ def test_wheel_ships_data_and_the_installed_command_validates_every_playbook(
     assert all(entry["valid"] for entry in json.loads(checked.stdout))
 
 
-def test_validate_renders_all_six_playbooks_in_both_languages_and_every_phase(
+def test_validate_renders_all_six_playbooks_in_every_language_and_phase(
         tmp_path: Path) -> None:
     from click.testing import CliRunner
 
@@ -74,4 +74,4 @@ def test_validate_renders_all_six_playbooks_in_both_languages_and_every_phase(
         assert check["valid"], check
         assert set(check["sms"]) == {f"{phase}/{lang}" for phase in
                                      ("initial", "update", "eta_changed", "resolved")
-                                     for lang in ("zh-CN", "en")}
+                                     for lang in ("zh-CN", "zh-HK", "en")}

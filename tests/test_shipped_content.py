@@ -37,7 +37,7 @@ PLAYBOOK_IDS = {
 }
 SETS = ("system_failure", "natural_disaster")
 PHASES = ("initial", "update", "eta_changed", "resolved")
-LANGS = ("zh-CN", "en")
+LANGS = ("zh-CN", "zh-HK", "en")
 PARTS = ("email.subject.{lang}.txt", "email.text.{lang}.txt", "email.html.{lang}.html",
          "sms.{lang}.txt")
 PARTIES = {"tech_support", "branch_operations", "compliance", "pr_media", "regulator",
@@ -48,10 +48,11 @@ PRODUCTS = {"current_account", "savings", "debit_card", "credit_card", "mobile_b
             "internet_banking", "wealth", "insurance", "loan"}
 REGIONS = {"guangdong", "shanghai", "beijing", "hong-kong", "fujian"}
 
-DRILL = {"zh-CN": "【演练】", "en": "[DRILL]"}
-FOOTER = {"zh-CN": "这是服务通知，无需退订", "en": "This is a service notice about your account"}
-ASSESSING = {"zh-CN": "评估", "en": "assess"}
-RECONCILED = {"zh-CN": "逐笔", "en": ("posted to your account", "completed")}
+DRILL = {"zh-CN": "【演练】", "zh-HK": "【演習】", "en": "[DRILL]"}
+FOOTER = {"zh-CN": "这是服务通知，无需退订", "zh-HK": "這是服務通知，無需退訂",
+          "en": "This is a service notice about your account"}
+ASSESSING = {"zh-CN": "评估", "zh-HK": "評估", "en": "assess"}
+RECONCILED = {"zh-CN": "逐笔", "zh-HK": "逐筆", "en": ("posted to your account", "completed")}
 
 # 3GPP TS 23.038 default alphabet and its extension table (two septets each).
 GSM7_BASIC = set(
@@ -95,6 +96,15 @@ SAMPLE = {
         "reason": "数据库切换需要额外校验",
         "name": "张伟",
         "status": "正在排查",
+    },
+    "zh-HK": {
+        "org": "示例銀行",
+        "title": {"system_failure": "手機銀行和網上銀行暫停服務",
+                  "natural_disaster": "八號熱帶氣旋警告信號生效"},
+        "message": "轉賬暫停，結餘可透過櫃員機或分行查詢",
+        "reason": "數據庫切換需要額外核對",
+        "name": "陳大文",
+        "status": "正在調查",
     },
     "en": {
         "org": "Example Bank",
@@ -185,6 +195,8 @@ def context(book: Playbook, lang: str, phase: str, *, known: bool = True, drill:
 BRANCHES = {
     "zh-CN": {"closed": ["中环支行", "尖沙咀支行"],
               "open": [{"name": "铜锣湾支行", "distance_km": 3.1}]},
+    "zh-HK": {"closed": ["中環分行", "尖沙咀分行"],
+              "open": [{"name": "銅鑼灣分行", "distance_km": 3.1}]},
     "en": {"closed": ["Central Branch", "Tsim Sha Tsui Branch"],
            "open": [{"name": "Causeway Bay Branch", "distance_km": 3.1}]},
 }
@@ -315,7 +327,7 @@ def test_template_set_is_complete(template_set: str) -> None:
                 for phase, part, lang in itertools.product(PHASES, PARTS, LANGS)}
     found = {str(p.relative_to(TEMPLATES / template_set))
              for p in (TEMPLATES / template_set).rglob("*") if p.is_file()}
-    assert len(expected) == 32
+    assert len(expected) == 48
     assert expected <= found, sorted(expected - found)
 
 
@@ -417,29 +429,35 @@ def test_every_notice_renders_with_the_required_facts(playbook_id: str, phase: s
             assert text.startswith(marker), where
             banner = html.index(marker, html.index("<body"))
             assert banner < html.index(ctx["customer"]["name"]), where
-            signature = f"【{ctx['org']['name']}】" if lang == "zh-CN" else ""
+            signature = f"【{ctx['org']['name']}】" if lang != "en" else ""
             assert sms.startswith(signature + marker), where
         else:
             for body in out.values():
                 assert marker not in body, where
 
-        # Transparency: ETA (or that it is being assessed) and the next update.
+        # Transparency: ETA (or that it is being assessed) and the next update. A Chinese SMS
+        # shows times without the year (two segments), and only the new ETA.
         for body in (text, html, sms):
+            short_sms = body is sms and lang != "en"
+
+            def shows(time: str, body: str = body, short_sms: bool = short_sms) -> bool:
+                return (time[5:] if short_sms else time) in body
+
             if phase == "resolved":
-                assert RESOLVED_AT in body, where
+                assert shows(RESOLVED_AT), where
                 reconciled = RECONCILED[lang]
                 reconciled = (reconciled,) if isinstance(reconciled, str) else reconciled
                 assert any(word in body for word in reconciled), where
             else:
                 if ctx["eta"]["known"]:
-                    assert ETA in body, where
+                    assert shows(ETA), where
                 else:
-                    assert ASSESSING[lang] in body, where
-                assert NEXT_UPDATE in body, where
+                    assert ASSESSING[lang] in body or (short_sms and "待定" in body), where
+                assert shows(NEXT_UPDATE), where
             if phase == "eta_changed":
                 assert ctx["eta"]["reason"] in body, where
-                if ctx["eta"]["previous"]:
-                    assert PREVIOUS_ETA in body, where
+                if ctx["eta"]["previous"] and not (short_sms and ctx["eta"]["known"]):
+                    assert shows(PREVIOUS_ETA), where
 
         # The supervisor's message only when there is one.
         message = SAMPLE[lang]["message"]

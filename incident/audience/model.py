@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from incident.errors import AudienceInvalid, Location
+from incident.languages import LANGUAGES as LANGUAGES  # re-exported
 
-LANGUAGES = ("zh-CN", "en")
 PRIORITIES = ("urgent", "normal")
 REQUIRED_COLUMNS = ("id", "name", "email", "phone")
 NAME_MAX = 100  # characters of a customer's name kept for the greeting of a notice

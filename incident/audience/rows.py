@@ -30,21 +30,29 @@ _PRIORITY_VALUES = {
 _VOICE_VALUES = {"yes": "yes", "y": "yes", "true": "yes", "1": "yes", "是": "yes",
                  "no": "no", "n": "no", "false": "no", "0": "no", "否": "no", "": ""}
 _LANGUAGE_ALIASES = {"zh": "zh-CN", "cn": "zh-CN", "chinese": "zh-CN", "中文": "zh-CN",
+                     "简体": "zh-CN", "zh-hans": "zh-CN",
+                     "hk": "zh-HK", "繁體": "zh-HK", "繁体": "zh-HK", "zh-hant": "zh-HK",
+                     "zh-tw": "zh-HK", "zh-mo": "zh-HK", "zh-hant-hk": "zh-HK",
+                     "zh-hant-tw": "zh-HK", "zh-hant-mo": "zh-HK", "zh-yue": "zh-HK",
+                     "yue": "zh-HK", "yue-hk": "zh-HK", "zh-hk": "zh-HK",
                      "en": "en", "english": "en", "英文": "en"}
 _PRODUCT_SEPARATORS = re.compile(r"[;|,]")
 _CHANNEL_OF = {"email": "email", "phone": "SMS"}
 
 
 def normalize_language(value: str) -> str:
-    """Map `zh`, `zh_CN`, `cn`, `en-GB`, ... to a supported language; ValueError otherwise."""
+    """Map `zh`, `zh_CN`, `cn`, `en-GB`, ... to a supported language: Traditional Chinese
+    (`zh-HK`, `zh-TW`, `zh-Hant`, `zh-Hant-HK`, ...) to zh-HK, other Chinese to zh-CN;
+    ValueError otherwise."""
     key = value.strip().replace("_", "-").lower()
     if key in _LANGUAGE_ALIASES:
         return _LANGUAGE_ALIASES[key]
-    # Only simplified-Chinese and English templates exist, so every regional variant maps
-    # onto one of them rather than failing the row.
-    base = key.split("-", 1)[0]
-    if base in ("zh", "en") and "-" in key:
-        return _LANGUAGE_ALIASES[base]
+    # Templates exist in Simplified, Hong Kong Traditional and English, so every regional
+    # variant maps onto one of them rather than failing the row: a Traditional script tag
+    # wins over the region (zh-Hant-SG reads Traditional), else the base language.
+    parts = key.split("-")
+    if parts[0] in ("zh", "en") and len(parts) > 1:
+        return "zh-HK" if parts[0] == "zh" and "hant" in parts else _LANGUAGE_ALIASES[parts[0]]
     raise ValueError(f"unsupported language {value!r} (use one of {', '.join(LANGUAGES)})")
 
 

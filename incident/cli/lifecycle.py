@@ -112,6 +112,9 @@ def _list_failures(app: App, incident_id: str) -> None:
 @click.command()
 @click.argument("playbook")
 @click.option("--title", required=True, help="What is happening, in a few words.")
+@click.option("--title-zh", help="The title in Simplified Chinese (zh-CN customers; converted "
+              "for zh-HK ones unless --title-zh-hk is given; default: the playbook's name).")
+@click.option("--title-zh-hk", help="The title in Traditional Chinese for zh-HK customers.")
 @click.option("--severity", help="Grade from the playbook (default: the playbook's default).")
 @click.option("--eta", metavar="WHEN", help="Estimated recovery: 90m, 2h, 14:30, ISO time.")
 @click.option("--detected-at", metavar="TIME", help="When it was detected (default: now).")
@@ -132,7 +135,8 @@ def _list_failures(app: App, incident_id: str) -> None:
               help="Render and count everything; record and send nothing.")
 @queue_only
 @pass_app
-def start(app: App, playbook: str, title: str, severity: str | None, eta: str | None,
+def start(app: App, playbook: str, title: str, title_zh: str | None, title_zh_hk: str | None,
+          severity: str | None, eta: str | None,
           detected_at: str | None, affected: tuple[str, ...], region: tuple[str, ...],
           branch: tuple[str, ...], branch_list: str | None, no_manual: bool,
           audience: str | None, drill: bool, dry_run: bool, queue_only: bool) -> None:
@@ -146,7 +150,8 @@ def start(app: App, playbook: str, title: str, severity: str | None, eta: str | 
     from incident.response.results import DryRunPlan, StartResult
 
     result = app.response.lifecycle.start(
-        playbook=playbook, title=title, severity=severity, eta=eta, detected_at=detected_at,
+        playbook=playbook, title=title, title_zh=title_zh, title_zh_hk=title_zh_hk,
+        severity=severity, eta=eta, detected_at=detected_at,
         affected=affected, regions=region, branches=branch, branch_list=branch_list,
         manual=False if no_manual else None, audience=audience, drill=drill, dry_run=dry_run,
         queue_only=queue_only)
@@ -270,8 +275,21 @@ def _print_plan(app: App, plan: DryRunPlan) -> None:
         out.table("Calls (the notice read twice)", ["language", "calls", "each call (about)"],
                   [[lang, c["calls"], format_duration_s(c["seconds"])]
                    for lang, c in plan.calls.items()])
+    for lang, s in plan.sms.items():
+        if "ucs2_names" in s:
+            _print_ucs2_names(app, lang, s["ucs2_names"])
     out.table("Estimated send time at the configured rates", ["channel", "time"],
               [[c, format_duration_s(s)] for c, s in plan.estimated_seconds.items()])
+
+
+def _print_ucs2_names(app: App, lang: str, names: dict[str, Any]) -> None:
+    """The customers whose name alone makes their SMS in `lang` UCS-2 (more segments)."""
+    listed = ", ".join(f"{c['customer']} ({c['characters'] or 'ref'}: "
+                       f"{c['segments']} segments)" for c in names["listed"])
+    more = names["customers"] - len(names["listed"])
+    app.out.warn(f"{names['customers']} {lang} SMS become UCS-2 (70 characters a segment, not "
+                 f"160) because of characters outside GSM-7 in the customer's name: {listed}"
+                 + (f" and {more} more" if more > 0 else ""))
 
 
 def format_duration_s(seconds: float) -> str:
@@ -282,7 +300,9 @@ def format_duration_s(seconds: float) -> str:
 @click.command()
 @click.argument("incident_id", metavar="ID")
 @click.option("--message", "-m", required=True, help="What changed (goes into the notice).")
-@click.option("--message-zh", help="The message in Chinese for zh-CN customers.")
+@click.option("--message-zh", help="The message in Simplified Chinese (zh-CN customers; "
+              "converted to Traditional for zh-HK ones unless --message-zh-hk is given).")
+@click.option("--message-zh-hk", help="The message in Traditional Chinese for zh-HK customers.")
 @click.option("--eta", metavar="WHEN", help="A new ETA along with the update.")
 @click.option("--status", type=click.Choice(["investigating", "identified", "monitoring"]))
 @click.option("--severity", metavar="GRADE",
@@ -293,9 +313,9 @@ def format_duration_s(seconds: float) -> str:
               help="Also send it to this party from incident.yaml (repeat).")
 @queue_only
 @pass_app
-def update(app: App, incident_id: str, message: str, message_zh: str | None, eta: str | None,
-           status: str | None, severity: str | None, internal: bool, to: tuple[str, ...],
-           queue_only: bool) -> None:
+def update(app: App, incident_id: str, message: str, message_zh: str | None,
+           message_zh_hk: str | None, eta: str | None, status: str | None,
+           severity: str | None, internal: bool, to: tuple[str, ...], queue_only: bool) -> None:
     """Post a progress update; customers get it unless --internal.
 
     \b
@@ -303,7 +323,8 @@ def update(app: App, incident_id: str, message: str, message_zh: str | None, eta
       incident update 3F2A --status identified -m "Database failover in progress"
     """
     result = app.response.lifecycle.update(
-        incident_id, message=message, message_zh=message_zh, eta=eta, status=status,
+        incident_id, message=message, message_zh=message_zh, message_zh_hk=message_zh_hk,
+        eta=eta, status=status,
         severity=severity, internal=internal, to=to, queue_only=queue_only)
     show_updated(app, result, queue_only)
 
@@ -324,9 +345,13 @@ def show_updated(app: App, result: NoticeResult, queue_only: bool) -> None:
 @click.argument("incident_id", metavar="ID")
 @click.argument("when", metavar="WHEN")
 @click.option("--reason", required=True, help="Why the ETA changed (customers are told).")
+@click.option("--reason-zh", help="The reason in Simplified Chinese (zh-CN customers; "
+              "converted to Traditional for zh-HK ones unless --reason-zh-hk is given).")
+@click.option("--reason-zh-hk", help="The reason in Traditional Chinese for zh-HK customers.")
 @queue_only
 @pass_app
-def eta(app: App, incident_id: str, when: str, reason: str, queue_only: bool) -> None:
+def eta(app: App, incident_id: str, when: str, reason: str, reason_zh: str | None,
+        reason_zh_hk: str | None, queue_only: bool) -> None:
     """Announce a new estimated recovery time WHEN (90m, 2h, 16:30, ISO).
 
     \b
@@ -334,6 +359,7 @@ def eta(app: App, incident_id: str, when: str, reason: str, queue_only: bool) ->
       incident eta 3F2A 16:30 --reason "Data verification takes longer"
     """
     result = app.response.lifecycle.revise_eta(incident_id, when=when, reason=reason,
+                                               reason_zh=reason_zh, reason_zh_hk=reason_zh_hk,
                                                queue_only=queue_only)
     app.out.line(f"ETA of {result.incident_id} is now {app.out.when(result.view.eta)} "
                  f"(was {app.out.when(result.view.previous_eta)})")
@@ -343,12 +369,14 @@ def eta(app: App, incident_id: str, when: str, reason: str, queue_only: bool) ->
 @click.command()
 @click.argument("incident_id", metavar="ID")
 @click.option("--message", "-m", required=True, help="What was restored.")
-@click.option("--message-zh", help="The message in Chinese for zh-CN customers.")
+@click.option("--message-zh", help="The message in Simplified Chinese (zh-CN customers; "
+              "converted to Traditional for zh-HK ones unless --message-zh-hk is given).")
+@click.option("--message-zh-hk", help="The message in Traditional Chinese for zh-HK customers.")
 @click.option("--at", metavar="TIME", help="When service was restored (default: now).")
 @queue_only
 @pass_app
-def resolve(app: App, incident_id: str, message: str, message_zh: str | None, at: str | None,
-            queue_only: bool) -> None:
+def resolve(app: App, incident_id: str, message: str, message_zh: str | None,
+            message_zh_hk: str | None, at: str | None, queue_only: bool) -> None:
     """Declare service restored and send the recovery notice.
 
     \b
@@ -356,7 +384,8 @@ def resolve(app: App, incident_id: str, message: str, message_zh: str | None, at
       incident resolve 3F2A -m "All services restored; transfers made today are processed"
     """
     result = app.response.lifecycle.resolve(incident_id, message=message,
-                                            message_zh=message_zh, at=at, queue_only=queue_only)
+                                            message_zh=message_zh, message_zh_hk=message_zh_hk,
+                                            at=at, queue_only=queue_only)
     app.out.line(f"{result.incident_id} resolved at {app.out.when(result.view.resolved_at)}")
     _finish(app, result, _send(app, result, queue_only))
     app.out.next(f"incident close {_short(result.incident_id)}")

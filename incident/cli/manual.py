@@ -14,11 +14,17 @@ if TYPE_CHECKING:  # `incident --help` must not import the domain model
 
 
 
-def _both(text: str | None, text_zh: str | None) -> dict[str, str] | None:
-    """A text given on the command line, for both notice languages."""
-    if text is None and text_zh is None:
+def _both(text: str | None, text_zh: str | None,
+          text_zh_hk: str | None) -> dict[str, str] | None:
+    """A text given on the command line, in every notice language (the Chinese typed for
+    each, else converted, else the English after a Chinese lead-in)."""
+    from incident.languages import LANGUAGES, chinese_text
+
+    if text is None and text_zh is None and text_zh_hk is None:
         return None
-    return {"en": (text or text_zh or "").strip(), "zh-CN": (text_zh or text or "").strip()}
+    english = (text or text_zh or text_zh_hk or "").strip()
+    return {lang: chinese_text(lang, english, (text_zh or "").strip() or None,
+                               (text_zh_hk or "").strip() or None) for lang in LANGUAGES}
 
 
 def _masked(customer: str) -> str:
@@ -60,20 +66,25 @@ def manual() -> None:
                    "a region's own, besides a default (repeat).")
 @click.option("--counters", help="Where counters serve customers (both languages).")
 @click.option("--counters-zh", help="The counters text in Chinese.")
+@click.option("--counters-zh-hk", help="The counters text in Traditional Chinese (zh-HK).")
 @click.option("--hours", help="Service hours (both languages).")
 @click.option("--hours-zh", help="The hours in Chinese.")
+@click.option("--hours-zh-hk", help="The hours in Traditional Chinese (zh-HK).")
 @click.option("--workaround", help="A temporary workaround customers can use.")
 @click.option("--workaround-zh", help="The workaround in Chinese.")
+@click.option("--workaround-zh-hk", help="The workaround in Traditional Chinese (zh-HK).")
 @pass_app
 def open_(app: App, incident_id: str, hotline: tuple[str, ...], counters: str | None,
-          counters_zh: str | None, hours: str | None, hours_zh: str | None,
-          workaround: str | None, workaround_zh: str | None) -> None:
+          counters_zh: str | None, counters_zh_hk: str | None, hours: str | None,
+          hours_zh: str | None, hours_zh_hk: str | None, workaround: str | None,
+          workaround_zh: str | None, workaround_zh_hk: str | None) -> None:
     """Open the playbook's manual channel (or change its details while open); every later
     customer notice announces it. Options override the playbook's texts."""
     from incident.regions import describe
 
-    texts = {"counters": _both(counters, counters_zh), "hours": _both(hours, hours_zh),
-             "workaround": _both(workaround, workaround_zh)}
+    texts = {"counters": _both(counters, counters_zh, counters_zh_hk),
+             "hours": _both(hours, hours_zh, hours_zh_hk),
+             "workaround": _both(workaround, workaround_zh, workaround_zh_hk)}
     result = app.response.manual.open(incident_id, hotline=hotline, texts=texts)
     app.touch(result.incident_id)
     view, out = result.view, app.out

@@ -66,7 +66,9 @@ def report(app: App, incident_id: str | None, fmt: str | None, lang: str | None,
     if (until or drills) and not since:
         raise BadInput("--until and --drills go with --since")
     chosen = cast("Format", fmt or ("json" if app.out.as_json else "md"))
-    language = lang or app.rt.settings.default_language
+    from incident.languages import document_language
+
+    language = lang or document_language(app.rt.settings.default_language)
     if incident_id:
         text = app.response.postmortem.report(incident_id, fmt=chosen, lang=language)
     else:

@@ -9,6 +9,7 @@ from datetime import datetime
 
 from incident.checklist import Attention, attention, checklist, find
 from incident.errors import InvalidTransition, InvalidValue
+from incident.languages import document_language
 from incident.manual import opened
 from incident.models import OPEN_STATES, EventType
 from incident.parties import check_parties, playbook_parties
@@ -159,6 +160,6 @@ class Coordination:
         with store.read() as conn:
             counts = deliveries.counts(conn, view.id)
         reached = sum(by_state.get("sent", 0) for by_state in counts.values())
-        language = lang or self.rt.settings.default_language
+        language = lang or document_language(self.rt.settings.default_language)
         return draft(self.rt, view, item, lang=language, now=now, customers_reached=reached,
                      updates=progress_messages(events, language))

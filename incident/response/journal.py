@@ -20,6 +20,7 @@ from typing import Any
 
 from incident.channels.factory import check_channels
 from incident.errors import InvalidTransition, InvalidValue
+from incident.languages import chinese_text
 from incident.models import Event, EventType, Phase, Status
 from incident.notices import check_templates, notice_context, rows_from_notice, sender_domain
 from incident.parties import INTERNAL_SET, drill_barred, internal_contexts, party_rows
@@ -187,18 +188,22 @@ class Journal:
         after = deepcopy(view)
         apply(after, provisional)
         contexts = self.contexts(after, phase, message_of(payload),
-                                 getattr(payload, "message_zh", None))
+                                 getattr(payload, "message_zh", None),
+                                 getattr(payload, "message_zh_hk", None))
         book = view.playbook
         check_templates(self.renderer, book.notices.template_set, list(book.notices.channels),
                         contexts, limits=self.rt.settings.limits)
         return contexts
 
     def contexts(self, view: IncidentView, phase: Phase, message: str,
-                 message_zh: str | None = None) -> dict[str, dict[str, Any]]:
-        """The notice's template context in every configured language."""
+                 message_zh: str | None = None,
+                 message_zh_hk: str | None = None) -> dict[str, dict[str, Any]]:
+        """The notice's template context in every configured language: the supervisor's
+        message as typed for that language, else converted (s2hk / hk2s), else the English
+        after a Chinese lead-in (languages.chinese_text)."""
         return {lang: notice_context(self.rt, view, phase=phase, lang=lang,
-                                     message=(message_zh if lang == "zh-CN" and message_zh
-                                              else message))
+                                     message=chinese_text(lang, message, message_zh,
+                                                          message_zh_hk))
                 for lang in self.rt.settings.languages}
 
     # ------------------------------------------------------------------ times given

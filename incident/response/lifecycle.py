@@ -27,6 +27,7 @@ class Lifecycle(Declaration):
     """start (response/start.py), update, revise the ETA, resolve, close."""
 
     def update(self, ref: str, *, message: str, message_zh: str | None = None,
+               message_zh_hk: str | None = None,
                eta: str | None = None, status: str | None = None, severity: str | None = None,
                internal: bool = False, to: Sequence[str] = (),
                queue_only: bool = False,
@@ -37,9 +38,10 @@ class Lifecycle(Declaration):
         `internal` and no `to`, all the playbook's parties; a new `severity` (re-grade) is
         announced to all of them.
         """
-        message, message_zh = plain(message), plain(message_zh or "") or None
+        message = plain(message)
         if not message:
             raise InvalidValue("must not be empty", field="message")
+        chinese = chinese_texts(message_zh, message_zh_hk)
         targets = check_parties(self.rt, to)
         new_status = None
         if status:
@@ -54,9 +56,7 @@ class Lifecycle(Declaration):
                                         field="status")
 
         def build(view: IncidentView, now: datetime) -> Updated:
-            data: dict[str, Any] = {"message": message.strip(), "internal": internal}
-            if message_zh:
-                data["message_zh"] = message_zh.strip()
+            data: dict[str, Any] = {"message": message.strip(), "internal": internal, **chinese}
             if warning:
                 data["warning"] = warning
             if new_status and new_status != view.status:
@@ -93,38 +93,41 @@ class Lifecycle(Declaration):
         return self.journal.record(ref, EventType.UPDATED, phase, build, allowed=OPEN,
                                    verb="update", notify=notify, sends=not queue_only)
 
-    def revise_eta(self, ref: str, *, when: str, reason: str,
-                   queue_only: bool = False) -> NoticeResult:
-        """Announce a changed estimated recovery time, with the reason."""
+    def revise_eta(self, ref: str, *, when: str, reason: str, reason_zh: str | None = None,
+                   reason_zh_hk: str | None = None, queue_only: bool = False) -> NoticeResult:
+        """Announce a changed estimated recovery time, with the reason (in Chinese too when
+        given: it is the notice's message)."""
         reason = plain(reason)
         if not reason:
             raise InvalidValue("must not be empty: customers are told why the ETA moved",
                                field="reason")
+        chinese = chinese_texts(reason_zh, reason_zh_hk)
 
         def build(view: IncidentView, now: datetime) -> EtaRevised:
             new = self.journal.future(when, now, "when")
             return EtaRevised(eta=to_iso(new), previous=to_iso(view.eta) if view.eta else None,
-                              reason=reason.strip(), message=reason.strip())
+                              reason=reason.strip(), message=reason.strip()).model_copy(
+                                  update=chinese)  # only the Chinese texts given
 
         return self.journal.record(ref, EventType.ETA_REVISED, Phase.ETA_CHANGED, build,
                                    allowed=OPEN, verb="revise the ETA of",
                                    notify=self._everyone("eta_changed"), sends=not queue_only)
 
     def resolve(self, ref: str, *, message: str, message_zh: str | None = None,
-                at: str | None = None, queue_only: bool = False) -> NoticeResult:
+                message_zh_hk: str | None = None, at: str | None = None,
+                queue_only: bool = False) -> NoticeResult:
         """Declare service restored and send the recovery notice that closes the loop."""
-        message, message_zh = plain(message), plain(message_zh or "") or None
+        message = plain(message)
         if not message:
             raise InvalidValue("must not be empty", field="message")
+        chinese = chinese_texts(message_zh, message_zh_hk)
 
         def build(view: IncidentView, now: datetime) -> Resolved:
             when = self.journal.past(at, now, "at") if at else now
             if when < view.detected_at:
                 raise InvalidValue(f"{at!r} is before the incident was detected", field="at")
             resolved = Resolved(message=message.strip(), resolved_at=to_iso(when))
-            if message_zh:  # recorded only when given
-                return resolved.model_copy(update={"message_zh": message_zh.strip()})
-            return resolved
+            return resolved.model_copy(update=chinese)  # only the Chinese texts given
 
         return self.journal.record(ref, EventType.RESOLVED, Phase.RESOLVED, build,
                                    allowed=OPEN, verb="resolve",
@@ -162,3 +165,9 @@ class Lifecycle(Declaration):
             return (parties, kind) if parties else None
         return notify
 
+
+def chinese_texts(zh: str | None, zh_hk: str | None) -> dict[str, str]:
+    """The Chinese versions of a typed text that were given (`message_zh`, `message_zh_hk`),
+    cleaned; the notice shows each language its own or a conversion (languages.chinese_text)."""
+    given = {"message_zh": plain(zh or "").strip(), "message_zh_hk": plain(zh_hk or "").strip()}
+    return {key: value for key, value in given.items() if value}

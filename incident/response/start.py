@@ -35,6 +35,7 @@ from incident.notices import (
 from incident.parties import playbook_parties
 from incident.payloads import Declared, payload_data
 from incident.playbooks import Playbook, find_playbook, load_playbook
+from incident.privacy import mask_reference
 from incident.response.journal import Journal, notice_record
 from incident.response.recording import FIRST_ROWS, PendingRows
 from incident.response.results import DryRunPlan, StartResult
@@ -51,7 +52,8 @@ class Declaration:
         self.journal = journal
         self.rt = journal.rt
 
-    def start(self, *, playbook: str, title: str, severity: str | None = None,
+    def start(self, *, playbook: str, title: str, title_zh: str | None = None,
+              title_zh_hk: str | None = None, severity: str | None = None,
               eta: str | None = None, detected_at: str | None = None,
               affected: Sequence[str] = (), regions: Sequence[str] = (),
               branches: Sequence[str] = (), branch_list: str | None = None,
@@ -87,7 +89,8 @@ class Declaration:
         scan, selection = self._audience(book, audience, drill, regions, branches,
                                          spool=not dry_run or "sms" in book.notices.channels)
         try:
-            return self._declare(book, scan, selection, now=now, title=title, grade=grade,
+            titles = {"title": title.strip(), **chinese_titles(title_zh, title_zh_hk)}
+            return self._declare(book, scan, selection, now=now, titles=titles, grade=grade,
                                  detected=detected, eta_at=eta_at, affected=affected,
                                  regions=regions, branches=branches, branch_list=branch_list,
                                  drill=drill, manual=manual, dry_run=dry_run,
@@ -98,7 +101,7 @@ class Declaration:
             raise
 
     def _declare(self, book: Playbook, scan: AudienceScan, selection: Selection, *,
-                 now: datetime, title: str, grade: str, detected: datetime,
+                 now: datetime, titles: dict[str, str], grade: str, detected: datetime,
                  eta_at: datetime | None, affected: Sequence[str], regions: Sequence[str],
                  branches: Sequence[str], branch_list: str | None, drill: bool,
                  manual: bool | None, dry_run: bool,
@@ -109,7 +112,7 @@ class Declaration:
         opens_manual = opens_manual if manual is None else manual
         settings = self.rt.settings
         data: dict[str, Any] = {
-            "title": title.strip(), "playbook": book.model_dump(mode="json", by_alias=True),
+            **titles, "playbook": book.model_dump(mode="json", by_alias=True),
             "severity": grade, "drill": drill, "detected_at": to_iso(detected),
             "eta": to_iso(eta_at) if eta_at else None,
             "affected": list(affected) or list(book.affected_services),
@@ -282,6 +285,14 @@ class Declaration:
             sms[lang] = {"encoding": longest.encoding, "segments": max(counts),
                          "units": longest.units, "messages": dict(sorted(counts.items())),
                          "text": forecast.text(lang, "{customer.name}", "{customer.ref}")}
+            if forecast.switched_count[lang]:
+                # A name outside GSM-7 (Zoë is GSM-7; Łukasz, 陈 are not) turns a GSM-7 SMS
+                # into UCS-2: fewer characters per segment, more segments for that customer.
+                sms[lang]["ucs2_names"] = {
+                    "customers": forecast.switched_count[lang],
+                    "listed": [{"customer": mask_reference(ref), "segments": segments,
+                                "characters": chars}
+                               for ref, segments, chars in forecast.switched[lang]]}
         channels = self.rt.settings.channels
         estimate = {"email": sum(messages.get("email", {}).values()) / channels.email.rate,
                     "sms": forecast.total() / channels.sms.rate}
@@ -306,3 +317,9 @@ class Declaration:
 def _branch(branch: Branch) -> dict[str, Any]:
     return {"id": branch.id, "name": branch.name, "name_en": branch.name_en,
             "region": branch.region}
+
+
+def chinese_titles(zh: str | None, zh_hk: str | None) -> dict[str, str]:
+    """The Chinese titles given (`title_zh`, `title_zh_hk`), each one plain line."""
+    given = {"title_zh": one_line(zh or "").strip(), "title_zh_hk": one_line(zh_hk or "").strip()}
+    return {key: value for key, value in given.items() if value}
