@@ -1,7 +1,7 @@
 """Coordination: internal notices to departments and outside bodies (incident.yaml `parties`).
 
 An internal notice is its own event (`parties_notified`) whose outbox rows go to the parties'
-email, phone and chat webhook (its SMS text, see notices.Composer). It is rendered from the
+email, phone and chat webhook (its SMS text, see composer.Composer). It is rendered from the
 `internal` template set, which carries what customers are not told: the grade and its
 criteria, the operator, the audience size, the manual cases, the checklist items falling due
 and the regulator deadlines.

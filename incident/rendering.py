@@ -149,6 +149,7 @@ class Renderer:
             lstrip_blocks=True,
         )
         self.env.filters["spoken_digits"] = spoken_digits
+        self.env.filters["without_year"] = without_year
 
     def render_email(self, template_set: str, phase: str, lang: str,
                      context: Mapping[str, Any]) -> RenderedEmail:
@@ -282,6 +283,16 @@ def spoken_digits(number: object) -> str:
     ("95555" → "9 5 5 5 5", "+852 3000 0000" → "852, 3 0 0 0, 0 0 0 0")."""
     groups = re.findall(r"\d+", str(number))
     return ", ".join(" ".join(group) for group in groups)
+
+
+_YEAR = re.compile(r"(?<!\d)\d{4}-(?=\d\d-\d\d)")
+
+
+def without_year(text: object) -> str:
+    """A shown time without its year, wherever its zone label stands ("香港時間2026-11-24
+    16:05" → "香港時間11-24 16:05", "2026-11-24 16:05 Hong Kong Time" → "11-24 16:05 Hong Kong
+    Time"); any other text unchanged."""
+    return _YEAR.sub("", str(text), count=1)
 
 
 def tidy_sms(text: str) -> str:

@@ -101,7 +101,7 @@ def test_typhoon_for_hong_kong_in_traditional_and_simplified(sqlite_ws: Workspac
     # Hong Kong wording, not a character conversion of the mainland text.
     assert "暫停營業的分行：中環分行、尖沙咀分行" in hk_mail
     assert "客户服務熱線" in hk_mail and "網上銀行" in hk_mail
-    assert "2026-09-14 18:00 香港時間" in hk_mail
+    assert "香港時間2026-09-14 18:00" in hk_mail  # the label first, as in 北京时间…
     assert "暂停营业的网点：中环分行" in first["M1"][1]
 
     # Chinese typed in Simplified reaches zh-HK customers in Traditional characters.

@@ -11,8 +11,8 @@ from email.header import decode_header, make_header
 import pytest
 
 from cli_fixtures import Workspace
+from incident.composer import Composer
 from incident.mime import NAME, EmailTemplate
-from incident.notices import Composer
 from incident.response.journal import Journal
 from incident.settings import load_runtime
 from incident.store.outbox import OutboxRow

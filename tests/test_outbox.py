@@ -39,8 +39,8 @@ def _dead_pid() -> int:
 
 
 def test_recover_releases_only_the_claims_of_dead_workers(db_url: str) -> None:
+    from incident.composer import Composer
     from incident.delivery import Dispatcher
-    from incident.notices import Composer
     from incident.rendering import Renderer
     from incident.settings import load_runtime
 

@@ -18,6 +18,7 @@ import yaml
 
 from cli_fixtures import Workspace
 from incident.regions import labelled_time, zone_label
+from incident.rendering import without_year
 
 ROOT = Path(__file__).resolve().parent.parent
 BRANCHES = ROOT / "examples" / "branches.csv"
@@ -67,6 +68,13 @@ def _notices(ws: Workspace, incident_id: str, seq: int | None = None) -> dict[st
     return found
 
 
+def _eta(label: str, lang: str, at: str, text: str) -> bool:
+    """Whether `text` shows the time `at` with its zone label as a notice in `lang` does
+    (an SMS, one line, without the year: _partials/sms.txt)."""
+    shown = at if "\n" in text else without_year(at)
+    return (f"{label}{shown}" if lang.startswith("zh") else f"{shown} {label}") in text
+
+
 def test_typhoon_closing_every_hong_kong_branch(ws: Workspace) -> None:
     _per_region(ws)
     ws.freeze(NOW)
@@ -78,20 +86,18 @@ def test_typhoon_closing_every_hong_kong_branch(ws: Workspace) -> None:
     notices = _notices(ws, started["id"])
     hong_kong = {r["id"] for r in _customers(ws) if r["region"] == "hong-kong"}
     assert set(notices) == hong_kong
-    assert {language[c] for c in notices} == {"zh-CN", "en"}
+    assert {language[c] for c in notices} == {"zh-HK", "en"}
     for customer, texts in notices.items():
         assert len(texts) >= 2  # both notices, every channel
+        label = "香港時間" if language[customer] == "zh-HK" else "Hong Kong Time"
         for text in texts:
             assert HK_HOTLINE in text and MAINLAND not in text
             assert "CST" not in text and "北京" not in text and "China Standard" not in text
             assert "深圳" not in text and "Shenzhen" not in text
-            if language[customer] == "zh-CN":
-                assert "香港时间2026-09-14 18:00" in text  # the ETA
-            else:
-                assert "2026-09-14 18:00 Hong Kong Time" in text
+            assert _eta(label, language[customer], "2026-09-14 18:00", text), text
         emails = [t for t in texts if "\n" in t]  # an SMS is one line
         assert all(HK_SITE in t for t in emails)
-        assert all("该地区的网点均已暂停营业" in t or "All our branches in the area are "
+        assert all("該區的分行已全部暫停營業" in t or "All our branches in the area are "
                    "closed" in t for t in emails)
 
 
@@ -104,15 +110,16 @@ def test_one_notice_carries_each_regions_hotline_and_time(ws: Workspace) -> None
     language = {r["id"]: r["language"] for r in _customers(ws)}
     notices = _notices(ws, started["id"])
     assert {region[c] for c in notices} >= {"hong-kong", "guangdong", "shanghai"}
+    labels = {"zh-CN": ("香港时间", "北京时间"), "zh-HK": ("香港時間", "北京時間"),
+              "en": ("Hong Kong Time", "China Standard Time")}
     for customer, texts in notices.items():
         hk = region[customer] == "hong-kong"
-        zh = language[customer] == "zh-CN"
-        label = ("香港时间" if zh else "Hong Kong Time") if hk else (
-            "北京时间" if zh else "China Standard Time")
-        eta = f"{label}2026-09-14 18:00" if zh else f"2026-09-14 18:00 {label}"
+        lang = language[customer]
+        label = labels[lang][0 if hk else 1]
         for text in texts:
             assert (HK_HOTLINE in text) == hk and (MAINLAND in text) != hk, (customer, text)
-            assert eta in text and "CST" not in text
+            assert _eta(label, lang, "2026-09-14 18:00", text), (customer, text)
+            assert "CST" not in text
 
 
 def test_dry_run_forecasts_each_regions_sms(sqlite_ws: Workspace) -> None:
@@ -142,8 +149,8 @@ def test_a_reachable_region_listed_by_the_playbook_is_offered(ws: Workspace) -> 
     assert [(b["id"], b["distance_km"]) for b in started["branches"]["open"]] == [
         ("gd-sz-luohu", 19.4)]
     texts = [t for ts in _notices(ws, started["id"]).values() for t in ts if "\n" in t]
-    assert texts and all("深圳罗湖支行（约19.4公里）" in t or "Shenzhen Luohu Branch (19.4 km)"
-                         in t for t in texts)
+    assert texts and all("深圳罗湖支行（约19.4公里）" in t or "深圳羅湖支行（約19.4公里）" in t
+                         or "Shenzhen Luohu Branch (19.4 km)" in t for t in texts)
 
 
 def _refused(ws: Workspace, edit: Any) -> str:
@@ -187,7 +194,6 @@ def test_times_are_shown_in_the_regions_zone_with_its_label() -> None:
     assert labelled_time(at, london, zone_label(london, "en"), "en") == (
         "2026-11-24 03:40 Europe/London")  # no abbreviation: named by its IANA name
     assert zone_label(london, "zh-CN", {"zh-CN": "伦敦时间"}) == "伦敦时间"
-
 
 
 def test_the_manual_channels_hotline_per_region(ws: Workspace) -> None:
@@ -239,8 +245,9 @@ def test_playbooks_validate_forecasts_the_longest_regions_sms(sqlite_ws: Workspa
 
     plain = units()
     _per_region(ws)
-    # Chinese: the labels are as long (北京时间, 香港时间), the +852 number is longer. English:
-    # "Hong Kong Time" is shorter than "China Standard Time", so the default's stays longest.
+    # Chinese (zh-CN, zh-HK): the labels are as long (北京时间, 香港時間), the +852 number is
+    # longer. English: "Hong Kong Time" is shorter than "China Standard Time", so the default's
+    # stays longest.
     longer = len(HK_HOTLINE) - len(MAINLAND)
-    assert units() == {key: n + (longer if key.endswith("zh-CN") else 0)
+    assert units() == {key: n + (longer if key.endswith(("zh-CN", "zh-HK")) else 0)
                        for key, n in plain.items()}

@@ -13,11 +13,12 @@ from typing import Any
 
 from incident.channels.base import Channel, Outcome, Outgoing, SmsOut
 from incident.clock import Clock
+from incident.composer import Composer
 from incident.delivery.limiter import RateLimiter
 from incident.delivery.policy import DeliveryPolicy
 from incident.delivery.report import DeliveryReport, ProgressFn, Tally
 from incident.errors import IncidentError, StorageError
-from incident.notices import Composer, message_id, sender_domain
+from incident.notices import message_id, sender_domain
 from incident.privacy import scrub_error
 from incident.store import Store, deliveries
 from incident.store import outbox as ob

@@ -15,9 +15,9 @@ import time
 
 from incident.channels import Channel
 from incident.channels.factory import build_channels, concurrency
+from incident.composer import Composer
 from incident.delivery import DeliveryPolicy, DeliveryReport, Dispatcher, ProgressFn, Tally
 from incident.models import Event, EventType
-from incident.notices import Composer
 from incident.payloads import DeliveryRerouted
 from incident.response.journal import Journal
 from incident.response.recording import (

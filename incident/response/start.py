@@ -20,6 +20,7 @@ from incident.audience import AudienceScan, Selection, scan_audience
 from incident.branches import Branch, load_branches, nearby_open, scope_branches
 from incident.channels.factory import contact_checks
 from incident.channels.twiml import call_seconds, calling_seconds
+from incident.composer import dkim_signer
 from incident.controls import one_line
 from incident.errors import AudienceInvalid, BadInput, InvalidValue, Location
 from incident.manual import manual_details
@@ -28,7 +29,6 @@ from incident.notices import (
     SAMPLE_CUSTOMER,
     SmsForecast,
     check_templates,
-    dkim_signer,
     rows_for_customers,
     sender_domain,
 )
