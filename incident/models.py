@@ -103,6 +103,36 @@ class DeliveryState(StrEnum):
     FAILED = "failed"
 
 
+class ReceiptState(StrEnum):
+    """What a provider reported about a row after accepting it (a receipt's state).
+
+    `accepted` is progress (queued, sending, sent to the carrier, ringing, in progress): it
+    settles nothing. The others are final: the row is settled with them.
+    """
+
+    ACCEPTED = "accepted"
+    DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"
+    BOUNCED_HARD = "bounced_hard"
+    BOUNCED_SOFT = "bounced_soft"
+    OPTED_OUT = "opted_out"
+    ANSWERED = "answered"
+    NO_ANSWER = "no_answer"
+    BUSY = "busy"
+    MACHINE = "machine"
+
+
+# The rank of each receipt state: a row's state only moves up (see store/receipts.py). Among
+# final states (rank > 0) the provider's later time wins; on the same time, the higher rank.
+RECEIPT_RANK: dict[ReceiptState, int] = {
+    ReceiptState.ACCEPTED: 0,
+    ReceiptState.BOUNCED_SOFT: 1, ReceiptState.NO_ANSWER: 1, ReceiptState.BUSY: 1,
+    ReceiptState.UNDELIVERED: 2, ReceiptState.BOUNCED_HARD: 2, ReceiptState.OPTED_OUT: 3,
+    ReceiptState.MACHINE: 4, ReceiptState.DELIVERED: 5, ReceiptState.ANSWERED: 5,
+}
+CONFIRMED_STATES = frozenset({ReceiptState.DELIVERED, ReceiptState.ANSWERED})
+
+
 class EventType(StrEnum):
     """Everything the supervisor does is one of these."""
 

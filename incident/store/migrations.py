@@ -153,6 +153,38 @@ def m007_outbox_region(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE outbox ADD COLUMN region VARCHAR(100)")
 
 
+def m008_receipts(conn: Connection) -> None:
+    """Delivery receipts (issue 14): the `receipts` table, one row per receipt a provider sent
+    (callback, poll, bounce), unique per (provider ref, status, provider time); the
+    row's settled state on the outbox (receipt, receipt_code, receipt_at); provider_ref
+    indexed, as receipts name their row by it."""
+    metadata = MetaData()
+    Table(
+        "outbox", metadata, Column("id", Integer, primary_key=True),
+    )
+    receipts = Table(
+        "receipts", metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("outbox_id", Integer, ForeignKey("outbox.id"), nullable=False),
+        Column("provider_ref", String(200), nullable=False),
+        Column("state", String(16), nullable=False),
+        Column("status", String(40), nullable=False),
+        Column("code", String(40)),
+        Column("provider_at", DateTime(timezone=True), nullable=False),
+        Column("received_at", DateTime(timezone=True), nullable=False),
+        Column("source", String(12), nullable=False),
+        UniqueConstraint("provider_ref", "status", "provider_at",
+                         name="uq_receipts_once"),
+    )
+    Index("ix_receipts_outbox", receipts.c.outbox_id)
+    receipts.create(conn)
+    conn.exec_driver_sql("ALTER TABLE outbox ADD COLUMN receipt VARCHAR(16)")
+    conn.exec_driver_sql("ALTER TABLE outbox ADD COLUMN receipt_code VARCHAR(40)")
+    stamp = "TIMESTAMP WITH TIME ZONE" if conn.dialect.name == "postgresql" else "DATETIME"
+    conn.exec_driver_sql(f"ALTER TABLE outbox ADD COLUMN receipt_at {stamp}")
+    conn.exec_driver_sql("CREATE INDEX ix_outbox_provider_ref ON outbox (provider_ref)")
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_initial", m001_initial),
     ("m002_outbox_due_index", m002_outbox_due_index),
@@ -161,6 +193,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m005_chain_anchor", m005_chain_anchor),
     ("m006_outbox_fallback_address", m006_outbox_fallback_address),
     ("m007_outbox_region", m007_outbox_region),
+    ("m008_receipts", m008_receipts),
 ]
 
 

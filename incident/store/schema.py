@@ -95,6 +95,11 @@ outbox = Table(
     # The customer's region: it picks the hotline, website and time zone of their message
     # (m007; NULL for parties and older rows: the defaults).
     Column("region", String(100)),
+    # The row's delivery state after `sent`, from receipts (m008; NULL: none yet): the state,
+    # the provider's code and the provider's time of the receipt that settled it.
+    Column("receipt", String(16)),
+    Column("receipt_code", String(40)),
+    Column("receipt_at", DateTime(timezone=True)),
     UniqueConstraint("idempotency_key", name="uq_outbox_key"),
     UniqueConstraint("incident_id", "notice_seq", "channel", "recipient_ref",
                      name="uq_outbox_recipient"),
@@ -108,3 +113,23 @@ Index("ix_outbox_notice", outbox.c.incident_id, outbox.c.notice_seq, outbox.c.st
 # walked every pending row of the others (migrations m002, m003).
 Index("ix_outbox_next", outbox.c.incident_id, outbox.c.state, outbox.c.channel, outbox.c.priority,
       outbox.c.id)
+# Receipts name their row by the provider's reference (Twilio SID, Message-ID) (m008).
+Index("ix_outbox_provider_ref", outbox.c.provider_ref)
+
+# Every receipt a provider sent about a row, as received (callback, poll, bounce): the same
+# receipt twice (same reference, status and provider time, by callback or poll) is stored
+# once (m008).
+receipts = Table(
+    "receipts", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("outbox_id", Integer, ForeignKey("outbox.id"), nullable=False),
+    Column("provider_ref", String(200), nullable=False),
+    Column("state", String(16), nullable=False),  # a ReceiptState
+    Column("status", String(40), nullable=False),  # the provider's own word (delivered, busy)
+    Column("code", String(40)),
+    Column("provider_at", DateTime(timezone=True), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("source", String(12), nullable=False),  # callback | poll | bounce
+    UniqueConstraint("provider_ref", "status", "provider_at", name="uq_receipts_once"),
+)
+Index("ix_receipts_outbox", receipts.c.outbox_id)

@@ -1,0 +1,158 @@
+"""Delivery receipts: what providers report about a row after accepting it (callbacks, polls,
+bounces), kept one by one in `receipts`, and the row's resulting state on the outbox.
+
+The rule that settles a row (outbox.receipt), whatever order receipts arrive in:
+
+- `accepted` (queued, sent to the carrier, ringing ...) never replaces a final state;
+- among final states the one with the provider's latest time wins: a `delivered` timed after
+  an `undelivered` makes the row delivered, a late `undelivered` timed before the row's
+  `delivered` is kept as a receipt but changes nothing;
+- on the same provider time, the higher rank (models.RECEIPT_RANK) wins.
+
+So the result depends only on the set of receipts, never on their arrival order, and a
+duplicate (same provider reference, status and provider time) is stored once and harmless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from incident.models import RECEIPT_RANK, DeliveryState, ReceiptState
+from incident.store import schema
+from incident.store.events import as_utc
+
+_NEVER = datetime.min.replace(tzinfo=UTC)
+SOURCES = frozenset({"callback", "poll", "bounce"})
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """One report of a provider about one message, named by its outbox row id or by the
+    provider's reference (Twilio SID, email Message-ID)."""
+
+    state: ReceiptState
+    status: str  # the provider's own word: delivered, no-answer, 5.1.1 ...
+    provider_at: datetime
+    source: str  # callback | poll | bounce
+    code: str | None = None
+    provider_ref: str | None = None
+    outbox_id: int | None = None
+
+
+@dataclass(slots=True)
+class Recorded:
+    """What `record` did: receipts stored, duplicates ignored, receipts naming no row, and
+    the rows whose state changed."""
+
+    stored: int = 0
+    duplicates: int = 0
+    unmatched: int = 0
+    changed: list[int] = field(default_factory=list)
+
+
+def order_key(state: str, at: datetime | None) -> tuple[bool, datetime, int]:
+    """How receipts compare (see the module's rule): the greater settles the row."""
+    rank = RECEIPT_RANK[ReceiptState(state)]
+    final = rank > 0
+    return (final, as_utc(at) if final and at is not None else _NEVER, rank)
+
+
+def record(conn: Connection, receipts: Iterable[Receipt], *, now: datetime) -> Recorded:
+    """Store `receipts` and settle their rows by the rule above, in the caller's write
+    transaction (committed by it before anyone is told "recorded")."""
+    done = Recorded()
+    for receipt in receipts:
+        if receipt.source not in SOURCES:
+            raise ValueError(f"unknown receipt source {receipt.source!r}")
+        row = _row(conn, receipt)
+        if row is None:
+            done.unmatched += 1
+            continue
+        if not _insert(conn, receipt, row, now):
+            done.duplicates += 1
+            continue
+        done.stored += 1
+        if order_key(receipt.state, receipt.provider_at) > order_key(
+                row.receipt or ReceiptState.ACCEPTED, row.receipt_at):
+            o = schema.outbox
+            conn.execute(update(o).where(o.c.id == row.id).values(
+                receipt=receipt.state.value, receipt_code=receipt.code,
+                receipt_at=_db_time(conn, receipt.provider_at)))
+            done.changed.append(row.id)
+    return done
+
+
+def _row(conn: Connection, receipt: Receipt) -> Any:
+    o = schema.outbox
+    query = select(o.c.id, o.c.provider_ref, o.c.receipt, o.c.receipt_at)
+    if receipt.outbox_id is not None:
+        query = query.where(o.c.id == receipt.outbox_id)
+    elif receipt.provider_ref:
+        query = query.where(o.c.provider_ref == receipt.provider_ref)
+    else:
+        return None
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()  # receipt servers side by side settle a row in turn
+    return conn.execute(query.limit(1)).first()
+
+
+def _insert(conn: Connection, receipt: Receipt, row: Any, now: datetime) -> bool:
+    r = schema.receipts
+    insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    result = conn.execute(insert(r).on_conflict_do_nothing().values(
+        outbox_id=row.id, provider_ref=receipt.provider_ref or row.provider_ref or f"#{row.id}",
+        state=receipt.state.value, status=receipt.status[:40], code=receipt.code,
+        provider_at=_db_time(conn, receipt.provider_at),
+        received_at=_db_time(conn, now),
+        source=receipt.source))
+    return bool(result.rowcount)
+
+
+def _db_time(conn: Connection, value: datetime) -> datetime:
+    value = as_utc(value)
+    return value.replace(tzinfo=None) if conn.dialect.name == "sqlite" else value
+
+
+def unsettled(conn: Connection, incident_id: str | None = None, *,
+              channels: Iterable[str] = ("sms", "voice")) -> list[Any]:
+    """Rows accepted by the provider (sent, with a reference) and not settled by a final
+    receipt: (id, channel, provider_ref), oldest first."""
+    o = schema.outbox
+    query = (select(o.c.id, o.c.channel, o.c.provider_ref)
+             .where(o.c.state == DeliveryState.SENT.value, o.c.provider_ref.is_not(None),
+                    o.c.channel.in_(list(channels)),
+                    (o.c.receipt.is_(None)) | (o.c.receipt == ReceiptState.ACCEPTED.value))
+             .order_by(o.c.id))
+    if incident_id is not None:
+        query = query.where(o.c.incident_id == incident_id)
+    return list(conn.execute(query).all())
+
+
+def counts(conn: Connection, incident_id: str) -> dict[str, dict[str, int]]:
+    """Customer rows by channel and receipt state (rows with a receipt only)."""
+    o = schema.outbox
+    query = (select(o.c.channel, o.c.receipt, func.count())
+             .where(o.c.incident_id == incident_id, o.c.receipt.is_not(None),
+                    ~o.c.recipient_ref.like("party:%"))
+             .group_by(o.c.channel, o.c.receipt))
+    out: dict[str, dict[str, int]] = {}
+    for channel, state, n in conn.execute(query):
+        out.setdefault(channel, {})[state] = int(n)
+    return out
+
+
+def of_incident(conn: Connection, incident_id: str) -> list[Any]:
+    """Every receipt of an incident's rows, in the provider's time order (for the timeline)."""
+    o, r = schema.outbox, schema.receipts
+    query = (select(r.c.outbox_id, o.c.notice_seq, o.c.channel, o.c.recipient_ref, r.c.state,
+                    r.c.status, r.c.code, r.c.provider_at, r.c.received_at, r.c.source)
+             .join(o, o.c.id == r.c.outbox_id).where(o.c.incident_id == incident_id)
+             .order_by(r.c.provider_at, r.c.id))
+    return list(conn.execute(query).all())
