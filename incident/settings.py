@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -292,6 +293,32 @@ class Alerts(Strict):
     due_soon: Duration = timedelta(minutes=15)  # warn this long before something falls due
 
 
+class ReceiptsSettings(Strict):
+    """Delivery receipts: where Twilio reaches `receipts serve`, and how `receipts poll` asks."""
+
+    # The URL Twilio calls, as the internet sees it (a proxy in front of `receipts serve`):
+    # messages and calls are created with StatusCallback = <public_url>/twilio/status, and
+    # signatures are checked against it. None: no callbacks, poll instead.
+    public_url: str | None = None
+    poll_rate: float = Field(default=5.0, gt=0, le=100, description="requests per second")
+    poll_every: Duration = timedelta(seconds=30)  # between two rounds over the unsettled
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not re.match(r"^https?://[^/@\s]+(/\S*)?$", value):
+            raise ValueError("must be an http(s) URL without user:password@, "
+                             "e.g. https://notify.example.com")
+        return value.rstrip("/")
+
+    @property
+    def callback_url(self) -> str | None:
+        """The status callback URL, when a public URL is configured."""
+        return f"{self.public_url}/twilio/status" if self.public_url else None
+
+
 class Limits(Strict):
     """Bounds on what an operator may type, so that nothing absurd is sent or stored."""
 
@@ -323,6 +350,7 @@ class Settings(Strict):
     # Time zone and its label per customer region; `default` for the others (else timezone).
     regions: dict[str, Region] = Field(default_factory=dict)
     alerts: Alerts = Field(default_factory=Alerts)
+    receipts: ReceiptsSettings = Field(default_factory=ReceiptsSettings)
     limits: Limits = Field(default_factory=Limits)
 
     @field_validator("timezone")

@@ -16,22 +16,24 @@ NOW = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
 
 
 def sent_sms(db_url: str, sids: list[str]) -> tuple[Store, str]:
-    """A store with one incident whose SMS rows were accepted as `sids`."""
+    """A store with one incident whose SMS rows (calls, for SIDs starting CA) were accepted as
+    `sids`."""
     store = Store.open(db_url)
     with store.write() as conn:
         incident_id = store.create_incident(conn, playbook_id="p", title="t", drill=False, at=NOW)
         store.append(conn, incident_id, EventType.DECLARED, actor="a", at=NOW,
                      data=Declared(title="t", playbook={}, severity="P3",
                                    detected_at=NOW.isoformat()))
-        ob.enqueue(conn, [{"incident_id": incident_id, "notice_seq": 1, "channel": "sms",
+        ob.enqueue(conn, [{"incident_id": incident_id, "notice_seq": 1,
+                           "channel": "voice" if sid.startswith("CA") else "sms",
                            "recipient_ref": f"c{k}", "recipient_name": "",
                            "address": f"+8613800000{k:03d}", "language": "en", "priority": 1,
                            "message_id": f"<{k}@y.z>", "transport": "twilio",
-                           "idempotency_key": ob.idempotency_key(incident_id, 1, f"c{k}", "sms")}
-                          for k in range(len(sids))], now=NOW)
+                           "idempotency_key": ob.idempotency_key(incident_id, 1, f"c{k}", sid)}
+                          for k, sid in enumerate(sids)], now=NOW)
         rows = ob.claim(conn, worker="w", now=NOW, limit=len(sids))
-        ob.mark_sent(conn, [(row.id, sid) for row, sid in zip(rows, sids, strict=True)],
-                     now=NOW)
+        ob.mark_sent(conn, [(row.id, sid) for row, sid in zip(
+            sorted(rows, key=lambda r: r.id), sids, strict=True)], now=NOW)
     return store, incident_id
 
 

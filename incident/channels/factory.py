@@ -18,6 +18,7 @@ def build_channels(rt: Runtime, env: Mapping[str, str] | None = None) -> dict[st
     secrets = check_channels(rt, env)
     channels: dict[str, Channel] = {}
     email, sms = config.email, config.sms
+    callback = rt.settings.receipts.callback_url
     if email.transport == "smtp" and email.smtp is not None:
         from incident.channels.email import SmtpChannel
 
@@ -30,7 +31,8 @@ def build_channels(rt: Runtime, env: Mapping[str, str] | None = None) -> dict[st
 
         channels["sms"] = TwilioChannel(sms.twilio, rate=sms.rate,
                                         account_sid=secrets["twilio_sid"],
-                                        auth_token=secrets["twilio_token"])
+                                        auth_token=secrets["twilio_token"],
+                                        status_callback=callback)
     else:
         channels["sms"] = FileChannel("sms", rt.outbox_dir)
     voice = config.voice
@@ -41,7 +43,8 @@ def build_channels(rt: Runtime, env: Mapping[str, str] | None = None) -> dict[st
                                 api_base_url=voice.twilio.api_base_url)
         channels["voice"] = VoiceChannel(caller, rate=voice.rate, concurrent=voice.concurrent,
                                          account_sid=secrets["twilio_sid"],
-                                         auth_token=secrets["twilio_token"])
+                                         auth_token=secrets["twilio_token"],
+                                         status_callback=callback)
     else:
         channels["voice"] = FileChannel("voice", rt.outbox_dir)
     webhook = config.webhook

@@ -106,7 +106,7 @@ class TwilioChannel:
 
     def __init__(self, settings: TwilioSettings, *, rate: float, account_sid: str,
                  auth_token: str, http_client: AsyncTwilioHttpClient | None = None,
-                 timeout: float = 30.0) -> None:
+                 timeout: float = 30.0, status_callback: str | None = None) -> None:
         if not account_sid or not auth_token:
             raise ValueError("Twilio needs an account SID and an auth token "
                              "(TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN)")
@@ -121,6 +121,7 @@ class TwilioChannel:
         if http_client is not None and not http_client.is_async:
             raise ValueError("the Twilio channel needs an asynchronous HttpClient")
         self.settings = settings
+        self.status_callback = status_callback  # <receipts.public_url>/twilio/status
         self.rate: float | None = rate
         self.fatal: str | None = None
         self._fatal_code = "auth"
@@ -145,6 +146,8 @@ class TwilioChannel:
         if self.settings.from_number:
             # With a messaging service too, Twilio sends from this number of its pool.
             params["from_"] = self.settings.from_number
+        if self.status_callback:
+            params["status_callback"] = self.status_callback
         return params
 
     async def send(self, message: Outgoing) -> Outcome:

@@ -51,9 +51,11 @@ class VoiceChannel(TwilioChannel):
     def __init__(self, settings: TwilioSettings, *, rate: float, concurrent: int,
                  account_sid: str, auth_token: str,
                  http_client: AsyncTwilioHttpClient | None = None, timeout: float = 30.0,
-                 poll: float = 5.0, max_call: float = 600.0) -> None:
+                 poll: float = 5.0, max_call: float = 600.0,
+                 status_callback: str | None = None) -> None:
         super().__init__(settings, rate=rate, account_sid=account_sid, auth_token=auth_token,
-                         http_client=http_client, timeout=timeout)
+                         http_client=http_client, timeout=timeout,
+                         status_callback=status_callback)
         self.concurrent = concurrent
         self.poll = poll
         self.max_call = max_call
@@ -66,7 +68,11 @@ class VoiceChannel(TwilioChannel):
 
     def call_params(self, message: VoiceOut) -> dict[str, str]:
         """The `calls.create` arguments: To, From and the TwiML to speak."""
-        return {"to": message.to, "from_": self.settings.from_number or "", "twiml": twiml(message)}
+        params = {"to": message.to, "from_": self.settings.from_number or "",
+                  "twiml": twiml(message)}
+        if self.status_callback:
+            params["status_callback"] = self.status_callback  # Twilio posts the final status
+        return params
 
     async def send(self, message: Outgoing) -> Outcome:
         """Start the call once a slot is free; it keeps the slot until the call is over."""

@@ -26,6 +26,7 @@ from incident.response.lifecycle import Lifecycle
 from incident.response.manual import ManualChannel
 from incident.response.postmortem import PostMortem
 from incident.response.queries import Queries
+from incident.response.receipts import Receipts
 from incident.response.results import NoticeResult, StartResult
 from incident.response.sending import Sending
 from incident.response.warnings import Assessment, Warnings
@@ -46,6 +47,7 @@ class Response:
         self.coordination = Coordination(self.journal)
         self.postmortem = PostMortem(self.journal)
         self.warnings = Warnings(self.journal)
+        self.receipts = Receipts(self.journal)
 
     def act_on_warning(self, assessed: Assessment, *,
                        queue_only: bool = False) -> NoticeResult | None:

@@ -1,0 +1,65 @@
+"""`incident receipts serve | poll`: delivery receipts from Twilio."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from incident.cli.app import App, pass_app
+
+
+@click.group()
+def receipts() -> None:
+    """Delivery receipts: what Twilio reports after accepting an SMS or call."""
+
+
+@receipts.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to listen on (0: any free one, printed).")
+@pass_app
+def serve(app: App, host: str, port: int) -> None:
+    """Take Twilio's status callbacks at <receipts.public_url>/twilio/status until Ctrl-C or
+    SIGTERM; each is recorded before it is answered."""
+
+    def ready(bound_host: str, bound_port: int) -> None:
+        if app.out.as_json:
+            app.out.json({"listening": f"http://{bound_host}:{bound_port}/twilio/status"})
+        else:
+            app.out.line(f"Listening on http://{bound_host}:{bound_port}/twilio/status "
+                         "(Ctrl-C stops)")
+        sys.stdout.flush()  # a supervisor (or a test) waits for this line
+
+    app.conclude(app.response.receipts.serve(host=host, port=port, ready=ready))
+
+
+@receipts.command()
+@click.argument("incident_id", metavar="[ID]", required=False)
+@click.option("--until", "until", default="10m", show_default=True, metavar="DURATION",
+              help="Stop after this long even if some are still unsettled.")
+@pass_app
+def poll(app: App, incident_id: str | None, until: str) -> None:
+    """Ask Twilio for the status of every accepted, unsettled SMS and call, at the configured
+    rate, until all are settled or the time is up."""
+    from incident.errors import InvalidValue
+    from incident.timeutil import parse_duration
+
+    try:
+        limit = parse_duration(until).total_seconds()
+    except InvalidValue as exc:
+        raise click.BadParameter(str(exc), param_hint="--until") from exc
+    result = app.response.receipts.poll(incident_id, until=limit)
+    report = result.report
+    if app.out.as_json:
+        app.out.json({"requests": report.requests, "changed": report.changed,
+                      "unsettled": report.unsettled, "errors": report.errors})
+    else:
+        app.out.line(f"Asked {report.requests}, settled or changed {report.changed}, "
+                     f"still unsettled {report.unsettled}")
+        for error in report.errors[:10]:
+            app.out.warn(error)
+    app.conclude(result)
+
+
+COMMANDS = [receipts]

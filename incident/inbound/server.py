@@ -1,0 +1,78 @@
+"""`receipts serve`: an aiohttp app that takes Twilio's status callbacks at /twilio/status.
+
+Each callback is checked (X-Twilio-Signature, by the twilio SDK's RequestValidator, against
+the public URL Twilio was given), read, and recorded in a committed write transaction before
+the 2xx answer: a crash after the answer loses nothing, and the same callback again is
+stored once. Answers: 204 recorded (or already recorded), 403 bad signature, 400 malformed,
+404 no row has that SID (yet), 503 the database refused; nothing is recorded on any of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+from datetime import datetime
+
+from aiohttp import web
+from twilio.request_validator import RequestValidator
+
+from incident.errors import IncidentError
+from incident.inbound.twilio_status import Malformed, from_callback
+from incident.store import Store, receipts
+
+STATUS_PATH = "/twilio/status"
+
+
+def make_app(store: Store, *, auth_token: str, callback_url: str,
+             now: Callable[[], datetime]) -> web.Application:
+    """The app; `callback_url` is <receipts.public_url>/twilio/status, as Twilio calls it."""
+    validator = RequestValidator(auth_token)
+
+    async def status(request: web.Request) -> web.Response:
+        try:
+            form = await request.post()
+        except (UnicodeDecodeError, ValueError):  # not a readable form: nothing to check
+            return web.Response(status=400, text="malformed callback: not a form\n")
+        params = {key: str(value) for key, value in form.items()}
+        url = callback_url + (f"?{request.query_string}" if request.query_string else "")
+        signature = request.headers.get("X-Twilio-Signature", "")
+        if not signature or not validator.validate(url, params, signature):
+            return web.Response(status=403, text="invalid X-Twilio-Signature\n")
+        try:
+            receipt = from_callback(params, now=now())
+            with store.write() as conn:
+                done = receipts.record(conn, [receipt], now=now())
+        except Malformed as exc:
+            return web.Response(status=400, text=f"malformed callback: {exc}\n")
+        except IncidentError as exc:  # the database refused: Twilio may call again
+            return web.Response(status=503, text=f"not recorded: {exc.message}\n")
+        if done.unmatched:
+            return web.Response(status=404, text="no message or call with this SID\n")
+        return web.Response(status=204)
+
+    app = web.Application(client_max_size=64 * 1024)
+    app.router.add_post(STATUS_PATH, status)
+    return app
+
+
+async def serve(app: web.Application, host: str, port: int,
+                ready: Callable[[str, int], None]) -> None:
+    """Serve `app` until SIGINT or SIGTERM, then stop taking requests and finish the ones
+    in progress; `ready(host, port)` once listening (port: the one bound, for port 0)."""
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5.0)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound = runner.addresses[0]
+        ready(str(bound[0]), int(bound[1]))
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()

@@ -1,0 +1,67 @@
+"""Delivery receipts: `receipts serve` (Twilio status callbacks) and `receipts poll`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from incident.channels.factory import check_channels
+from incident.errors import ConfigInvalid
+from incident.inbound import poll as polling
+from incident.inbound import server
+from incident.response.journal import Journal
+from incident.response.results import Result
+from incident.settings import secret
+
+
+@dataclass(kw_only=True)
+class Polled(Result):
+    """What `receipts poll` did; a success even with rows left unsettled (they may settle
+    later) or requests that failed (listed)."""
+
+    report: polling.PollReport
+
+
+class Receipts:
+    """Take what Twilio reports after accepting a message or call."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+
+    def serve(self, *, host: str, port: int, ready: Callable[[str, int], None]) -> Result:
+        """Serve /twilio/status until SIGINT/SIGTERM."""
+        rt = self.journal.rt
+        where = str(rt.config_path) if rt.config_path else "built-in defaults"
+        callback = rt.settings.receipts.callback_url
+        if callback is None:
+            raise ConfigInvalid("receipts.public_url is not set: Twilio's signatures are "
+                                "checked against the URL it calls",
+                                hint=f"add receipts: {{public_url: https://…}} to {where}, "
+                                     "or use incident receipts poll")
+        token = secret("TWILIO_AUTH_TOKEN")
+        if not token:
+            raise ConfigInvalid("the environment variable TWILIO_AUTH_TOKEN is not set: it "
+                                "checks the callbacks' signatures")
+        app = server.make_app(self.journal.store, auth_token=token, callback_url=callback,
+                              now=rt.clock.now)
+        asyncio.run(server.serve(app, host, port, ready))
+        return Result()
+
+    def poll(self, ref: str | None, *, until: float) -> Polled:
+        """Poll Twilio for the unsettled SMS and calls (of one incident, or all)."""
+        rt = self.journal.rt
+        channels = rt.settings.channels
+        twilio = next((c.twilio for c in (channels.sms, channels.voice)
+                       if c.transport == "twilio" and c.twilio is not None), None)
+        if twilio is None:
+            raise ConfigInvalid("no channel sends by Twilio (channels.sms.transport / "
+                                "channels.voice.transport): there is nothing to poll")
+        found = check_channels(rt)
+        incident_id = self.journal.store.resolve_id(ref) if ref else None
+        settings = rt.settings.receipts
+        return Polled(report=asyncio.run(polling.poll(
+            self.journal.store, polling.Twilio(twilio.api_base_url, found["twilio_sid"],
+                                               found["twilio_token"]),
+            incident_id=incident_id, rate=settings.poll_rate,
+            every=settings.poll_every.total_seconds(), until=until, now=rt.clock.now)))

@@ -1,0 +1,144 @@
+"""`incident receipts serve` as a real process on 127.0.0.1: Twilio status callbacks signed by
+the twilio SDK's own validator logic are recorded before the answer; bad signatures, another
+URL's signature and malformed bodies are refused with nothing recorded; a SIGKILL right after
+an answer loses nothing; out-of-order callbacks settle by the provider's time."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import datetime
+from email.utils import format_datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from cli_fixtures import Workspace
+from test_receipts_store import NOW, sent_sms, settled
+from twilio.request_validator import RequestValidator
+
+from incident.store import Store
+from incident.store import receipts as rc
+
+TOKEN = "test-auth-token-0123456789abcdef"
+PUBLIC = "https://notify.example.com"
+CALLBACK = PUBLIC + "/twilio/status"
+
+
+class Server:
+    def __init__(self, ws: Workspace) -> None:
+        env = {**os.environ, "TWILIO_AUTH_TOKEN": TOKEN}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "incident", "--config", str(ws.config), "--db", ws.db,
+             "receipts", "serve", "--port", "0"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        found = re.search(r"http://127\.0\.0\.1:(\d+)/twilio/status", line)
+        assert found, (line, self.process.stderr.read() if self.process.stderr else "")
+        self.url = found.group(0)
+
+    def post(self, form: dict[str, str], *, signed_for: str = CALLBACK,
+             signature: str | None = None, body: bytes | None = None) -> int:
+        """POST `form` signed as Twilio signs it for `signed_for`; the HTTP status."""
+        sign = RequestValidator(TOKEN).compute_signature(signed_for, form)
+        request = urllib.request.Request(
+            self.url, data=body if body is not None else urlencode(form).encode(),
+            headers={"X-Twilio-Signature": signature if signature is not None else sign,
+                     "Content-Type": "application/x-www-form-urlencoded"}, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return int(answer.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def served(ws: Workspace) -> Iterator[tuple[Server, Store]]:
+    ws.configure(lambda cfg: cfg.update(receipts={"public_url": PUBLIC + "/"}))
+    store, _ = sent_sms(ws.db, ["SM1", "SM2", "CA1"])
+    server = Server(ws)
+    try:
+        yield server, store
+    finally:
+        server.stop()
+        store.close()
+
+
+def sms(sid: str, status: str, **extra: str) -> dict[str, str]:
+    return {"MessageSid": sid, "SmsSid": sid, "AccountSid": "AC1", "MessageStatus": status,
+            "SmsStatus": status, "To": "+8613800000000", **extra}
+
+
+def call(sid: str, status: str, at: datetime, **extra: str) -> dict[str, str]:
+    return {"CallSid": sid, "AccountSid": "AC1", "CallStatus": status,
+            "Timestamp": format_datetime(at), **extra}
+
+
+def stored(store: Store) -> list[Any]:
+    with store.read() as conn:
+        return list(conn.execute(rc.schema.receipts.select()).all())
+
+
+def test_signed_callbacks_are_recorded_once_and_settle_rows(
+        served: tuple[Server, Store]) -> None:
+    server, store = served
+    assert server.post(sms("SM1", "sent")) == 204
+    assert server.post(sms("SM1", "delivered")) == 204
+    assert server.post(sms("SM2", "undelivered", ErrorCode="30003")) == 204
+    assert server.post(sms("SM2", "undelivered", ErrorCode="30003")) in (204,)  # again
+    assert settled(store, "SM1") == ("delivered", None)
+    assert settled(store, "SM2") == ("undelivered", "30003")
+    assert server.stop() == 0  # SIGTERM: a graceful stop
+
+
+def test_bad_signatures_and_malformed_bodies_record_nothing(
+        served: tuple[Server, Store]) -> None:
+    server, store = served
+    good = sms("SM1", "delivered")
+    assert server.post(good, signature="bm90IGEgc2lnbmF0dXJl") == 403
+    assert server.post(good, signature="") == 403
+    assert server.post(good, signed_for="https://other.example.com/twilio/status") == 403
+    assert server.post({**good, "MessageStatus": "undelivered",
+                        "SmsStatus": "undelivered"}, signature=RequestValidator(
+        TOKEN).compute_signature(CALLBACK, good)) == 403  # a signature of other fields
+    assert server.post({"AccountSid": "AC1", "To": "+8613800000000"}) == 400
+    assert server.post(sms("SM1", "exploded")) == 400
+    assert server.post(sms("SM1", "delivered", ErrorCode="x")) == 400
+    assert server.post({}, body=b"\xff\xfe not a form") in (400, 403)
+    assert server.post(sms("SM404", "delivered")) == 404
+    assert stored(store) == []
+    assert settled(store, "SM1") == (None, None)
+
+
+def test_out_of_order_call_callbacks_settle_by_the_providers_time(
+        served: tuple[Server, Store]) -> None:
+    server, store = served
+    from datetime import timedelta
+    assert server.post(call("CA1", "completed", NOW + timedelta(seconds=40),
+                            AnsweredBy="human")) == 204
+    assert server.post(call("CA1", "ringing", NOW + timedelta(seconds=5))) == 204
+    assert server.post(call("CA1", "no-answer", NOW + timedelta(seconds=30))) == 204
+    assert settled(store, "CA1") == ("answered", None)
+    assert len(stored(store)) == 3
+
+
+def test_a_sigkill_right_after_the_answer_loses_nothing(
+        served: tuple[Server, Store]) -> None:
+    server, store = served
+    assert server.post(sms("SM1", "delivered")) == 204
+    server.process.kill()
+    server.process.wait(timeout=10)
+    assert settled(store, "SM1") == ("delivered", None)
+    assert [r.source for r in stored(store)] == ["callback"]
