@@ -13,16 +13,16 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from cli_fixtures import Workspace
 from test_receipts_store import NOW, sent_sms, settled
 from twilio.request_validator import RequestValidator
 
+from cli_fixtures import Workspace
 from incident.store import Store
 from incident.store import receipts as rc
 
@@ -125,7 +125,6 @@ def test_bad_signatures_and_malformed_bodies_record_nothing(
 def test_out_of_order_call_callbacks_settle_by_the_providers_time(
         served: tuple[Server, Store]) -> None:
     server, store = served
-    from datetime import timedelta
     assert server.post(call("CA1", "completed", NOW + timedelta(seconds=40),
                             AnsweredBy="human")) == 204
     assert server.post(call("CA1", "ringing", NOW + timedelta(seconds=5))) == 204
