@@ -28,6 +28,8 @@ from urllib.parse import parse_qsl
 from incident.rendering import sms_segments
 
 MESSAGES_PATH = re.compile(r"^/2010-04-01/Accounts/(?P<sid>[^/]+)/Messages\.json$")
+FETCH_PATH = re.compile(r"^/2010-04-01/Accounts/(?P<sid>[^/]+)/(?P<kind>Messages|Calls)/"
+                        r"(?P<resource>[^/]+)\.json$")
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,10 @@ class FakeTwilio:
     raw_body: bytes | None = None  # answer 201 with these bytes instead of a Message
     echo_credentials: bool = False  # put the received user:password into error messages
     requests: list[Recorded] = field(default_factory=list)
+    # GET …/Messages/{Sid}.json and …/Calls/{Sid}.json: each fetch of a SID answers the next
+    # (status, error code) of its walk, then the last one again; a SID without one is 404.
+    walks: dict[str, list[tuple[str, int | None]]] = field(default_factory=dict)
+    fetched: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def clear(self) -> None:
@@ -100,6 +106,9 @@ class FakeTwilio:
     def answer(self, method: str, path: str, form: dict[str, str],
                auth: tuple[str, str] | None) -> tuple[int, dict[str, Any] | bytes]:
         """Status and body for one request (called by the handler thread)."""
+        fetch = FETCH_PATH.match(path)
+        if method == "GET" and fetch is not None and auth is not None:
+            return _walked(self, fetch["kind"], fetch["resource"])
         match = MESSAGES_PATH.match(path)
         if method != "POST" or match is None:
             return _error(Scripted(404, 20404, f"The requested resource {path} was not found"))
@@ -129,6 +138,24 @@ class FakeTwilio:
         if self.raw_body is not None:
             return 201, self.raw_body
         return 201, message_resource(match["sid"], form)
+
+
+def _walked(fake: FakeTwilio, kind: str, sid: str) -> tuple[int, dict[str, Any]]:
+    with fake.lock:
+        walk = fake.walks.get(sid)
+        if not walk:
+            return _error(Scripted(404, 20404, f"The requested resource {sid} was not found"))
+        step = fake.fetched.get(sid, 0)
+        fake.fetched[sid] = step + 1
+        status, code = walk[min(step, len(walk) - 1)]
+    now = format_datetime(datetime.now(UTC))
+    body: dict[str, Any] = {"sid": sid, "status": status, "date_updated": now}
+    if kind == "Calls":
+        body.update(answered_by=None, end_time=now if status in {
+            "completed", "busy", "no-answer", "failed", "canceled"} else None)
+    else:
+        body.update(error_code=code, error_message=None)
+    return 200, body
 
 
 def message_resource(account_sid: str, form: dict[str, str]) -> dict[str, Any]:

@@ -79,8 +79,8 @@ def record(conn: Connection, receipts: Iterable[Receipt], *, now: datetime) -> R
             done.duplicates += 1
             continue
         done.stored += 1
-        if order_key(receipt.state, receipt.provider_at) > order_key(
-                row.receipt or ReceiptState.ACCEPTED, row.receipt_at):
+        if row.receipt is None or order_key(receipt.state, receipt.provider_at) > order_key(
+                row.receipt, row.receipt_at):
             o = schema.outbox
             conn.execute(update(o).where(o.c.id == row.id).values(
                 receipt=receipt.state.value, receipt_code=receipt.code,
