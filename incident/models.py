@@ -131,6 +131,9 @@ RECEIPT_RANK: dict[ReceiptState, int] = {
     ReceiptState.MACHINE: 4, ReceiptState.DELIVERED: 5, ReceiptState.ANSWERED: 5,
 }
 CONFIRMED_STATES = frozenset({ReceiptState.DELIVERED, ReceiptState.ANSWERED})
+# Final states that say the customer was not reached: `failed` lists them with the failures.
+NOT_REACHED = frozenset({ReceiptState.UNDELIVERED, ReceiptState.BOUNCED_HARD,
+                         ReceiptState.OPTED_OUT, ReceiptState.NO_ANSWER, ReceiptState.BUSY})
 
 
 class EventType(StrEnum):

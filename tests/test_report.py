@@ -393,6 +393,7 @@ def _expected_principles() -> dict[str, Any]:
                 "failures": [{"channel": "email", "code": "550", "count": 1,
                               "example": "550 5.1.1 <t***@example.org>: Recipient address "
                                          "rejected: User unknown"}],
+                "receipts": {},
                 "reached_share": 1.0}},
     }
 

@@ -159,17 +159,26 @@ def _public(data: dict[str, Any]) -> dict[str, Any]:
 def timeline(app: App, incident_id: str) -> None:
     """Every recorded action of an incident, in order, with who did it."""
     view, events = app.response.queries.timeline(incident_id)
+    receipts = app.response.queries.receipts(view.id)
     out = app.out
     if out.as_json:
         out.json({"id": view.id, "events": [
             {"seq": e.seq, "type": e.type.value, "at": e.at.isoformat(), "actor": e.actor,
              "data": _public(e.data),
              "notice": ({k: v for k, v in e.data["notice"].items() if k != "context"}
-                        if e.data.get("notice") else None), "hash": e.hash} for e in events]})
+                        if e.data.get("notice") else None), "hash": e.hash} for e in events],
+            "receipts": [{"channel": r.channel, "state": r.state, "source": r.source,
+                          "count": r.count, "first": r.first.isoformat(),
+                          "last": r.last.isoformat()} for r in receipts]})
         return
     out.table(f"{view.id} — {view.title}", ["#", "time", "by", "event", "details"],
               [[e.seq, out.when(e.at), e.actor, e.type.value, _describe(e, out.when)]
                for e in events])
+    if receipts:
+        out.table("Delivery receipts (provider times)", ["first", "last", "channel", "state",
+                                                         "source", "count"],
+                  [[out.when(r.first), out.when(r.last), r.channel, r.state, r.source, r.count]
+                   for r in receipts])
 
 
 @click.command()

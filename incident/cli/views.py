@@ -36,6 +36,7 @@ def _status_json(result: StatusResult) -> dict[str, Any]:
         "notices": len(view.notices),
         "deliveries": state_counts(result.counts), "deliveries_by_channel": result.counts,
         "internal_deliveries": state_counts(result.internal_counts),
+        "receipts": _totals(result.receipts), "receipts_by_channel": result.receipts,
         "manual_channel": {"open": view.manual_open,
                            "opened_at": view.manual.opened_at.isoformat() if view.manual else None,
                            "cases": len(view.cases), "unreconciled": len(view.unreconciled)},
@@ -113,6 +114,7 @@ def render_status(app: App, result: StatusResult) -> None:
     out.deliveries(result.counts)
     if result.internal_counts:
         out.deliveries(result.internal_counts, title="Internal notices to parties")
+    _receipts(out, result.receipts)
     if result.retrying:
         out.table("Retrying (temporary failures)", ["channel", "customer", "to", "attempts",
                                                     "code", "last error", "next try"],
@@ -241,6 +243,27 @@ def failed(app: App, incident_id: str, export: str | None, with_contacts: bool) 
     _show_failures(app.out, records, export)
 
 
+def _totals(by_channel: dict[str, dict[str, int]]) -> dict[str, int]:
+    """Counts by state over every channel."""
+    totals: dict[str, int] = {}
+    for counts in by_channel.values():
+        for state, n in counts.items():
+            totals[state] = totals.get(state, 0) + n
+    return totals
+
+
+def _receipts(out: Output, by_channel: dict[str, dict[str, int]]) -> None:
+    """Delivery states after `sent` reported by the providers (receipts), by channel."""
+    from incident.models import CONFIRMED_STATES, ReceiptState
+
+    states = [s.value for s in ReceiptState if any(s.value in c for c in by_channel.values())]
+    if states:
+        out.table("After acceptance (provider receipts; confirmed: "
+                  + ", ".join(sorted(CONFIRMED_STATES)) + ")", ["channel", *states],
+                  [[channel, *(str(counts.get(s, 0)) for s in states)]
+                   for channel, counts in sorted(by_channel.items())])
+
+
 def _failure(row: Any, *, full: bool) -> dict[str, Any]:
     """One failed delivery as shown (contacts masked) or exported (`full`: as recorded)."""
     from incident.privacy import mask_contact, mask_name
@@ -249,7 +272,7 @@ def _failure(row: Any, *, full: bool) -> dict[str, Any]:
             "name": row.recipient_name if full else mask_name(row.recipient_name),
             "to": row.address if full else mask_contact(row.address),
             "code": row.error_code or "", "error": row.last_error or "",
-            "attempts": row.attempts}
+            "attempts": row.attempts, "state": row.state}
 
 
 def _export_failures(out: Output, export: str, rows: list[Any], *, with_contacts: bool) -> None:
@@ -261,7 +284,7 @@ def _export_failures(out: Output, export: str, rows: list[Any], *, with_contacts
         # with ' (OWASP CSV injection): names and errors come from outside.
         writer = csv.writer(handle, quoting=csv.QUOTE_ALL)
         writer.writerow(["notice", "channel", "customer", "name", "to", "code", "error",
-                         "attempts"])
+                         "attempts", "state"])
         writer.writerows([spreadsheet_cell(v) for v in _failure(r, full=with_contacts).values()]
                          for r in rows)
     if with_contacts:
@@ -271,7 +294,11 @@ def _export_failures(out: Output, export: str, rows: list[Any], *, with_contacts
 def _show_failures(out: Output, records: list[dict[str, Any]], export: str | None) -> None:
     """The failed deliveries (contacts masked) as a table or JSON."""
     if out.as_json:
-        out.json({"failed": len(records), "export": export, "deliveries": records})
+        by_state: dict[str, int] = {}
+        for record in records:
+            by_state[record["state"]] = by_state.get(record["state"], 0) + 1
+        out.json({"failed": len(records), "by_state": by_state, "export": export,
+                  "deliveries": records})
         return
     if not records:
         out.line("No permanent delivery failures.")

@@ -26,7 +26,7 @@ from incident.playbooks import RegulatorDuty
 from incident.privacy import scrub, scrub_error
 from incident.report.checks import Check, iso, principle, seconds, since, text
 from incident.state import IncidentView
-from incident.store import Connection
+from incident.store import Connection, receipts
 from incident.store import reports as q
 
 # ---------------------------------------------------------------------------- coordination
@@ -187,6 +187,8 @@ def judge_transparency(view: IncidentView, events: list[Event], first: Any,
         "notices": notices,
         "delivery": delivery,
         "failures": failures,
+        # Customer rows by channel and delivery state after acceptance (provider receipts).
+        "receipts": receipts.counts(conn, view.id),
         "reached_share": round(reached / affected, 4) if affected else None,
     }
     resolved_notice = any(n.phase is Phase.RESOLVED for n in view.notices)

@@ -10,7 +10,7 @@ from incident.models import Event, Status
 from incident.response.journal import Journal
 from incident.response.results import StatusResult
 from incident.state import IncidentView, fold
-from incident.store import deliveries
+from incident.store import deliveries, receipts
 
 
 class Queries:
@@ -32,9 +32,10 @@ class Queries:
             internal = deliveries.counts(conn, view.id, parties=True)
             failures = deliveries.failures(conn, view.id, limit=10)
             retrying = deliveries.retrying(conn, view.id)
+            confirmed = receipts.counts(conn, view.id)
         now = self.rt.clock.now()
         return StatusResult(view=view, counts=counts, failures=failures, now=now,
-                            retrying=retrying, internal_counts=internal,
+                            retrying=retrying, internal_counts=internal, receipts=confirmed,
                             attention=attention(view, now, self.rt.settings.alerts.due_soon))
 
     def incidents(self, *, include_closed: bool = False) -> list[StatusResult]:
@@ -56,6 +57,11 @@ class Queries:
         incident_id = self.journal.store.resolve_id(ref)
         events = self.journal.store.events(incident_id)
         return fold(events), events
+
+    def receipts(self, incident_id: str) -> list[Any]:
+        """The incident's delivery receipts by channel, state and source (for the timeline)."""
+        with self.journal.store.read() as conn:
+            return receipts.summary(conn, incident_id)
 
     def verify(self, ref: str | None = None) -> dict[str, list[str]]:
         """Recompute the event chain of one incident or of all; problems by incident."""

@@ -118,6 +118,8 @@ class StatusResult(Result):
     retrying: list[Any] = field(default_factory=list)
     internal_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # to parties
     attention: list[Attention] = field(default_factory=list)  # what falls due
+    # Customer rows by channel and delivery state after `sent`, from receipts (issue 14).
+    receipts: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def update_overdue(self) -> bool:

@@ -10,9 +10,9 @@ from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, func, or_, select
+from sqlalchemy import Connection, case, func, literal, or_, select
 
-from incident.models import DeliveryState
+from incident.models import NOT_REACHED, DeliveryState
 from incident.privacy import scrub_error
 from incident.store import schema
 from incident.store.events import as_utc
@@ -104,9 +104,19 @@ def counts(conn: Connection, incident_id: str | None = None, *,
 def failures(conn: Connection, incident_id: str, *, limit: int | None = None) -> list[Any]:
     """Permanently failed rows of an incident, newest notice first."""
     o = schema.outbox
+    # A row the provider accepted and then reported not reached (a receipt) fails too: its
+    # state is the receipt's, its code the provider's.
+    not_reached = (o.c.state == DeliveryState.SENT.value) & o.c.receipt.in_(
+        [s.value for s in NOT_REACHED])
+    state = case((not_reached, o.c.receipt), else_=o.c.state)
     query = (select(o.c.notice_seq, o.c.channel, o.c.recipient_ref, o.c.recipient_name,
-                    o.c.address, o.c.error_code, o.c.last_error, o.c.attempts)
-             .where(o.c.incident_id == incident_id, o.c.state == DeliveryState.FAILED.value)
+                    o.c.address, case((not_reached, o.c.receipt_code),
+                                      else_=o.c.error_code).label("error_code"),
+                    case((not_reached, literal("reported by the provider after acceptance")),
+                         else_=o.c.last_error).label("last_error"),
+                    o.c.attempts, state.label("state"))
+             .where(o.c.incident_id == incident_id,
+                    (o.c.state == DeliveryState.FAILED.value) | not_reached)
              .order_by(o.c.notice_seq.desc(), o.c.id))
     if limit:
         query = query.limit(limit)

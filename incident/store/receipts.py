@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Connection, func, select, update
@@ -146,6 +147,20 @@ def counts(conn: Connection, incident_id: str) -> dict[str, dict[str, int]]:
     for channel, state, n in conn.execute(query):
         out.setdefault(channel, {})[state] = int(n)
     return out
+
+
+def summary(conn: Connection, incident_id: str) -> list[Any]:
+    """Receipts of an incident's rows by (channel, state, source): how many, and the first
+    and last provider time (the timeline's lines; one per receipt would be millions)."""
+    o, r = schema.outbox, schema.receipts
+    query = (select(o.c.channel, r.c.state, r.c.source, func.count().label("count"),
+                    func.min(r.c.provider_at).label("first"),
+                    func.max(r.c.provider_at).label("last"))
+             .join(o, o.c.id == r.c.outbox_id).where(o.c.incident_id == incident_id)
+             .group_by(o.c.channel, r.c.state, r.c.source)
+             .order_by(func.min(r.c.provider_at)))
+    return [SimpleNamespace(**{**row._mapping, "first": as_utc(row.first),
+                               "last": as_utc(row.last)}) for row in conn.execute(query)]
 
 
 def of_incident(conn: Connection, incident_id: str) -> list[Any]:
