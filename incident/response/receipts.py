@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from incident.channels.factory import check_channels
 from incident.errors import ConfigInvalid
-from incident.inbound import poll as polling
-from incident.inbound import server
 from incident.response.journal import Journal
 from incident.response.results import Result
 from incident.settings import secret
+
+if TYPE_CHECKING:  # aiohttp and twilio are imported by the commands that use them
+    from incident.inbound.poll import PollReport
 
 
 @dataclass(kw_only=True)
@@ -20,7 +21,7 @@ class Polled(Result):
     """What `receipts poll` did; a success even with rows left unsettled (they may settle
     later) or requests that failed (listed)."""
 
-    report: polling.PollReport
+    report: PollReport
 
 
 class Receipts:
@@ -31,6 +32,8 @@ class Receipts:
 
     def serve(self, *, host: str, port: int, ready: Callable[[str, int], None]) -> Result:
         """Serve /twilio/status until SIGINT/SIGTERM."""
+        from incident.inbound import server
+
         rt = self.journal.rt
         where = str(rt.config_path) if rt.config_path else "built-in defaults"
         callback = rt.settings.receipts.callback_url
@@ -50,6 +53,9 @@ class Receipts:
 
     def poll(self, ref: str | None, *, until: float) -> Polled:
         """Poll Twilio for the unsettled SMS and calls (of one incident, or all)."""
+        from incident.channels.factory import check_channels
+        from incident.inbound import poll as polling
+
         rt = self.journal.rt
         channels = rt.settings.channels
         twilio = next((c.twilio for c in (channels.sms, channels.voice)
