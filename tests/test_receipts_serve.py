@@ -141,3 +141,19 @@ def test_a_sigkill_right_after_the_answer_loses_nothing(
     server.process.wait(timeout=10)
     assert settled(store, "SM1") == ("delivered", None)
     assert [r.source for r in stored(store)] == ["callback"]
+
+
+def test_missing_configuration_is_bad_input_and_names_what_to_set(
+        sqlite_ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    ws = sqlite_ws
+    monkeypatch.delenv("TWILIO_AUTH_TOKEN", raising=False)
+    monkeypatch.delenv("TWILIO_ACCOUNT_SID", raising=False)
+    assert "receipts.public_url" in ws.run("receipts", "serve", code=2).stderr
+    assert "Twilio" in ws.run("receipts", "poll", code=2).stderr  # the file channel: none
+    assert "--until" in ws.run("receipts", "poll", "--until", "soon", code=2).stderr
+    ws.configure(lambda cfg: cfg.update(receipts={"public_url": PUBLIC}))
+    assert "TWILIO_AUTH_TOKEN" in ws.run("receipts", "serve", code=2).stderr
+    ws.configure(lambda cfg: cfg.update(receipts={"public_url": "ftp://user:pw@x"}))
+    refused = ws.run("receipts", "serve", code=2)
+    assert "public_url" in refused.stderr and "pw" not in refused.output
+    assert "Traceback" not in refused.output
