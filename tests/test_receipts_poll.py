@@ -107,3 +107,21 @@ def test_sms_are_created_with_the_status_callback(fake: FakeTwilio,
         assert asyncio.run(once())
     [created] = [r for r in fake.recorded() if r.method == "POST"]
     assert created.form["StatusCallback"] == callback
+
+
+def test_calls_are_created_with_the_status_callback(prism: PrismServer) -> None:
+    from test_channel_voice import CALLER, call, send
+    from test_channel_voice import TOKEN as VOICE_TOKEN
+
+    from incident.channels.voice import VoiceChannel
+
+    callback = "https://notify.example.com/twilio/status"
+    voice = VoiceChannel(TwilioSettings(from_number=CALLER, api_base_url=prism.url),
+                         rate=100.0, concurrent=2, account_sid=ACCOUNT, auth_token=VOICE_TOKEN,
+                         poll=0.05, max_call=1.0, status_callback=callback)
+    assert voice.call_params(call("en", "+8613800138000"))["status_callback"] == callback
+    offset = prism.log_path.stat().st_size
+    [outcome] = send(voice, call("en", "+8613800138000"))
+    assert outcome.sent, outcome
+    log = prism_log_since(prism.log_path, offset, expected_passes=1)
+    assert [marker for marker in PRISM_VIOLATIONS if marker in log] == [], log
