@@ -94,5 +94,25 @@ def test_a_late_receipt_timed_before_the_settled_one_changes_nothing(db_url: str
         assert rc.unsettled(conn, incident_id) == []
 
 
+def test_a_bounce_names_its_row_by_message_id_or_row_id(db_url: str) -> None:
+    store, _ = sent_sms(db_url, ["SM1", "SM2"])
+    hard = rc.Receipt(state=ReceiptState.BOUNCED_HARD, status="5.1.1", code="5.1.1",
+                      provider_at=NOW + timedelta(minutes=2), source="bounce",
+                      message_id="<0@y.z>")
+    with store.write() as conn:
+        second = conn.execute(rc.schema.outbox.select().where(
+            rc.schema.outbox.c.provider_ref == "SM2")).one().id
+        soft = rc.Receipt(state=ReceiptState.BOUNCED_SOFT, status="4.2.2", code="4.2.2",
+                          provider_at=NOW, source="bounce", outbox_id=second)
+        done = rc.record(conn, [hard, hard, soft,
+                                rc.Receipt(**{**_fields(hard), "message_id": "<x@y.z>"})],
+                         now=NOW)
+    with store.read() as conn:
+        kept = len(conn.execute(rc.schema.receipts.select()).all())
+    assert (kept, done.stored, done.duplicates, done.unmatched) == (2, 2, 1, 1)
+    assert settled(store, "SM1") == ("bounced_hard", "5.1.1")
+    assert settled(store, "SM2") == ("bounced_soft", "4.2.2")
+
+
 def _fields(one: rc.Receipt) -> dict[str, object]:
     return {name: getattr(one, name) for name in rc.Receipt.__slots__}

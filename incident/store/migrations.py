@@ -156,8 +156,9 @@ def m007_outbox_region(conn: Connection) -> None:
 def m008_receipts(conn: Connection) -> None:
     """Delivery receipts (issue 14): the `receipts` table, one row per receipt a provider sent
     (callback, poll, bounce), unique per (provider ref, status, provider time); the
-    row's settled state on the outbox (receipt, receipt_code, receipt_at); provider_ref
-    indexed, as receipts name their row by it."""
+    row's settled state on the outbox (receipt, receipt_code, receipt_at); provider_ref and
+    message_id indexed, as receipts name their row by them (an SMS's SID, an email's
+    Message-ID in a bounce)."""
     metadata = MetaData()
     Table(
         "outbox", metadata, Column("id", Integer, primary_key=True),
@@ -183,6 +184,7 @@ def m008_receipts(conn: Connection) -> None:
     stamp = "TIMESTAMP WITH TIME ZONE" if conn.dialect.name == "postgresql" else "DATETIME"
     conn.exec_driver_sql(f"ALTER TABLE outbox ADD COLUMN receipt_at {stamp}")
     conn.exec_driver_sql("CREATE INDEX ix_outbox_provider_ref ON outbox (provider_ref)")
+    conn.exec_driver_sql("CREATE INDEX ix_outbox_message_id ON outbox (message_id)")
 
 
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [

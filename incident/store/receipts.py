@@ -35,8 +35,8 @@ SOURCES = frozenset({"callback", "poll", "bounce"})
 
 @dataclass(frozen=True, slots=True)
 class Receipt:
-    """One report of a provider about one message, named by its outbox row id or by the
-    provider's reference (Twilio SID, email Message-ID)."""
+    """One report of a provider about one message, named by its outbox row id, the
+    provider's reference (Twilio SID) or the message's Message-ID (a bounce)."""
 
     state: ReceiptState
     status: str  # the provider's own word: delivered, no-answer, 5.1.1 ...
@@ -45,6 +45,7 @@ class Receipt:
     code: str | None = None
     provider_ref: str | None = None
     outbox_id: int | None = None
+    message_id: str | None = None  # an email's Message-ID (<…@…>), as a bounce names it
 
 
 @dataclass(slots=True)
@@ -97,6 +98,8 @@ def _row(conn: Connection, receipt: Receipt) -> Any:
         query = query.where(o.c.id == receipt.outbox_id)
     elif receipt.provider_ref:
         query = query.where(o.c.provider_ref == receipt.provider_ref)
+    elif receipt.message_id:
+        query = query.where(o.c.message_id == receipt.message_id)
     else:
         return None
     if conn.dialect.name == "postgresql":
@@ -108,12 +111,16 @@ def _insert(conn: Connection, receipt: Receipt, row: Any, now: datetime) -> bool
     r = schema.receipts
     insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
     result = conn.execute(insert(r).on_conflict_do_nothing().values(
-        outbox_id=row.id, provider_ref=receipt.provider_ref or row.provider_ref or f"#{row.id}",
+        outbox_id=row.id,
+        provider_ref=(receipt.provider_ref or receipt.message_id or row.provider_ref
+                      or f"#{row.id}")[:200],
         state=receipt.state.value, status=receipt.status[:40], code=receipt.code,
         provider_at=_db_time(conn, receipt.provider_at),
         received_at=_db_time(conn, now),
-        source=receipt.source))
-    return bool(result.rowcount)
+        source=receipt.source).returning(r.c.id))
+    # RETURNING, not rowcount: the count PostgreSQL's driver reports for ON CONFLICT DO
+    # NOTHING said 1 for a duplicate (tests/test_receipts_store.py).
+    return result.first() is not None
 
 
 def _db_time(conn: Connection, value: datetime) -> datetime:

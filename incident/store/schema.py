@@ -113,8 +113,10 @@ Index("ix_outbox_notice", outbox.c.incident_id, outbox.c.notice_seq, outbox.c.st
 # walked every pending row of the others (migrations m002, m003).
 Index("ix_outbox_next", outbox.c.incident_id, outbox.c.state, outbox.c.channel, outbox.c.priority,
       outbox.c.id)
-# Receipts name their row by the provider's reference (Twilio SID, Message-ID) (m008).
+# Receipts name their row by the provider's reference (Twilio SID) or, for bounces, by the
+# email's Message-ID (m008).
 Index("ix_outbox_provider_ref", outbox.c.provider_ref)
+Index("ix_outbox_message_id", outbox.c.message_id)
 
 # Every receipt a provider sent about a row, as received (callback, poll, bounce): the same
 # receipt twice (same reference, status and provider time, by callback or poll) is stored
