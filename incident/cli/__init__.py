@@ -121,9 +121,18 @@ def cli(ctx: click.Context, config: str | None, db: str | None, operator: str | 
 
 
 def _register() -> None:
-    from incident.cli import coordination, lifecycle, manual, record, report, setup, views
+    from incident.cli import (
+        bounces,
+        coordination,
+        lifecycle,
+        manual,
+        record,
+        report,
+        setup,
+        views,
+    )
 
-    for module in (setup, lifecycle, manual, coordination, views, record, report):
+    for module in (setup, lifecycle, manual, coordination, views, record, report, bounces):
         for command in module.COMMANDS:
             cli.add_command(command)
 
