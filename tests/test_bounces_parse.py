@@ -7,6 +7,8 @@ import mailbox
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from incident.bounces import Kind, Severity, parse_bounce, read_sources
 from incident.bounces.model import MAX_DIAGNOSTIC, MAX_MESSAGE_BYTES
@@ -132,3 +134,16 @@ def test_mbox_and_maildir_sources(tmp_path: Path) -> None:
 def test_missing_source_is_bad_input_naming_it(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match=r"no-such\.mbox"):
         list(read_sources([CORPUS / "postfix-hard.eml", tmp_path / "no-such.mbox"]))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(sorted(p.name for p in CORPUS.glob("*.eml"))),
+       cut=st.integers(min_value=0, max_value=6000), junk=st.binary(max_size=200))
+def test_any_damaged_corpus_message_is_read_without_raising(name: str, cut: int,
+                                                            junk: bytes) -> None:
+    data = (CORPUS / name).read_bytes()
+    parsed = parse_bounce(data[:cut] + junk + data[cut:])
+    for recipient in parsed.recipients:
+        assert len(recipient.diagnostic) <= MAX_DIAGNOSTIC
+        assert not any(ord(c) < 32 or 0x7f <= ord(c) <= 0x9f for c in recipient.diagnostic)
+    assert all(len(i) <= 250 for i in parsed.message_ids)

@@ -200,8 +200,7 @@ def _from_text(text: str, verp_prefix: str) -> RecipientStatus:
     code = _STATUS.search(own)
     smtp = None if code else _SMTP_CODE.search(own)
     found = code or smtp
-    line = own[own.rfind("\n", 0, found.start()) + 1:own.find("\n", found.end()) % (
-        len(own) + 1)] if found else ""
+    line = _line_at(own, found.start()) if found else ""
     addresses = [a for a in _ADDRESS.findall(own) if not a.lower().startswith(
         (*_DAEMONS, f"{verp_prefix.lower()}+"))]
     status = code.group(0) if code else ""
@@ -211,6 +210,12 @@ def _from_text(text: str, verp_prefix: str) -> RecipientStatus:
         line = next((ln for ln in own.splitlines() if _BOUNCE_TEXT.search(ln)), "")
     return _recipient(addresses[0] if addresses else "", "delayed" if delayed else "failed",
                       status, line)
+
+
+def _line_at(text: str, index: int) -> str:
+    """The line of `text` that holds position `index`."""
+    end = text.find("\n", index)
+    return text[text.rfind("\n", 0, index) + 1:end if end >= 0 else len(text)]
 
 
 def _quote_start(text: str) -> int:
