@@ -13,6 +13,7 @@ from email import policy
 from email.header import decode_header, make_header
 from email.message import Message
 from email.parser import BytesParser, HeaderParser
+from functools import partial
 
 from incident.bounces.model import (
     MAX_DIAGNOSTIC,
@@ -98,30 +99,28 @@ def _read(msg: Message, identity: str, verp_prefix: str) -> ParsedBounce:
         "To", "Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To")]
         + [_header(h, "Return-Path") for h in returned])
     ids = _unique(_MESSAGE_ID.findall(_header(h, "Message-ID"))[:1] for h in returned)
-    base = {"identity": identity, "verp_keys": verp, "subject": subject}
+    base = partial(ParsedBounce, identity=identity, verp_keys=verp, subject=subject)
     report_type = msg.get_param("report-type")
     if msg.get_content_type() == "multipart/report" and isinstance(report_type, str) and (
             report_type.lower() == "delivery-status"):
         statuses = [p for p in parts if p.get_content_type() == "message/delivery-status"]
         if not statuses:
-            return ParsedBounce(kind=Kind.PROBLEM, problem="multipart/report without its "
-                                "message/delivery-status part", **base)  # type: ignore[arg-type]
+            return base(kind=Kind.PROBLEM, problem="multipart/report without its "
+                                                   "message/delivery-status part")
         recipients = tuple(_dsn_recipients(statuses[0]))
         if not recipients:
-            return ParsedBounce(kind=Kind.PROBLEM, problem="delivery-status part names no "
-                                "recipient (Final-Recipient, Action, Status)",
-                                **base)  # type: ignore[arg-type]
-        return ParsedBounce(kind=Kind.DSN, recipients=recipients, message_ids=ids,
-                            **base)  # type: ignore[arg-type]
+            return base(kind=Kind.PROBLEM, problem="delivery-status part names no "
+                                                   "recipient (Final-Recipient, Action, Status)")
+        return base(kind=Kind.DSN, recipients=recipients, message_ids=ids)
     text = _text_of(parts)
     sender = _header(msg, "From").lower()
     if not (any(d in sender for d in _DAEMONS) or _BOUNCE_SUBJECT.search(subject)
             or _BOUNCE_TEXT.search(text)):
-        return ParsedBounce(kind=Kind.NOT_A_BOUNCE, **base)  # type: ignore[arg-type]
+        return base(kind=Kind.NOT_A_BOUNCE)
     quoted = _QUOTED_ID.findall(text)
     ids = _unique([ids, quoted])
-    return ParsedBounce(kind=Kind.NON_STANDARD, recipients=(_from_text(text, verp_prefix),),
-                        message_ids=ids, **base)  # type: ignore[arg-type]
+    return base(kind=Kind.NON_STANDARD, recipients=(_from_text(text, verp_prefix),),
+                message_ids=ids)
 
 
 def _walk(msg: Message) -> Iterator[Message]:
