@@ -17,9 +17,10 @@ def read_sources(paths: Sequence[Path]) -> Iterator[SourceMessage]:
     not exist or is neither a message file, an mbox, a Maildir nor a directory of .eml files."""
     missing = [p for p in paths if not p.exists()]
     if missing:
-        raise BadInput(f"no such file or directory: {missing[0]}",
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise BadInput(f"{missing[0]}: no such file or directory{more}",
                        problems=[(Location(str(p)), "no such file or directory")
-                                 for p in missing])
+                                 for p in missing], hint="nothing was read")
     for path in paths:
         if path.is_dir():
             yield from (_maildir(path) if (path / "cur").is_dir() and (path / "new").is_dir()
