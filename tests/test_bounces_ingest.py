@@ -38,9 +38,10 @@ def _bounce(name: str, message_id: bytes = CORPUS_MID, key: bytes = CORPUS_KEY) 
     return (CORPUS / name).read_bytes().replace(CORPUS_MID, message_id).replace(CORPUS_KEY, key)
 
 
-def test_matched_by_message_id_and_verp_unmatched_left_alone(sqlite_ws: Workspace,
+def test_matched_by_message_id_and_verp_unmatched_left_alone(ws: Workspace,
                                                              tmp_path: Path) -> None:
-    iid, ids = _started(sqlite_ws)
+    """On SQLite and on PostgreSQL."""
+    iid, ids = _started(ws)
     key = idempotency_key(iid, 1, "c2", "email").encode()
     box = mailbox.mbox(str(tmp_path / "bounces.mbox"))
     box.add(_bounce("postfix-hard.eml", ids["c1"]))  # hard, by Message-ID
@@ -49,7 +50,7 @@ def test_matched_by_message_id_and_verp_unmatched_left_alone(sqlite_ws: Workspac
     box.add(_bounce("unmatched.eml"))  # no references at all
     box.add(_bounce("auto-reply.eml"))
     box.close()
-    data = sqlite_ws.json("bounces", "ingest", str(tmp_path / "bounces.mbox"))
+    data = ws.json("bounces", "ingest", str(tmp_path / "bounces.mbox"))
     assert data["messages"] == 5 and data["recorded"] is False and data["problems"] == []
     matched = {m["outbox"]["customer"]: m for m in data["matched"]}
     assert len(matched) == 2
@@ -64,7 +65,7 @@ def test_matched_by_message_id_and_verp_unmatched_left_alone(sqlite_ws: Workspac
         "carries no original Message-ID nor VERP address"]
     assert len(data["other"]) == 1
     # contacts masked everywhere
-    text = sqlite_ws.run("bounces", "ingest", str(tmp_path / "bounces.mbox"),
+    text = ws.run("bounces", "ingest", str(tmp_path / "bounces.mbox"),
                          env={"COLUMNS": "300"}).output
     for shown in (str(data), text):
         assert "li.na@customer.example" not in shown and "zhao.lei@customer" not in shown
