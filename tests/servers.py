@@ -434,14 +434,15 @@ def _postfix(config_dir: Path, command: str, *, check: bool = True) -> str:
 
 
 def start_postfix(base_dir: Path, *, local_domain: str, relay_domain: str, relay: str,
-                  timeout: float = 30) -> PostfixServer:
+                  settings: dict[str, str] | None = None, timeout: float = 30) -> PostfixServer:
     """Run a real Postfix on 127.0.0.1 (as root: its master must be): it accepts mail for
     ``relay_domain`` and relays it to ``relay`` (``host:port``, e.g. an smtp-sink that
     rejects RCPT, so Postfix bounces it the way it would a remote refusal), and delivers mail
     for ``local_domain`` (the bounces) into one Maildir, whatever the local part (VERP too).
 
-    ``base_dir`` must be outside pytest's 0700 temporary tree: Postfix's daemons run as the
-    ``postfix`` user and deliver as ``nobody``.
+    ``settings`` are more main.cf parameters (e.g. short retry times and
+    ``delay_warning_time`` for a delay DSN). Postfix's daemons run as the ``postfix`` user and
+    deliver as ``nobody``: ``base_dir`` is made traversable for them.
     """
     if not _is_root():
         raise RuntimeError("a Postfix instance needs root (its master process starts as root "
@@ -487,7 +488,7 @@ virtual_gid_maps = static:{_gid("nobody")}
 maillog_file_prefixes = {base_dir}
 maillog_file = {log_path}
 biff = no
-""")
+""" + "".join(f"{name} = {value}\n" for name, value in (settings or {}).items()))
         subprocess.run(["postconf", "-c", str(etc), "-F", "*/*/chroot = n"], check=True,
                        capture_output=True, timeout=30)
         _postfix(etc, "check")

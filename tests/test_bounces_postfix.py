@@ -83,3 +83,28 @@ def test_postfix_dsn_matched_by_message_id_and_verp(sqlite_ws: Workspace,
     again = sqlite_ws.json("bounces", "ingest", str(postfix.maildir))
     assert sorted(m["identity"] for m in again["matched"]) == sorted(
         m["identity"] for m in data["matched"])
+
+
+def test_postfix_delay_warning_is_a_soft_bounce(sqlite_ws: Workspace, tmp_path: Path,
+                                                smtp_sink: Callable[..., servers.SmtpSink],
+                                                ) -> None:
+    """The remote answers 4xx: Postfix keeps retrying and sends a delay DSN (Action: delayed)
+    after delay_warning_time, which ingest classifies soft and matches by Message-ID."""
+    sink = smtp_sink("-r", "RCPT")
+    postfix = servers.start_postfix(
+        tmp_path / "postfix", local_domain="example.com", relay_domain="customer.example",
+        relay=f"{sink.host}:{sink.port}",
+        settings={"delay_warning_time": "1s", "queue_run_delay": "1s",
+                  "minimal_backoff_time": "1s", "maximal_backoff_time": "2s"})
+    try:
+        sqlite_ws.use_smtp(postfix.port, connections=1)
+        sqlite_ws.write_customers(CUSTOMERS[:1])
+        iid = str(sqlite_ws.json("start", "core-banking-outage", "--title", "Core down")["id"])
+        _wait_for(postfix.maildir, 1, postfix.log_path)
+    finally:
+        postfix.stop()
+    data = sqlite_ws.json("bounces", "ingest", str(postfix.maildir))
+    [bounce] = data["matched"]
+    assert (bounce["severity"], bounce["action"], bounce["matched_by"]) == (
+        "soft", "delayed", "message-id")
+    assert bounce["status"].startswith("4.") and bounce["outbox"]["incident"] == iid
