@@ -329,6 +329,13 @@ class Limits(Strict):
     max_amount: int = Field(default=1_000_000_000, ge=1, le=10**15)  # manual log --amount
 
 
+class BounceSettings(Strict):
+    """Reading email bounces (`incident bounces ingest`)."""
+
+    # A bounce sent to `<verp_prefix>+<idempotency key>@domain` (VERP) is about that message.
+    verp_prefix: str = Field(default="bounce", pattern=r"^[A-Za-z0-9._-]{1,32}$")
+
+
 class Settings(Strict):
     """The validated contents of incident.yaml."""
 
@@ -352,6 +359,7 @@ class Settings(Strict):
     alerts: Alerts = Field(default_factory=Alerts)
     receipts: ReceiptsSettings = Field(default_factory=ReceiptsSettings)
     limits: Limits = Field(default_factory=Limits)
+    bounces: BounceSettings = Field(default_factory=BounceSettings)
 
     @field_validator("timezone")
     @classmethod

@@ -404,6 +404,121 @@ def start_smtp_sink(base_dir: Path, *extra_args: str, timeout: float = 15,
     raise RuntimeError(f"smtp-sink did not start: {last_error}")
 
 
+# --- Postfix (a whole instance, for the bounces it writes) --------------------------------------
+
+
+@dataclass
+class PostfixServer:
+    """A Postfix instance of its own (config, queue and mail under ``base_dir``): SMTP on
+    ``host:port``; mail for the local domain is delivered to the Maildir ``maildir``."""
+
+    host: str
+    port: int
+    base_dir: Path
+    maildir: Path
+    log_path: Path
+
+    def stop(self) -> None:
+        _postfix(self.base_dir / "etc", "stop", check=False)
+
+
+def _postfix(config_dir: Path, command: str, *, check: bool = True) -> str:
+    """Run ``postfix -c DIR COMMAND``. Under a pseudo-terminal: postfix(1) writes why it
+    failed only to a terminal or syslog, and a test machine may have no syslog."""
+    run = subprocess.run(["script", "-qec", f"postfix -c {config_dir} {command}", "/dev/null"],
+                         stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    output = run.stdout.decode(errors="replace").strip()
+    if check and run.returncode != 0:
+        raise RuntimeError(f"postfix -c {config_dir} {command} failed: {output}")
+    return output
+
+
+def start_postfix(base_dir: Path, *, local_domain: str, relay_domain: str, relay: str,
+                  settings: dict[str, str] | None = None, timeout: float = 30) -> PostfixServer:
+    """Run a real Postfix on 127.0.0.1 (as root: its master must be): it accepts mail for
+    ``relay_domain`` and relays it to ``relay`` (``host:port``, e.g. an smtp-sink that
+    rejects RCPT, so Postfix bounces it the way it would a remote refusal), and delivers mail
+    for ``local_domain`` (the bounces) into one Maildir, whatever the local part (VERP too).
+
+    ``settings`` are more main.cf parameters (e.g. short retry times and
+    ``delay_warning_time`` for a delay DSN). Postfix's daemons run as the ``postfix`` user and
+    deliver as ``nobody``: ``base_dir`` is made traversable for them.
+    """
+    if not _is_root():
+        raise RuntimeError("a Postfix instance needs root (its master process starts as root "
+                           "and drops privileges); run the tests as root, as .ci/run does")
+    if shutil.which("postfix") is None and not Path("/usr/sbin/postfix").exists():
+        raise RuntimeError("postfix not found. It comes with Debian's postfix package: "
+                           + INSTALL_HINT)
+    base_dir = Path(base_dir)
+    etc, mail = base_dir / "etc", base_dir / "mail"
+    for folder in (etc, base_dir / "spool", base_dir / "data", mail):
+        folder.mkdir(parents=True, exist_ok=True)
+    _make_traversable(base_dir)
+    shutil.chown(base_dir / "data", "postfix")
+    shutil.chown(mail, "nobody")
+    log_path = base_dir / "postfix.log"
+    relay_host, _, relay_port = relay.rpartition(":")
+    last_error = ""
+    for _attempt in range(PORT_ATTEMPTS):
+        port = free_port()
+        master = Path("/etc/postfix/master.cf").read_text()
+        # Our port instead of 25; no chroot (the chroot would need copies of /etc files).
+        master = re.sub(r"(?m)^smtp\s+inet\s.*$", f"127.0.0.1:{port} inet n - n - - smtpd", master)
+        (etc / "master.cf").write_text(master)
+        (etc / "main.cf").write_text(f"""compatibility_level = 3.6
+queue_directory = {base_dir}/spool
+data_directory = {base_dir}/data
+mail_owner = postfix
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = mx.{local_domain}
+mydestination =
+alias_maps =
+alias_database =
+relay_domains = {relay_domain}
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject
+transport_maps = inline:{{ {relay_domain}=smtp:[{relay_host}]:{relay_port} }}
+virtual_mailbox_domains = {local_domain}
+virtual_mailbox_base = {mail}
+virtual_mailbox_maps = static:bounces/
+virtual_uid_maps = static:{_uid("nobody")}
+virtual_gid_maps = static:{_gid("nobody")}
+maillog_file_prefixes = {base_dir}
+maillog_file = {log_path}
+biff = no
+""" + "".join(f"{name} = {value}\n" for name, value in (settings or {}).items()))
+        subprocess.run(["postconf", "-c", str(etc), "-F", "*/*/chroot = n"], check=True,
+                       capture_output=True, timeout=30)
+        _postfix(etc, "check")
+        _postfix(etc, "start")
+        server = PostfixServer("127.0.0.1", port, base_dir, mail / "bounces", log_path)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            greeting = _smtp_greeting("127.0.0.1", port)
+            if greeting and greeting.startswith(b"220"):
+                return server
+            time.sleep(0.1)
+        server.stop()
+        last_error = _tail(log_path)
+        if "in use" not in last_error:
+            break
+    raise RuntimeError(f"Postfix did not start on 127.0.0.1: {last_error}")
+
+
+def _uid(user: str) -> int:
+    import pwd
+
+    return pwd.getpwnam(user).pw_uid
+
+
+def _gid(user: str) -> int:
+    import pwd
+
+    return pwd.getpwnam(user).pw_gid
+
+
 # --- Prism -------------------------------------------------------------------------------------
 
 

@@ -122,6 +122,7 @@ def cli(ctx: click.Context, config: str | None, db: str | None, operator: str | 
 
 def _register() -> None:
     from incident.cli import (
+        bounces,
         coordination,
         lifecycle,
         manual,
@@ -132,7 +133,8 @@ def _register() -> None:
         views,
     )
 
-    for module in (setup, lifecycle, manual, coordination, views, record, report, receipts):
+    for module in (setup, lifecycle, manual, coordination, views, record, report, receipts,
+                   bounces):
         for command in module.COMMANDS:
             cli.add_command(command)
 

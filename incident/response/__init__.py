@@ -9,7 +9,7 @@ Read top-down:
   is recorded, `deliver`, reroute), `manual.py` (the manual-handling channel and its cases),
   `coordination.py` (steps, parties, acks, alerts, regulator drafts), `postmortem.py` (notes,
   actions, reports), `warnings.py` (CAP alerts), `queries.py` (status, timeline, verify),
-  `checks.py` (playbook checks);
+  `checks.py` (playbook checks), `bounces.py` (email bounces matched to the outbox);
 - `results.py` — what they return: result objects with an outcome the front end turns into an
   exit code.
 
@@ -20,6 +20,7 @@ new peer) and writes through `Journal.record`.
 
 from __future__ import annotations
 
+from incident.response.bounces import Bounces
 from incident.response.coordination import Coordination
 from incident.response.journal import Journal
 from incident.response.lifecycle import Lifecycle
@@ -48,6 +49,7 @@ class Response:
         self.postmortem = PostMortem(self.journal)
         self.warnings = Warnings(self.journal)
         self.receipts = Receipts(self.journal)
+        self.bounces = Bounces(self.journal)
 
     def act_on_warning(self, assessed: Assessment, *,
                        queue_only: bool = False) -> NoticeResult | None:
