@@ -51,7 +51,7 @@ def test_matched_by_message_id_and_verp_unmatched_left_alone(ws: Workspace,
     box.add(_bounce("auto-reply.eml"))
     box.close()
     data = ws.json("bounces", "ingest", str(tmp_path / "bounces.mbox"))
-    assert data["messages"] == 5 and data["recorded"] is False and data["problems"] == []
+    assert data["messages"] == 5 and data["recorded"] == 2 and data["problems"] == []
     matched = {m["outbox"]["customer"]: m for m in data["matched"]}
     assert len(matched) == 2
     hard, soft = (next(m for m in data["matched"] if m["severity"] == s) for s in ("hard", "soft"))
@@ -70,6 +70,15 @@ def test_matched_by_message_id_and_verp_unmatched_left_alone(ws: Workspace,
     for shown in (str(data), text):
         assert "li.na@customer.example" not in shown and "zhao.lei@customer" not in shown
     assert "l***@customer.example" in text and "hard matched (message-id)" in text
+    # Recorded once: a mailbox read again records nothing twice.
+    again = ws.json("bounces", "ingest", str(tmp_path / "bounces.mbox"))
+    assert (again["recorded"], again["already_recorded"]) == (0, 2)
+    # The hard bounce is a customer not reached: listed for the manual-handling team.
+    failed = ws.json("failed", iid)
+    assert failed["by_state"] == {"bounced_hard": 1}, failed  # the soft one may still arrive
+    assert [(r["customer"], r["channel"]) for r in failed["deliveries"]] == [("c1", "email")]
+    status = json.dumps(ws.json("status", iid))
+    assert "bounced_hard" in status and "bounced_soft" in status
 
 
 def test_a_bounce_for_another_workspace_is_not_matched(sqlite_ws: Workspace,

@@ -45,7 +45,7 @@ def _show(app: App, result: BounceIngest) -> None:
     out = app.out
     if out.as_json:
         out.json({"messages": result.messages, "repeated": result.repeated,
-                  "recorded": False,  # recording lands with the receipts store
+                  "recorded": result.recorded, "already_recorded": result.already,
                   "matched": [_bounced(b) for b in result.matched],
                   "unmatched": [_bounced(b) for b in result.unmatched],
                   "other": [_unread(u) for u in result.other],
@@ -68,8 +68,9 @@ def _show(app: App, result: BounceIngest) -> None:
     if longest > LISTED:
         out.note(f"at most {LISTED} of each listed; --json lists all")
     if result.matched:
-        out.note("matched bounces are reported, not yet recorded: recording them as the "
-                 "`bounced` delivery state comes with the receipts store")
+        out.line(f"Recorded {result.recorded} as bounced (hard/soft)"
+                 + (f"; {result.already} recorded by an earlier ingest" if result.already
+                    else "") + " — `incident failed ID` lists the customers to reach otherwise")
 
 
 def _row(kind: str, b: Bounced) -> list[str]:

@@ -2,8 +2,9 @@
 (incident.bounces), each failure matched to the email it is about by the original Message-ID
 or the VERP key it carries — never by a guess — and returned classified hard or soft.
 
-Nothing is recorded here yet: `BounceIngest.matched` is what the receipts store will record
-as the `bounced` delivery state (issue 14 item 1); until it lands, ingest only reports.
+Each matched bounce is recorded as a receipt of its email's outbox row (`bounced_hard` /
+`bounced_soft`, source `bounce`, the DSN status as its code), named by the bounce message's
+own identity: a mailbox read again records nothing twice. Unmatched bounces are left alone.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from incident.bounces import (
     read_sources,
 )
 from incident.errors import ExitCode
+from incident.models import ReceiptState
 from incident.response.journal import Journal
 from incident.response.results import Result
-from incident.store import mailed
+from incident.store import mailed, receipts
 from incident.store.mailed import MailedRow
+from incident.store.receipts import Receipt
 
 CHUNK = 500  # messages parsed, then matched in one read transaction
 
@@ -55,8 +58,8 @@ class Unread:
 
 @dataclass(kw_only=True)
 class BounceIngest(Result):
-    """What `bounces ingest` read: bounces matched to an outbox row (to be recorded as the
-    `bounced` state by the receipts store), bounces it could not match (left alone), messages
+    """What `bounces ingest` read: bounces matched to an outbox row (recorded as receipts),
+    bounces it could not match (left alone), messages
     that are no failure report, and problems (exit 2 when there are any, after the rest)."""
 
     messages: int = 0
@@ -65,6 +68,8 @@ class BounceIngest(Result):
     other: list[Unread] = field(default_factory=list)
     problems: list[Unread] = field(default_factory=list)
     repeated: int = 0  # messages seen again in this run (same identity): read once
+    recorded: int = 0  # matched bounces recorded now as receipts
+    already: int = 0  # matched bounces recorded by an earlier ingest (the same message)
 
     @property
     def exit_code(self) -> int:
@@ -99,7 +104,25 @@ class Bounces:
                     seen.add(bounce.identity)
                     parsed.append((source.where, bounce))
             self._match(parsed, result)
+        self._record(result)
         return result
+
+    def _record(self, result: BounceIngest) -> None:
+        """Record every matched bounce not recorded before, in one write transaction."""
+        if not result.matched:
+            return
+        store, now = self.journal.store, self.rt.clock.now()
+        refs = {b.identity: f"bounce:{b.identity}" for b in result.matched}
+        with store.write() as conn:
+            known = receipts.known(conn, refs.values())
+            new = [b for b in result.matched if refs[b.identity][:200] not in known]
+            done = receipts.record(conn, [Receipt(
+                state=(ReceiptState.BOUNCED_HARD if b.severity is Severity.HARD
+                       else ReceiptState.BOUNCED_SOFT),
+                status=b.failure.status or b.failure.action, code=b.failure.status or None,
+                provider_at=now, source="bounce", outbox_id=b.row.id if b.row else None,
+                provider_ref=refs[b.identity]) for b in new], now=now)
+        result.recorded, result.already = done.stored, len(result.matched) - len(new)
 
     def _match(self, parsed: list[tuple[str, ParsedBounce]], result: BounceIngest) -> None:
         failures = []

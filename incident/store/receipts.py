@@ -91,6 +91,17 @@ def record(conn: Connection, receipts: Iterable[Receipt], *, now: datetime) -> R
     return done
 
 
+def known(conn: Connection, refs: Iterable[str]) -> set[str]:
+    """Which of `refs` (receipts' provider references) are recorded already."""
+    wanted = list(dict.fromkeys(r[:200] for r in refs))
+    r = schema.receipts
+    found: set[str] = set()
+    for start in range(0, len(wanted), 500):
+        found.update(conn.execute(select(r.c.provider_ref).where(
+            r.c.provider_ref.in_(wanted[start:start + 500]))).scalars())
+    return found
+
+
 def _row(conn: Connection, receipt: Receipt) -> Any:
     o = schema.outbox
     query = select(o.c.id, o.c.provider_ref, o.c.receipt, o.c.receipt_at)
