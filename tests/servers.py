@@ -492,8 +492,13 @@ biff = no
         subprocess.run(["postconf", "-c", str(etc), "-F", "*/*/chroot = n"], check=True,
                        capture_output=True, timeout=30)
         _postfix(etc, "check")
-        _postfix(etc, "start")
         server = PostfixServer("127.0.0.1", port, base_dir, mail / "bounces", log_path)
+        try:
+            _postfix(etc, "start")
+        except RuntimeError as exc:  # e.g. the port was taken between free_port and bind
+            server.stop()
+            last_error = f"{exc}; log: {_tail(log_path)}"
+            continue
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             greeting = _smtp_greeting("127.0.0.1", port)
@@ -504,7 +509,8 @@ biff = no
         last_error = _tail(log_path)
         if "in use" not in last_error:
             break
-    raise RuntimeError(f"Postfix did not start on 127.0.0.1: {last_error}")
+    raise RuntimeError(f"Postfix did not start on 127.0.0.1 ({PORT_ATTEMPTS} ports tried): "
+                       f"{last_error}")
 
 
 def _uid(user: str) -> int:
