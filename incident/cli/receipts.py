@@ -62,4 +62,29 @@ def poll(app: App, incident_id: str | None, until: str) -> None:
     app.conclude(result)
 
 
-COMMANDS = [receipts]
+@click.command()
+@click.argument("incident_id", metavar="[ID]", required=False)
+@pass_app
+def escalate(app: App, incident_id: str | None) -> None:
+    """Apply due escalations (the playbook's `escalation:` steps) to one incident or all:
+    messages not confirmed in time go out on the next channel, or become call-back cases.
+
+    \b
+    Example:
+      incident escalate 7Q2K
+    """
+    result = app.response.escalate(incident_id)
+    rows = [{"incident": i, **e.model_dump(mode="json")}
+            for i, each in result.done.items() for e in each]
+    if app.out.as_json:
+        app.out.json({"escalations": rows, "messages": result.messages, "cases": result.cases})
+    else:
+        for row in rows:
+            app.out.line(f"{row['incident']}: step {row['step']} (after {row['after']}) → "
+                         f"{row['to']}: {row['customers']} customers, {row['messages']} "
+                         f"messages, {len(row['cases'])} cases")
+        app.out.line(f"Escalated: {result.messages} messages, {result.cases} call-back cases")
+    app.conclude(result)
+
+
+COMMANDS = [receipts, escalate]

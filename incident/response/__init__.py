@@ -9,7 +9,8 @@ Read top-down:
   is recorded, `deliver`, reroute), `manual.py` (the manual-handling channel and its cases),
   `coordination.py` (steps, parties, acks, alerts, regulator drafts), `postmortem.py` (notes,
   actions, reports), `warnings.py` (CAP alerts), `queries.py` (status, timeline, verify),
-  `checks.py` (playbook checks), `bounces.py` (email bounces matched to the outbox);
+  `checks.py` (playbook checks), `bounces.py` (email bounces matched to the outbox),
+  `escalation.py` (the next channel for unconfirmed messages);
 - `results.py` — what they return: result objects with an outcome the front end turns into an
   exit code.
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 from incident.response.bounces import Bounces
 from incident.response.coordination import Coordination
+from incident.response.escalation import Escalation, Escalations
 from incident.response.journal import Journal
 from incident.response.lifecycle import Lifecycle
 from incident.response.manual import ManualChannel
@@ -50,6 +52,14 @@ class Response:
         self.warnings = Warnings(self.journal)
         self.receipts = Receipts(self.journal)
         self.bounces = Bounces(self.journal)
+        self.escalation = Escalation(self.journal)
+
+    def escalate(self, ref: str | None = None) -> Escalations:
+        """`incident escalate`: apply the due escalation steps, then send what they queued."""
+        result = self.escalation.escalate(ref)
+        if result.messages:
+            result.sent = self.sending.deliver(ref, complete=False)
+        return result
 
     def act_on_warning(self, assessed: Assessment, *,
                        queue_only: bool = False) -> NoticeResult | None:

@@ -1,0 +1,130 @@
+"""Escalation to the next channel, end to end: an SMS reported undelivered (30003) is followed,
+after the playbook's delay, by a call placed through Prism (which validates the Calls
+request); the call not answered, the customer becomes a call-back case in `manual list`.
+All on a frozen clock; every step recorded once and the chain verifies."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from test_channel_sms import PRISM_PASSED, PRISM_VIOLATIONS, prism_log_since
+
+from cli_fixtures import Workspace
+from incident.errors import PlaybookInvalid
+from incident.models import ReceiptState
+from incident.playbooks import parse_playbook
+from incident.store import Store, schema
+from incident.store import receipts as rc
+from servers import PrismServer
+
+ACCOUNT = "AC" + "0" * 32
+ENV = {"TWILIO_ACCOUNT_SID": ACCOUNT, "TWILIO_AUTH_TOKEN": "tok-escalation-never-print-me"}
+T0 = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+ESCALATION = """escalation:
+  - after: 15m
+    unless: delivered|answered
+    from: sms
+    to: voice
+  - after: 45m
+    unless: delivered
+    to: manual_callback
+"""
+
+
+def escalating(ws: Workspace, url: str) -> None:
+    """SMS and calls through `url`; two customers by SMS only; the escalation above."""
+    for channel, number in (("sms", "+15005550006"), ("voice", "+85230000000")):
+        ws.configure(lambda cfg, c=channel, n=number: cfg["channels"].setdefault(c, {}).update(
+            transport="twilio", rate=100, twilio={"from_number": n, "api_base_url": url}))
+    ws.write_customers([
+        "C1,张伟,,+8613800138000,zh-CN,retail,guangdong,gd-sz-futian,savings,urgent",
+        "C2,Mary Lee,,+14155550123,en,retail,hong-kong,hk-central,savings,normal"])
+    playbook = ws.root / "playbooks" / "typhoon.yaml"
+    text = playbook.read_text(encoding="utf-8")
+    old = "  channels: [email, sms]\n"
+    assert old in text
+    playbook.write_text(text.replace(old, "  channels: [sms]\n") + ESCALATION, encoding="utf-8")
+
+
+def rows(store: Store, incident_id: str) -> list[Any]:
+    o = schema.outbox
+    with store.read() as conn:
+        return list(conn.execute(o.select().where(o.c.incident_id == incident_id,
+                                                  ~o.c.recipient_ref.like("party:%"))
+                                 .order_by(o.c.id)).all())
+
+
+def settle(store: Store, row_id: int, state: ReceiptState, status: str, code: str | None,
+           at: datetime) -> None:
+    with store.write() as conn:
+        rc.record(conn, [rc.Receipt(state=state, status=status, provider_at=at,
+                                    source="callback", code=code, outbox_id=row_id)], now=at)
+
+
+def test_undelivered_sms_is_called_then_called_back(ws: Workspace, prism: PrismServer,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    escalating(ws, prism.url)
+    ws.freeze(T0)
+    started = ws.json("start", "typhoon", "--title", "Signal No. 8")
+    incident_id = started["id"]
+    store = Store.open(ws.db)
+    c1, c2 = rows(store, incident_id)
+    assert (c1.recipient_ref, c1.channel, c1.state) == ("C1", "sms", "sent")
+    settle(store, c1.id, ReceiptState.UNDELIVERED, "undelivered", "30003", T0 + timedelta(
+        seconds=20))
+    settle(store, c2.id, ReceiptState.DELIVERED, "delivered", None, T0 + timedelta(seconds=20))
+
+    ws.freeze(T0 + timedelta(minutes=14))  # nothing is due before the delay
+    assert ws.json("escalate")["messages"] == 0
+    assert len(rows(store, incident_id)) == 2
+
+    ws.freeze(T0 + timedelta(minutes=16))
+    offset = prism.log_path.stat().st_size
+    out = ws.json("escalate", incident_id[-6:])
+    assert (out["messages"], out["cases"]) == (1, 0)
+    [step] = out["escalations"]
+    assert (step["step"], step["to"], step["customers"]) == (1, "voice", 1)
+    log = prism_log_since(prism.log_path, offset, expected_passes=1)
+    assert [m for m in PRISM_VIOLATIONS if m in log] == [], log
+    assert f"post /2010-04-01/Accounts/{ACCOUNT}/Calls.json" in log
+    assert PRISM_PASSED in log
+    call = rows(store, incident_id)[2]
+    # The delivered customer is never escalated; the undelivered one is called, once.
+    assert (call.recipient_ref, call.channel, call.state) == ("C1", "voice", "sent")
+    assert call.address == c1.address and call.notice_seq == c1.notice_seq
+    assert ws.json("escalate")["messages"] == 0
+    assert len(rows(store, incident_id)) == 3
+
+    settle(store, call.id, ReceiptState.NO_ANSWER, "no-answer", None,
+           T0 + timedelta(minutes=17))
+    ws.freeze(T0 + timedelta(minutes=46))
+    out = ws.json("escalate")
+    assert (out["messages"], out["cases"]) == (0, 1)
+    cases = ws.json("manual", "list", incident_id[-6:])
+    listed = cases["cases"] if isinstance(cases, dict) else cases
+    assert [(c["customer"], c["urgent"]) for c in listed] == [("C1", True)]
+    assert ws.json("escalate")["cases"] == 0  # never twice
+
+    timeline = ws.run("timeline", incident_id[-6:]).stdout
+    assert "escalated" in timeline
+    assert "+8613800138000" not in timeline
+    ws.run("verify", incident_id[-6:])
+    store.close()
+
+
+@pytest.mark.parametrize(("text", "field"), [
+    ("escalation:\n  - {after: 15m, from: sms, to: sms}\n", "escalation.0"),
+    ("escalation:\n  - {after: 45m, to: manual_callback}\n  - {after: 50m, to: voice}\n",
+     "escalation"),
+    ("escalation:\n  - {after: 15m, unless: read, to: voice}\n", "escalation.0.unless"),
+])
+def test_bad_escalation_steps_are_refused_naming_the_field(ws: Workspace, text: str,
+                                                           field: str) -> None:
+    path = ws.root / "playbooks" / "typhoon.yaml"
+    with pytest.raises(PlaybookInvalid) as caught:
+        parse_playbook(path.read_text(encoding="utf-8") + text, source=str(path))
+    assert any(field in line for line in caught.value.lines()), caught.value.lines()
