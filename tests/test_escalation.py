@@ -5,6 +5,7 @@ All on a frozen clock; every step recorded once and the chain verifies."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -63,20 +64,27 @@ def settle(store: Store, row_id: int, state: ReceiptState, status: str, code: st
                                     source="callback", code=code, outbox_id=row_id)], now=at)
 
 
-def test_undelivered_sms_is_called_then_called_back(ws: Workspace, prism: PrismServer,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def undelivered_sms(ws: Workspace, prism: PrismServer,
+                    monkeypatch: pytest.MonkeyPatch) -> tuple[Store, str, Any]:
+    """An incident started at T0 whose SMS to C1 came back undelivered (30003) and whose SMS
+    to C2 was delivered; the store, the incident's id and C1's row."""
     for name, value in ENV.items():
         monkeypatch.setenv(name, value)
     escalating(ws, prism.url)
     ws.freeze(T0)
-    started = ws.json("start", "typhoon", "--title", "Signal No. 8")
-    incident_id = started["id"]
+    incident_id = ws.json("start", "typhoon", "--title", "Signal No. 8")["id"]
     store = Store.open(ws.db)
     c1, c2 = rows(store, incident_id)
     assert (c1.recipient_ref, c1.channel, c1.state) == ("C1", "sms", "sent")
     settle(store, c1.id, ReceiptState.UNDELIVERED, "undelivered", "30003", T0 + timedelta(
         seconds=20))
     settle(store, c2.id, ReceiptState.DELIVERED, "delivered", None, T0 + timedelta(seconds=20))
+    return store, incident_id, c1
+
+
+def test_undelivered_sms_is_called_then_called_back(ws: Workspace, prism: PrismServer,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    store, incident_id, c1 = undelivered_sms(ws, prism, monkeypatch)
 
     ws.freeze(T0 + timedelta(minutes=14))  # nothing is due before the delay
     assert ws.json("escalate")["messages"] == 0
@@ -113,6 +121,20 @@ def test_undelivered_sms_is_called_then_called_back(ws: Workspace, prism: PrismS
     assert "escalated" in timeline
     assert "+8613800138000" not in timeline
     ws.run("verify", incident_id[-6:])
+    store.close()
+
+
+def test_deliver_applies_due_escalations_and_sends_them(ws: Workspace, prism: PrismServer,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    store, incident_id, _ = undelivered_sms(ws, prism, monkeypatch)
+    ws.freeze(T0 + timedelta(minutes=5))
+    ws.run("deliver")
+    assert len(rows(store, incident_id)) == 2
+    ws.freeze(T0 + timedelta(minutes=20))
+    out = ws.run("--json", "deliver")
+    assert "escalation step 1 (after 15m) → voice: 1 customers, 1 messages" in out.stderr
+    assert [(r.channel, r.state) for r in rows(store, incident_id)][2] == ("voice", "sent")
+    assert json.loads(out.stdout)["sent"] == 1
     store.close()
 
 

@@ -79,10 +79,8 @@ def escalate(app: App, incident_id: str | None) -> None:
     if app.out.as_json:
         app.out.json({"escalations": rows, "messages": result.messages, "cases": result.cases})
     else:
-        for row in rows:
-            app.out.line(f"{row['incident']}: step {row['step']} (after {row['after']}) → "
-                         f"{row['to']}: {row['customers']} customers, {row['messages']} "
-                         f"messages, {len(row['cases'])} cases")
+        for line in result.lines():
+            app.out.line(line)
         app.out.line(f"Escalated: {result.messages} messages, {result.cases} call-back cases")
     app.conclude(result)
 

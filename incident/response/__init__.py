@@ -21,6 +21,7 @@ new peer) and writes through `Journal.record`.
 
 from __future__ import annotations
 
+from incident.delivery import ProgressFn
 from incident.response.bounces import Bounces
 from incident.response.coordination import Coordination
 from incident.response.escalation import Escalation, Escalations
@@ -30,7 +31,7 @@ from incident.response.manual import ManualChannel
 from incident.response.postmortem import PostMortem
 from incident.response.queries import Queries
 from incident.response.receipts import Receipts
-from incident.response.results import NoticeResult, StartResult
+from incident.response.results import NoticeResult, SendResult, StartResult
 from incident.response.sending import Sending
 from incident.response.warnings import Assessment, Warnings
 from incident.settings import Runtime
@@ -60,6 +61,27 @@ class Response:
         if result.messages:
             result.sent = self.sending.deliver(ref, complete=False)
         return result
+
+    def deliver(self, ref: str | None = None, *,
+                progress: ProgressFn | None = None) -> SendResult:
+        """`incident deliver` (after `Sending.prepare`): send what is pending, then apply the
+        escalations that fell due and send what they queued, in one report; what they did is
+        in the result's notes."""
+        sent = self.sending.deliver(ref, progress=progress, complete=False)
+        first = sent.report
+        if first is None or first.fatal or first.interrupted:
+            return sent
+        escalated = self.escalate(ref)
+        notes = [*sent.notes, *escalated.lines()]
+        if escalated.sent is None or escalated.sent.report is None:
+            sent.notes = notes
+            return sent
+        after = escalated.sent
+        assert after.report is not None
+        after.report.sent += first.sent
+        after.report.failed += first.failed
+        after.report.fallbacks += first.fallbacks
+        return SendResult(report=after.report, incident_id=sent.incident_id, notes=notes)
 
     def act_on_warning(self, assessed: Assessment, *,
                        queue_only: bool = False) -> NoticeResult | None:

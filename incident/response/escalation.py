@@ -58,6 +58,13 @@ class Escalations(Result):
         """Call-back cases logged."""
         return sum(len(e.cases) for each in self.done.values() for e in each)
 
+    def lines(self) -> list[str]:
+        """One line per step applied (counts only), for people."""
+        return [f"{incident_id}: escalation step {e.step} (after {e.after}) → {e.to}: "
+                f"{e.customers} customers, {e.messages} messages, {len(e.cases)} call-back "
+                "cases" + (f", {e.no_address} with no contact there" if e.no_address else "")
+                for incident_id, each in self.done.items() for e in each]
+
 
 class Escalation:
     """Apply due escalation steps of the incidents' playbooks."""
