@@ -138,6 +138,18 @@ def test_deliver_applies_due_escalations_and_sends_them(ws: Workspace, prism: Pr
     store.close()
 
 
+def test_watch_escalates_each_round(ws: Workspace, prism: PrismServer,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    store, incident_id, _ = undelivered_sms(ws, prism, monkeypatch)
+    ws.freeze(T0 + timedelta(minutes=16))
+    first = ws.json("watch", "--once")
+    assert first["escalated"] == [f"{incident_id}: escalation step 1 (after 15m) → voice: "
+                                  "1 customers, 1 messages, 0 call-back cases"]
+    assert [(r.channel, r.state) for r in rows(store, incident_id)][2] == ("voice", "sent")
+    assert ws.json("watch", "--once")["escalated"] == []
+    store.close()
+
+
 @pytest.mark.parametrize(("text", "field"), [
     ("escalation:\n  - {after: 15m, from: sms, to: sms}\n", "escalation.0"),
     ("escalation:\n  - {after: 45m, to: manual_callback}\n  - {after: 50m, to: voice}\n",
