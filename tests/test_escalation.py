@@ -6,6 +6,7 @@ All on a frozen clock; every step recorded once and the chain verifies."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -55,6 +56,12 @@ def rows(store: Store, incident_id: str) -> list[Any]:
         return list(conn.execute(o.select().where(o.c.incident_id == incident_id,
                                                   ~o.c.recipient_ref.like("party:%"))
                                  .order_by(o.c.id)).all())
+
+
+def callbacks(ws: Workspace, incident_id: str) -> list[tuple[str, bool]]:
+    """(customer, urgent) of each case in `manual list`."""
+    listed = ws.json("manual", "list", incident_id[-6:])["cases"]
+    return [(c["customer"], c["urgent"]) for c in listed]
 
 
 def settle(store: Store, row_id: int, state: ReceiptState, status: str, code: str | None,
@@ -112,9 +119,7 @@ def test_undelivered_sms_is_called_then_called_back(ws: Workspace, prism: PrismS
     ws.freeze(T0 + timedelta(minutes=46))
     out = ws.json("escalate")
     assert (out["messages"], out["cases"]) == (0, 1)
-    cases = ws.json("manual", "list", incident_id[-6:])
-    listed = cases["cases"] if isinstance(cases, dict) else cases
-    assert [(c["customer"], c["urgent"]) for c in listed] == [("C1", True)]
+    assert callbacks(ws, incident_id) == [("C1", True)]
     assert ws.json("escalate")["cases"] == 0  # never twice
 
     timeline = ws.run("timeline", incident_id[-6:]).stdout
@@ -147,6 +152,32 @@ def test_watch_escalates_each_round(ws: Workspace, prism: PrismServer,
                                   "1 customers, 1 messages, 0 call-back cases"]
     assert [(r.channel, r.state) for r in rows(store, incident_id)][2] == ("voice", "sent")
     assert ws.json("watch", "--once")["escalated"] == []
+    store.close()
+
+
+def test_receipts_serve_escalates_on_its_timer(ws: Workspace, prism: PrismServer,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server runs on the system clock: T0 is long past, the first step is due."""
+    from test_receipts_serve import PUBLIC, Server
+
+    store, incident_id, _ = undelivered_sms(ws, prism, monkeypatch)
+    ws.configure(lambda cfg: cfg["receipts"].update(public_url=PUBLIC, escalate_every="1s")
+                 if cfg.get("receipts") else cfg.update(
+                     receipts={"public_url": PUBLIC, "escalate_every": "1s"}))
+    server = Server(ws)
+    try:
+        deadline = time.monotonic() + 30
+        while len(rows(store, incident_id)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        # both steps are due on the system clock: the call is placed, then (unconfirmed,
+        # 45 minutes after the SMS) the call-back case is logged
+        while time.monotonic() < deadline and not callbacks(ws, incident_id):
+            time.sleep(0.2)
+    finally:
+        assert server.stop() == 0
+    assert [(r.channel, r.state) for r in rows(store, incident_id)][2] == ("voice", "sent")
+    assert callbacks(ws, incident_id) == [("C1", True)]
+    ws.run("verify", incident_id[-6:])
     store.close()
 
 

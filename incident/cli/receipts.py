@@ -21,7 +21,8 @@ def receipts() -> None:
 @pass_app
 def serve(app: App, host: str, port: int) -> None:
     """Take Twilio's status callbacks at <receipts.public_url>/twilio/status until Ctrl-C or
-    SIGTERM; each is recorded before it is answered."""
+    SIGTERM; each is recorded before it is answered. Due escalations are applied every
+    receipts.escalate_every meanwhile."""
 
     def ready(bound_host: str, bound_port: int) -> None:
         if app.out.as_json:
@@ -31,7 +32,7 @@ def serve(app: App, host: str, port: int) -> None:
                          "(Ctrl-C stops)")
         sys.stdout.flush()  # a supervisor (or a test) waits for this line
 
-    app.conclude(app.response.receipts.serve(host=host, port=port, ready=ready))
+    app.conclude(app.response.serve_receipts(host=host, port=port, ready=ready))
 
 
 @receipts.command()

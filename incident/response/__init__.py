@@ -21,6 +21,8 @@ new peer) and writes through `Journal.record`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from incident.delivery import ProgressFn
 from incident.response.bounces import Bounces
 from incident.response.coordination import Coordination
@@ -31,7 +33,7 @@ from incident.response.manual import ManualChannel
 from incident.response.postmortem import PostMortem
 from incident.response.queries import Queries
 from incident.response.receipts import Receipts
-from incident.response.results import NoticeResult, SendResult, StartResult
+from incident.response.results import NoticeResult, Result, SendResult, StartResult
 from incident.response.sending import Sending
 from incident.response.warnings import Assessment, Warnings
 from incident.settings import Runtime
@@ -61,6 +63,16 @@ class Response:
         if result.messages:
             result.sent = self.sending.deliver(ref, complete=False)
         return result
+
+    def serve_receipts(self, *, host: str, port: int,
+                       ready: Callable[[str, int], None]) -> Result:
+        """`incident receipts serve`, applying due escalations on a timer meanwhile
+        (receipts.escalate_every) so that what the receipts say is acted on."""
+        return self.receipts.serve(host=host, port=port, ready=ready,
+                                   tick=self._escalate_all)
+
+    def _escalate_all(self) -> None:
+        self.escalate()
 
     def deliver(self, ref: str | None = None, *,
                 progress: ProgressFn | None = None) -> SendResult:
