@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,9 +41,12 @@ def escalating(ws: Workspace, url: str) -> None:
     for channel, number in (("sms", "+15005550006"), ("voice", "+85230000000")):
         ws.configure(lambda cfg, c=channel, n=number: cfg["channels"].setdefault(c, {}).update(
             transport="twilio", rate=100, twilio={"from_number": n, "api_base_url": url}))
-    ws.write_customers([
-        "C1,张伟,,+8613800138000,zh-CN,retail,guangdong,gd-sz-futian,savings,urgent",
-        "C2,Mary Lee,,+14155550123,en,retail,hong-kong,hk-central,savings,normal"])
+    for prefix, name in (("C", "customers.csv"), ("D", "drill.csv")):  # D: staff, drills
+        ws.write_customers([
+            f"{prefix}1,张伟,,+861380013800{prefix == 'D':d},zh-CN,retail,guangdong,gd-sz-futian,"
+            "savings,urgent",
+            f"{prefix}2,Mary Lee,,+1415555012{prefix == 'D':d},en,retail,hong-kong,hk-central,"
+            "savings,normal"], name=name)
     playbook = ws.root / "playbooks" / "typhoon.yaml"
     text = playbook.read_text(encoding="utf-8")
     old = "  channels: [email, sms]\n"
@@ -71,18 +75,18 @@ def settle(store: Store, row_id: int, state: ReceiptState, status: str, code: st
                                     source="callback", code=code, outbox_id=row_id)], now=at)
 
 
-def undelivered_sms(ws: Workspace, prism: PrismServer,
-                    monkeypatch: pytest.MonkeyPatch) -> tuple[Store, str, Any]:
+def undelivered_sms(ws: Workspace, prism: PrismServer, monkeypatch: pytest.MonkeyPatch,
+                    *flags: str) -> tuple[Store, str, Any]:
     """An incident started at T0 whose SMS to C1 came back undelivered (30003) and whose SMS
     to C2 was delivered; the store, the incident's id and C1's row."""
     for name, value in ENV.items():
         monkeypatch.setenv(name, value)
     escalating(ws, prism.url)
     ws.freeze(T0)
-    incident_id = ws.json("start", "typhoon", "--title", "Signal No. 8")["id"]
+    incident_id = ws.json("start", "typhoon", "--title", "Signal No. 8", *flags)["id"]
     store = Store.open(ws.db)
     c1, c2 = rows(store, incident_id)
-    assert (c1.recipient_ref, c1.channel, c1.state) == ("C1", "sms", "sent")
+    assert (c1.recipient_ref[1:], c1.channel, c1.state) == ("1", "sms", "sent")
     settle(store, c1.id, ReceiptState.UNDELIVERED, "undelivered", "30003", T0 + timedelta(
         seconds=20))
     settle(store, c2.id, ReceiptState.DELIVERED, "delivered", None, T0 + timedelta(seconds=20))
@@ -131,14 +135,16 @@ def test_undelivered_sms_is_called_then_called_back(ws: Workspace, prism: PrismS
 
 def test_deliver_applies_due_escalations_and_sends_them(ws: Workspace, prism: PrismServer,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    store, incident_id, _ = undelivered_sms(ws, prism, monkeypatch)
+    """A drill escalates too, within its own audience."""
+    store, incident_id, _ = undelivered_sms(ws, prism, monkeypatch, "--drill")
     ws.freeze(T0 + timedelta(minutes=5))
     ws.run("deliver")
     assert len(rows(store, incident_id)) == 2
     ws.freeze(T0 + timedelta(minutes=20))
     out = ws.run("--json", "deliver")
     assert "escalation step 1 (after 15m) → voice: 1 customers, 1 messages" in out.stderr
-    assert [(r.channel, r.state) for r in rows(store, incident_id)][2] == ("voice", "sent")
+    assert [(r.recipient_ref, r.channel, r.state) for r in rows(store, incident_id)] == [
+        ("D1", "sms", "sent"), ("D2", "sms", "sent"), ("D1", "voice", "sent")]
     assert json.loads(out.stdout)["sent"] == 1
     store.close()
 
@@ -179,6 +185,17 @@ def test_receipts_serve_escalates_on_its_timer(ws: Workspace, prism: PrismServer
     assert callbacks(ws, incident_id) == [("C1", True)]
     ws.run("verify", incident_id[-6:])
     store.close()
+
+
+def test_the_readme_example_is_a_valid_playbook_section(ws: Workspace) -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("#### Escalation", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = ws.root / "playbooks" / "typhoon.yaml"
+    book = parse_playbook(path.read_text(encoding="utf-8") + example, source=str(path))
+    assert [(s.after, s.unless, s.from_, s.to) for s in book.escalation] == [
+        (timedelta(minutes=15), ["delivered", "answered"], "sms", "voice"),
+        (timedelta(minutes=45), ["delivered"], None, "manual_callback")]
 
 
 @pytest.mark.parametrize(("text", "field"), [
