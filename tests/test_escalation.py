@@ -126,8 +126,12 @@ def test_undelivered_sms_is_called_then_called_back(ws: Workspace, prism: PrismS
     assert callbacks(ws, incident_id) == [("C1", True)]
     assert ws.json("escalate")["cases"] == 0  # never twice
 
-    timeline = ws.run("timeline", incident_id[-6:]).stdout
-    assert "escalated" in timeline
+    timeline = ws.run("timeline", incident_id[-6:], env={"COLUMNS": "300"}).stdout
+    assert "escalation step 1 (after 15m) to voice: 1 customers, 1 messages" in timeline
+    assert "escalation step 2 (after 45m) to manual_callback: 1 customers, cases M" in timeline
+    for lang in ("en", "zh-CN"):
+        report = ws.run("report", incident_id[-6:], "--lang", lang).stdout
+        assert ("escalated to the next channel" if lang == "en" else "升级至下一渠道") in report
     assert "+8613800138000" not in timeline
     ws.run("verify", incident_id[-6:])
     store.close()
