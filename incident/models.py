@@ -158,6 +158,8 @@ class EventType(StrEnum):
     ALERTED = "alerted"  # `incident watch` told the supervisor something fell due
     # delivery: pending messages moved to another transport (deliver --reroute-to-config-...)
     DELIVERY_REROUTED = "delivery_rerouted"
+    # delivery: unconfirmed customers escalated to the next channel / call-back cases
+    ESCALATED = "escalated"
     # the post-mortem (edited by people after the incident)
     NOTE = "note"
     ACTION_ADDED = "action_added"

@@ -293,6 +293,22 @@ class DeliveryRerouted(Payload):
     to: dict[str, str] = Field(description="the transport, by channel")
 
 
+class Escalated(Payload):
+    """escalated: one escalation step applied to customers whose messages were not confirmed
+    in time (masked counts only: the rows themselves are in the outbox, the cases in their
+    own events)."""
+
+    step: int = Field(ge=1, description="the playbook's escalation step, from 1")
+    after: str = Field(description="the step's delay, e.g. 15m")
+    to: str = Field(description="email, sms, voice or manual_callback")
+    source: str | None = Field(default=None, description="the channel escalated from")
+    customers: int = Field(ge=0, description="customers escalated")
+    messages: int = Field(ge=0, description="outbox rows queued on `to`")
+    cases: list[str] = Field(default_factory=list, description="call-back cases logged")
+    no_address: int = Field(default=0, ge=0,
+                            description="customers with no contact on `to`, not escalated")
+
+
 class Note(Payload):
     """note: a post-mortem note in one section."""
 
@@ -330,7 +346,8 @@ MODELS: dict[EventType, type[Payload]] = {
     EventType.CASE_RECONCILED: CaseReconciled, EventType.STEP_DONE: StepDone,
     EventType.STEP_SKIPPED: StepSkipped, EventType.PARTIES_NOTIFIED: PartiesNotified,
     EventType.PARTY_ACKED: PartyAcked, EventType.ALERTED: Alerted,
-    EventType.DELIVERY_REROUTED: DeliveryRerouted, EventType.NOTE: Note,
+    EventType.DELIVERY_REROUTED: DeliveryRerouted, EventType.ESCALATED: Escalated,
+    EventType.NOTE: Note,
     EventType.ACTION_ADDED: ActionAdded, EventType.ACTION_DONE: ActionDone,
     EventType.CHAIN_TAMPERED: ChainTampered,
 }

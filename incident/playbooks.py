@@ -190,6 +190,35 @@ class Notices(Strict):
     voice: VoiceCalls = Field(default_factory=VoiceCalls)
 
 
+EscalationTarget = Literal["email", "sms", "voice", "manual_callback"]
+Confirmation = Literal["delivered", "answered"]
+CONFIRMATIONS: tuple[Confirmation, ...] = ("delivered", "answered")
+
+
+class EscalationStep(Strict):
+    """One step of escalation: a customer whose message (on `from`, or any channel) is not
+    confirmed (`unless`) `after` it was accepted gets the notice on `to`, or, with
+    manual_callback, a call-back case on the manual channel (`incident escalate`)."""
+
+    after: Duration  # since the provider accepted the message
+    unless: list[Confirmation] = Field(default_factory=lambda: list(CONFIRMATIONS))
+    from_: CustomerChannel | None = Field(default=None, alias="from")
+    to: EscalationTarget
+
+    @field_validator("unless", mode="before")
+    @classmethod
+    def _alternatives(cls, value: object) -> object:
+        return [v.strip() for v in value.split("|")] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _another_channel(self) -> EscalationStep:
+        if self.from_ is not None and self.from_ == self.to:
+            raise ValueError(f"from and to are both {self.to!r}: escalate to another channel")
+        if self.after <= timedelta(0):
+            raise ValueError("after must be a positive duration, e.g. 15m")
+        return self
+
+
 class Playbook(Strict):
     """A validated playbook."""
 
@@ -208,6 +237,17 @@ class Playbook(Strict):
     notices: Notices
     warnings: Warnings | None = None
     branches: Branches = Field(default_factory=Branches)
+    escalation: list[EscalationStep] = Field(default_factory=list)
+
+    @field_validator("escalation")
+    @classmethod
+    def _in_order(cls, steps: list[EscalationStep]) -> list[EscalationStep]:
+        delays = [s.after for s in steps]
+        if delays != sorted(delays):
+            raise ValueError("escalation steps must come in the order of their `after`")
+        if any(s.to == "manual_callback" for s in steps[:-1]):
+            raise ValueError("manual_callback can only be the last escalation step")
+        return steps
 
     @field_validator("steps")
     @classmethod

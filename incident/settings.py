@@ -302,6 +302,8 @@ class ReceiptsSettings(Strict):
     public_url: str | None = None
     poll_rate: float = Field(default=5.0, gt=0, le=100, description="requests per second")
     poll_every: Duration = timedelta(seconds=30)  # between two rounds over the unsettled
+    # `receipts serve` applies due escalations (as `incident escalate`) this often.
+    escalate_every: Duration = timedelta(seconds=60)
 
     @field_validator("public_url")
     @classmethod

@@ -188,7 +188,8 @@ def _finite(value: float) -> float:
 def watch(app: App, incident_id: str | None, interval: float, once: bool) -> None:
     """Keep the status on screen and alert when something falls due: a customer update, a
     passed ETA, a step or a regulator deadline. Each alert rings the terminal bell, is
-    recorded, and is sent to the parties of incident.yaml `alerts.parties`. Ctrl-C stops.
+    recorded, and is sent to the parties of incident.yaml `alerts.parties`. Each round also
+    applies due escalations (as `incident escalate`). Ctrl-C stops.
     """
     app.reminded = True
     while True:
@@ -198,7 +199,10 @@ def watch(app: App, incident_id: str | None, interval: float, once: bool) -> Non
             problem = app.response.sending.send(alert).problem
             if problem is not None:
                 unsent.append(f"{alert.incident_id[-6:]}: alert to the parties: {problem.message}")
-        _show_round(app, found, unsent, clear=not once)
+        escalated = app.response.escalate(incident_id)
+        if escalated.problem is not None:
+            unsent.append(f"escalation: {escalated.problem.message}")
+        _show_round(app, found, unsent, escalated.lines(), clear=not once)
         if once:
             return
         try:
@@ -207,14 +211,16 @@ def watch(app: App, incident_id: str | None, interval: float, once: bool) -> Non
             return
 
 
-def _show_round(app: App, found: AlertRound, unsent: list[str], *, clear: bool) -> None:
+def _show_round(app: App, found: AlertRound, unsent: list[str], escalated: list[str], *,
+                clear: bool) -> None:
     """One round of `watch`: the status of each incident watched, then its alerts (with the
-    bell) and the alert messages that could not be sent."""
+    bell), the escalations applied and the alert messages that could not be sent."""
     out, ids, raised = app.out, found.watching, found.raised
     if out.as_json:
         out.json({"at": app.rt.clock.now().isoformat(), "alerts": {
             i: [{"level": a.level, "what": a.what, "at": a.at.isoformat()} for a in alerts]
-            for i, alerts in raised.items()}, "watching": ids, "unsent": unsent})
+            for i, alerts in raised.items()}, "watching": ids, "unsent": unsent,
+            "escalated": escalated})
         return
     if clear:
         out.console.clear()
@@ -227,6 +233,8 @@ def _show_round(app: App, found: AlertRound, unsent: list[str], *, clear: bool) 
         for a in alerts:
             style = "bold red" if a.level == "overdue" else "yellow"
             out.err.print(f"[{style}]ALERT[/{style}] {ident[-6:]}: {safe(a.what)}")
+    for line in escalated:
+        out.line(line)
     for line in unsent:
         out.warn(line)
 

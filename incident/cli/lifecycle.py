@@ -423,7 +423,8 @@ def deliver(app: App, incident_id: str | None, reroute: bool) -> None:
     and retry temporary failures. Several workers may run at once on PostgreSQL.
 
     A message is sent only by the transport its notice was recorded for, unless
-    --reroute-to-config-transport says otherwise.
+    --reroute-to-config-transport says otherwise. Escalations that fell due are applied
+    afterwards (as `incident escalate`) and what they queued is sent too.
     """
     sending = app.response.sending
     # Said before a send that may take long: what was rerouted, and a notice whose recording
@@ -435,7 +436,7 @@ def deliver(app: App, incident_id: str | None, reroute: bool) -> None:
     for note in ready.notes:
         app.out.warn(note)
     with app.out.progress(0, "Delivering") as update:
-        sent = sending.deliver(ready.incident_id, progress=update, complete=False)
+        sent = app.response.deliver(ready.incident_id, progress=update)
     report = sent.report
     assert report is not None
     if app.out.as_json:

@@ -21,7 +21,8 @@ def receipts() -> None:
 @pass_app
 def serve(app: App, host: str, port: int) -> None:
     """Take Twilio's status callbacks at <receipts.public_url>/twilio/status until Ctrl-C or
-    SIGTERM; each is recorded before it is answered."""
+    SIGTERM; each is recorded before it is answered. Due escalations are applied every
+    receipts.escalate_every meanwhile."""
 
     def ready(bound_host: str, bound_port: int) -> None:
         if app.out.as_json:
@@ -31,7 +32,7 @@ def serve(app: App, host: str, port: int) -> None:
                          "(Ctrl-C stops)")
         sys.stdout.flush()  # a supervisor (or a test) waits for this line
 
-    app.conclude(app.response.receipts.serve(host=host, port=port, ready=ready))
+    app.conclude(app.response.serve_receipts(host=host, port=port, ready=ready))
 
 
 @receipts.command()
@@ -62,4 +63,27 @@ def poll(app: App, incident_id: str | None, until: str) -> None:
     app.conclude(result)
 
 
-COMMANDS = [receipts]
+@click.command()
+@click.argument("incident_id", metavar="[ID]", required=False)
+@pass_app
+def escalate(app: App, incident_id: str | None) -> None:
+    """Apply due escalations (the playbook's `escalation:` steps) to one incident or all:
+    messages not confirmed in time go out on the next channel, or become call-back cases.
+
+    \b
+    Example:
+      incident escalate 7Q2K
+    """
+    result = app.response.escalate(incident_id)
+    rows = [{"incident": i, **e.model_dump(mode="json")}
+            for i, each in result.done.items() for e in each]
+    if app.out.as_json:
+        app.out.json({"escalations": rows, "messages": result.messages, "cases": result.cases})
+    else:
+        for line in result.lines():
+            app.out.line(line)
+        app.out.line(f"Escalated: {result.messages} messages, {result.cases} call-back cases")
+    app.conclude(result)
+
+
+COMMANDS = [receipts, escalate]

@@ -74,6 +74,7 @@ def _describe_coordination(event: Event) -> list[str]:
         ChainTampered,
         Closed,
         DeliveryRerouted,
+        Escalated,
         ManualClosed,
         ManualOpened,
         Note,
@@ -109,6 +110,9 @@ def _describe_coordination(event: Event) -> list[str]:
         return [f"alerted: {'; '.join(p.alerts)}"]
     if isinstance(p, DeliveryRerouted):
         return describe_reroute(event)
+    if isinstance(p, Escalated):
+        return [f"escalation step {p.step} (after {p.after}) to {p.to}: {p.customers} customers"
+                + (f", cases {', '.join(p.cases)}" if p.cases else f", {p.messages} messages")]
     if isinstance(p, Closed) and p.forced:
         return [f"FORCED with cases {', '.join(p.unreconciled)} unreconciled: {p.reason or ''}"]
     if isinstance(p, Note):

@@ -10,7 +10,9 @@ stored once. Answers: 204 recorded (or already recorded), 403 bad signature, 400
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+import sys
 from collections.abc import Callable
 from datetime import datetime
 
@@ -19,6 +21,7 @@ from twilio.request_validator import RequestValidator
 
 from incident.errors import IncidentError
 from incident.inbound.twilio_status import Malformed, from_callback
+from incident.privacy import scrub
 from incident.store import Store, receipts
 
 STATUS_PATH = "/twilio/status"
@@ -57,9 +60,11 @@ def make_app(store: Store, *, auth_token: str, callback_url: str,
 
 
 async def serve(app: web.Application, host: str, port: int,
-                ready: Callable[[str, int], None]) -> None:
+                ready: Callable[[str, int], None], *,
+                tick: Callable[[], None] | None = None, every: float = 60.0) -> None:
     """Serve `app` until SIGINT or SIGTERM, then stop taking requests and finish the ones
-    in progress; `ready(host, port)` once listening (port: the one bound, for port 0)."""
+    in progress; `ready(host, port)` once listening (port: the one bound, for port 0).
+    `tick()` runs every `every` seconds meanwhile, in a thread (never holding up an answer)."""
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
     stop = asyncio.Event()
@@ -71,8 +76,26 @@ async def serve(app: web.Application, host: str, port: int,
         await site.start()
         bound = runner.addresses[0]
         ready(str(bound[0]), int(bound[1]))
-        await stop.wait()
+        if tick is None:
+            await stop.wait()
+        else:
+            await _every(tick, every, stop)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await runner.cleanup()
+
+
+async def _every(tick: Callable[[], None], seconds: float, stop: asyncio.Event) -> None:
+    """Run `tick` in a thread every `seconds` until `stop`; a failing tick is reported on
+    stderr and tried again next time: it must not stop the receipts being taken."""
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+        if stop.is_set():
+            return
+        try:
+            await asyncio.to_thread(tick)
+        except Exception as exc:  # any failure: report it, keep serving
+            print(f"escalation failed: {type(exc).__name__}: {scrub(str(exc))}",
+                  file=sys.stderr, flush=True)

@@ -9,7 +9,8 @@ Read top-down:
   is recorded, `deliver`, reroute), `manual.py` (the manual-handling channel and its cases),
   `coordination.py` (steps, parties, acks, alerts, regulator drafts), `postmortem.py` (notes,
   actions, reports), `warnings.py` (CAP alerts), `queries.py` (status, timeline, verify),
-  `checks.py` (playbook checks), `bounces.py` (email bounces matched to the outbox);
+  `checks.py` (playbook checks), `bounces.py` (email bounces matched to the outbox),
+  `escalation.py` (the next channel for unconfirmed messages);
 - `results.py` — what they return: result objects with an outcome the front end turns into an
   exit code.
 
@@ -20,15 +21,19 @@ new peer) and writes through `Journal.record`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from incident.delivery import ProgressFn
 from incident.response.bounces import Bounces
 from incident.response.coordination import Coordination
+from incident.response.escalation import Escalation, Escalations
 from incident.response.journal import Journal
 from incident.response.lifecycle import Lifecycle
 from incident.response.manual import ManualChannel
 from incident.response.postmortem import PostMortem
 from incident.response.queries import Queries
 from incident.response.receipts import Receipts
-from incident.response.results import NoticeResult, StartResult
+from incident.response.results import NoticeResult, Result, SendResult, StartResult
 from incident.response.sending import Sending
 from incident.response.warnings import Assessment, Warnings
 from incident.settings import Runtime
@@ -50,6 +55,45 @@ class Response:
         self.warnings = Warnings(self.journal)
         self.receipts = Receipts(self.journal)
         self.bounces = Bounces(self.journal)
+        self.escalation = Escalation(self.journal)
+
+    def escalate(self, ref: str | None = None) -> Escalations:
+        """`incident escalate`: apply the due escalation steps, then send what they queued."""
+        result = self.escalation.escalate(ref)
+        if result.messages:
+            result.sent = self.sending.deliver(ref, complete=False)
+        return result
+
+    def serve_receipts(self, *, host: str, port: int,
+                       ready: Callable[[str, int], None]) -> Result:
+        """`incident receipts serve`, applying due escalations on a timer meanwhile
+        (receipts.escalate_every) so that what the receipts say is acted on."""
+        return self.receipts.serve(host=host, port=port, ready=ready,
+                                   tick=self._escalate_all)
+
+    def _escalate_all(self) -> None:
+        self.escalate()
+
+    def deliver(self, ref: str | None = None, *,
+                progress: ProgressFn | None = None) -> SendResult:
+        """`incident deliver` (after `Sending.prepare`): send what is pending, then apply the
+        escalations that fell due and send what they queued, in one report; what they did is
+        in the result's notes."""
+        sent = self.sending.deliver(ref, progress=progress, complete=False)
+        first = sent.report
+        if first is None or first.fatal or first.interrupted:
+            return sent
+        escalated = self.escalate(ref)
+        notes = [*sent.notes, *escalated.lines()]
+        if escalated.sent is None or escalated.sent.report is None:
+            sent.notes = notes
+            return sent
+        after = escalated.sent
+        assert after.report is not None
+        after.report.sent += first.sent
+        after.report.failed += first.failed
+        after.report.fallbacks += first.fallbacks
+        return SendResult(report=after.report, incident_id=sent.incident_id, notes=notes)
 
     def act_on_warning(self, assessed: Assessment, *,
                        queue_only: bool = False) -> NoticeResult | None:

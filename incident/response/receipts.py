@@ -30,8 +30,10 @@ class Receipts:
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
 
-    def serve(self, *, host: str, port: int, ready: Callable[[str, int], None]) -> Result:
-        """Serve /twilio/status until SIGINT/SIGTERM."""
+    def serve(self, *, host: str, port: int, ready: Callable[[str, int], None],
+              tick: Callable[[], None] | None = None) -> Result:
+        """Serve /twilio/status until SIGINT/SIGTERM; `tick()` every receipts.escalate_every
+        meanwhile."""
         from incident.inbound import server
 
         rt = self.journal.rt
@@ -48,7 +50,8 @@ class Receipts:
                                 "checks the callbacks' signatures")
         app = server.make_app(self.journal.store, auth_token=token, callback_url=callback,
                               now=rt.clock.now)
-        asyncio.run(server.serve(app, host, port, ready))
+        asyncio.run(server.serve(app, host, port, ready, tick=tick,
+                                 every=rt.settings.receipts.escalate_every.total_seconds()))
         return Result()
 
     def poll(self, ref: str | None, *, until: float) -> Polled:
