@@ -101,6 +101,7 @@ class DeliveryState(StrEnum):
     SENDING = "sending"
     SENT = "sent"
     FAILED = "failed"
+    SKIPPED = "skipped"  # never sent: the number opted out (store/optouts.py)
 
 
 class ReceiptState(StrEnum):
@@ -158,6 +159,8 @@ class EventType(StrEnum):
     ALERTED = "alerted"  # `incident watch` told the supervisor something fell due
     # delivery: pending messages moved to another transport (deliver --reroute-to-config-...)
     DELIVERY_REROUTED = "delivery_rerouted"
+    # later notices go to numbers on the suppression list too (an obligation; with a reason)
+    OPTOUT_OVERRIDDEN = "optout_overridden"
     # the post-mortem (edited by people after the incident)
     NOTE = "note"
     ACTION_ADDED = "action_added"

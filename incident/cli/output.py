@@ -25,7 +25,7 @@ from incident.timeutil import format_duration, local_text
 if TYPE_CHECKING:  # `incident --help` must not import the delivery machinery
     from incident.delivery import Tally
 
-STATES = ("pending", "sending", "sent", "failed")
+STATES = ("pending", "sending", "sent", "failed", "skipped")  # skipped: opted out
 
 
 def _visible(match: re.Match[str]) -> str:

@@ -77,6 +77,7 @@ def _describe_coordination(event: Event) -> list[str]:
         ManualClosed,
         ManualOpened,
         Note,
+        OptoutOverridden,
         PartiesNotified,
         PartyAcked,
         StepDone,
@@ -109,6 +110,8 @@ def _describe_coordination(event: Event) -> list[str]:
         return [f"alerted: {'; '.join(p.alerts)}"]
     if isinstance(p, DeliveryRerouted):
         return describe_reroute(event)
+    if isinstance(p, OptoutOverridden):
+        return [f"opt-outs overridden ({p.suppressed} numbers listed): {p.reason}"]
     if isinstance(p, Closed) and p.forced:
         return [f"FORCED with cases {', '.join(p.unreconciled)} unreconciled: {p.reason or ''}"]
     if isinstance(p, Note):

@@ -115,6 +115,7 @@ def render_status(app: App, result: StatusResult) -> None:
     if result.internal_counts:
         out.deliveries(result.internal_counts, title="Internal notices to parties")
     _receipts(out, result.receipts)
+    _skipped_line(out, sum(c.get("skipped", 0) for c in result.counts.values()))
     if result.retrying:
         out.table("Retrying (temporary failures)", ["channel", "customer", "to", "attempts",
                                                     "code", "last error", "next try"],
@@ -264,6 +265,14 @@ def _receipts(out: Output, by_channel: dict[str, dict[str, int]]) -> None:
                    for channel, counts in sorted(by_channel.items())])
 
 
+def _skipped_line(out: Output, skipped: int) -> None:
+    """Why rows were never sent, and how an obligation is sent anyway."""
+    if skipped:
+        out.line(f"[yellow]{skipped} skipped: the number opted out (suppression list); "
+                 "an obligation goes to them anyway after "
+                 "incident optout override ID --reason \"...\"[/yellow]")
+
+
 def _failure(row: Any, *, full: bool) -> dict[str, Any]:
     """One failed delivery as shown (contacts masked) or exported (`full`: as recorded)."""
     from incident.privacy import mask_contact, mask_name
@@ -305,6 +314,7 @@ def _show_failures(out: Output, records: list[dict[str, Any]], export: str | Non
         return
     out.table(f"{len(records)} permanent delivery failures", list(records[0]),
               [[str(v)[:60] for v in r.values()] for r in records])
+    _skipped_line(out, sum(r["state"] == "skipped" for r in records))
     if export:
         out.line(f"Written to {safe(export)} ({len(records)} rows)")
 

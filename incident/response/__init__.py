@@ -25,6 +25,7 @@ from incident.response.coordination import Coordination
 from incident.response.journal import Journal
 from incident.response.lifecycle import Lifecycle
 from incident.response.manual import ManualChannel
+from incident.response.optouts import Optouts
 from incident.response.postmortem import PostMortem
 from incident.response.queries import Queries
 from incident.response.receipts import Receipts
@@ -50,6 +51,7 @@ class Response:
         self.warnings = Warnings(self.journal)
         self.receipts = Receipts(self.journal)
         self.bounces = Bounces(self.journal)
+        self.optouts = Optouts(self.journal)
 
     def act_on_warning(self, assessed: Assessment, *,
                        queue_only: bool = False) -> NoticeResult | None:
