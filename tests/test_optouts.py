@@ -129,3 +129,18 @@ def test_an_opted_out_receipt_lists_the_number(
         store.close()
     assert {n["source"] for n in ws.json("optout", "list")["numbers"]} == {
         "sms 21610", "sms callback"}
+
+
+def test_the_report_counts_skipped_messages_apart_and_names_the_override(
+        ws: Workspace, fake: FakeTwilio, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    _twilio(ws, fake.url, monkeypatch)
+    ws.run("optout", "add", UNSUBSCRIBED, "--reason", "asked by phone")
+    started = ws.json("start", "core-banking-outage", "--title", "Core down")
+    report = ws.json("report", started["id"], "--format", "json")
+    x = report["principles"]["transparency"]["figures"]
+    assert x["opted_out_skipped"] == {"sms": 1}
+    assert x["notices"][0]["pending"] == 0, "a skipped message is not waiting to be sent"
+    ws.run("optout", "override", started["id"], "--reason", "regulatory notice")
+    for lang in ("en", "zh-CN"):
+        shown = ws.run("report", started["id"], "--lang", lang).stdout
+        assert "regulatory notice" in shown and UNSUBSCRIBED not in shown

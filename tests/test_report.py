@@ -399,7 +399,8 @@ def _expected_principles() -> dict[str, Any]:
                 "receipts": {},
                 "reached_share": 1.0,
                 "basis": "accepted", "confirmed_reach": None, "confirmed_share": None,
-                "undelivered": [], "never_reached": {"count": 0, "customers": []}}},
+                "undelivered": [], "never_reached": {"count": 0, "customers": []},
+                "opted_out_skipped": {}}},
     }
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from incident.privacy import mask_reference
 from incident.report.checks import Check, since
 from incident.state import IncidentView
-from incident.store import Connection
+from incident.store import Connection, optouts
 from incident.store import reports as q
 
 # The follow-up list in the report is cut here (the count is whole): `failed --export` and
@@ -43,6 +43,8 @@ def judge_confirmed(view: IncidentView, first: Any, conn: Connection
         "undelivered": [{"channel": u.channel, "state": u.state, "code": u.code,
                          "count": int(u.count)} for u in q.undelivered(conn, view.id, seqs)],
         "never_reached": {"count": never, "customers": [mask_reference(r) for r in refs]},
+        # Messages never sent: the number opted out (suppression list), by channel.
+        "opted_out_skipped": optouts.skipped(conn, view.id),
     }
     check = Check("customers_reached", never == 0 if receipts and affected else None, never, 0,
                   unit="count")

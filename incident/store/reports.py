@@ -28,6 +28,8 @@ CONFIRMED = [s.value for s in CONFIRMED_STATES]
 # Channels whose provider reports delivery (Twilio's receipts): elsewhere acceptance is the
 # best evidence there is (an email is only ever reported when it bounces).
 RECEIPT_CHANNELS = ("sms", "voice")
+# Rows never sent because the number opted out are no messages: the report counts them apart.
+NOT_SKIPPED = schema.outbox.c.state != DeliveryState.SKIPPED.value
 
 
 @dataclass(frozen=True)
@@ -212,7 +214,8 @@ def never_reached(conn: Connection, incident_id: str, seqs: Sequence[int], *, co
 
 def notices(conn: Connection, incident_id: str, seqs: Sequence[int]
             ) -> dict[int, NoticeDeliveries]:
-    """Per notice: messages, sent, failed, still pending, first and last accepted."""
+    """Per notice: messages, sent, failed, still pending, first and last accepted (rows
+    skipped for an opt-out left out)."""
     o = schema.outbox
     if not seqs:
         return {}
@@ -221,7 +224,7 @@ def notices(conn: Connection, incident_id: str, seqs: Sequence[int]
     rows = conn.execute(
         select(o.c.notice_seq, func.count(), func.sum(sent_flag), func.sum(failed_flag),
                func.min(o.c.sent_at), func.max(o.c.sent_at))
-        .where(o.c.incident_id == incident_id, o.c.notice_seq.in_(list(seqs)))
+        .where(o.c.incident_id == incident_id, o.c.notice_seq.in_(list(seqs)), NOT_SKIPPED)
         .group_by(o.c.notice_seq)).all()
     out = {}
     for seq, messages, sent, failed, first, last in rows:
@@ -234,7 +237,8 @@ def notices(conn: Connection, incident_id: str, seqs: Sequence[int]
 
 def by_channel_language(conn: Connection, incident_id: str, seqs: Sequence[int]
                         ) -> list[ChannelLanguage]:
-    """Delivery outcome per channel and language over the notices `seqs`."""
+    """Delivery outcome per channel and language over the notices `seqs` (rows skipped for an
+    opt-out left out)."""
     o = schema.outbox
     if not seqs:
         return []
@@ -243,7 +247,7 @@ def by_channel_language(conn: Connection, incident_id: str, seqs: Sequence[int]
     rows = conn.execute(
         select(o.c.channel, o.c.language, func.count(), func.sum(sent_flag),
                func.sum(failed_flag))
-        .where(o.c.incident_id == incident_id, o.c.notice_seq.in_(list(seqs)))
+        .where(o.c.incident_id == incident_id, o.c.notice_seq.in_(list(seqs)), NOT_SKIPPED)
         .group_by(o.c.channel, o.c.language).order_by(o.c.channel, o.c.language)).all()
     return [ChannelLanguage(channel, language, int(n), int(sent or 0), int(failed or 0))
             for channel, language, n, sent, failed in rows]
