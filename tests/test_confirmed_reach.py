@@ -72,6 +72,10 @@ def test_the_report_shows_confirmed_reach_next_to_accepted(
     assert (check["passed"], check["value"]) == (False, 2)
     assert transparency["verdict"] != "met"
 
+    status = ws.json("status", incident_id)
+    assert status["reach_by_channel"] == {"sms": {"accepted": 4, "confirmed": 2}}
+    assert "sms: 2 confirmed of 4 accepted" in ws.run("status", incident_id).stdout
+
     for fmt in ("md", "html"):
         shown = ws.run("report", incident_id, "--format", fmt, "--lang", "en").stdout
         assert "Confirmed reach of the first notice" in shown and "30003" in shown
