@@ -144,3 +144,38 @@ def test_the_report_counts_skipped_messages_apart_and_names_the_override(
     for lang in ("en", "zh-CN"):
         shown = ws.run("report", started["id"], "--lang", lang).stdout
         assert "regulatory notice" in shown and UNSUBSCRIBED not in shown
+
+
+def test_enqueue_skips_customers_sms_and_voice_to_listed_numbers_only(db_url: str) -> None:
+    from incident.models import EventType
+    from incident.payloads import Declared
+    from incident.store import optouts
+    from incident.store import outbox as ob
+
+    now = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+    store = Store.open(db_url)
+    try:
+        with store.write() as conn:
+            incident_id = store.create_incident(conn, playbook_id="p", title="t", drill=False,
+                                                at=now)
+            store.append(conn, incident_id, EventType.DECLARED, actor="a", at=now,
+                         data=Declared(title="t", playbook={}, severity="P3",
+                                       detected_at=now.isoformat()))
+            assert optouts.add(conn, UNSUBSCRIBED, source="operator", now=now)
+            rows = [(ref, channel, address) for ref, address in (
+                ("c1", UNSUBSCRIBED), ("c2", REACHABLE), ("party:it", UNSUBSCRIBED))
+                for channel in ("sms", "voice", "email")]
+            ob.enqueue(conn, [{"incident_id": incident_id, "notice_seq": 1, "channel": channel,
+                               "recipient_ref": ref, "recipient_name": "", "address": address,
+                               "language": "en", "priority": 1, "message_id": f"<{ref}{channel}>",
+                               "idempotency_key": ob.idempotency_key(incident_id, 1, ref,
+                                                                     channel)}
+                              for ref, channel, address in rows], now=now)
+        with store.read() as conn:
+            states = {(r.recipient_ref, r.channel): r.state
+                      for r in conn.execute(sc.outbox.select())}
+    finally:
+        store.close()
+    assert {k for k, state in states.items() if state == "skipped"} == {
+        ("c1", "sms"), ("c1", "voice")}
+    assert len(states) == 9
