@@ -101,6 +101,7 @@ class DeliveryState(StrEnum):
     SENDING = "sending"
     SENT = "sent"
     FAILED = "failed"
+    SKIPPED = "skipped"  # never sent: the number opted out (store/optouts.py)
 
 
 class ReceiptState(StrEnum):
@@ -160,6 +161,8 @@ class EventType(StrEnum):
     DELIVERY_REROUTED = "delivery_rerouted"
     # delivery: unconfirmed customers escalated to the next channel / call-back cases
     ESCALATED = "escalated"
+    # later notices go to numbers on the suppression list too (an obligation; with a reason)
+    OPTOUT_OVERRIDDEN = "optout_overridden"
     # the post-mortem (edited by people after the incident)
     NOTE = "note"
     ACTION_ADDED = "action_added"

@@ -309,6 +309,13 @@ class Escalated(Payload):
                             description="customers with no contact on `to`, not escalated")
 
 
+class OptoutOverridden(Payload):
+    """optout_overridden: the incident's later notices go to suppressed numbers too."""
+
+    reason: str = Field(min_length=1, description="why (e.g. a regulatory notice)")
+    suppressed: int = Field(ge=0, description="numbers on the suppression list at the time")
+
+
 class Note(Payload):
     """note: a post-mortem note in one section."""
 
@@ -347,7 +354,7 @@ MODELS: dict[EventType, type[Payload]] = {
     EventType.STEP_SKIPPED: StepSkipped, EventType.PARTIES_NOTIFIED: PartiesNotified,
     EventType.PARTY_ACKED: PartyAcked, EventType.ALERTED: Alerted,
     EventType.DELIVERY_REROUTED: DeliveryRerouted, EventType.ESCALATED: Escalated,
-    EventType.NOTE: Note,
+    EventType.NOTE: Note, EventType.OPTOUT_OVERRIDDEN: OptoutOverridden,
     EventType.ACTION_ADDED: ActionAdded, EventType.ACTION_DONE: ActionDone,
     EventType.CHAIN_TAMPERED: ChainTampered,
 }

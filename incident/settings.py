@@ -293,6 +293,12 @@ class Alerts(Strict):
     due_soon: Duration = timedelta(minutes=15)  # warn this long before something falls due
 
 
+class OptoutSettings(Strict):
+    """Opt-outs: an inbound SMS that is one of `keywords` lists its number (inbound/optout.py)."""
+    keywords: list[str] = Field(min_length=1, default_factory=lambda: [
+        "STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "退订", "TD", "取消", "停止"])
+
+
 class ReceiptsSettings(Strict):
     """Delivery receipts: where Twilio reaches `receipts serve`, and how `receipts poll` asks."""
 
@@ -360,6 +366,7 @@ class Settings(Strict):
     regions: dict[str, Region] = Field(default_factory=dict)
     alerts: Alerts = Field(default_factory=Alerts)
     receipts: ReceiptsSettings = Field(default_factory=ReceiptsSettings)
+    optout: OptoutSettings = Field(default_factory=OptoutSettings)
     limits: Limits = Field(default_factory=Limits)
     bounces: BounceSettings = Field(default_factory=BounceSettings)
 

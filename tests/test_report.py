@@ -357,7 +357,10 @@ def _expected_principles() -> dict[str, Any]:
                 {"id": "eta_kept_current", "key": False, "passed": True, "value": 0,
                  "target": 0, "unit": "count"},
                 {"id": "recovery_notice", "key": False, "passed": True, "value": None,
-                 "target": None, "unit": "seconds"}],
+                 "target": None, "unit": "seconds"},
+                # No receipts: confirmed reach is not judged (tests/test_confirmed_reach.py).
+                {"id": "customers_reached", "key": False, "passed": None, "value": 0,
+                 "target": 0, "unit": "count"}],
             "figures": {
                 "customer_notices": 5, "updates": 3, "internal_updates": 0,
                 "promised_cadence_s": 1800, "longest_gap_s": 3000,
@@ -394,7 +397,10 @@ def _expected_principles() -> dict[str, Any]:
                               "example": "550 5.1.1 <t***@example.org>: Recipient address "
                                          "rejected: User unknown"}],
                 "receipts": {},
-                "reached_share": 1.0}},
+                "reached_share": 1.0,
+                "basis": "accepted", "confirmed_reach": None, "confirmed_share": None,
+                "undelivered": [], "never_reached": {"count": 0, "customers": []},
+                "opted_out_skipped": {}}},
     }
 
 

@@ -98,6 +98,9 @@ class Outcome:
     code: str | None = None
     error: str | None = None
     provider_ref: str | None = None
+    # The provider refused because the recipient opted out (Twilio 21610): the dispatcher
+    # puts the number on the suppression list as it records the failure.
+    opted_out: bool = False
 
     @classmethod
     def ok(cls, provider_ref: str | None = None) -> Outcome:
@@ -110,9 +113,9 @@ class Outcome:
         return cls(sent=False, permanent=False, code=code, error=error)
 
     @classmethod
-    def fail(cls, error: str, code: str | None = None) -> Outcome:
+    def fail(cls, error: str, code: str | None = None, *, opted_out: bool = False) -> Outcome:
         """A permanent failure: recorded and reported, never retried."""
-        return cls(sent=False, permanent=True, code=code, error=error)
+        return cls(sent=False, permanent=True, code=code, error=error, opted_out=opted_out)
 
 
 class Channel(Protocol):

@@ -35,6 +35,7 @@ PERMANENT_CODES = frozenset({
     21612,  # cannot route between these numbers
     21614,  # 'To' is not a mobile number
 })
+UNSUBSCRIBED = 21610  # the recipient replied STOP: the number goes on the suppression list
 TOO_MANY_REQUESTS = 20429
 AUTH_STATUSES = frozenset({401, 403})
 MAX_ERROR_CHARS = 300
@@ -193,7 +194,7 @@ class TwilioChannel:
         label = f"HTTP {status}" + (f", Twilio error {number}" if number else "")
         text = self._clean(f"{label}: {detail}", to)
         if number in self.permanent_codes:
-            return Outcome.fail(text, code=str(number))
+            return Outcome.fail(text, code=str(number), opted_out=number == UNSUBSCRIBED)
         if status == 429 or number == TOO_MANY_REQUESTS:
             return Outcome.retry(text, code=str(TOO_MANY_REQUESTS))
         if status in AUTH_STATUSES:

@@ -126,6 +126,7 @@ def _register() -> None:
         coordination,
         lifecycle,
         manual,
+        optout,
         receipts,
         record,
         report,
@@ -134,7 +135,7 @@ def _register() -> None:
     )
 
     for module in (setup, lifecycle, manual, coordination, views, record, report, receipts,
-                   bounces):
+                   bounces, optout):
         for command in module.COMMANDS:
             cli.add_command(command)
 

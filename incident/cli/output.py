@@ -26,6 +26,8 @@ if TYPE_CHECKING:  # `incident --help` must not import the delivery machinery
     from incident.delivery import Tally
 
 STATES = ("pending", "sending", "sent", "failed")
+# Shown only when some rows are in them (the JSON contract names the four above).
+OCCASIONAL_STATES = ("skipped",)  # never sent: the number opted out
 
 
 def _visible(match: re.Match[str]) -> str:
@@ -143,14 +145,16 @@ class Output:
     def deliveries(self, counts: dict[str, dict[str, int]], title: str = "Deliveries") -> None:
         """Delivery counts by channel and state."""
         rows = []
+        states = [*STATES, *(s for s in OCCASIONAL_STATES
+                             if any(s in by_state for by_state in counts.values()))]
         for channel in sorted(counts):
             by_state = counts[channel]
             failed = by_state.get("failed", 0)
             rows.append([channel, *[
                 (Text(str(failed), style="red") if state == "failed" and failed else
-                 str(by_state.get(state, 0))) for state in STATES]])
+                 str(by_state.get(state, 0))) for state in states]])
         if rows:
-            self.table(title, ["channel", *STATES], rows)
+            self.table(title, ["channel", *states], rows)
 
     @contextmanager
     def progress(self, total: int, label: str) -> Iterator[Any]:

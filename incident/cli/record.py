@@ -78,6 +78,7 @@ def _describe_coordination(event: Event) -> list[str]:
         ManualClosed,
         ManualOpened,
         Note,
+        OptoutOverridden,
         PartiesNotified,
         PartyAcked,
         StepDone,
@@ -113,6 +114,8 @@ def _describe_coordination(event: Event) -> list[str]:
     if isinstance(p, Escalated):
         return [f"escalation step {p.step} (after {p.after}) to {p.to}: {p.customers} customers"
                 + (f", cases {', '.join(p.cases)}" if p.cases else f", {p.messages} messages")]
+    if isinstance(p, OptoutOverridden):
+        return [f"opt-outs overridden ({p.suppressed} numbers listed): {p.reason}"]
     if isinstance(p, Closed) and p.forced:
         return [f"FORCED with cases {', '.join(p.unreconciled)} unreconciled: {p.reason or ''}"]
     if isinstance(p, Note):

@@ -37,6 +37,7 @@ def _status_json(result: StatusResult) -> dict[str, Any]:
         "deliveries": state_counts(result.counts), "deliveries_by_channel": result.counts,
         "internal_deliveries": state_counts(result.internal_counts),
         "receipts": _totals(result.receipts), "receipts_by_channel": result.receipts,
+        "reach_by_channel": _reach(result),
         "manual_channel": {"open": view.manual_open,
                            "opened_at": view.manual.opened_at.isoformat() if view.manual else None,
                            "cases": len(view.cases), "unreconciled": len(view.unreconciled)},
@@ -115,6 +116,9 @@ def render_status(app: App, result: StatusResult) -> None:
     if result.internal_counts:
         out.deliveries(result.internal_counts, title="Internal notices to parties")
     _receipts(out, result.receipts)
+    for channel, reach in _reach(result).items():
+        out.line(f"{channel}: {reach['confirmed']} confirmed of {reach['accepted']} accepted")
+    _skipped_line(out, sum(c.get("skipped", 0) for c in result.counts.values()))
     if result.retrying:
         out.table("Retrying (temporary failures)", ["channel", "customer", "to", "attempts",
                                                     "code", "last error", "next try"],
@@ -252,6 +256,16 @@ def _totals(by_channel: dict[str, dict[str, int]]) -> dict[str, int]:
     return totals
 
 
+def _reach(result: StatusResult) -> dict[str, dict[str, int]]:
+    """Per channel with receipts: customer messages accepted by the provider, and confirmed
+    (delivered / answered) by its receipts."""
+    from incident.models import CONFIRMED_STATES
+
+    return {channel: {"accepted": result.counts.get(channel, {}).get("sent", 0),
+                      "confirmed": sum(states.get(s.value, 0) for s in CONFIRMED_STATES)}
+            for channel, states in sorted(result.receipts.items())}
+
+
 def _receipts(out: Output, by_channel: dict[str, dict[str, int]]) -> None:
     """Delivery states after `sent` reported by the providers (receipts), by channel."""
     from incident.models import CONFIRMED_STATES, ReceiptState
@@ -262,6 +276,14 @@ def _receipts(out: Output, by_channel: dict[str, dict[str, int]]) -> None:
                   + ", ".join(sorted(CONFIRMED_STATES)) + ")", ["channel", *states],
                   [[channel, *(str(counts.get(s, 0)) for s in states)]
                    for channel, counts in sorted(by_channel.items())])
+
+
+def _skipped_line(out: Output, skipped: int) -> None:
+    """Why rows were never sent, and how an obligation is sent anyway."""
+    if skipped:
+        out.line(f"[yellow]{skipped} skipped: the number opted out (suppression list); "
+                 "an obligation goes to them anyway after "
+                 "incident optout override ID --reason \"...\"[/yellow]")
 
 
 def _failure(row: Any, *, full: bool) -> dict[str, Any]:
@@ -305,6 +327,7 @@ def _show_failures(out: Output, records: list[dict[str, Any]], export: str | Non
         return
     out.table(f"{len(records)} permanent delivery failures", list(records[0]),
               [[str(v)[:60] for v in r.values()] for r in records])
+    _skipped_line(out, sum(r["state"] == "skipped" for r in records))
     if export:
         out.line(f"Written to {safe(export)} ({len(records)} rows)")
 

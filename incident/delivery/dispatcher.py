@@ -20,7 +20,7 @@ from incident.delivery.report import DeliveryReport, ProgressFn, Tally
 from incident.errors import IncidentError, StorageError
 from incident.notices import message_id, sender_domain
 from incident.privacy import scrub_error
-from incident.store import Store, deliveries
+from incident.store import Store, deliveries, optouts
 from incident.store import outbox as ob
 from incident.store.events import event_data
 
@@ -328,6 +328,9 @@ class Dispatcher:
                 if not outcome.permanent:
                     error += f" (gave up after {row.attempts} attempts)"
                 ob.mark_failed(conn, row.id, error=error, code=outcome.code)
+                if outcome.opted_out:
+                    optouts.add(conn, row.address, source=f"{row.channel} {outcome.code}",
+                                now=now)
                 tally.failed += 1
                 self._fall_back(conn, row, now)
             else:

@@ -25,6 +25,7 @@ from incident.payloads import Updated, payload_of
 from incident.playbooks import RegulatorDuty
 from incident.privacy import scrub, scrub_error
 from incident.report.checks import Check, iso, principle, seconds, since, text
+from incident.report.confirmed import judge_confirmed
 from incident.state import IncidentView
 from incident.store import Connection, receipts
 from incident.store import reports as q
@@ -191,6 +192,8 @@ def judge_transparency(view: IncidentView, events: list[Event], first: Any,
         "receipts": receipts.counts(conn, view.id),
         "reached_share": round(reached / affected, 4) if affected else None,
     }
+    confirmed, reached_check = judge_confirmed(view, first, conn)
+    figures.update(confirmed)
     resolved_notice = any(n.phase is Phase.RESOLVED for n in view.notices)
     checks = [
         Check("update_cadence", not any(g["over"] for g in gaps) if gaps else None,
@@ -200,5 +203,6 @@ def judge_transparency(view: IncidentView, events: list[Event], first: Any,
         Check("eta_kept_current", not any(v["lapsed"] for v in eta) if eta else None,
               sum(1 for v in eta if v["lapsed"]), 0, unit="count"),
         Check("recovery_notice", resolved_notice if view.resolved_at else None),
+        reached_check,
     ]
     return principle(checks, figures)

@@ -20,16 +20,12 @@ from typing import Any
 from incident.checklist import Item
 from incident.privacy import scrub
 from incident.report.checks import Check, iso, principle, seconds, since, text
+from incident.report.confirmed import reach_json
 from incident.state import IncidentView
 from incident.store import Connection
 from incident.store import reports as q
 
 # ---------------------------------------------------------------------------- fast response
-
-
-def _reach_json(result: q.Reach, start: datetime) -> dict[str, Any]:
-    return {"audience": result.audience, "reached": result.reached,
-            **{f"p{p}_s": since(start, result.at[p]) for p in q.PERCENTILES}}
 
 
 def judge_fast_response(view: IncidentView, first: Any, reach: dict[str, q.Reach],
@@ -45,7 +41,7 @@ def judge_fast_response(view: IncidentView, first: Any, reach: dict[str, q.Reach
         "declared_to_first_notice_s": since(view.declared_at, accepted),
         "detection_to_first_notice_s": since(view.detected_at, accepted),
         "first_notice_target_s": seconds(target),
-        "reach": {name: _reach_json(r, first.at) for name, r in reach.items()},
+        "reach": {name: reach_json(r, first.at) for name, r in reach.items()},
         "steps": {**counts, "items": steps},
     }
     first_ok = accepted is not None and accepted - view.detected_at <= target

@@ -30,6 +30,7 @@ from incident.response.escalation import Escalation, Escalations
 from incident.response.journal import Journal
 from incident.response.lifecycle import Lifecycle
 from incident.response.manual import ManualChannel
+from incident.response.optouts import Optouts
 from incident.response.postmortem import PostMortem
 from incident.response.queries import Queries
 from incident.response.receipts import Receipts
@@ -56,6 +57,7 @@ class Response:
         self.receipts = Receipts(self.journal)
         self.bounces = Bounces(self.journal)
         self.escalation = Escalation(self.journal)
+        self.optouts = Optouts(self.journal)
 
     def escalate(self, ref: str | None = None) -> Escalations:
         """`incident escalate`: apply the due escalation steps, then send what they queued."""

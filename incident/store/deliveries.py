@@ -102,7 +102,8 @@ def counts(conn: Connection, incident_id: str | None = None, *,
 
 
 def failures(conn: Connection, incident_id: str, *, limit: int | None = None) -> list[Any]:
-    """Permanently failed rows of an incident, newest notice first."""
+    """Permanently failed rows of an incident, and rows skipped (the number opted out: state
+    `skipped`, code `opted_out`), newest notice first."""
     o = schema.outbox
     # A row the provider accepted and then reported not reached (a receipt) fails too: its
     # state is the receipt's, its code the provider's.
@@ -116,7 +117,8 @@ def failures(conn: Connection, incident_id: str, *, limit: int | None = None) ->
                          else_=o.c.last_error).label("last_error"),
                     o.c.attempts, state.label("state"))
              .where(o.c.incident_id == incident_id,
-                    (o.c.state == DeliveryState.FAILED.value) | not_reached)
+                    o.c.state.in_([DeliveryState.FAILED.value, DeliveryState.SKIPPED.value])
+                    | not_reached)
              .order_by(o.c.notice_seq.desc(), o.c.id))
     if limit:
         query = query.limit(limit)

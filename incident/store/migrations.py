@@ -187,6 +187,25 @@ def m008_receipts(conn: Connection) -> None:
     conn.exec_driver_sql("CREATE INDEX ix_outbox_message_id ON outbox (message_id)")
 
 
+def m009_optouts(conn: Connection) -> None:
+    """The suppression list (issue 14, opt-outs): `optouts`, one row per listing of a number
+    with its source, reason and removal (an incident's override is an event, not a row)."""
+    metadata = MetaData()
+    optouts = Table(
+        "optouts", metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("address", String(320), nullable=False),
+        Column("source", String(40), nullable=False),
+        Column("reason", Text),
+        Column("actor", String(100)),
+        Column("added_at", DateTime(timezone=True), nullable=False),
+        Column("removed_at", DateTime(timezone=True)),
+        Column("removed_by", String(100)),
+    )
+    Index("ix_optouts_address", optouts.c.address)
+    optouts.create(conn)
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_initial", m001_initial),
     ("m002_outbox_due_index", m002_outbox_due_index),
@@ -196,6 +215,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m006_outbox_fallback_address", m006_outbox_fallback_address),
     ("m007_outbox_region", m007_outbox_region),
     ("m008_receipts", m008_receipts),
+    ("m009_optouts", m009_optouts),
 ]
 
 

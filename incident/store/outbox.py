@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError
 
 from incident.models import DeliveryState
 from incident.privacy import scrub_error
-from incident.store import schema
+from incident.store import optouts, schema
 from incident.store.events import as_utc
 
 PARTY_PREFIX = "party:"  # recipient_ref of an internal notice's row: party:<id>
@@ -80,7 +80,8 @@ def _db_time(conn: Connection, value: datetime) -> datetime:
 
 def enqueue(conn: Connection, rows: Iterable[dict[str, Any]], *, now: datetime,
             chunk: int = 2000, ignore_existing: bool = False) -> int:
-    """Insert outbox rows (pending) in chunks; return how many.
+    """Insert outbox rows (pending) in chunks; return how many. Customers' SMS and voice rows
+    to a suppressed number are inserted `skipped` (store/optouts.py), never sent.
 
     With `ignore_existing`, a row whose idempotency key (or recipient) is already there is
     skipped, not an error: completing a notice whose recording was interrupted, possibly by
@@ -94,7 +95,45 @@ def enqueue(conn: Connection, rows: Iterable[dict[str, Any]], *, now: datetime,
     stamp = _db_time(conn, now)
     fixed = {"state": DeliveryState.PENDING.value, "attempts": 0, "created_at": stamp,
              "next_attempt_at": stamp}
-    todo = iter(rows)
+    aside: list[dict[str, Any]] = []
+    # The rows to send are inserted first (streamed), filling `aside` as they go.
+    sent = _insert_rows(conn, _set_aside_suppressed(conn, rows, aside), fixed, chunk,
+                        ignore_existing)
+    return sent + _insert_rows(conn, aside, fixed | _SKIPPED, chunk, ignore_existing)
+
+
+# A row to a number on the suppression list: recorded, never sent, counted by status/failed.
+_SKIPPED = {"state": DeliveryState.SKIPPED.value, "error_code": optouts.SKIPPED_CODE,
+            "last_error": "the number opted out (on the suppression list)"}
+
+
+def _set_aside_suppressed(conn: Connection, rows: Iterable[dict[str, Any]],
+                          aside: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """`rows` minus customers' SMS and voice rows to suppressed numbers (unless their incident
+    overrides the list), which go to `aside`. The list is small: read once, whole."""
+    numbers = optouts.suppressed(conn)
+    if not numbers:
+        return iter(rows)
+    overridden: dict[str, bool] = {}
+
+    def keep(row: dict[str, Any]) -> bool:
+        if (row["channel"] not in optouts.SUPPRESSED_CHANNELS or row["address"] not in numbers
+                or row["recipient_ref"].startswith(PARTY_PREFIX)):
+            return True
+        incident_id = row["incident_id"]
+        if incident_id not in overridden:
+            overridden[incident_id] = optouts.overridden(conn, incident_id)
+        if overridden[incident_id]:
+            return True
+        aside.append(row)
+        return False
+
+    return filter(keep, rows)
+
+
+def _insert_rows(conn: Connection, todo: Iterable[dict[str, Any]], fixed: dict[str, Any],
+                 chunk: int, ignore_existing: bool) -> int:
+    todo = iter(todo)
     first = next(todo, None)
     if first is None:
         return 0

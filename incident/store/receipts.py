@@ -26,7 +26,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from incident.models import RECEIPT_RANK, DeliveryState, ReceiptState
-from incident.store import schema
+from incident.store import optouts, schema
 from incident.store.events import as_utc
 
 _NEVER = datetime.min.replace(tzinfo=UTC)
@@ -81,6 +81,10 @@ def record(conn: Connection, receipts: Iterable[Receipt], *, now: datetime) -> R
             done.duplicates += 1
             continue
         done.stored += 1
+        if (receipt.state is ReceiptState.OPTED_OUT
+                and row.channel in optouts.SUPPRESSED_CHANNELS):
+            optouts.add(conn, row.address, source=f"{row.channel} {receipt.source}",
+                        reason=receipt.code, now=now)
         if row.receipt is None or order_key(receipt.state, receipt.provider_at) > order_key(
                 row.receipt, row.receipt_at):
             o = schema.outbox
@@ -104,7 +108,8 @@ def known(conn: Connection, refs: Iterable[str]) -> set[str]:
 
 def _row(conn: Connection, receipt: Receipt) -> Any:
     o = schema.outbox
-    query = select(o.c.id, o.c.provider_ref, o.c.receipt, o.c.receipt_at)
+    query = select(o.c.id, o.c.channel, o.c.address, o.c.provider_ref, o.c.receipt,
+                   o.c.receipt_at)
     if receipt.outbox_id is not None:
         query = query.where(o.c.id == receipt.outbox_id)
     elif receipt.provider_ref:

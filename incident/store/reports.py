@@ -13,16 +13,23 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Subquery, and_, case, func, or_, select
 
-from incident.models import DeliveryState
+from incident.models import CONFIRMED_STATES, DeliveryState, ReceiptState
 from incident.store import schema
 from incident.store.events import as_utc
 
 SENT = DeliveryState.SENT.value
 FAILED = DeliveryState.FAILED.value
 PERCENTILES = (50, 95, 100)
+CONFIRMED = [s.value for s in CONFIRMED_STATES]
+# Channels whose provider reports delivery (Twilio's receipts): elsewhere acceptance is the
+# best evidence there is (an email is only ever reported when it bounces).
+RECEIPT_CHANNELS = ("sms", "voice")
+# Rows never sent because the number opted out are no messages: the report counts them apart.
+NOT_SKIPPED = schema.outbox.c.state != DeliveryState.SKIPPED.value
 
 
 @dataclass(frozen=True)
@@ -80,19 +87,39 @@ def rank(share: int, audience: int) -> int:
     return max(1, math.ceil(audience * share / 100))
 
 
-def reach(conn: Connection, incident_id: str, seq: int) -> dict[str, Reach]:
+def _reached(confirmed: bool) -> tuple[ColumnElement[bool], ColumnElement[Any]]:
+    """When a row counts as reaching its customer, and at what time.
+
+    Accepted: the provider took the message (sent_at). Confirmed: a delivered / answered
+    receipt (its provider time); on channels whose providers send no delivery receipts
+    (email, webhooks, files) the best there is: accepted and not reported failed (a bounce)."""
+    o = schema.outbox
+    if not confirmed:
+        return o.c.state == SENT, o.c.sent_at
+    confirmed_receipt = o.c.receipt.in_(CONFIRMED)
+    unreported = o.c.channel.not_in(RECEIPT_CHANNELS) & (
+        o.c.receipt.is_(None) | (o.c.receipt == ReceiptState.ACCEPTED.value))
+    return ((o.c.state == SENT) & (confirmed_receipt | unreported),
+            case((confirmed_receipt, o.c.receipt_at), else_=o.c.sent_at))
+
+
+def reach(conn: Connection, incident_id: str, seq: int, *,
+          confirmed: bool = False) -> dict[str, Reach]:
     """Time-to-reach of notice `seq`: per channel (its messages) and `customers` (a customer
-    is reached when the first of their messages is accepted by the provider)."""
+    is reached when the first of their messages is accepted by the provider, or with
+    `confirmed`, confirmed delivered: see `_reached`)."""
     o = schema.outbox
     mine = and_(o.c.incident_id == incident_id, o.c.notice_seq == seq)
-    sent_flag = case((o.c.state == SENT, 1), else_=0)
+    done, at = _reached(confirmed)
+    flag = case((done, 1), else_=0)
+    when = case((done, at))
     totals = conn.execute(
-        select(o.c.channel, func.count(), func.sum(sent_flag), func.min(o.c.sent_at),
-               func.max(o.c.sent_at)).where(mine).group_by(o.c.channel)).all()
+        select(o.c.channel, func.count(), func.sum(flag), func.min(when),
+               func.max(when)).where(mine).group_by(o.c.channel)).all()
     customers = conn.execute(
         select(func.count(func.distinct(o.c.recipient_ref))).where(mine)).scalar_one()
-    per_customer = (select(o.c.recipient_ref, func.min(o.c.sent_at).label("first"))
-                    .where(mine, o.c.state == SENT).group_by(o.c.recipient_ref).subquery())
+    per_customer = (select(o.c.recipient_ref, func.min(at).label("first"))
+                    .where(mine, done).group_by(o.c.recipient_ref).subquery())
     reached_customers = conn.execute(
         select(func.count(), func.min(per_customer.c.first),
                func.max(per_customer.c.first))).one()
@@ -104,7 +131,7 @@ def reach(conn: Connection, incident_id: str, seq: int) -> dict[str, Reach]:
     ranks["customers"] = {p: rank(p, customers) for p in PERCENTILES}
     out["customers"] = Reach(int(customers), int(reached_customers[0]), {},
                              _time(reached_customers[1]), _time(reached_customers[2]))
-    found = _ranked(conn, mine, per_customer, ranks)
+    found = _ranked(conn, and_(mine, done), at, per_customer, ranks)
     for name, result in out.items():
         result.at.update({p: (found.get((name, ranks[name][p]))
                               if result.reached >= ranks[name][p] else None)
@@ -112,36 +139,83 @@ def reach(conn: Connection, incident_id: str, seq: int) -> dict[str, Reach]:
     return out
 
 
-def _ranked(conn: Connection, mine: ColumnElement[bool], per_customer: Subquery,
-            ranks: dict[str, dict[int, int]]) -> dict[tuple[str, int], datetime]:
-    """sent_at of the n-th accepted message per channel (and per customer), by one window
-    query each: ROW_NUMBER() over the accepted rows ordered by sent_at."""
+def _ranked(conn: Connection, reached: ColumnElement[bool], at: ColumnElement[Any],
+            per_customer: Subquery, ranks: dict[str, dict[int, int]]
+            ) -> dict[tuple[str, int], datetime]:
+    """The time (`at`) of the n-th reaching row per channel (and per customer), by one window
+    query each: ROW_NUMBER() over the `reached` rows ordered by `at`."""
     o = schema.outbox
     found: dict[tuple[str, int], datetime] = {}
     channels = {k: v for k, v in ranks.items() if k != "customers"}
     if channels:
-        numbered = (select(o.c.channel, o.c.sent_at,
+        numbered = (select(o.c.channel, at.label("at"),
                            func.row_number().over(partition_by=o.c.channel,
-                                                  order_by=(o.c.sent_at, o.c.id)).label("n"))
-                    .where(mine, o.c.state == SENT).subquery())
+                                                  order_by=(at, o.c.id)).label("n"))
+                    .where(reached).subquery())
         wanted = or_(*[and_(numbered.c.channel == channel,
                             numbered.c.n.in_(sorted(set(by_share.values()))))
                        for channel, by_share in channels.items()])
-        for channel, n, at in conn.execute(select(numbered.c.channel, numbered.c.n,
-                                                  numbered.c.sent_at).where(wanted)):
-            found[(channel, int(n))] = as_utc(at)
+        for channel, n, when in conn.execute(select(numbered.c.channel, numbered.c.n,
+                                                    numbered.c.at).where(wanted)):
+            found[(channel, int(n))] = as_utc(when)
     pc = per_customer
     numbered_c = select(pc.c.first, func.row_number().over(
         order_by=(pc.c.first, pc.c.recipient_ref)).label("n")).subquery()
-    for at, n in conn.execute(select(numbered_c.c.first, numbered_c.c.n).where(
+    for when, n in conn.execute(select(numbered_c.c.first, numbered_c.c.n).where(
             numbered_c.c.n.in_(sorted(set(ranks["customers"].values()))))):
-        found[("customers", int(n))] = as_utc(at)
+        found[("customers", int(n))] = as_utc(when)
     return found
+
+
+def has_receipts(conn: Connection, incident_id: str) -> bool:
+    """Whether a provider reported a final state for any customer row of the incident."""
+    o = schema.outbox
+    return conn.execute(select(o.c.id).where(
+        o.c.incident_id == incident_id, o.c.receipt.is_not(None),
+        o.c.receipt != ReceiptState.ACCEPTED.value,
+        ~o.c.recipient_ref.like("party:%")).limit(1)).first() is not None
+
+
+def undelivered(conn: Connection, incident_id: str, seqs: Sequence[int]) -> list[Any]:
+    """Accepted customer rows of notices `seqs` a provider reported not confirmed, by
+    (channel, receipt state, code), most frequent first."""
+    o = schema.outbox
+    if not seqs:
+        return []
+    code = func.coalesce(o.c.receipt_code, "")
+    return list(conn.execute(
+        select(o.c.channel, o.c.receipt.label("state"), code.label("code"),
+               func.count().label("count"))
+        .where(o.c.incident_id == incident_id, o.c.notice_seq.in_(list(seqs)),
+               o.c.state == SENT, o.c.receipt.is_not(None),
+               o.c.receipt.not_in([*CONFIRMED, ReceiptState.ACCEPTED.value]))
+        .group_by(o.c.channel, o.c.receipt, code)
+        .order_by(func.count().desc(), o.c.channel, o.c.receipt, code)).all())
+
+
+def never_reached(conn: Connection, incident_id: str, seqs: Sequence[int], *, confirmed: bool,
+                  limit: int) -> tuple[int, list[str]]:
+    """Customers of notices `seqs` none of whose rows reached them (see `_reached`): how many,
+    and the first `limit` of their references in order."""
+    o = schema.outbox
+    if not seqs:
+        return 0, []
+    done, _at = _reached(confirmed)
+    per_customer = (select(o.c.recipient_ref)
+                    .where(o.c.incident_id == incident_id, o.c.notice_seq.in_(list(seqs)),
+                           ~o.c.recipient_ref.like("party:%"))
+                    .group_by(o.c.recipient_ref)
+                    .having(func.max(case((done, 1), else_=0)) == 0).subquery())
+    count = conn.execute(select(func.count()).select_from(per_customer)).scalar_one()
+    refs = conn.execute(select(per_customer.c.recipient_ref)
+                        .order_by(per_customer.c.recipient_ref).limit(limit)).scalars()
+    return int(count), [str(r) for r in refs]
 
 
 def notices(conn: Connection, incident_id: str, seqs: Sequence[int]
             ) -> dict[int, NoticeDeliveries]:
-    """Per notice: messages, sent, failed, still pending, first and last accepted."""
+    """Per notice: messages, sent, failed, still pending, first and last accepted (rows
+    skipped for an opt-out left out)."""
     o = schema.outbox
     if not seqs:
         return {}
@@ -150,7 +224,7 @@ def notices(conn: Connection, incident_id: str, seqs: Sequence[int]
     rows = conn.execute(
         select(o.c.notice_seq, func.count(), func.sum(sent_flag), func.sum(failed_flag),
                func.min(o.c.sent_at), func.max(o.c.sent_at))
-        .where(o.c.incident_id == incident_id, o.c.notice_seq.in_(list(seqs)))
+        .where(o.c.incident_id == incident_id, o.c.notice_seq.in_(list(seqs)), NOT_SKIPPED)
         .group_by(o.c.notice_seq)).all()
     out = {}
     for seq, messages, sent, failed, first, last in rows:
@@ -163,7 +237,8 @@ def notices(conn: Connection, incident_id: str, seqs: Sequence[int]
 
 def by_channel_language(conn: Connection, incident_id: str, seqs: Sequence[int]
                         ) -> list[ChannelLanguage]:
-    """Delivery outcome per channel and language over the notices `seqs`."""
+    """Delivery outcome per channel and language over the notices `seqs` (rows skipped for an
+    opt-out left out)."""
     o = schema.outbox
     if not seqs:
         return []
@@ -172,7 +247,7 @@ def by_channel_language(conn: Connection, incident_id: str, seqs: Sequence[int]
     rows = conn.execute(
         select(o.c.channel, o.c.language, func.count(), func.sum(sent_flag),
                func.sum(failed_flag))
-        .where(o.c.incident_id == incident_id, o.c.notice_seq.in_(list(seqs)))
+        .where(o.c.incident_id == incident_id, o.c.notice_seq.in_(list(seqs)), NOT_SKIPPED)
         .group_by(o.c.channel, o.c.language).order_by(o.c.channel, o.c.language)).all()
     return [ChannelLanguage(channel, language, int(n), int(sent or 0), int(failed or 0))
             for channel, language, n, sent, failed in rows]

@@ -135,3 +135,21 @@ receipts = Table(
     UniqueConstraint("provider_ref", "status", "provider_at", name="uq_receipts_once"),
 )
 Index("ix_receipts_outbox", receipts.c.outbox_id)
+
+# The suppression list (m009): one row per time a number was put on it (Twilio 21610, an
+# opted-out receipt, an inbound STOP, an operator), with its source; `removed_at` set when an
+# operator takes it off (the row stays: who listed and who removed is kept). A number is
+# suppressed while one of its rows has no `removed_at`.
+optouts = Table(
+    "optouts", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("address", String(320), nullable=False),
+    Column("source", String(40), nullable=False),
+    Column("reason", Text),
+    Column("actor", String(100)),
+    Column("added_at", DateTime(timezone=True), nullable=False),
+    Column("removed_at", DateTime(timezone=True)),
+    Column("removed_by", String(100)),
+)
+Index("ix_optouts_address", optouts.c.address)
+
