@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import getpass
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -17,6 +16,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from incident.clock import SYSTEM_CLOCK, Clock
 from incident.errors import ConfigInvalid, InvalidValue
+from incident.inbound_settings import BounceSettings, OptoutSettings, ReceiptsSettings
 from incident.languages import LANGUAGES, Language
 from incident.models import Duration, Strict, Text
 from incident.privacy import remember_secret
@@ -293,40 +293,6 @@ class Alerts(Strict):
     due_soon: Duration = timedelta(minutes=15)  # warn this long before something falls due
 
 
-class OptoutSettings(Strict):
-    """Opt-outs: an inbound SMS that is one of `keywords` lists its number (inbound/optout.py)."""
-    keywords: list[str] = Field(min_length=1, default_factory=lambda: [
-        "STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "退订", "TD", "取消", "停止"])
-
-
-class ReceiptsSettings(Strict):
-    """Delivery receipts: where Twilio reaches `receipts serve`, and how `receipts poll` asks."""
-
-    # The URL Twilio calls, as the internet sees it (a proxy in front of `receipts serve`):
-    # messages and calls are created with StatusCallback = <public_url>/twilio/status, and
-    # signatures are checked against it. None: no callbacks, poll instead.
-    public_url: str | None = None
-    poll_rate: float = Field(default=5.0, gt=0, le=100, description="requests per second")
-    poll_every: Duration = timedelta(seconds=30)  # between two rounds over the unsettled
-    # `receipts serve` applies due escalations (as `incident escalate`) this often.
-    escalate_every: Duration = timedelta(seconds=60)
-
-    @field_validator("public_url")
-    @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        if not re.match(r"^https?://[^/@\s]+(/\S*)?$", value):
-            raise ValueError("must be an http(s) URL without user:password@, "
-                             "e.g. https://notify.example.com")
-        return value.rstrip("/")
-
-    @property
-    def callback_url(self) -> str | None:
-        """The status callback URL, when a public URL is configured."""
-        return f"{self.public_url}/twilio/status" if self.public_url else None
-
-
 class Limits(Strict):
     """Bounds on what an operator may type, so that nothing absurd is sent or stored."""
 
@@ -335,13 +301,6 @@ class Limits(Strict):
     sms_chars: int = Field(default=1600, ge=70, le=1600)  # a rendered SMS (Twilio: 1,600)
     email_chars: int = Field(default=20_000, ge=1000, le=1_000_000)  # a rendered email body
     max_amount: int = Field(default=1_000_000_000, ge=1, le=10**15)  # manual log --amount
-
-
-class BounceSettings(Strict):
-    """Reading email bounces (`incident bounces ingest`)."""
-
-    # A bounce sent to `<verp_prefix>+<idempotency key>@domain` (VERP) is about that message.
-    verp_prefix: str = Field(default="bounce", pattern=r"^[A-Za-z0-9._-]{1,32}$")
 
 
 class Settings(Strict):
