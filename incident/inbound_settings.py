@@ -1,6 +1,6 @@
 """The settings of what comes back from outside: delivery receipts (`receipts serve` and
-`receipts poll`), opt-out keywords and email bounces — `incident.yaml` keys `receipts`,
-`optout` and `bounces` (validated with the rest in incident/settings.py)."""
+`receipts poll`) and email bounces — `incident.yaml` keys `receipts` and `bounces`
+(validated with the rest in incident/settings.py)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,6 @@ from datetime import timedelta
 from pydantic import Field, field_validator
 
 from incident.models import Duration, Strict
-
-
-class OptoutSettings(Strict):
-    """Opt-outs: an inbound SMS that is one of `keywords` lists its number (inbound/optout.py)."""
-    keywords: list[str] = Field(min_length=1, default_factory=lambda: [
-        "STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "退订", "TD", "取消", "停止"])
 
 
 class ReceiptsSettings(Strict):

@@ -16,7 +16,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from incident.clock import SYSTEM_CLOCK, Clock
 from incident.errors import ConfigInvalid, InvalidValue
-from incident.inbound_settings import BounceSettings, OptoutSettings, ReceiptsSettings
+from incident.inbound_settings import BounceSettings, ReceiptsSettings
 from incident.languages import LANGUAGES, Language
 from incident.models import Duration, Strict, Text
 from incident.privacy import remember_secret
@@ -325,7 +325,6 @@ class Settings(Strict):
     regions: dict[str, Region] = Field(default_factory=dict)
     alerts: Alerts = Field(default_factory=Alerts)
     receipts: ReceiptsSettings = Field(default_factory=ReceiptsSettings)
-    optout: OptoutSettings = Field(default_factory=OptoutSettings)
     limits: Limits = Field(default_factory=Limits)
     bounces: BounceSettings = Field(default_factory=BounceSettings)
 

@@ -11,16 +11,15 @@ from test_receipts_poll import ACCOUNT, TOKEN, fake  # noqa: F401 (the fixture)
 
 from cli_fixtures import Workspace
 from fake_twilio import FakeTwilio
-from incident.inbound.optout import is_stop
+from incident.inbound.optout import STOP_KEYWORDS, is_stop
 from incident.models import ReceiptState
-from incident.settings import OptoutSettings
 from incident.store import Store
 from incident.store import receipts as rc
 from incident.store import schema as sc
 
 UNSUBSCRIBED = "+15005550004"  # the fake answers 21610, as Twilio's magic number does
 REACHABLE = "+8613800138001"
-KEYWORDS = OptoutSettings().keywords
+KEYWORDS = STOP_KEYWORDS
 
 
 @pytest.mark.parametrize(("body", "stop"), [

@@ -1,10 +1,14 @@
-"""STOP keywords: whether an inbound SMS asks to opt out (the inbound webhook and `receipts
-poll` call `is_stop` on each reply's body)."""
+"""STOP keywords: whether an inbound SMS asks to opt out. Inbound SMS are not read yet (issue
+15), so nothing calls `is_stop` today; it is not configurable until something does."""
 
 from __future__ import annotations
 
 import unicodedata
 from collections.abc import Iterable
+
+# Twilio's own English opt-out words, and the Chinese ones a sender must handle itself.
+STOP_KEYWORDS = ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "退订", "TD", "取消",
+                 "停止")
 
 # Punctuation and spaces around the word a customer sends ("STOP.", "退订！", " td ").
 _STRIP = " \t\r\n.,;:!?。，；：！？、\"'“”‘’()（）[]【】"
@@ -16,8 +20,8 @@ def normalise(text: str) -> str:
     return unicodedata.normalize("NFKC", text).strip(_STRIP).casefold()
 
 
-def is_stop(body: str, keywords: Iterable[str]) -> bool:
-    """Whether the whole message `body` is one of `keywords` (settings `optout.keywords`):
+def is_stop(body: str, keywords: Iterable[str] = STOP_KEYWORDS) -> bool:
+    """Whether the whole message `body` is one of `keywords` (default STOP_KEYWORDS):
     "STOP" and "退订!" are, "please don't stop" and "TD bank" are not — a word inside a
     sentence is not an opt-out, as carriers treat it."""
     text = normalise(body)

@@ -16,7 +16,7 @@ from incident.store import schema
 from incident.store.events import as_utc
 
 BATCH = 500  # values per IN (…): well under SQLite's and PostgreSQL's parameter limits
-# notices.message_id: <INC-YYYYMMDD-XXXXXX.<24 hex>@domain>; the incident id in it narrows
+# notices.message_id: <INC-<date>-<6 hex>.<24 hex>@domain>; the incident id in it narrows
 # the search to one incident's rows (ix_outbox_notice), so no index on message_id is needed.
 _OURS = re.compile(r"^<(INC-\d{8}-[0-9A-F]{6})\.[0-9a-f]{24}@[^<>\s]+>$")
 _KEY = re.compile(r"^[0-9a-f]{64}$")
