@@ -43,6 +43,7 @@ class PrometheusMetrics(Metrics):
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
+        ProcessCollector(registry=r)  # process_* (CPU, memory, start time), on Linux
         self.messages = Counter(
             "incident_messages", "Outcomes recorded in the outbox by this process, by channel "
             "and state (sent, failed; retry: a temporary failure to be tried again)",
@@ -148,7 +149,6 @@ def serve(host: str, port: int, *, depths: Depths | None = None) -> Exporter:
     metrics = PrometheusMetrics()
     if depths is not None:
         metrics.registry.register(QueueDepth(depths))
-    ProcessCollector(registry=metrics.registry)  # process_* (CPU, memory, start time)
     try:
         server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
     except OSError as exc:
