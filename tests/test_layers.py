@@ -55,6 +55,8 @@ def test_every_contract_is_kept() -> None:
     ("incident/response/manual.py", "from incident.response.coordination import Coordination",
      "peers", "incident.response.manual -> incident.response.coordination"),
     ("incident/notices.py", "import sqlalchemy", "sql", "incident.notices -> sqlalchemy"),
+    ("incident/delivery/dispatcher.py", "import prometheus_client", "prometheus",
+     "incident.delivery.dispatcher -> prometheus_client"),
     ("incident/report/metrics.py", "from incident.store.schema import outbox", "sql",
      "incident.report.metrics -> incident.store.schema"),
     ("incident/errors.py", "from incident import settings", "models",

@@ -32,11 +32,11 @@ CALLBACK = PUBLIC + "/twilio/status"
 
 
 class Server:
-    def __init__(self, ws: Workspace) -> None:
+    def __init__(self, ws: Workspace, *extra: str) -> None:
         env = {**os.environ, "TWILIO_AUTH_TOKEN": TOKEN}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "incident", "--config", str(ws.config), "--db", ws.db,
-             "receipts", "serve", "--port", "0"],
+             "receipts", "serve", "--port", "0", *extra],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert self.process.stdout is not None
         line = self.process.stdout.readline()

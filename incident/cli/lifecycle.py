@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from incident.cli.app import App, pass_app
+from incident.cli.monitoring import metrics_options, serve_metrics
 from incident.cli.output import safe, state_counts
 from incident.cli.record import describe_reroute
 from incident.errors import Location
@@ -417,15 +418,19 @@ def close(app: App, incident_id: str, force: bool, reason: str | None) -> None:
 @click.option("--reroute-to-config-transport", "reroute", is_flag=True,
               help="Also send messages recorded for another transport (e.g. smtp) by this "
                    "config's (e.g. file); recorded as an event on each incident.")
+@metrics_options
 @pass_app
-def deliver(app: App, incident_id: str | None, reroute: bool) -> None:
+def deliver(app: App, incident_id: str | None, reroute: bool, metrics_port: int | None,
+            metrics_host: str) -> None:
     """Send pending messages (of one incident or all): resume after a crash or Ctrl-C,
     and retry temporary failures. Several workers may run at once on PostgreSQL.
 
     A message is sent only by the transport its notice was recorded for, unless
     --reroute-to-config-transport says otherwise. Escalations that fell due are applied
-    afterwards (as `incident escalate`) and what they queued is sent too.
+    afterwards (as `incident escalate`) and what they queued is sent too. With
+    --metrics-port it is a worker: it keeps sending what gets queued until Ctrl-C or SIGTERM.
     """
+    worker = serve_metrics(app, metrics_host, metrics_port)
     sending = app.response.sending
     # Said before a send that may take long: what was rerouted, and a notice whose recording
     # a crash interrupted, completed first.
@@ -435,8 +440,14 @@ def deliver(app: App, incident_id: str | None, reroute: bool) -> None:
                      + "; ".join(describe_reroute(event)) + " (recorded)")
     for note in ready.notes:
         app.out.warn(note)
+    run = app.response.work if worker else app.response.deliver
     with app.out.progress(0, "Delivering") as update:
-        sent = app.response.deliver(ready.incident_id, progress=update)
+        sent = run(ready.incident_id, progress=update)
+    _delivered(app, sent)
+
+
+def _delivered(app: App, sent: SendResult) -> None:
+    """What `deliver` did (table or JSON), then end as its result says."""
     report = sent.report
     assert report is not None
     if app.out.as_json:

@@ -7,6 +7,7 @@ import sys
 import click
 
 from incident.cli.app import App, pass_app
+from incident.cli.monitoring import metrics_options, serve_metrics
 
 
 @click.group()
@@ -18,11 +19,14 @@ def receipts() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
               help="Port to listen on (0: any free one, printed).")
+@metrics_options
 @pass_app
-def serve(app: App, host: str, port: int) -> None:
+def serve(app: App, host: str, port: int, metrics_port: int | None, metrics_host: str) -> None:
     """Take Twilio's status callbacks at <receipts.public_url>/twilio/status until Ctrl-C or
     SIGTERM; each is recorded before it is answered. Due escalations are applied every
-    receipts.escalate_every meanwhile."""
+    receipts.escalate_every meanwhile. --metrics-port serves Prometheus metrics on a port of
+    their own (not the public one Twilio calls)."""
+    serve_metrics(app, metrics_host, metrics_port)
 
     def ready(bound_host: str, bound_port: int) -> None:
         if app.out.as_json:

@@ -18,6 +18,7 @@ from incident.delivery.limiter import RateLimiter
 from incident.delivery.policy import DeliveryPolicy
 from incident.delivery.report import DeliveryReport, ProgressFn, Tally
 from incident.errors import IncidentError, StorageError
+from incident.metrics import NO_METRICS, Counted, Metrics
 from incident.notices import message_id, sender_domain
 from incident.privacy import scrub_error
 from incident.store import Store, deliveries, optouts
@@ -48,8 +49,10 @@ class Dispatcher:
     """
 
     def __init__(self, store: Store, composer: Composer, channels: dict[str, Channel], *,
-                 policy: DeliveryPolicy | None = None, clock: Clock | None = None) -> None:
+                 policy: DeliveryPolicy | None = None, clock: Clock | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.store = store
+        self.metrics = metrics or NO_METRICS  # what a monitoring system is told
         # Claims, retries and outcomes are timed by it (by default the runtime's).
         self.clock = clock or composer.rt.clock
         self.composer = composer
@@ -269,14 +272,23 @@ class Dispatcher:
         except IncidentError as exc:
             return Outcome.fail(exc.message, code="template")
         if limiter is None:
-            return await self._send(message, channel)
+            return await self._timed(message, channel, row.channel)
         units = _units(message)
         if not limiter.try_acquire(units):
+            began = time.perf_counter()
             await limiter.acquire(units)
+            self.metrics.rate_limit_wait(row.channel, time.perf_counter() - began)
+        try:
+            return await self._timed(message, channel, row.channel)
+        finally:
+            limiter.done(units)  # counted until its answer, whatever the answer was
+
+    async def _timed(self, message: Outgoing, channel: Channel, name: str) -> Outcome:
+        began = time.perf_counter()
         try:
             return await self._send(message, channel)
         finally:
-            limiter.done(units)  # counted until its answer, whatever the answer was
+            self.metrics.send_time(name, time.perf_counter() - began)
 
     @staticmethod
     async def _send(message: Outgoing, channel: Channel) -> Outcome:
@@ -293,18 +305,24 @@ class Dispatcher:
         done, unsent = self._done[:], self._unsent[:]
         self._done.clear()
         self._unsent.clear()
+        began = time.perf_counter()
         with self.store.write() as conn:
             now = self.clock.now()
-            self._record(conn, done, unfinished, unsent, tally, now)
-            if claim is None:
-                return []
-            incident_id, channels = claim
-            # Stale claims (of workers on other hosts that died) are looked for once a second.
-            stale = time.monotonic() - self._stale_checked >= _STALE_EVERY
-            rows = ob.claim(conn, worker=self.worker, now=now, limit=self.policy.batch,
-                            incident_id=incident_id, channels=channels,
-                            stale_after=self.policy.stale_claim, stale=stale,
-                            transports=self.transports)
+            counted = self._record(conn, done, unfinished, unsent, tally, now)
+            if claim is not None:
+                incident_id, channels = claim
+                # Stale claims (of workers on other hosts that died) are looked for once a
+                # second.
+                stale = time.monotonic() - self._stale_checked >= _STALE_EVERY
+                rows = ob.claim(conn, worker=self.worker, now=now, limit=self.policy.batch,
+                                incident_id=incident_id, channels=channels,
+                                stale_after=self.policy.stale_claim, stale=stale,
+                                transports=self.transports)
+        # Told once committed, so that what is counted is what the outbox holds.
+        self.metrics.recorded(counted, now.timestamp())
+        if claim is None:
+            return []
+        self.metrics.claim_time(time.perf_counter() - began)
         if stale:
             self._stale_checked = time.monotonic()
         if rows:
@@ -313,13 +331,17 @@ class Dispatcher:
 
     def _record(self, conn: Any, done: list[tuple[ob.OutboxRow, Outcome]],
                 unfinished: Sequence[ob.OutboxRow], unsent: list[ob.OutboxRow], tally: Tally,
-                now: datetime) -> None:
+                now: datetime) -> list[Counted]:
+        """Record the outcomes; what was recorded, as the metrics count it."""
         sent = [(row.id, outcome.provider_ref) for row, outcome in done if outcome.sent]
+        counted: list[Counted] = [(row.channel, "sent", None) for row, outcome in done
+                                  if outcome.sent]
         ob.mark_sent(conn, sent, now=now)
         ob.release(conn, [row.id for row in unsent])
         for row in unfinished:
             ob.mark_retry(conn, row.id, error="interrupted before the result was known",
                           code="interrupted", at=now, attempts=row.attempts - 1)
+            counted.append((row.channel, "retry", "interrupted"))
         for row, outcome in done:
             if outcome.sent:
                 continue
@@ -332,13 +354,16 @@ class Dispatcher:
                     optouts.add(conn, row.address, source=f"{row.channel} {outcome.code}",
                                 now=now)
                 tally.failed += 1
+                counted.append((row.channel, "failed", outcome.code))
                 self._fall_back(conn, row, now)
             else:
                 delay = self.policy.backoff(row.attempts)
                 ob.mark_retry(conn, row.id, error=outcome.error or "temporary failure",
                               code=outcome.code, at=now + timedelta(seconds=delay))
                 tally.retrying += 1
+                counted.append((row.channel, "retry", outcome.code))
         tally.sent += len(sent)
+        return counted
 
     def _fall_back(self, conn: Any, row: ob.OutboxRow, now: datetime) -> None:
         channel = ob.FALLBACK_CHANNEL.get(row.channel)

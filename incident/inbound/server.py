@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+import time
 from collections.abc import Callable
 from datetime import datetime
 
@@ -21,6 +22,7 @@ from twilio.request_validator import RequestValidator
 
 from incident.errors import IncidentError
 from incident.inbound.twilio_status import Malformed, from_callback
+from incident.metrics import NO_METRICS, Metrics
 from incident.privacy import scrub
 from incident.store import Store, receipts
 
@@ -28,31 +30,44 @@ STATUS_PATH = "/twilio/status"
 
 
 def make_app(store: Store, *, auth_token: str, callback_url: str,
-             now: Callable[[], datetime]) -> web.Application:
-    """The app; `callback_url` is <receipts.public_url>/twilio/status, as Twilio calls it."""
+             now: Callable[[], datetime], metrics: Metrics = NO_METRICS) -> web.Application:
+    """The app; `callback_url` is <receipts.public_url>/twilio/status, as Twilio calls it.
+    Every answer is told to `metrics` (kind sms/call/unknown, result, time)."""
     validator = RequestValidator(auth_token)
 
-    async def status(request: web.Request) -> web.Response:
+    async def answer(request: web.Request) -> tuple[str, str, web.Response]:
         try:
             form = await request.post()
         except (UnicodeDecodeError, ValueError):  # not a readable form: nothing to check
-            return web.Response(status=400, text="malformed callback: not a form\n")
+            return "unknown", "malformed", web.Response(
+                status=400, text="malformed callback: not a form\n")
         params = {key: str(value) for key, value in form.items()}
+        kind = "call" if "CallSid" in params else "sms" if "MessageSid" in params else "unknown"
         url = callback_url + (f"?{request.query_string}" if request.query_string else "")
         signature = request.headers.get("X-Twilio-Signature", "")
         if not signature or not validator.validate(url, params, signature):
-            return web.Response(status=403, text="invalid X-Twilio-Signature\n")
+            return kind, "bad_signature", web.Response(
+                status=403, text="invalid X-Twilio-Signature\n")
         try:
             receipt = from_callback(params, now=now())
             with store.write() as conn:
                 done = receipts.record(conn, [receipt], now=now())
         except Malformed as exc:
-            return web.Response(status=400, text=f"malformed callback: {exc}\n")
+            return kind, "malformed", web.Response(
+                status=400, text=f"malformed callback: {exc}\n")
         except IncidentError as exc:  # the database refused: Twilio may call again
-            return web.Response(status=503, text=f"not recorded: {exc.message}\n")
+            return kind, "unavailable", web.Response(
+                status=503, text=f"not recorded: {exc.message}\n")
         if done.unmatched:
-            return web.Response(status=404, text="no message or call with this SID\n")
-        return web.Response(status=204)
+            return kind, "unmatched", web.Response(
+                status=404, text="no message or call with this SID\n")
+        return kind, "duplicate" if done.duplicates else "recorded", web.Response(status=204)
+
+    async def status(request: web.Request) -> web.Response:
+        began = time.perf_counter()
+        kind, result, response = await answer(request)
+        metrics.callback(kind, result, time.perf_counter() - began)
+        return response
 
     app = web.Application(client_max_size=64 * 1024)
     app.router.add_post(STATUS_PATH, status)

@@ -22,6 +22,7 @@ new peer) and writes through `Journal.record`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from incident.delivery import ProgressFn
 from incident.response.bounces import Bounces
@@ -38,7 +39,10 @@ from incident.response.results import NoticeResult, Result, SendResult, StartRes
 from incident.response.sending import Sending
 from incident.response.warnings import Assessment, Warnings
 from incident.settings import Runtime
-from incident.store import Store
+from incident.store import Store, deliveries
+
+if TYPE_CHECKING:  # prometheus_client is imported by the commands that serve metrics
+    from incident.metrics.prometheus import Exporter
 
 
 class Response:
@@ -96,6 +100,30 @@ class Response:
         after.report.failed += first.failed
         after.report.fallbacks += first.fallbacks
         return SendResult(report=after.report, incident_id=sent.incident_id, notes=notes)
+
+    def work(self, ref: str | None = None, *,
+             progress: ProgressFn | None = None) -> SendResult:
+        """`incident deliver` as a worker: `deliver` again whenever messages are queued, until
+        SIGINT/SIGTERM (see worker.py)."""
+        from incident.response.worker import work
+
+        return work(lambda: self.deliver(ref, progress=progress))
+
+    def serve_metrics(self, *, host: str, port: int) -> Exporter:
+        """Serve this process's metrics at http://host:port/metrics (Prometheus' text format):
+        what its dispatchers and receipts server do, and the outbox's queues read at each
+        scrape. Raises an IncidentError (exit 1) when the port is taken."""
+        from incident.metrics import prometheus
+
+        store = self.journal.store
+
+        def depths() -> list[tuple[str, str, int]]:
+            with store.read() as conn:
+                return deliveries.queue_depths(conn)
+
+        exporter = prometheus.serve(host, port, depths=depths)
+        self.sending.metrics = self.receipts.metrics = exporter.metrics
+        return exporter
 
     def act_on_warning(self, assessed: Assessment, *,
                        queue_only: bool = False) -> NoticeResult | None:

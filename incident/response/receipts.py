@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from incident.errors import ConfigInvalid
+from incident.metrics import NO_METRICS, Metrics
 from incident.response.journal import Journal
 from incident.response.results import Result
 from incident.settings import secret
@@ -29,6 +30,7 @@ class Receipts:
 
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
+        self.metrics: Metrics = NO_METRICS  # told every callback `serve` answers
 
     def serve(self, *, host: str, port: int, ready: Callable[[str, int], None],
               tick: Callable[[], None] | None = None) -> Result:
@@ -49,7 +51,7 @@ class Receipts:
             raise ConfigInvalid("the environment variable TWILIO_AUTH_TOKEN is not set: it "
                                 "checks the callbacks' signatures")
         app = server.make_app(self.journal.store, auth_token=token, callback_url=callback,
-                              now=rt.clock.now)
+                              now=rt.clock.now, metrics=self.metrics)
         asyncio.run(server.serve(app, host, port, ready, tick=tick,
                                  every=rt.settings.receipts.escalate_every.total_seconds()))
         return Result()

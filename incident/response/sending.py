@@ -17,6 +17,7 @@ from incident.channels import Channel
 from incident.channels.factory import build_channels, concurrency
 from incident.composer import Composer
 from incident.delivery import DeliveryPolicy, DeliveryReport, Dispatcher, ProgressFn, Tally
+from incident.metrics import NO_METRICS, Metrics
 from incident.models import Event, EventType
 from incident.payloads import DeliveryRerouted
 from incident.response.journal import Journal
@@ -37,6 +38,7 @@ class Sending:
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
         self.rt = journal.rt
+        self.metrics: Metrics = NO_METRICS  # told what every dispatcher of this process does
 
     def send(self, result: NoticeResult, *, queue_only: bool = False,
              progress: ProgressFn | None = None) -> SendResult:
@@ -95,7 +97,7 @@ class Sending:
         composer = Composer(self.rt, self.journal.renderer, {})
         policy = DeliveryPolicy.from_settings(self.rt.settings.delivery, concurrency(self.rt))
         dispatcher = Dispatcher(self.journal.store, composer, build_channels(self.rt),
-                                policy=policy, clock=self.rt.clock)
+                                policy=policy, clock=self.rt.clock, metrics=self.metrics)
         first_sent = asyncio.Event()
         runs: list[DeliveryReport] = []
 
@@ -165,7 +167,7 @@ class Sending:
         policy = policy or DeliveryPolicy.from_settings(self.rt.settings.delivery,
                                                         concurrency(self.rt))
         dispatcher = Dispatcher(self.journal.store, composer, channels or build_channels(self.rt),
-                                policy=policy, clock=self.rt.clock)
+                                policy=policy, clock=self.rt.clock, metrics=self.metrics)
         report = asyncio.run(dispatcher.run(incident_id=incident_id, progress=progress))
         return SendResult(report=report, incident_id=incident_id, notes=notes)
 
