@@ -45,8 +45,8 @@ from _common import (
 )
 
 sys.path.insert(0, str(REPO_ROOT))
-import aiohttp  # noqa: E402
-from twilio.request_validator import RequestValidator  # noqa: E402
+import aiohttp
+from twilio.request_validator import RequestValidator
 
 TOKEN = "bench-auth-token-0123456789abcdef"
 PUBLIC = "https://notify.example.com"
