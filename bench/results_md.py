@@ -23,6 +23,8 @@ BENCHES = [
     ("first_notice_sms", "the same, every customer with a phone number too"),
     ("start_memory", "`incident start` memory with a large audience"),
     ("report", "`incident report` over 1,000,000 delivery rows"),
+    ("receipts", "`receipts serve`: signed Twilio status callbacks per second, p50/p99"),
+    ("bounces", "Bounce ingest: DSNs per second from an mbox of 100,000"),
 ]
 
 # Why a target is missed, by the start of its name: written by people, from the profiles in

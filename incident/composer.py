@@ -95,8 +95,10 @@ class Composer:
                               message_id=row.message_id, date=self._date())
         if self._signer is not None:
             data = self._signer.sign(data)
-        return EmailOut(ref=message_ref(row), sender=template.envelope_sender, data=data,
-                        recipients=(to,))
+        # VERP (bounces.verp_domain): the return path names this row, so any bounce matches.
+        sender = (self.rt.settings.bounces.verp_address(row.idempotency_key)
+                  or template.envelope_sender)
+        return EmailOut(ref=message_ref(row), sender=sender, data=data, recipients=(to,))
 
     def call(self, row: OutboxRow, lang: str, script: str) -> VoiceOut:
         """The call reading `script` in the voice channels.voice.voices gives `lang`."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from typing import Literal
 
 from pydantic import Field, field_validator
 
@@ -40,8 +41,34 @@ class ReceiptsSettings(Strict):
         return f"{self.public_url}/twilio/status" if self.public_url else None
 
 
+class ImapSettings(Strict):
+    """The mailbox `incident bounces ingest --imap` reads (read-only: nothing is flagged,
+    moved or deleted); the password only from the environment variable `password_env`."""
+
+    host: str = Field(min_length=1)
+    port: int | None = Field(default=None, ge=1, le=65535)  # None: 993 implicit TLS, else 143
+    user: str = Field(min_length=1)
+    mailbox: str = Field(default="INBOX", min_length=1)
+    tls: Literal["implicit", "starttls", "none"] = "implicit"
+    password_env: str = "BOUNCES_IMAP_PASSWORD"
+    timeout: float = Field(default=30.0, gt=0)  # seconds per network operation
+
+    @property
+    def port_or_default(self) -> int:
+        """The port to connect to."""
+        return self.port or (993 if self.tls == "implicit" else 143)
+
+
 class BounceSettings(Strict):
-    """Reading email bounces (`incident bounces ingest`)."""
+    """Reading email bounces (`incident bounces ingest`) and the VERP return path of sending."""
 
     # A bounce sent to `<verp_prefix>+<idempotency key>@domain` (VERP) is about that message.
     verp_prefix: str = Field(default="bounce", pattern=r"^[A-Za-z0-9._-]{1,32}$")
+    # Set: every email is sent with envelope MAIL FROM <verp_prefix>+<key>@<verp_domain>, so
+    # that a bounce names its message even when it returns no headers. None: the From address.
+    verp_domain: str | None = Field(default=None, pattern=r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+    imap: ImapSettings | None = None
+
+    def verp_address(self, key: str) -> str | None:
+        """The envelope sender of the email whose idempotency key is `key` (None: no VERP)."""
+        return f"{self.verp_prefix}+{key}@{self.verp_domain}" if self.verp_domain else None

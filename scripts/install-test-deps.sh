@@ -5,6 +5,7 @@
 #   - Prism, the OpenAPI mock server for the Twilio API      -> npm, into .cache/prism (no root needed)
 #   - headless Chromium, to open the HTML report             -> Debian package chromium
 #   - a Chinese font, so zh-CN report screenshots show text  -> Debian package fonts-wqy-microhei
+#   - Dovecot, the IMAP server for `bounces ingest --imap`    -> Debian package dovecot-imapd
 #
 # Idempotent and fast when everything is present (no apt-get update then).
 # As root it installs what is missing; otherwise it prints what to install and exits 2.
@@ -50,6 +51,10 @@ have_cjk_font() {
     fi
 }
 
+have_dovecot() {
+    command -v dovecot >/dev/null 2>&1 || [[ -x /usr/sbin/dovecot ]]
+}
+
 have_prism() {
     [[ -x "$PRISM_BIN" ]]
 }
@@ -64,6 +69,7 @@ have_pg || apt_pkgs+=(postgresql-15)
 have_smtp_sink || apt_pkgs+=(postfix)
 have_chromium || apt_pkgs+=(chromium)
 have_cjk_font || apt_pkgs+=(fonts-wqy-microhei)
+have_dovecot || apt_pkgs+=(dovecot-imapd)
 # Tools the tests call directly: certificates for the TLS tests, fc-list for the font check.
 command -v openssl >/dev/null 2>&1 || apt_pkgs+=(openssl)
 command -v fc-list >/dev/null 2>&1 || apt_pkgs+=(fontconfig)
@@ -103,6 +109,9 @@ if ((${#apt_pkgs[@]})); then
         # Belt and braces: if a daemon got started anyway, stop it (we only need the binaries).
         if [[ " ${apt_pkgs[*]} " == *" postfix "* ]] && command -v postfix >/dev/null 2>&1; then
             postfix status >/dev/null 2>&1 && postfix stop >/dev/null 2>&1 || true
+        fi
+        if [[ " ${apt_pkgs[*]} " == *" dovecot-imapd "* ]] && command -v doveadm >/dev/null 2>&1; then
+            doveadm stop >/dev/null 2>&1 || true  # the tests start their own, on their own port
         fi
         if [[ " ${apt_pkgs[*]} " == *" postgresql-15 "* ]] && command -v pg_ctlcluster >/dev/null 2>&1; then
             pg_ctlcluster 15 main stop >/dev/null 2>&1 || true
@@ -153,5 +162,6 @@ have_pg || { log "PostgreSQL server binaries (initdb, pg_ctl) still not found"; 
 have_smtp_sink || { log "smtp-sink still not found (expected /usr/sbin/smtp-sink)"; fail=1; }
 have_chromium || { log "chromium still not found"; fail=1; }
 have_cjk_font || { log "no Chinese font found (fonts-wqy-microhei)"; fail=1; }
+have_dovecot || { log "dovecot still not found (expected /usr/sbin/dovecot)"; fail=1; }
 have_prism || { log "prism still not found at $PRISM_BIN"; fail=1; }
 ((fail == 0)) || exit 1

@@ -18,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -525,6 +526,138 @@ def _gid(user: str) -> int:
     return pwd.getpwnam(user).pw_gid
 
 
+# --- Dovecot (a real IMAP server, for `bounces ingest --imap`) ---------------------------------
+
+
+@dataclass
+class DovecotServer:
+    """A Dovecot IMAP server of its own on ``host:port`` (plain IMAP, no TLS), with one user
+    ``user``/``password`` whose mail is the Maildir ``run_dir/mail``; config and log in
+    ``base_dir``. ``stop()`` removes ``run_dir``."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    base_dir: Path
+    log_path: Path
+    process: subprocess.Popen[bytes] = field(repr=False)
+    run_dir: Path = field(repr=False, default=Path())
+
+    def stop(self) -> None:
+        _stop_process(self.process, group=False)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def _imap_greeting(port: int) -> bytes | None:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+            return s.recv(1024)
+    except OSError:
+        return None
+
+
+def _imap_login(port: int, user: str, password: str) -> bool:
+    """Whether a login succeeds: the auth process starts on demand and, on a busy machine,
+    the first logins after the greeting can fail "[UNAVAILABLE] Temporary authentication
+    failure" until it is ready."""
+    import imaplib
+
+    try:
+        conn = imaplib.IMAP4("127.0.0.1", port, timeout=10)
+    except OSError:
+        return False
+    try:
+        conn.login(user, password)
+        return True
+    except (imaplib.IMAP4.error, OSError):
+        return False
+    finally:
+        with contextlib.suppress(imaplib.IMAP4.error, OSError):
+            conn.logout()
+
+
+def start_dovecot(base_dir: Path, *, user: str = "bounces", password: str = "s3cret-imap",
+                  timeout: float = 30) -> DovecotServer:
+    """Run ``dovecot -F -c CONF`` (foreground) with a config written here: IMAP only on
+    127.0.0.1, no SSL, plaintext login allowed, passdb/userdb a passwd-file with one user whose
+    mail is a Maildir (see `DovecotServer`). As root (Dovecot drops privileges to its own users from
+    Debian's package) the mail belongs to ``nobody``. Waits for the ``* OK`` greeting."""
+    binary = shutil.which("dovecot") or "/usr/sbin/dovecot"
+    if not Path(binary).exists():
+        raise RuntimeError("dovecot not found. It comes with Debian's dovecot-imapd package: "
+                           + INSTALL_HINT)
+    base_dir = Path(base_dir)
+    base_dir.mkdir(parents=True, exist_ok=True)
+    # What Dovecot's unprivileged processes open (passwd-file, mail, UNIX sockets) lives in a
+    # short directory of its own outside pytest's basetemp: another pytest session resets
+    # /tmp/pytest-of-<user> to 0700 (logins then fail "temporarily"), and a UNIX socket path
+    # has at most 107 bytes. Config and log (read/written as root) stay in base_dir.
+    run_dir = Path(tempfile.mkdtemp(prefix="dovecot-"))
+    run_dir.chmod(0o755)
+    for folder in ("state", "mail"):
+        (run_dir / folder).mkdir()
+    owner = "nobody" if _is_root() else None
+    uid, gid = (_uid(owner), _gid(owner)) if owner else (os.getuid(), os.getgid())
+    if owner:
+        shutil.chown(run_dir / "mail", owner)
+    (run_dir / "passwd").write_text(
+        f"{user}:{{PLAIN}}{password}:{uid}:{gid}::{run_dir / 'mail'}\n")
+    (run_dir / "passwd").chmod(0o644)
+    log_path = base_dir / "dovecot.log"
+    last_error = ""
+    for _attempt in range(PORT_ATTEMPTS):
+        port = free_port()
+        conf = base_dir / "dovecot.conf"
+        conf.write_text(f"""protocols = imap
+listen = 127.0.0.1
+base_dir = {run_dir}
+state_dir = {run_dir}/state
+log_path = {log_path}
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+first_valid_uid = {min(uid, 100)}
+mail_location = maildir:{run_dir}/mail
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {run_dir}/passwd
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%u {run_dir}/passwd
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+""" + ("" if owner else f"default_login_user = {os.environ.get('USER', 'nobody')}\n"
+       f"default_internal_user = {os.environ.get('USER', 'nobody')}\n"))
+        with open(base_dir / "dovecot.out", "wb") as out:
+            proc = subprocess.Popen([binary, "-F", "-c", str(conf)], cwd=base_dir,
+                                    stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None:
+            greeting = _imap_greeting(port) if _listens_on(proc.pid, port) else None
+            if greeting and greeting.startswith(b"* OK") and _imap_login(port, user, password):
+                return DovecotServer("127.0.0.1", port, user, password, base_dir, log_path,
+                                     proc, run_dir)
+            time.sleep(0.1)
+        _stop_process(proc, group=False)
+        last_error = (f"exit code {proc.returncode}\n{_tail(base_dir / 'dovecot.out')}\n"
+                      f"{_tail(log_path)}")
+        if "in use" not in last_error:
+            break
+    shutil.rmtree(run_dir, ignore_errors=True)
+    raise RuntimeError(f"Dovecot did not start on 127.0.0.1: {last_error}")
+
+
 # --- Prism -------------------------------------------------------------------------------------
 
 
@@ -678,4 +811,46 @@ def start_chat_server() -> ChatServer:
     server._thread.start()
     if not ready.wait(10):
         raise RuntimeError("the chat webhook server did not start")
+    return server
+
+
+# --- an SMTP server that keeps each envelope (aiosmtpd, in this process) ----------------------
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What one SMTP transaction carried: MAIL FROM, RCPT TO and the message bytes."""
+
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    data: bytes
+
+
+class EnvelopeServer:
+    """An aiosmtpd server on 127.0.0.1 (no TLS, no AUTH) keeping every envelope it accepts."""
+
+    def __init__(self) -> None:
+        from counting_smtp import _LocalController
+
+        self.envelopes: list[Envelope] = []
+        self._controller = _LocalController(self, hostname="127.0.0.1", port=0)
+        self.host = "127.0.0.1"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.envelopes.append(Envelope(str(envelope.mail_from), tuple(envelope.rcpt_tos),
+                                       bytes(envelope.original_content or envelope.content)))
+        return "250 2.0.0 Ok: queued"
+
+    @property
+    def port(self) -> int:
+        return int(self._controller.port)
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+
+def start_envelope_smtp() -> EnvelopeServer:
+    """An `EnvelopeServer` listening on a port the OS picked."""
+    server = EnvelopeServer()
+    server._controller.start()
     return server

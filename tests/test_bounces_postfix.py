@@ -5,10 +5,12 @@ notice by its Message-ID — and a message sent with a VERP return path by its k
 
 from __future__ import annotations
 
+import email
 import smtplib
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,3 +110,33 @@ def test_postfix_delay_warning_is_a_soft_bounce(sqlite_ws: Workspace, tmp_path: 
     assert (bounce["severity"], bounce["action"], bounce["matched_by"]) == (
         "soft", "delayed", "message-id")
     assert bounce["status"].startswith("4.") and bounce["outbox"]["incident"] == iid
+
+
+def test_postfix_bounce_of_a_verp_sent_notice_matched_by_its_key(
+        sqlite_ws: Workspace, postfix: servers.PostfixServer, tmp_path: Path) -> None:
+    """With bounces.verp_domain, `incident start` sends each notice with MAIL FROM
+    bounce+<key>@example.com: Postfix returns its DSN to that address, and the DSN matches by
+    that key alone — also when the returned message is cut off, as some MTAs do."""
+    def edit(cfg: dict[str, Any]) -> None:
+        cfg.setdefault("bounces", {})["verp_domain"] = "example.com"
+    sqlite_ws.configure(edit)
+    sqlite_ws.use_smtp(postfix.port, connections=1)
+    sqlite_ws.write_customers(CUSTOMERS)
+    iid = str(sqlite_ws.json("start", "core-banking-outage", "--title", "Core down")["id"])
+    dsns = _wait_for(postfix.maildir, 2, postfix.log_path)
+    keys = {idempotency_key(iid, 1, ref, "email") for ref in ("c1", "c2")}
+    assert {email.message_from_bytes(p.read_bytes())["Delivered-To"] for p in dsns} == {
+        f"bounce+{key}@example.com" for key in keys}
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    for n, path in enumerate(dsns):
+        dsn = email.message_from_bytes(path.read_bytes())
+        payload = dsn.get_payload()
+        assert isinstance(payload, list)
+        dsn.set_payload([p for p in payload if p.get_content_type() not in (
+            "message/rfc822", "text/rfc822-headers")])
+        (cut / f"{n}.eml").write_bytes(dsn.as_bytes())
+    data = sqlite_ws.json("bounces", "ingest", str(cut))
+    assert data["unmatched"] == [] and len(data["matched"]) == 2
+    assert {m["matched_by"] for m in data["matched"]} == {"verp"}
+    assert {m["outbox"]["customer"] for m in data["matched"]} == {"c1", "c2"}

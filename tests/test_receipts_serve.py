@@ -157,3 +157,58 @@ def test_missing_configuration_is_bad_input_and_names_what_to_set(
     refused = ws.run("receipts", "serve", code=2)
     assert "public_url" in refused.stderr and "pw" not in refused.output
     assert "Traceback" not in refused.output
+
+
+def test_concurrent_callbacks_share_commits_and_each_gets_its_own_answer(
+        sqlite_ws: Workspace) -> None:
+    """The app in this process on a real SQLite file: 60 callbacks in flight at once are
+    committed in fewer write transactions than callbacks (group commit), each answered after
+    its own outcome (204 recorded, 404 unknown SID) and every known one stored."""
+    import asyncio
+
+    import aiohttp
+    from aiohttp import web
+
+    from incident.inbound.server import STATUS_PATH, make_app
+
+    sids = [f"SM{i}" for i in range(50)]
+    store, _ = sent_sms(sqlite_ws.db, sids)
+    writes = 0
+    write = store.write
+
+    def counted() -> Any:
+        nonlocal writes
+        writes += 1
+        return write()
+
+    store.write = counted  # type: ignore[method-assign]
+    app = make_app(store, auth_token=TOKEN, callback_url=CALLBACK, now=lambda: NOW)
+    forms = [sms(sid, "delivered") for sid in sids] + [
+        sms(f"SMX{i}", "delivered") for i in range(10)]
+
+    async def run() -> list[int]:
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        try:
+            async with aiohttp.ClientSession() as session:
+                async def post(form: dict[str, str]) -> int:
+                    sign = RequestValidator(TOKEN).compute_signature(CALLBACK, form)
+                    async with session.post(f"http://127.0.0.1:{port}{STATUS_PATH}",
+                                            data=form, headers={"X-Twilio-Signature": sign},
+                                            timeout=aiohttp.ClientTimeout(total=60)) as answer:
+                        return answer.status
+                return list(await asyncio.gather(*(post(f) for f in forms)))
+        finally:
+            await runner.cleanup()
+
+    try:
+        answers = asyncio.run(run())
+        assert answers == [204] * 50 + [404] * 10
+        assert 1 <= writes < len(forms), writes
+        assert len(stored(store)) == 50
+        assert all(settled(store, sid) == ("delivered", None) for sid in sids)
+    finally:
+        store.close()

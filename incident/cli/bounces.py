@@ -21,22 +21,28 @@ def bounces() -> None:
 
 
 @bounces.command("ingest")
-@click.argument("paths", metavar="PATH...", nargs=-1, required=True,
-                type=click.Path(path_type=str))
+@click.argument("paths", metavar="PATH...", nargs=-1, type=click.Path(path_type=str))
+@click.option("--imap", is_flag=True, help="Read the IMAP mailbox bounces.imap configures "
+              "(read-only: nothing flagged, moved or deleted).")
 @pass_app
-def ingest(app: App, paths: tuple[str, ...]) -> None:
-    """Read bounces from message files, directories of .eml files, mbox files or Maildirs;
-    classify each (5.x.x hard, 4.x.x or delayed soft) and match it to the email it is about
-    by the original Message-ID or the VERP return path. A bounce that matches nothing is
-    listed and left alone. Exit 2 when a message could not be read (the others are).
+def ingest(app: App, paths: tuple[str, ...], imap: bool) -> None:
+    """Read bounces from message files, directories of .eml files, mbox files or Maildirs
+    (or with --imap the configured IMAP mailbox); classify each (5.x.x hard, 4.x.x or delayed
+    soft) and match it to the email it is about by the original Message-ID or the VERP return
+    path. A bounce that matches nothing is listed and left alone. Exit 2 when a message could
+    not be read (the others are); exit 1 when the IMAP server, login or mailbox is refused.
 
     \b
     Example:
       incident bounces ingest ~/Maildir/.Bounces bounces.mbox
+      BOUNCES_IMAP_PASSWORD=... incident bounces ingest --imap
     """
     from pathlib import Path
 
-    result = app.response.bounces.ingest([Path(p) for p in paths])
+    if bool(paths) == imap:
+        raise click.UsageError("give PATH... or --imap (one of them)")
+    result = (app.response.bounces.ingest_imap() if imap
+              else app.response.bounces.ingest([Path(p) for p in paths]))
     _show(app, result)
     app.conclude(result)
 

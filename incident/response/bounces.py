@@ -22,10 +22,11 @@ from incident.bounces import (
     parse_bounce,
     read_sources,
 )
-from incident.errors import ExitCode
+from incident.errors import ConfigInvalid, ExitCode, Location
 from incident.models import ReceiptState
 from incident.response.journal import Journal
 from incident.response.results import Result
+from incident.settings import secret
 from incident.store import mailed, receipts
 from incident.store.mailed import MailedRow
 from incident.store.receipts import Receipt
@@ -87,10 +88,30 @@ class Bounces:
     def ingest(self, paths: Sequence[Path]) -> BounceIngest:
         """Parse every message of `paths` (files, .eml directories, mbox, Maildir) and match
         each failure it reports to the email it is about."""
+        return self._ingest(read_sources(paths))
+
+    def ingest_imap(self) -> BounceIngest:
+        """The same for every message of the IMAP mailbox `bounces.imap` configures (read
+        only: nothing flagged, moved or deleted); ImapError (exit 1) when it cannot be read."""
+        from incident.bounces.imap import read_imap
+
+        config = self.rt.settings.bounces.imap
+        where = str(self.rt.config_path or "built-in defaults")
+        if config is None:
+            raise ConfigInvalid("no IMAP mailbox configured",
+                                problems=[(Location(where, None, "bounces.imap"), "missing")],
+                                hint="add bounces.imap: {host, user, mailbox} to incident.yaml")
+        password = secret(config.password_env)
+        if password is None:
+            raise ConfigInvalid(f"the IMAP password is not set: ${config.password_env} is empty",
+                                problems=[(Location(where, None, "bounces.imap.password_env"),
+                                           f"${config.password_env} not set")])
+        return self._ingest(read_imap(config, password))
+
+    def _ingest(self, messages: Iterator[SourceMessage]) -> BounceIngest:
         prefix = self.rt.settings.bounces.verp_prefix
         result = BounceIngest()
         seen: set[str] = set()
-        messages = read_sources(paths)
         while chunk := list(islice(messages, CHUNK)):
             parsed: list[tuple[str, ParsedBounce]] = []
             for source in chunk:

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -87,10 +87,9 @@ def record(conn: Connection, receipts: Iterable[Receipt], *, now: datetime) -> R
                         reason=receipt.code, now=now)
         if row.receipt is None or order_key(receipt.state, receipt.provider_at) > order_key(
                 row.receipt, row.receipt_at):
-            o = schema.outbox
-            conn.execute(update(o).where(o.c.id == row.id).values(
-                receipt=receipt.state.value, receipt_code=receipt.code,
-                receipt_at=_db_time(conn, receipt.provider_at)))
+            conn.execute(_SETTLE, {"row_id": row.id, "receipt": receipt.state.value,
+                                   "receipt_code": receipt.code,
+                                   "receipt_at": _db_time(conn, receipt.provider_at)})
             done.changed.append(row.id)
     return done
 
@@ -106,34 +105,44 @@ def known(conn: Connection, refs: Iterable[str]) -> set[str]:
     return found
 
 
+# The statements of `record`, built once: building them per receipt (select/where/values,
+# their cache keys) cost more than executing them (a profile of `receipts serve`).
+_o, _r = schema.outbox, schema.receipts
+_ROW = select(_o.c.id, _o.c.channel, _o.c.address, _o.c.provider_ref, _o.c.receipt,
+              _o.c.receipt_at).limit(1)
+_ROW_BY = {"id": _ROW.where(_o.c.id == bindparam("v")),
+           "ref": _ROW.where(_o.c.provider_ref == bindparam("v")),
+           "mid": _ROW.where(_o.c.message_id == bindparam("v"))}
+_ROW_BY_PG = {k: q.with_for_update() for k, q in _ROW_BY.items()}
+_INSERT = {name: dml(_r).on_conflict_do_nothing().returning(_r.c.id)
+           for name, dml in (("sqlite", sqlite_insert), ("postgresql", postgresql_insert))}
+_SETTLE = update(_o).where(_o.c.id == bindparam("row_id"))
+
+
 def _row(conn: Connection, receipt: Receipt) -> Any:
-    o = schema.outbox
-    query = select(o.c.id, o.c.channel, o.c.address, o.c.provider_ref, o.c.receipt,
-                   o.c.receipt_at)
+    value: int | str
     if receipt.outbox_id is not None:
-        query = query.where(o.c.id == receipt.outbox_id)
+        by, value = "id", receipt.outbox_id
     elif receipt.provider_ref:
-        query = query.where(o.c.provider_ref == receipt.provider_ref)
+        by, value = "ref", receipt.provider_ref
     elif receipt.message_id:
-        query = query.where(o.c.message_id == receipt.message_id)
+        by, value = "mid", receipt.message_id
     else:
         return None
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()  # receipt servers side by side settle a row in turn
-    return conn.execute(query.limit(1)).first()
+    # On PostgreSQL receipt servers side by side settle a row in turn (FOR UPDATE).
+    queries = _ROW_BY_PG if conn.dialect.name == "postgresql" else _ROW_BY
+    return conn.execute(queries[by], {"v": value}).first()
 
 
 def _insert(conn: Connection, receipt: Receipt, row: Any, now: datetime) -> bool:
-    r = schema.receipts
-    insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    result = conn.execute(insert(r).on_conflict_do_nothing().values(
-        outbox_id=row.id,
-        provider_ref=(receipt.provider_ref or receipt.message_id or row.provider_ref
-                      or f"#{row.id}")[:200],
-        state=receipt.state.value, status=receipt.status[:40], code=receipt.code,
-        provider_at=_db_time(conn, receipt.provider_at),
-        received_at=_db_time(conn, now),
-        source=receipt.source).returning(r.c.id))
+    result = conn.execute(_INSERT[conn.dialect.name], {
+        "outbox_id": row.id,
+        "provider_ref": (receipt.provider_ref or receipt.message_id or row.provider_ref
+                         or f"#{row.id}")[:200],
+        "state": receipt.state.value, "status": receipt.status[:40], "code": receipt.code,
+        "provider_at": _db_time(conn, receipt.provider_at),
+        "received_at": _db_time(conn, now),
+        "source": receipt.source})
     # RETURNING, not rowcount: the count PostgreSQL's driver reports for ON CONFLICT DO
     # NOTHING said 1 for a duplicate (tests/test_receipts_store.py).
     return result.first() is not None
