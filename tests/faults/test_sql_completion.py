@@ -7,10 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import create_engine, text
-
-from cli_fixtures import Workspace
 from test_sql_audience import QUERY, fill
 from test_start_completion import N, _complete, _scalar, _start_and_kill
+
+from cli_fixtures import Workspace
 
 
 def test_changed_rows_are_refused_and_the_same_rows_complete_the_notice(
