@@ -178,3 +178,30 @@ def test_audience_names_a_configured_query_and_still_takes_a_file(sqlite_ws: Wor
                                     name="one.csv")
     by_file = json.loads(start(sqlite_ws, crm, "--audience", str(csv)).stdout)
     assert by_file["audience"]["recipients"] == 1
+
+
+def test_rows_are_streamed_not_loaded(crm: str) -> None:
+    """A server-side cursor: reading 200,000 rows of ~200 bytes (~40 MB as Python objects)
+    holds a few batches at a time, not the result."""
+    import tracemalloc
+
+    n = 200_000
+    series = ("SELECT g FROM generate_series(1, :n) AS g" if crm.startswith("postgresql")
+              else "WITH RECURSIVE s(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM s WHERE g < :n) "
+                   "SELECT g FROM s")
+    engine = create_engine(crm)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE big (id TEXT, name TEXT)"))
+        conn.execute(text(f"INSERT INTO big SELECT 'C' || g, :pad || g FROM ({series}) AS t"),
+                     {"n": n, "pad": "x" * 200})
+    engine.dispose()
+    rows = query_rows(crm, "SELECT id, name FROM big", label="big")
+    assert next(rows) == ("id", "name")
+    tracemalloc.start()
+    try:
+        read = sum(1 for _ in rows)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert read == n
+    assert peak < 15 * 2**20, f"{peak / 2**20:.0f} MB held while reading {n:,} rows"

@@ -47,15 +47,15 @@ def query_rows(url: str, query: str, *, label: str) -> Generator[tuple[Any, ...]
                 result = conn.execution_options(stream_results=True, yield_per=BATCH).execute(
                     text(query))
                 yield tuple(result.keys())
-                for partition in result.partitions():
+                # The size given here: without it, partitions() fetched the whole result at
+                # once (SQLAlchemy 2.1, psycopg) despite yield_per.
+                for partition in result.partitions(BATCH):
                     yield from map(tuple, partition)
             except DBAPIError as exc:
                 raise AudienceInvalid(f"audience {label}: the query failed on {shown}: "
                                       f"{_reason(exc, secret)}",
                                       hint="the query runs read-only: a single SELECT") from None
-            finally:
-                conn.rollback()  # nothing to keep: it only read
-    finally:
+    finally:  # the connection was closed (its transaction rolled back: it only read)
         engine.dispose()
 
 
