@@ -25,6 +25,8 @@ BENCHES = [
     ("report", "`incident report` over 1,000,000 delivery rows"),
     ("receipts", "`receipts serve`: signed Twilio status callbacks per second, p50/p99"),
     ("bounces", "Bounce ingest: DSNs per second from an mbox of 100,000"),
+    ("sql_audience", "SQL audiences (SQLite, PostgreSQL) vs CSV at 1,000,000 rows: rows/s, "
+                     "peak RSS"),
 ]
 
 # Why a target is missed, by the start of its name: written by people, from the profiles in

@@ -108,6 +108,11 @@ class AudienceRecord(Record):
                                              description="audience.scan.Selection.record")
     recorder: str | None = None
     utf8_refusal: str | None = None
+    # A SQL audience (instead of `path`): its name, the environment variable holding the
+    # database URL (never the URL), and the query; `sha256` is then the rows' fingerprint.
+    name: str | None = None
+    url_env: str | None = None
+    query: str | None = None
 
 
 class ScopeBranch(Record):

@@ -303,6 +303,14 @@ class Limits(Strict):
     max_amount: int = Field(default=1_000_000_000, ge=1, le=10**15)  # manual log --amount
 
 
+class QueryAudience(Strict):
+    """A customer list read from a database: a single SELECT, run read-only, on the
+    SQLAlchemy URL held by the environment variable `url_env` (never in this file)."""
+
+    url_env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    query: str = Field(min_length=1)
+
+
 class Settings(Strict):
     """The validated contents of incident.yaml."""
 
@@ -313,7 +321,9 @@ class Settings(Strict):
     database: str | None = None
     playbooks_dir: str = "playbooks"
     templates_dir: str = "templates"
-    audiences: dict[str, str] = Field(default_factory=lambda: {"customers": "customers.csv"})
+    # An audience is a CSV file, or a query (QueryAudience).
+    audiences: dict[str, str | QueryAudience] = Field(
+        default_factory=lambda: dict[str, "str | QueryAudience"](customers="customers.csv"))
     default_audience: str = "customers"
     phone_region: str = Field(default="CN", pattern=r"^[A-Z]{2}$")
     channels: Channels

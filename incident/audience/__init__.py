@@ -1,4 +1,5 @@
-"""Customer lists (CSV) → validated recipients; filters and urgent-first order.
+"""Customer lists (CSV, or a database query) → validated recipients; filters and
+urgent-first order.
 
 Two ways to read a list, with the same validation and the same problems reported:
 
@@ -23,6 +24,8 @@ The modules, each one job (each imports only those above it):
   priorities);
 - `reading`: the file's lines (UTF-8, long lines, digest) → CSV records → rows, and the
   list API;
+- `query`: a SQL audience (`QuerySource`): the statement checked, rows streamed read-only
+  (store/readonly.py) into the same validation, and their fingerprint;
 - `scan`: `Selection`, `scan_audience` and the `RecipientSpool`.
 """
 
@@ -43,6 +46,12 @@ from incident.audience.model import (
     Recipient,
     RowProblem,
     wants_call,
+)
+from incident.audience.query import (
+    QuerySource,
+    configured_audience,
+    given_audience,
+    refuse_statement,
 )
 from incident.audience.reading import MAX_LINE_BYTES, iter_audience, load_audience
 from incident.audience.rows import normalize_language
@@ -68,13 +77,17 @@ __all__ = [
     "AudienceScan",
     "ContactChecks",
     "Customer",
+    "QuerySource",
     "Recipient",
     "RecipientSpool",
     "RowProblem",
     "Selection",
+    "configured_audience",
+    "given_audience",
     "iter_audience",
     "load_audience",
     "normalize_language",
+    "refuse_statement",
     "scan_audience",
     "select",
     "wants_call",

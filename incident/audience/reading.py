@@ -25,6 +25,7 @@ from incident.audience.model import (
     _KeptRow,
     _Problems,
 )
+from incident.audience.query import QuerySource, _query_rows
 from incident.audience.rows import _RowParser, normalize_language
 from incident.errors import AudienceInvalid, Location
 
@@ -37,10 +38,11 @@ MAX_LINE_BYTES = 1 << 20
 _BLOCK_BYTES = 1 << 20  # read and decode this much at a time (≤ MAX_LINE_BYTES: see _Lines)
 
 
-def load_audience(path: Path, *, default_language: str = "zh-CN",
+def load_audience(path: Path | QuerySource, *, default_language: str = "zh-CN",
                   default_region: str = "CN", checks: ContactChecks | None = None
                   ) -> AudienceLoad:
-    """Read a whole customer CSV; raise AudienceInvalid if it cannot be used at all."""
+    """Read a whole customer list (CSV, or a query); raise AudienceInvalid if it cannot be
+    used at all."""
     display = str(path)
     customers: list[Customer] = []
     tally = _Problems(display)
@@ -58,7 +60,7 @@ def load_audience(path: Path, *, default_language: str = "zh-CN",
                         problem_count=tally.count, partial_rows=tally.partial_rows)
 
 
-def iter_audience(path: Path, *, default_language: str = "zh-CN",
+def iter_audience(path: Path | QuerySource, *, default_language: str = "zh-CN",
                   default_region: str = "CN", checks: ContactChecks | None = None
                   ) -> Iterator[Customer | RowProblem]:
     """Stream a customer CSV: per data row one Customer, or one or more RowProblems (a row
@@ -74,17 +76,22 @@ def iter_audience(path: Path, *, default_language: str = "zh-CN",
             yield from item
 
 
-def _rows(path: Path, *, default_language: str, default_region: str,
-          source: list[_Lines] | None = None, checks: ContactChecks | None = None,
+def _rows(path: Path | QuerySource, *, default_language: str, default_region: str,
+          source: list[Any] | None = None, checks: ContactChecks | None = None,
           refuse_utf8: Callable[[], str | None] | None = None
           ) -> Iterator[_Fields | list[RowProblem] | _KeptRow]:
     """Per data row its validated fields, its problems, or both (kept without a bad
     contact); raises AudienceInvalid when the file cannot be read as a customer list.
-    `source` receives the line reader (for its digest and size once the rows are read)."""
+    `source` receives the line reader (for its digest and size once the rows are read).
+    A query (QuerySource) is read by audience/query.py, with the same validation."""
     language = normalize_language(default_language)
     region = default_region.strip().upper()
     if region not in phonenumbers.SUPPORTED_REGIONS:
         raise ValueError(f"unknown phone region {default_region!r}")
+    if isinstance(path, QuerySource):
+        yield from _query_rows(path, language=language, region=region, digest=source,
+                               checks=checks, refuse_utf8=refuse_utf8)
+        return
     display = str(path)
     try:
         handle = path.open("rb")

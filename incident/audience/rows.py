@@ -68,6 +68,7 @@ class _RowParser:
         self.language = language
         self.region = region
         self.seen = _Seen()
+        self.unit = "line"  # what a row's number counts: a file's lines, a query's rows
         self.emails = _EmailCheck()
         self.languages: dict[str, str | ValueError] = {}
         # parse() appends "" to each row: a column the file lacks reads that cell.
@@ -133,7 +134,7 @@ class _RowParser:
             first = self.seen.first(ref, line)
             if first is not None:
                 problems.append(RowProblem(line, "id", f"duplicate id {ref!r} "
-                                                       f"(first on line {first})"))
+                                                       f"(first on {self.unit} {first})"))
         if not name:
             problems.append(RowProblem(line, "name", "empty name"))
 

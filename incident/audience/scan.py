@@ -22,7 +22,8 @@ from incident.audience.model import (
     _Problems,
     wants_call,
 )
-from incident.audience.reading import _Lines, _rows
+from incident.audience.query import QuerySource
+from incident.audience.reading import _rows
 from incident.errors import Location
 
 
@@ -104,7 +105,8 @@ class Selection:
 @dataclass
 class AudienceScan:
     """One pass over a customer list: counts, the first problems, the selected recipients
-    (spooled, urgent first) and the file's SHA-256 (what the rows were derived from)."""
+    (spooled, urgent first) and the file's SHA-256, or a query's fingerprint (the SHA-256 of
+    its rows): what the rows were derived from."""
 
     path: str
     rows_read: int
@@ -162,8 +164,8 @@ def _reaches(key: tuple[str, bool, bool, str, bool], channel: str, calls: str) -
     return has_phone
 
 
-def scan_audience(path: Path, selection: Selection, *, default_language: str = "zh-CN",
-                  default_region: str = "CN", spool: bool = True,
+def scan_audience(path: Path | QuerySource, selection: Selection, *,
+                  default_language: str = "zh-CN", default_region: str = "CN", spool: bool = True,
                   checks: ContactChecks | None = None,
                   refuse_utf8: Callable[[], str | None] | None = None) -> AudienceScan:
     """Validate, select and count a whole customer list in one streaming pass, spooling the
@@ -181,7 +183,7 @@ def scan_audience(path: Path, selection: Selection, *, default_language: str = "
     valid = selected = 0
     recipients = RecipientSpool() if spool else None
     matches = None if selection.is_all else selection.matches
-    source: list[_Lines] = []
+    source: list[Any] = []  # what read the rows: its digest and size
     refusal: list[str | None] = []  # the answer of refuse_utf8, if it was asked
 
     def ask() -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from incident.audience import ContactChecks
+from incident.audience.model import ContactChecks
 from incident.channels.base import Channel
 from incident.channels.file import FileChannel
 from incident.errors import ConfigInvalid, Location

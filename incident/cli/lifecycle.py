@@ -130,7 +130,8 @@ def _list_failures(app: App, incident_id: str) -> None:
 @click.option("--no-manual-channel", "no_manual", is_flag=True,
               help="Do not open the manual channel yet (incident manual open, later).")
 @click.option("--audience", metavar="FILE", type=click.Path(dir_okay=False),
-              help="Customer CSV (default: the config's default audience).")
+              help="Customer CSV, or an audience named in the config (default: the "
+                   "config's default audience).")
 @click.option("--drill", is_flag=True, help="An exercise: only the drill audience is notified.")
 @click.option("--dry-run", is_flag=True,
               help="Render and count everything; record and send nothing.")

@@ -22,11 +22,12 @@ never half a notice that nobody completes:
 A notice is complete when its rows on its channels number its recorded message count. If the
 process dies during step 3, the notice is on record but not complete: `incident deliver` (and
 any later notice, which copies the first notice's rows) completes it first
-(`complete_notices`): it reads the audience file again, checks its SHA-256, derives the same
-rows and inserts the missing ones (rows already there are skipped, so two processes completing
-at once cannot clash). `deliver` leaves a notice to its recording process while that lives:
-on this host, while its pid does; on another, for `delivery.stale_claim` after the declaration
-(as for a claim). If the file is gone or changed, it says so and what is missing.
+(`complete_notices`): it reads the audience file again (a SQL audience: runs its query again),
+checks its SHA-256 (a query's: of its rows), derives the same rows and inserts the missing
+ones (rows already there are skipped, so two processes completing at once cannot clash).
+`deliver` leaves a notice to its recording process while that lives: on this host, while its
+pid does; on another, for `delivery.stale_claim` after the declaration (as for a claim). If the
+file is gone or changed (or the query's rows are), it says so and what is missing.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from datetime import datetime
 from itertools import islice
 from pathlib import Path
 
-from incident.audience import Recipient, RecipientSpool, Selection, scan_audience
+from incident.audience import QuerySource, Recipient, RecipientSpool, Selection, scan_audience
 from incident.channels.factory import contact_checks
 from incident.errors import AudienceInvalid, IncidentError, Location, StorageError
 from incident.notices import rows_for_customers, sender_domain
@@ -175,12 +176,20 @@ def _complete_notice(store: Store, rt: Runtime, incident_id: str, *,
     if not strict and (_alive_here(recorder) or elsewhere):
         return (f"{incident_id}: notice #1 is being recorded by {recorder} "
                 f"({recorded:,} of {total:,} messages so far)")
-    path = Path(audience["path"])
+    path: Path | QuerySource
+    if audience.get("query"):  # a SQL audience: the same query, its URL from the environment
+        path = QuerySource(name=str(audience.get("name")), url_env=str(audience["url_env"]),
+                           query=str(audience["query"]))
+        what = "the query's rows"
+    else:
+        path = Path(audience["path"])
+        what = "the file"
     missing = (f"{incident_id}: notice #1 has {recorded:,} of its {total:,} messages "
                f"recorded, and the rest cannot be derived from {path}")
-    hint = (f"put back the audience file it was declared with (SHA-256 "
-            f"{audience['sha256'][:16]}...), then run: incident deliver {short}")
-    if not path.is_file():
+    hint = (f"put back the audience {'data' if isinstance(path, QuerySource) else 'file'} it "
+            f"was declared with (SHA-256 {audience['sha256'][:16]}...), then run: "
+            f"incident deliver {short}")
+    if isinstance(path, Path) and not path.is_file():
         raise AudienceInvalid(f"{missing}: the file is not there", hint=hint,
                               problems=[(Location(str(path)), "no such file")])
     refusal = audience.get("utf8_refusal")  # as the start decided, not asked again
@@ -191,8 +200,8 @@ def _complete_notice(store: Store, rt: Runtime, incident_id: str, *,
     assert scan.spool is not None
     try:
         if scan.sha256 != audience["sha256"]:
-            raise AudienceInvalid(f"{missing}: the file has changed since", hint=hint,
-                                  problems=[(Location(str(path)), "SHA-256 differs")])
+            raise AudienceInvalid(f"{missing}: {what} changed since the notice was declared",
+                                  hint=hint, problems=[(Location(str(path)), "SHA-256 differs")])
         fallback = bool(data["playbook"]["notices"].get("fallback", False))
         calls = str(data["playbook"]["notices"].get("voice", {}).get("who", "none"))
         # The transports the notice was recorded for (not this config's, which may differ).

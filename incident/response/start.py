@@ -16,7 +16,14 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from incident.audience import AudienceScan, Selection, scan_audience
+from incident.audience import (
+    AudienceScan,
+    QuerySource,
+    Selection,
+    configured_audience,
+    given_audience,
+    scan_audience,
+)
 from incident.branches import Branch, load_branches, nearby_open, scope_branches
 from incident.channels.factory import contact_checks
 from incident.channels.twiml import call_seconds, calling_seconds
@@ -86,11 +93,12 @@ class Declaration:
         detected = self.journal.past(detected_at, now, "detected_at") if detected_at else now
         eta_at = self.journal.future(eta, now, "eta") if eta else None
         # A dry run reads the recipients too when it forecasts their SMS segments.
-        scan, selection = self._audience(book, audience, drill, regions, branches,
-                                         spool=not dry_run or "sms" in book.notices.channels)
+        scan, selection, source = self._audience(
+            book, audience, drill, regions, branches,
+            spool=not dry_run or "sms" in book.notices.channels)
         try:
             titles = {"title": title.strip(), **chinese_titles(title_zh, title_zh_hk)}
-            return self._declare(book, scan, selection, now=now, titles=titles, grade=grade,
+            return self._declare(book, scan, selection, source, now=now, titles=titles, grade=grade,
                                  detected=detected, eta_at=eta_at, affected=affected,
                                  regions=regions, branches=branches, branch_list=branch_list,
                                  drill=drill, manual=manual, dry_run=dry_run,
@@ -100,7 +108,8 @@ class Declaration:
                 scan.spool.close()
             raise
 
-    def _declare(self, book: Playbook, scan: AudienceScan, selection: Selection, *,
+    def _declare(self, book: Playbook, scan: AudienceScan, selection: Selection,
+                 source: Path | QuerySource, *,
                  now: datetime, titles: dict[str, str], grade: str, detected: datetime,
                  eta_at: datetime | None, affected: Sequence[str], regions: Sequence[str],
                  branches: Sequence[str], branch_list: str | None, drill: bool,
@@ -121,7 +130,7 @@ class Declaration:
             # recording them is interrupted (complete_notices).
             "audience": {"file": scan.path, "rows": scan.rows_read,
                          "skipped": scan.bad_rows, "selected": scan.selected,
-                         "path": str(Path(scan.path).resolve()), "sha256": scan.sha256,
+                         **_source_record(source), "sha256": scan.sha256,
                          "bytes": scan.size, "language": settings.default_language,
                          "phone_region": settings.phone_region,
                          "selection": selection.record(), "recorder": ob.worker_name()},
@@ -191,19 +200,19 @@ class Declaration:
 
     def _audience(self, book: Playbook, given: str | None, drill: bool,
                   regions: Sequence[str], branches: Sequence[str] = (), *,
-                  spool: bool = True) -> tuple[AudienceScan, Selection]:
+                  spool: bool = True) -> tuple[AudienceScan, Selection, Path | QuerySource]:
         """Read, validate and select the audience (one pass; see scan_audience)."""
         settings = self.rt.settings
         if given:
-            path = Path(given)
+            path = given_audience(self.rt, given)
         elif drill:
             if "drill" not in settings.audiences:
                 raise BadInput("a drill needs a drill audience",
                                hint="add audiences: {drill: drill.csv} to incident.yaml, "
                                     "or give --audience")
-            path = self.rt.path(settings.audiences["drill"])
+            path = configured_audience(self.rt, "drill")
         else:
-            path = self.rt.path(settings.audiences[settings.default_audience])
+            path = configured_audience(self.rt, settings.default_audience)
         wanted = book.audience
         # --region and --branch name the affected places: a customer of any of them; a drill
         # audience is staff: everyone in it.
@@ -225,7 +234,7 @@ class Declaration:
                 + (f" and {' / '.join(where)}" if where else ""),
                 problems=[(Location(str(path)), f"{scan.valid} valid rows, 0 selected")],
                 hint="check --region and the playbook's audience: section")
-        return scan, selection
+        return scan, selection, path
 
     def _utf8_refusal(self, book: Playbook) -> Callable[[], str | None] | None:
         """How the audience learns whether addresses with a non-ASCII local part can be sent
@@ -312,6 +321,14 @@ class Declaration:
                           unreachable=scan.unreachable(book.notices.channels,
                                                        calls=book.notices.voice.who))
 
+
+
+def _source_record(source: Path | QuerySource) -> dict[str, Any]:
+    """Where the audience's rows are read again from: the file's path, or the query (with the
+    name of the environment variable holding the URL, never the URL)."""
+    if isinstance(source, QuerySource):
+        return {"name": source.name, "url_env": source.url_env, "query": source.query}
+    return {"path": str(source.resolve())}
 
 
 def _branch(branch: Branch) -> dict[str, Any]:

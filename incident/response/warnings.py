@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from incident.audience import Customer, iter_audience
+from incident.audience import Customer, configured_audience, given_audience, iter_audience
 from incident.branches import load_branches
 from incident.cap import (
     CapAlert,
@@ -146,8 +146,8 @@ class Warnings:
         if not decision.branches:
             return {}
         settings = self.rt.settings
-        path = Path(audience) if audience else self.rt.path(
-            settings.audiences[settings.default_audience])
+        path = (given_audience(self.rt, audience) if audience
+                else configured_audience(self.rt, settings.default_audience))
         ids = {b.id.casefold(): b.id for b in decision.branches}
         counts = dict.fromkeys(ids.values(), 0)
         for item in iter_audience(path, default_language=settings.default_language,

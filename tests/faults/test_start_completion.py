@@ -46,12 +46,15 @@ def _scalar(db_url: str, sql: str, **params: object) -> int:
         engine.dispose()
 
 
-def _start_and_kill(ws: Workspace) -> str:
-    """Run `incident start` as a process; SIGKILL it once its notice is recorded but before
-    all of its rows are; return the incident id."""
+def _start_and_kill(ws: Workspace, env: dict[str, str] | None = None,
+                    csv: bool = True) -> str:
+    """Run `incident start` as a process (with `env` added; the customers CSV written unless
+    not `csv`); SIGKILL it once its notice is recorded but before all of its rows are; return
+    the incident id."""
     customers_only(ws)
-    ws.write_customers(customers(N))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+    if csv:
+        ws.write_customers(customers(N))
+    env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(
         p for p in (PACKAGE_PARENT, os.environ.get("PYTHONPATH")) if p)}
     cmd = [sys.executable, "-m", "incident", "--config", str(ws.config), "--db", ws.db,
            "start", "core-banking-outage", "--title", "Core banking down", "--eta", "2h"]
