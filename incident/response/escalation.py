@@ -37,6 +37,7 @@ class Escalations(Result):
 
     done: dict[str, list[Escalated]] = field(default_factory=dict)
     sent: SendResult | None = None  # sending what was queued, when something was
+    reminders: list[str] = field(default_factory=list)  # roll-call rounds applied with it
 
     @property
     def outcome(self) -> Outcome:
@@ -63,7 +64,7 @@ class Escalations(Result):
         return [f"{incident_id}: escalation step {e.step} (after {e.after}) → {e.to}: "
                 f"{e.customers} customers, {e.messages} messages, {len(e.cases)} call-back "
                 "cases" + (f", {e.no_address} with no contact there" if e.no_address else "")
-                for incident_id, each in self.done.items() for e in each]
+                for incident_id, each in self.done.items() for e in each] + self.reminders
 
 
 class Escalation:
