@@ -225,7 +225,7 @@ def _show_round(app: App, found: AlertRound, unsent: list[str], escalated: list[
     if clear:
         out.console.clear()
     for ident in ids:
-        render_status(app, app.response.queries.status(ident))
+        render_status(app, app.response.status(ident))
     if not ids:
         out.line("No open incidents.")
     for ident, alerts in raised.items():

@@ -35,7 +35,13 @@ from incident.response.optouts import Optouts
 from incident.response.postmortem import PostMortem
 from incident.response.queries import Queries
 from incident.response.receipts import Receipts
-from incident.response.results import NoticeResult, Result, SendResult, StartResult
+from incident.response.results import (
+    NoticeResult,
+    Result,
+    SendResult,
+    StartResult,
+    StatusResult,
+)
 from incident.response.rollcall import Answered, Reminders, Rollcall, StartedRollcall
 from incident.response.sending import Sending
 from incident.response.warnings import Assessment, Warnings
@@ -69,6 +75,13 @@ class Response:
         result.reminders = reminded.lines()
         if result.messages or any(r.messages for r in reminded.recorded):
             result.sent = self.sending.deliver(ref, complete=False)
+        return result
+
+    def status(self, ref: str) -> StatusResult:
+        """`incident status ID` (and `watch`): the incident's status with its roll-call's
+        headcount and branch readiness."""
+        result = self.queries.status(ref)
+        result.rollcall = self.rollcall.summary_of(result.view)
         return result
 
     def remind(self, ref: str | None = None) -> Reminders:

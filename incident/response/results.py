@@ -120,6 +120,7 @@ class StatusResult(Result):
     attention: list[Attention] = field(default_factory=list)  # what falls due
     # Customer rows by channel and delivery state after `sent`, from receipts (issue 14).
     receipts: dict[str, dict[str, int]] = field(default_factory=dict)
+    rollcall: dict[str, Any] | None = None  # the staff roll-call's headcount, if one started
 
     @property
     def update_overdue(self) -> bool:

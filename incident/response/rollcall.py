@@ -386,7 +386,7 @@ class Rollcall:
         duty = [p for p in self.rt.settings.alerts.parties if p in self.rt.settings.parties]
         for row in party_rows(self.rt, view.id, seq, duty, sender_domain(self.rt)):
             if row["channel"] in ("email", "sms"):
-                rows.append(row)
+                rows.append({**row, "region": None})
         alerted += duty
         messages = ob.enqueue(conn, rows, now=now)
         return (self._notice(contexts, ["email", "sms"], messages, len(alerted)), alerted,
