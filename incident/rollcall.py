@@ -21,7 +21,7 @@ from incident.branches import Branch
 from incident.errors import AudienceInvalid, Location
 from incident.models import Event, EventType
 from incident.payloads import RollcallAnswered, RollcallRound, RollcallStarted, payload_of
-from incident.timeutil import parse_duration
+from incident.timeutil import format_duration, parse_duration, to_iso
 
 ANSWERS = (1, 2, 3)
 ABLE, UNABLE, NEED_HELP = ANSWERS
@@ -76,7 +76,7 @@ def read_staff(path: Path, *, default_language: str, default_region: str) -> Sta
     for item in iter_audience(path, default_language=default_language,
                               default_region=default_region):
         if isinstance(item, Customer):
-            team, manager, line = extra.get(item.ref, ("", "", 0))
+            team, manager, _ = extra.get(item.ref, ("", "", 0))
             members.append(StaffMember(id=item.ref, name=item.name, email=item.email,
                                        phone=item.phone, language=item.language,
                                        team=team, branch=item.branch,
@@ -266,3 +266,24 @@ def answered_times(state: RollcallState) -> dict[str, float | None]:
         out[f"{share}%"] = (round((times[needed - 1] - state.started_at).total_seconds() / 60, 1)
                             if len(times) >= needed else None)
     return out
+
+
+def summary(state: RollcallState, roster: Sequence[Any], branches: Sequence[Any],
+            view: Any) -> dict[str, Any]:
+    """The roll-call as data: headcount, readiness, need-help cases, answer times, drill."""
+    counts = headcount(state, roster)
+    target = view.playbook.rollcall.target_90
+    times = answered_times(state)
+    due = state.next_round_due()
+    return {**counts, "drill": view.drill, "started_at": to_iso(state.started_at),
+            "next_round_at": to_iso(due) if due else None,
+            "readiness": readiness(counts["branches"], branches),
+            "need_help": [{"member": c.member, "at": to_iso(c.at), "alerted": c.alerted,
+                           "handled_at": to_iso(c.handled_at) if c.handled_at else None,
+                           "minutes_to_handle": round((c.handled_at - c.at).total_seconds() / 60,
+                                                      1) if c.handled_at else None}
+                          for c in state.help],
+            "answered_within": times,
+            "target_90": format_duration(target),
+            "target_90_met": (times["90%"] is not None
+                              and times["90%"] <= target.total_seconds() / 60)}

@@ -195,8 +195,10 @@ def test_rollcall_three_rounds_answers_alert_headcount_readiness(
     assert "Roll-call: 4 staff, round 3 of 3" in shown and "cannot open" in shown
     assert ws.json("status", short)["rollcall"]["readiness"]["hk-central"]["verdict"] == \
         "can open"
-    report = ws.run("report", short).stdout
-    assert "Staff roll-call" in report and "90%" in report
+    report = ws.run("report", short, "--lang", "en").stdout
+    assert "## Staff roll-call" in report and "| Time to 90% answered | 40.0 min |" in report
+    assert "| S2 | M1, duty_desk | 20.0 min |" in report
+    assert "## 员工平安点名" in ws.run("report", short).stdout
     timeline = ws.run("timeline", short, env={"COLUMNS": "300"}).stdout
     for secret in ("+8613800138002", "s1@example.com", ENV["TWILIO_AUTH_TOKEN"]):
         assert secret not in timeline + shown + report
@@ -209,7 +211,8 @@ def test_drill_rollcall_is_marked_and_scored(
     ws.freeze(T0)
     incident_id = ws.json("start", "typhoon", "--title", "Drill: Signal No. 8", "--drill")["id"]
     mark = len(mail)
-    ws.run("rollcall", "start", incident_id, "--audience", str(ws.root / "staff.csv"), "--every", "10m")
+    ws.run("rollcall", "start", incident_id, "--audience", str(ws.root / "staff.csv"),
+           "--every", "10m")
     emails = to_staff(mail.since(mark))
     assert str(emails["s1@example.com"]["Subject"]).startswith("[DRILL]")
     assert "【演练】" in str(emails["s2@example.com"]["Subject"])
@@ -222,8 +225,9 @@ def test_drill_rollcall_is_marked_and_scored(
     assert status["drill"] and status["answered_within"]["90%"] == 12.0
     assert (status["target_90"], status["target_90_met"]) == ("30m", True)
     assert "[DRILL] Roll-call" in ws.run("rollcall", "status", incident_id).stdout
-    report = ws.run("report", incident_id).stdout
-    assert "Staff roll-call" in report and "target" in report
+    report = ws.run("report", incident_id, "--lang", "en").stdout
+    assert "## Staff roll-call (DRILL)" in report
+    assert "| 90% answered within the playbook's target (30m) | pass |" in report
 
 
 def test_staff_list_with_no_usable_row_is_refused(sqlite_ws: Workspace) -> None:

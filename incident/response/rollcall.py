@@ -42,12 +42,10 @@ from incident.rollcall import (
     NEED_HELP,
     RollcallState,
     StaffMember,
-    answered_times,
     fold_rollcall,
-    headcount,
     parse_answer,
     read_staff,
-    readiness,
+    summary,
 )
 from incident.state import IncidentView, fold
 from incident.store import outbox as ob
@@ -176,7 +174,7 @@ class Rollcall:
         """The question in every configured language: as typed, else converted, else the
         default."""
         en = given.get("en")
-        out = {}
+        out: dict[str, str] = {}
         for lang in self.rt.settings.languages:
             if any(given.values()):
                 out[lang] = chinese_text(lang, en or given.get("zh-CN") or given.get("zh-HK")
@@ -189,7 +187,7 @@ class Rollcall:
                  member: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
         """The roll-call message's context in every language (kind: question, reminder,
         help: the alert about `member`)."""
-        out = {}
+        out: dict[str, dict[str, Any]] = {}
         for lang in self.rt.settings.languages:
             context = notice_context(self.rt, view, phase=Phase.UPDATE, lang=lang,
                                      message=question.get(lang, ""))
@@ -429,23 +427,3 @@ class Rollcall:
         except BranchesInvalid:
             return []  # start and warnings report a bad branch list; the headcount goes on
 
-
-def summary(state: RollcallState, roster: Sequence[Any], branches: Sequence[Any],
-            view: IncidentView) -> dict[str, Any]:
-    """The roll-call as data: headcount, readiness, need-help cases, answer times, drill."""
-    counts = headcount(state, roster)
-    target = view.playbook.rollcall.target_90
-    times = answered_times(state)
-    due = state.next_round_due()
-    return {**counts, "drill": view.drill, "started_at": to_iso(state.started_at),
-            "next_round_at": to_iso(due) if due else None,
-            "readiness": readiness(counts["branches"], branches),
-            "need_help": [{"member": c.member, "at": to_iso(c.at), "alerted": c.alerted,
-                           "handled_at": to_iso(c.handled_at) if c.handled_at else None,
-                           "minutes_to_handle": round((c.handled_at - c.at).total_seconds() / 60,
-                                                      1) if c.handled_at else None}
-                          for c in state.help],
-            "answered_within": times,
-            "target_90": format_duration(target),
-            "target_90_met": (times["90%"] is not None
-                              and times["90%"] <= target.total_seconds() / 60)}
