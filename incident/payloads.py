@@ -191,6 +191,7 @@ class Updated(WithNotice, WithWarning):
     previous_severity: str | None = None
     eta: IsoTime | None = Field(default=None, description="given only when the ETA changes with it")
     to: list[str] | None = Field(default=None, description="parties told in an internal notice")
+    reopened: list[str] | None = Field(default=None, description="branches announced reopened")
 
 
 class EtaRevised(WithNotice):

@@ -195,6 +195,14 @@ def test_rollcall_three_rounds_answers_alert_headcount_readiness(
     assert "Roll-call: 4 staff, round 3 of 3" in shown and "cannot open" in shown
     assert ws.json("status", short)["rollcall"]["readiness"]["hk-central"]["verdict"] == \
         "can open"
+    # Announcing reopened branches: a warning (not a refusal) for the one that cannot open.
+    reopened = ws.run("update", short, "-m", "Branches reopen", "--reopen", "hk-central",
+                      "--reopen", "gd-sz-futian")
+    assert ("gd-sz-futian cannot open per the staff roll-call: 0 of 1 staff needed able to "
+            "work") in reopened.stderr
+    assert "hk-central" not in reopened.stderr
+    unknown = ws.run("update", short, "-m", "x", "--reopen", "nowhere", code=2)
+    assert "--reopen" in unknown.stderr and "nowhere" in unknown.stderr
     report = ws.run("report", short, "--lang", "en").stdout
     assert "## Staff roll-call" in report and "| Time to 90% answered | 40.0 min |" in report
     assert "| S2 | M1, duty_desk | 20.0 min |" in report

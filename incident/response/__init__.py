@@ -21,7 +21,7 @@ new peer) and writes through `Journal.record`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from incident.delivery import ProgressFn
@@ -82,6 +82,15 @@ class Response:
         headcount and branch readiness."""
         result = self.queries.status(ref)
         result.rollcall = self.rollcall.summary_of(result.view)
+        return result
+
+    def update(self, ref: str, *, reopen: Sequence[str] = (), **given: Any) -> NoticeResult:
+        """`incident update` (`Lifecycle.update`); each branch of `reopen` that cannot open
+        per the staff roll-call (staff able to work vs branches.csv min_staff) is warned about
+        in the result's notes — a warning, not a refusal: the supervisor decides."""
+        notes = self.rollcall.reopen_warnings(ref, reopen) if reopen else []
+        result = self.lifecycle.update(ref, reopen=reopen, **given)
+        result.notes = [*notes, *result.notes]
         return result
 
     def remind(self, ref: str | None = None) -> Reminders:

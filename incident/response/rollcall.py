@@ -418,6 +418,29 @@ class Rollcall:
             roster = rc.members(conn, view.id)
         return summary(state, roster, self._branches(), view)
 
+    def reopen_warnings(self, ref: str, branches: Sequence[str]) -> list[str]:
+        """Why each of `branches` cannot open (or is not known to) per the roll-call; an
+        unknown branch id is refused (InvalidValue naming `reopen`)."""
+        known = self._branches()
+        ids = {b.id for b in known}
+        unknown = [b for b in branches if known and b not in ids]
+        if unknown:
+            raise InvalidValue(f"unknown branch {', '.join(map(repr, unknown))}",
+                               field="reopen", hint="branches of " + str(self.rt.settings.branches))
+        view = self.journal.view(ref)
+        data = self.summary_of(view)
+        if data is None:
+            return []
+        out = []
+        for branch in branches:
+            verdict = data["readiness"].get(branch)
+            if verdict is None:
+                out.append(f"{branch}: readiness unknown (no min_staff in the branch list)")
+            elif verdict["verdict"] != "can open":
+                out.append(f"{branch} {verdict['verdict']} per the staff roll-call: "
+                           f"{verdict['why']}")
+        return out
+
     def _branches(self) -> list[Any]:
         listed = self.rt.settings.branches
         if not listed:
