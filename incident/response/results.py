@@ -189,6 +189,23 @@ class SendResult(Result):
 
 
 @dataclass(kw_only=True)
+class Sends(Result):
+    """A result whose recorded messages may have been sent: the outcome is the sending's."""
+
+    sent: SendResult | None = None
+
+    @property
+    def outcome(self) -> Outcome:
+        """How sending went (success when nothing was sent)."""
+        return self.sent.outcome if self.sent is not None else Outcome.SUCCESS
+
+    @property
+    def problem(self) -> DeliveryError | None:
+        """Why sending failed, if it did."""
+        return self.sent.problem if self.sent is not None else None
+
+
+@dataclass(kw_only=True)
 class Prepared(Result):
     """The outbox made ready for `incident deliver`: the incident (None: all), the reroutes
     recorded and what completing interrupted notices found (`notes`)."""

@@ -21,21 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from incident.branches import load_branches
-from incident.errors import (
-    BadInput,
-    BranchesInvalid,
-    DeliveryError,
-    InvalidTransition,
-    InvalidValue,
-)
+from incident.errors import BadInput, BranchesInvalid, InvalidTransition, InvalidValue
 from incident.languages import chinese_text
-from incident.models import EventType, Phase, Status
+from incident.models import Event, EventType, Phase, Status
 from incident.notices import check_templates, message_id, notice_context, sender_domain
 from incident.parties import party_rows
 from incident.payloads import Notice, RollcallAnswered, RollcallRound, RollcallStarted
 from incident.rendering import INTERNAL_PHASE
 from incident.response.journal import NOT_CLOSED, Journal
-from incident.response.results import NoticeResult, Outcome, Result, SendResult
+from incident.response.results import NoticeResult, Result, Sends
 from incident.rollcall import (
     ANSWER_LABELS,
     DEFAULT_QUESTION,
@@ -53,23 +47,6 @@ from incident.store import rollcall as rc
 from incident.timeutil import format_duration, parse_duration, to_iso
 
 TEMPLATE_SET = "rollcall"
-
-
-@dataclass(kw_only=True)
-class Sends(Result):
-    """A result whose recorded messages may have been sent: the outcome is the sending's."""
-
-    sent: SendResult | None = None
-
-    @property
-    def outcome(self) -> Outcome:
-        """How sending went (success when nothing was sent)."""
-        return self.sent.outcome if self.sent is not None else Outcome.SUCCESS
-
-    @property
-    def problem(self) -> DeliveryError | None:
-        """Why sending failed, if it did."""
-        return self.sent.problem if self.sent is not None else None
 
 
 @dataclass(kw_only=True)
@@ -249,9 +226,7 @@ class Rollcall:
         store = self.journal.store
         now = self.rt.clock.now()
         with store.write() as conn:
-            store.lock_incident(conn, incident_id)
-            events = store.events(incident_id, conn)
-            state = fold_rollcall(events)
+            events, state = self._locked(conn, incident_id)
             if state is None or state.round >= state.max_rounds:
                 return None
             view = fold(events)
@@ -272,26 +247,29 @@ class Rollcall:
         return number, NoticeResult(incident_id=incident_id, seq=event.seq, phase=None,
                                     messages=messages, view=view)
 
+    def _locked(self, conn: Any, incident_id: str) -> tuple[list[Event], RollcallState | None]:
+        """The incident locked for this write: its events and roll-call."""
+        self.journal.store.lock_incident(conn, incident_id)
+        events = self.journal.store.events(incident_id, conn)
+        return events, fold_rollcall(events)
+
+    def _copy(self, row: Any, seq: int, channel: str) -> dict[str, Any]:
+        """A row to the same staff member and address as outbox `row`, for notice `seq`."""
+        key = ob.idempotency_key(row.incident_id, seq, row.recipient_ref, channel)
+        return {"incident_id": row.incident_id, "notice_seq": seq, "channel": channel,
+                "recipient_ref": row.recipient_ref, "recipient_name": row.recipient_name,
+                "address": row.address, "language": row.language, "priority": 0,
+                "message_id": message_id(key, row.incident_id, sender_domain(self.rt)),
+                "idempotency_key": key, "fallback_address": None,
+                "transport": self.rt.settings.channels.transports[channel],
+                "region": row.region}
+
     def _calls(self, conn: Any, incident_id: str, state: RollcallState, waiting: list[str],
                seq: int) -> list[dict[str, Any]]:
         """A voice row per waiting member with a phone (from their first SMS row)."""
         found = rc.contacts(conn, incident_id, state.started_seq, waiting)
-        domain = sender_domain(self.rt)
-        rows = []
-        for staff_id in waiting:
-            sms = found.get(staff_id, {}).get("sms")
-            if sms is None:
-                continue
-            ref = rc.STAFF_PREFIX + staff_id
-            key = ob.idempotency_key(incident_id, seq, ref, "voice")
-            rows.append({"incident_id": incident_id, "notice_seq": seq, "channel": "voice",
-                         "recipient_ref": ref, "recipient_name": sms.recipient_name,
-                         "address": sms.address, "language": sms.language, "priority": 0,
-                         "message_id": message_id(key, incident_id, domain),
-                         "idempotency_key": key, "fallback_address": None,
-                         "transport": self.rt.settings.channels.transports["voice"],
-                         "region": sms.region})
-        return rows
+        return [self._copy(found[s]["sms"], seq, "voice") for s in waiting
+                if "sms" in found.get(s, {})]
 
     # ------------------------------------------------------------------ answers
 
@@ -327,9 +305,7 @@ class Rollcall:
         store = self.journal.store
         now = self.rt.clock.now()
         with store.write() as conn:
-            store.lock_incident(conn, incident_id)
-            events = store.events(incident_id, conn)
-            state = fold_rollcall(events)
+            events, state = self._locked(conn, incident_id)
             if state is None:
                 raise InvalidTransition(f"{incident_id} has no roll-call",
                                         hint="incident rollcall start ID --audience staff.csv")
@@ -369,17 +345,8 @@ class Rollcall:
         alerted: list[str] = []
         if who.manager:
             found = rc.contacts(conn, view.id, state.started_seq, [who.manager])
-            domain = sender_domain(self.rt)
-            for channel, row in found.get(who.manager, {}).items():
-                key = ob.idempotency_key(view.id, seq, row.recipient_ref, channel)
-                rows.append({"incident_id": view.id, "notice_seq": seq, "channel": channel,
-                             "recipient_ref": row.recipient_ref,
-                             "recipient_name": row.recipient_name, "address": row.address,
-                             "language": row.language, "priority": 0,
-                             "message_id": message_id(key, view.id, domain),
-                             "idempotency_key": key, "fallback_address": None,
-                             "transport": self.rt.settings.channels.transports[channel],
-                             "region": row.region})
+            rows += [self._copy(row, seq, channel)
+                     for channel, row in found.get(who.manager, {}).items()]
             alerted.append(who.manager)
         duty = [p for p in self.rt.settings.alerts.parties if p in self.rt.settings.parties]
         for row in party_rows(self.rt, view.id, seq, duty, sender_domain(self.rt)):

@@ -50,8 +50,8 @@ def contacts(conn: Connection, incident_id: str, seq: int,
     refs = [STAFF_PREFIX + s for s in dict.fromkeys(staff_ids)]
     found: dict[str, dict[str, Any]] = {}
     for start in range(0, len(refs), 500):
-        query = select(o.c.recipient_ref, o.c.channel, o.c.address, o.c.recipient_name,
-                       o.c.language, o.c.region).where(
+        query = select(o.c.incident_id, o.c.recipient_ref, o.c.channel, o.c.address,
+                       o.c.recipient_name, o.c.language, o.c.region).where(
             o.c.incident_id == incident_id, o.c.notice_seq == seq,
             o.c.recipient_ref.in_(refs[start:start + 500]))
         for row in conn.execute(query):
