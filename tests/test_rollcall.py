@@ -250,3 +250,17 @@ def test_staff_list_with_no_usable_row_is_refused(sqlite_ws: Workspace) -> None:
     assert "manager" in bad.stderr
     bad = sqlite_ws.run("rollcall", "status", incident_id, code=2)
     assert "no roll-call" in bad.stderr
+
+
+def test_min_staff_must_be_a_whole_number(tmp_path: Path) -> None:
+    from incident.branches import load_branches
+    from incident.errors import BranchesInvalid
+
+    path = tmp_path / "branches.csv"
+    path.write_text(BRANCHES.replace(",2\n", ",two\n"), encoding="utf-8")
+    with pytest.raises(BranchesInvalid) as caught:
+        load_branches(path)
+    [(where, message)] = caught.value.problems
+    assert (where.line, where.field) == (2, "min_staff") and "'two'" in message
+    path.write_text(BRANCHES, encoding="utf-8")
+    assert [b.min_staff for b in load_branches(path)] == [2, 1, None]
