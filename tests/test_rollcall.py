@@ -166,7 +166,9 @@ def test_rollcall_three_rounds_answers_alert_headcount_readiness(
 
     # Round 3 (watch applies it, as the receipts timer would): S3 alone is called again.
     ws.freeze(T0 + timedelta(minutes=32))
-    ws.run("watch", short, "--once")
+    watched = ws.json("watch", short, "--once")
+    assert watched["rollcall"][incident_id]["round"] == 3
+    assert "roll-call round 3: 1 staff not answering called" in " ".join(watched["escalated"])
     assert [r.recipient_ref for r in staff_rows(ws, incident_id, "voice")][2:] == [
         "party:staff:S3"]
 

@@ -220,7 +220,8 @@ def _show_round(app: App, found: AlertRound, unsent: list[str], escalated: list[
         out.json({"at": app.rt.clock.now().isoformat(), "alerts": {
             i: [{"level": a.level, "what": a.what, "at": a.at.isoformat()} for a in alerts]
             for i, alerts in raised.items()}, "watching": ids, "unsent": unsent,
-            "escalated": escalated})
+            "escalated": escalated, "rollcall": {
+                i: app.response.status(i).rollcall for i in ids}})
         return
     if clear:
         out.console.clear()
