@@ -8,10 +8,15 @@ The use cases are in response/rollcall.py; the roster is stored in `rollcall_mem
 from __future__ import annotations
 
 import csv
+import email
+import email.policy
 import io
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from email.message import EmailMessage
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +121,29 @@ def _extra_columns(path: Path) -> dict[str, tuple[str, str, int]]:
             found[ref] = ((row.get("team") or "").strip(), (row.get("manager") or "").strip(),
                           reader.line_num)
     return found
+
+
+_QUOTE_START = re.compile(r"^(on .* wrote:|-+ ?original message ?-+|from:|发件人|發件人|在.*写道|"
+                          r"在.*寫道)", re.IGNORECASE)
+
+
+def email_reply(data: bytes) -> tuple[str, str, str | None] | None:
+    """(sender address, the reply's own text, Message-ID) of an email reply; its text stops
+    where the quoted original starts (a quoted question holds every answer's digit). None:
+    no sender."""
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    sender = parseaddr(str(message.get("From", "")))[1]
+    if not sender:
+        return None
+    body = message.get_body(("plain",)) if isinstance(message, EmailMessage) else None
+    text = body.get_content() if isinstance(body, EmailMessage) else ""
+    own = []
+    for line in str(text).splitlines():
+        if line.lstrip().startswith(">") or _QUOTE_START.match(line.strip()):
+            break
+        own.append(line)
+    return sender, "\n".join(own), (str(message["Message-ID"]).strip()
+                                    if message["Message-ID"] else None)
 
 
 def parse_answer(text: str) -> int | None:

@@ -39,6 +39,18 @@ gd-sz-futian,深圳福田支行,Shenzhen Futian,guangdong,22.5431,114.0579,1
 gd-sz-nanshan,深圳南山支行,Shenzhen Nanshan,guangdong,22.5329,113.9305,
 """
 
+REPLY = """From: =?utf-8?b?6ZmI57uP55CG?= <M1@example.com>
+To: incident@example.com
+Subject: Re: Roll-call: Signal No. 8
+Message-ID: <reply-m1@example.com>
+Content-Type: text/plain; charset=utf-8
+
+1 all fine here
+
+On Tue, 24 Nov 2026 10:00, incident@example.com wrote:
+> 3 — need help
+"""
+
 
 def write_staff(ws: Workspace) -> Path:
     path = ws.root / "staff.csv"
@@ -134,9 +146,15 @@ def test_rollcall_three_rounds_answers_alert_headcount_readiness(
     again = inbound.rollcall_answer(sender="+85291230002", text="1", provider_id="SM1")
     assert again is not None and not again.recorded
     assert inbound.rollcall_answer(sender="+85299999999", text="1", provider_id="SM2") is None
-    by_mail = inbound.rollcall_answer(sender="M1@example.com", text="1 all fine here",
-                                      provider_id="<r1@example.com>", via="email")
-    assert by_mail is not None and (by_mail.member, by_mail.answer) == ("M1", 1)
+    # M1 answers by email: the reply's own text counts, not the quoted question.
+    reply = ws.root / "reply.eml"
+    reply.write_bytes(REPLY.encode("utf-8"))
+    by_mail = ws.json("rollcall", "replies", str(reply), str(ws.root / "staff.csv"))
+    assert by_mail["answers"] == [{"id": incident_id, "member": "M1", "answer": 1,
+                                   "recorded": True}]
+    assert by_mail["unmatched"] == [str(ws.root / "staff.csv")]  # not a reply from staff
+    again = ws.json("rollcall", "replies", str(reply))  # the same Message-ID: once
+    assert again["answers"][0]["recorded"] is False
 
     # Round 2 after --every: calls to S2 and S3 only; a rerun at the same time adds nothing.
     ws.freeze(T0 + timedelta(minutes=14))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -85,6 +86,32 @@ def answer(app: App, incident_id: str, answer: int, member: str) -> None:
     else:
         app.out.line(f"{result.incident_id}: {result.member} answered {result.answer}"
                      + (f"; alerted {', '.join(result.alerted)}" if result.alerted else ""))
+    app.conclude(result)
+
+
+@rollcall.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@pass_app
+def replies(app: App, paths: tuple[Path, ...]) -> None:
+    """Record email replies to roll-calls (message files, .eml folders, mbox, Maildir): the
+    sender's address names the staff member, the reply's first digit (above any quoted text)
+    is the answer; each Message-ID is recorded once.
+
+    \b
+    Example:
+      incident rollcall replies ~/Maildir/.Rollcall
+    """
+    result = app.response.rollcall_replies(list(paths))
+    answers = [{"id": a.incident_id, "member": a.member, "answer": a.answer,
+                "recorded": a.recorded} for a in result.answers]
+    if app.out.as_json:
+        app.out.json({"answers": answers, "unmatched": result.unmatched})
+    else:
+        for a in answers:
+            app.out.line(f"{a['id']}: {a['member']} answered {a['answer'] or '(no answer)'}"
+                         + ("" if a["recorded"] else " — not recorded"))
+        for where in result.unmatched:
+            app.out.warn(f"{where}: from nobody on an open roll-call")
     app.conclude(result)
 
 

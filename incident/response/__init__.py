@@ -22,6 +22,7 @@ new peer) and writes through `Journal.record`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from incident.delivery import ProgressFn
@@ -42,7 +43,13 @@ from incident.response.results import (
     StartResult,
     StatusResult,
 )
-from incident.response.rollcall import Answered, Reminders, Rollcall, StartedRollcall
+from incident.response.rollcall import (
+    Answered,
+    EmailAnswers,
+    Reminders,
+    Rollcall,
+    StartedRollcall,
+)
 from incident.response.sending import Sending
 from incident.response.warnings import Assessment, Warnings
 from incident.settings import Runtime
@@ -115,6 +122,14 @@ class Response:
         """`incident rollcall answer`: an answer entered by a supervisor, then its alert sent."""
         result = self.rollcall.enter(ref, **given)
         self._alert_sent(result)
+        return result
+
+    def rollcall_replies(self, paths: Sequence[Path]) -> EmailAnswers:
+        """`incident rollcall replies`: email replies recorded as answers, then the need-help
+        alerts they raised sent."""
+        result = self.rollcall.replies(paths)
+        if any(a.result is not None and a.result.internal for a in result.answers):
+            result.sent = self.sending.deliver(None, complete=False)
         return result
 
     def _alert_sent(self, result: Answered | None) -> Answered | None:

@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from incident.bounces.sources import read_sources
 from incident.branches import load_branches
 from incident.errors import BadInput, BranchesInvalid, InvalidTransition, InvalidValue
 from incident.languages import chinese_text
@@ -36,6 +37,7 @@ from incident.rollcall import (
     NEED_HELP,
     RollcallState,
     StaffMember,
+    email_reply,
     fold_rollcall,
     parse_answer,
     read_staff,
@@ -81,6 +83,15 @@ class Answered(Sends):
     recorded: bool
     alerted: list[str] = field(default_factory=list)
     result: NoticeResult | None = None
+
+
+@dataclass(kw_only=True)
+class EmailAnswers(Sends):
+    """Email replies read: those matched to a roll-call's member, and where the others are
+    (from nobody on an open roll-call, or unreadable)."""
+
+    answers: list[Answered] = field(default_factory=list)
+    unmatched: list[str] = field(default_factory=list)
 
 
 @dataclass(kw_only=True)
@@ -292,6 +303,22 @@ class Rollcall:
                 return self._record(incident_id, member, answer, via=via,
                                     provider_id=provider_id, received_at=received_at)
         return None
+
+    def replies(self, paths: Sequence[Path]) -> EmailAnswers:
+        """Email replies to roll-calls from message files, .eml folders, mbox or Maildir
+        (read as `bounces ingest` reads them), each answered through `answer` once per
+        Message-ID."""
+        result = EmailAnswers()
+        for source in read_sources(paths):
+            reply = email_reply(source.data) if source.data is not None else None
+            got = None if reply is None else self.answer(
+                sender=reply[0], text=reply[1], provider_id=reply[2] or source.where,
+                via="email")
+            if got is None:
+                result.unmatched.append(source.where)
+            else:
+                result.answers.append(got)
+        return result
 
     def enter(self, ref: str, *, member: str, answer: int) -> Answered:
         """An answer taken by phone, entered by a supervisor (recorded as theirs)."""
