@@ -24,7 +24,7 @@ from incident.bounces.sources import read_sources
 from incident.branches import load_branches
 from incident.errors import BadInput, BranchesInvalid, InvalidTransition, InvalidValue
 from incident.languages import chinese_text
-from incident.models import Event, EventType, Phase, Status
+from incident.models import Event, EventType, Phase
 from incident.notices import check_templates, message_id, notice_context, sender_domain
 from incident.parties import party_rows
 from incident.payloads import Notice, RollcallAnswered, RollcallRound, RollcallStarted
@@ -132,7 +132,7 @@ class Rollcall:
         with store.write() as conn:
             store.lock_incident(conn, incident_id)
             view = fold(store.events(incident_id, conn))
-            if view.status not in NOT_CLOSED or not view.status.is_open:
+            if not view.status.is_open:
                 raise InvalidTransition(f"cannot start a roll-call on {incident_id}: it is "
                                         f"{view.status.value}")
             if fold_rollcall(store.events(incident_id, conn)) is not None:
@@ -236,14 +236,13 @@ class Rollcall:
     def _remind(self, incident_id: str) -> tuple[int, NoticeResult] | None:
         store = self.journal.store
         now = self.rt.clock.now()
+        if not _due(store.events(incident_id), now):  # most rounds of watch: no lock taken
+            return None
         with store.write() as conn:
             events, state = self._locked(conn, incident_id)
-            if state is None or state.round >= state.max_rounds:
+            if state is None or not _due(events, now):
                 return None
             view = fold(events)
-            due = state.next_round_due()
-            if view.status is Status.CLOSED or due is None or now < due:
-                return None
             number = state.round + 1
             waiting = [m.staff_id for m in rc.members(conn, incident_id)
                        if m.staff_id not in state.answers]
@@ -344,6 +343,8 @@ class Rollcall:
                 return Answered(incident_id=incident_id, member=member, answer=answer,
                                 recorded=False)
             view = fold(events)
+            if view.status not in NOT_CLOSED:
+                raise InvalidTransition(f"{incident_id} is closed: its record is final")
             alerted: list[str] = []
             notice = None
             messages = internal = 0
@@ -444,3 +445,10 @@ class Rollcall:
         except BranchesInvalid:
             return []  # start and warnings report a bad branch list; the headcount goes on
 
+
+def _due(events: list[Event], now: datetime) -> bool:
+    """A round of the incident's roll-call is due at `now` (and the incident not closed)."""
+    state = fold_rollcall(events)
+    due = state.next_round_due() if state is not None else None
+    return (due is not None and now >= due
+            and not any(e.type is EventType.CLOSED for e in events))
