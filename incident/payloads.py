@@ -342,13 +342,16 @@ class RollcallRound(Payload):
     notice: Notice
 
 
+Via = Literal["sms", "email", "voice", "supervisor"]  # how a roll-call answer came
+
+
 class RollcallAnswered(Payload):
     """rollcall_answered: one staff member's answer (1 safe and able to work, 2 safe but
     unable to work, 3 need help); a 3 alerts their manager and the duty desk (`notice`)."""
 
     member: str
     answer: int = Field(ge=1, le=3)
-    via: Literal["sms", "email", "voice", "supervisor"]
+    via: Via
     provider_id: str | None = Field(default=None, description="the reply's id at the provider")
     received_at: IsoTime | None = Field(default=None, description="the provider's time of it")
     alerted: list[str] = Field(default_factory=list,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from incident.languages import chinese_text
 from incident.models import Event, EventType, Phase
 from incident.notices import check_templates, message_id, notice_context, sender_domain
 from incident.parties import party_rows
-from incident.payloads import Notice, RollcallAnswered, RollcallRound, RollcallStarted
+from incident.payloads import Notice, RollcallAnswered, RollcallRound, RollcallStarted, Via
 from incident.rendering import INTERNAL_PHASE
 from incident.response.journal import NOT_CLOSED, Journal
 from incident.response.results import NoticeResult, Result, Sends
@@ -120,6 +120,8 @@ class Rollcall:
             delay = parse_duration(every)
         except ValueError as exc:
             raise InvalidValue(str(exc), field="every") from None
+        if delay <= timedelta(0):
+            raise InvalidValue(f"{every!r}: give a delay such as 15m", field="every")
         if not 1 <= max_rounds <= 20:
             raise InvalidValue(f"{max_rounds} rounds: give 1 to 20", field="max_rounds")
         settings = self.rt.settings
@@ -130,12 +132,12 @@ class Rollcall:
         now = self.rt.clock.now()
         texts = self._question(question)
         with store.write() as conn:
-            store.lock_incident(conn, incident_id)
-            view = fold(store.events(incident_id, conn))
+            events, state = self._locked(conn, incident_id)
+            view = fold(events)
             if not view.status.is_open:
                 raise InvalidTransition(f"cannot start a roll-call on {incident_id}: it is "
                                         f"{view.status.value}")
-            if fold_rollcall(store.events(incident_id, conn)) is not None:
+            if state is not None:
                 raise InvalidTransition(f"{incident_id} has a roll-call already",
                                         hint=f"incident rollcall status {incident_id[-6:]}")
             contexts = self.contexts(view, "question", texts)
@@ -284,7 +286,7 @@ class Rollcall:
     # ------------------------------------------------------------------ answers
 
     def answer(self, *, sender: str, text: str, provider_id: str | None = None,
-               received_at: datetime | None = None, via: str = "sms") -> Answered | None:
+               received_at: datetime | None = None, via: Via = "sms") -> Answered | None:
         """A reply (SMS, keypad digit, email) from `sender` (a phone in E.164 or an email):
         the open roll-call and member it matched (None: the sender is on none), its answer
         recorded once per provider id. The hook the inbound routes call."""
@@ -324,7 +326,7 @@ class Rollcall:
         return self._record(self.journal.store.resolve_id(ref), member, answer,
                             via="supervisor", provider_id=None, received_at=None)
 
-    def _record(self, incident_id: str, member: str, answer: int, *, via: str,
+    def _record(self, incident_id: str, member: str, answer: int, *, via: Via,
                 provider_id: str | None, received_at: datetime | None) -> Answered:
         if answer not in ANSWER_LABELS["en"]:
             raise InvalidValue(f"answer {answer}: give 1, 2 or 3", field="answer")
@@ -351,7 +353,7 @@ class Rollcall:
             if answer == NEED_HELP:
                 notice, alerted, messages = self._alert(conn, view, state, roster[member], now)
                 internal = messages
-            payload = RollcallAnswered(member=member, answer=answer, via=via,  # type: ignore[arg-type]
+            payload = RollcallAnswered(member=member, answer=answer, via=via,
                                        alerted=alerted, notice=notice,
                                        **({"provider_id": provider_id} if provider_id else {}),
                                        **({"received_at": to_iso(received_at)}
