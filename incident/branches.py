@@ -16,7 +16,7 @@ from incident.regions import region_key
 __all__ = ["Branch", "haversine_km", "load_branches", "nearby_open", "scope_branches"]
 
 REQUIRED_COLUMNS = ("id", "name", "region", "latitude", "longitude")
-OPTIONAL_COLUMNS = ("name_en", "geocodes")
+OPTIONAL_COLUMNS = ("name_en", "geocodes", "min_staff")
 _RANGES = {"latitude": 90.0, "longitude": 180.0}
 
 
@@ -31,6 +31,7 @@ class Branch:
     latitude: float
     longitude: float
     geocodes: tuple[str, ...] = ()
+    min_staff: int | None = None  # staff able to work it needs to open (roll-call readiness)
 
     def label(self, lang: str) -> str:
         """The branch's name in `lang`: Chinese for zh-*, else the English name if there is one."""
@@ -203,9 +204,18 @@ def _parse_row(row: list[str], columns: dict[str, int], line: int, display: str,
                              f"{name} {raw} is out of range (-{limit:g} to {limit:g})"))
             continue
         position[name] = value
+    min_staff: int | None = None
+    if cell("min_staff"):
+        raw = cell("min_staff")
+        if raw.isdigit():
+            min_staff = int(raw)
+        else:
+            problems.append((Location(display, line, "min_staff"),
+                             f"min_staff {raw!r} is not a whole number ≥ 0"))
     if problems:
         return None, problems
     geocodes = tuple(dict.fromkeys(g.strip() for g in cell("geocodes").split(";") if g.strip()))
     return Branch(id=branch_id, name=cell("name"), name_en=cell("name_en"),
                   region=cell("region"), latitude=position["latitude"],
-                  longitude=position["longitude"], geocodes=geocodes), []
+                  longitude=position["longitude"], geocodes=geocodes,
+                  min_staff=min_staff), []

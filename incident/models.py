@@ -163,6 +163,10 @@ class EventType(StrEnum):
     ESCALATED = "escalated"
     # later notices go to numbers on the suppression list too (an obligation; with a reason)
     OPTOUT_OVERRIDDEN = "optout_overridden"
+    # the staff roll-call (response/rollcall.py): started, a reminder round, an answer
+    ROLLCALL_STARTED = "rollcall_started"
+    ROLLCALL_ROUND = "rollcall_round"
+    ROLLCALL_ANSWERED = "rollcall_answered"
     # the post-mortem (edited by people after the incident)
     NOTE = "note"
     ACTION_ADDED = "action_added"

@@ -63,7 +63,8 @@ class Notice(Record):
         default_factory=dict, description="the template context by language, as rendered")
     messages: int = Field(description="outbox rows enqueued with it")
     recipients: int = Field(description="customers (parties for an internal notice)")
-    audience: Literal["internal"] | None = Field(default=None, description="internal: to parties")
+    audience: Literal["internal", "staff"] | None = Field(
+        default=None, description="internal: to parties; staff: a roll-call's messages")
     transports: dict[str, str] | None = Field(
         default=None, description="declared: the transport per channel its rows were recorded for")
 
@@ -195,6 +196,7 @@ class Updated(WithNotice, WithWarning):
     previous_severity: str | None = None
     eta: IsoTime | None = Field(default=None, description="given only when the ETA changes with it")
     to: list[str] | None = Field(default=None, description="parties told in an internal notice")
+    reopened: list[str] | None = Field(default=None, description="branches announced reopened")
 
 
 class EtaRevised(WithNotice):
@@ -321,6 +323,47 @@ class OptoutOverridden(Payload):
     suppressed: int = Field(ge=0, description="numbers on the suppression list at the time")
 
 
+class RollcallStarted(Payload):
+    """rollcall_started: the staff roll-call's question sent to the staff list (SMS, email);
+    its roster is in the rollcall_members table, its messages are the outbox rows of this
+    seq (recipients `party:staff:<id>`: internal, never customers)."""
+
+    question: TextByLanguage = Field(description="the question as sent, by language")
+    every: str = Field(description="the delay between rounds, e.g. 15m")
+    max_rounds: int = Field(ge=1, le=20)
+    members: int = Field(ge=1)
+    teams: list[str] = Field(default_factory=list)
+    branches: list[str] = Field(default_factory=list)
+    file: str | None = None
+    skipped: int = Field(default=0, ge=0, description="bad rows left out")
+    notice: Notice
+
+
+class RollcallRound(Payload):
+    """rollcall_round: a reminder round, by voice, to the staff who had not answered."""
+
+    round: int = Field(ge=2)
+    members: int = Field(ge=0, description="staff called")
+    notice: Notice
+
+
+Via = Literal["sms", "email", "voice", "supervisor"]  # how a roll-call answer came
+
+
+class RollcallAnswered(Payload):
+    """rollcall_answered: one staff member's answer (1 safe and able to work, 2 safe but
+    unable to work, 3 need help); a 3 alerts their manager and the duty desk (`notice`)."""
+
+    member: str
+    answer: int = Field(ge=1, le=3)
+    via: Via
+    provider_id: str | None = Field(default=None, description="the reply's id at the provider")
+    received_at: IsoTime | None = Field(default=None, description="the provider's time of it")
+    alerted: list[str] = Field(default_factory=list,
+                               description="who the need-help alert went to (staff id, party)")
+    notice: Notice | None = None
+
+
 class Note(Payload):
     """note: a post-mortem note in one section."""
 
@@ -360,6 +403,8 @@ MODELS: dict[EventType, type[Payload]] = {
     EventType.PARTY_ACKED: PartyAcked, EventType.ALERTED: Alerted,
     EventType.DELIVERY_REROUTED: DeliveryRerouted, EventType.ESCALATED: Escalated,
     EventType.NOTE: Note, EventType.OPTOUT_OVERRIDDEN: OptoutOverridden,
+    EventType.ROLLCALL_STARTED: RollcallStarted, EventType.ROLLCALL_ROUND: RollcallRound,
+    EventType.ROLLCALL_ANSWERED: RollcallAnswered,
     EventType.ACTION_ADDED: ActionAdded, EventType.ACTION_DONE: ActionDone,
     EventType.CHAIN_TAMPERED: ChainTampered,
 }

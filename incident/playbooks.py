@@ -219,6 +219,12 @@ class EscalationStep(Strict):
         return self
 
 
+class Rollcall(Strict):
+    """The staff roll-call's targets (a drill is scored against them)."""
+
+    target_90: Duration = timedelta(minutes=30)  # 90% of the staff answered within this
+
+
 class Playbook(Strict):
     """A validated playbook."""
 
@@ -238,6 +244,7 @@ class Playbook(Strict):
     warnings: Warnings | None = None
     branches: Branches = Field(default_factory=Branches)
     escalation: list[EscalationStep] = Field(default_factory=list)
+    rollcall: Rollcall = Field(default_factory=Rollcall)
 
     @field_validator("escalation")
     @classmethod

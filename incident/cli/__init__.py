@@ -130,12 +130,13 @@ def _register() -> None:
         receipts,
         record,
         report,
+        rollcall,
         setup,
         views,
     )
 
     for module in (setup, lifecycle, manual, coordination, views, record, report, receipts,
-                   bounces, optout):
+                   bounces, optout, rollcall):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -220,12 +220,13 @@ def _show_round(app: App, found: AlertRound, unsent: list[str], escalated: list[
         out.json({"at": app.rt.clock.now().isoformat(), "alerts": {
             i: [{"level": a.level, "what": a.what, "at": a.at.isoformat()} for a in alerts]
             for i, alerts in raised.items()}, "watching": ids, "unsent": unsent,
-            "escalated": escalated})
+            "escalated": escalated, "rollcall": {
+                i: app.response.status(i).rollcall for i in ids}})
         return
     if clear:
         out.console.clear()
     for ident in ids:
-        render_status(app, app.response.queries.status(ident))
+        render_status(app, app.response.status(ident))
     if not ids:
         out.line("No open incidents.")
     for ident, alerts in raised.items():

@@ -313,21 +313,25 @@ def format_duration_s(seconds: float) -> str:
               help="Not to customers: to the playbook's parties (or only those of --to).")
 @click.option("--to", "to", multiple=True, metavar="PARTY",
               help="Also send it to this party from incident.yaml (repeat).")
+@click.option("--reopen", multiple=True, metavar="BRANCH",
+              help="A branch this update announces reopened (repeat); warns when the staff "
+                   "roll-call says it cannot open.")
 @queue_only
 @pass_app
 def update(app: App, incident_id: str, message: str, message_zh: str | None,
            message_zh_hk: str | None, eta: str | None, status: str | None,
-           severity: str | None, internal: bool, to: tuple[str, ...], queue_only: bool) -> None:
+           severity: str | None, internal: bool, to: tuple[str, ...], reopen: tuple[str, ...],
+           queue_only: bool) -> None:
     """Post a progress update; customers get it unless --internal.
 
     \b
     Example:
       incident update 3F2A --status identified -m "Database failover in progress"
     """
-    result = app.response.lifecycle.update(
+    result = app.response.update(
         incident_id, message=message, message_zh=message_zh, message_zh_hk=message_zh_hk,
-        eta=eta, status=status,
-        severity=severity, internal=internal, to=to, queue_only=queue_only)
+        eta=eta, status=status, severity=severity, internal=internal, to=to, reopen=reopen,
+        queue_only=queue_only)
     show_updated(app, result, queue_only)
 
 

@@ -65,7 +65,7 @@ def status(app: App, incident_id: str | None) -> None:
     if incident_id is None:
         _list(app, include_closed=False)
         return
-    result = app.response.queries.status(incident_id)
+    result = app.response.status(incident_id)
     app.reminded = True  # the view below shows what falls due
     render_status(app, result)
 
@@ -85,6 +85,7 @@ def render_status(app: App, result: StatusResult) -> None:
         data["recent_failures"] = [
             {"channel": f.channel, "customer": f.recipient_ref, "to": mask_contact(f.address),
              "code": f.error_code, "error": f.last_error} for f in result.failures]
+        data["rollcall"] = result.rollcall
         out.json(data)
         return
     since = result.now - view.detected_at
@@ -119,6 +120,10 @@ def render_status(app: App, result: StatusResult) -> None:
     for channel, reach in _reach(result).items():
         out.line(f"{channel}: {reach['confirmed']} confirmed of {reach['accepted']} accepted")
     _skipped_line(out, sum(c.get("skipped", 0) for c in result.counts.values()))
+    if result.rollcall is not None:
+        from incident.cli.rollcall import show
+
+        show(app, result.rollcall)
     if result.retrying:
         out.table("Retrying (temporary failures)", ["channel", "customer", "to", "attempts",
                                                     "code", "last error", "next try"],

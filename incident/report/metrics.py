@@ -22,9 +22,11 @@ from incident.privacy import scrub
 from incident.report.checks import iso, text
 from incident.report.duties import judge_coordination, judge_transparency
 from incident.report.reach import judge_fast_response, judge_minimal_impact
+from incident.rollcall import fold_rollcall, summary
 from incident.state import IncidentView
 from incident.store import Connection
 from incident.store import reports as q
+from incident.store.rollcall import members as rollcall_members
 
 __all__ = ["PRINCIPLES", "SCHEMA", "SECTIONS", "VERDICTS", "iso", "measure"]
 
@@ -62,7 +64,18 @@ def measure(view: IncidentView, events: list[Event], conn: Connection, *, now: d
                          for at, by, t in view.notes.get(s, [])] for s in SECTIONS},
         "actions": [_action(item, now) for item in view.actions.values()],
         "timeline": [_timeline_entry(e) for e in events],
+        "rollcall": rollcall_figures(view, events, conn),
     }
+
+
+def rollcall_figures(view: IncidentView, events: list[Event],
+                     conn: Connection) -> dict[str, Any] | None:
+    """The staff roll-call's figures (None: no roll-call): time to 50/90/100% answered,
+    need-help cases and time to handle them, the headcount; a drill's 90% vs the target."""
+    state = fold_rollcall(events)
+    if state is None:
+        return None
+    return summary(state, rollcall_members(conn, view.id), [], view)
 
 
 def _incident(view: IncidentView) -> dict[str, Any]:
@@ -110,7 +123,7 @@ def _action(item: Any, now: datetime) -> dict[str, Any]:
 
 _TIMELINE_FIELDS = ("status", "severity", "eta", "previous", "reason", "resolved_at", "step",
                     "case", "urgent", "party", "parties", "section", "action", "owner", "due",
-                    "internal", "forced", "problems")
+                    "internal", "forced", "problems", "member", "answer", "via", "round")
 
 
 def _timeline_entry(event: Event) -> dict[str, Any]:

@@ -21,8 +21,9 @@ new peer) and writes through `Journal.record`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from incident.delivery import ProgressFn
 from incident.response.bounces import Bounces
@@ -35,7 +36,20 @@ from incident.response.optouts import Optouts
 from incident.response.postmortem import PostMortem
 from incident.response.queries import Queries
 from incident.response.receipts import Receipts
-from incident.response.results import NoticeResult, Result, SendResult, StartResult
+from incident.response.results import (
+    NoticeResult,
+    Result,
+    SendResult,
+    StartResult,
+    StatusResult,
+)
+from incident.response.rollcall import (
+    Answered,
+    EmailAnswers,
+    Reminders,
+    Rollcall,
+    StartedRollcall,
+)
 from incident.response.sending import Sending
 from incident.response.warnings import Assessment, Warnings
 from incident.settings import Runtime
@@ -62,12 +76,68 @@ class Response:
         self.bounces = Bounces(self.journal)
         self.escalation = Escalation(self.journal)
         self.optouts = Optouts(self.journal)
+        self.rollcall = Rollcall(self.journal)
 
     def escalate(self, ref: str | None = None) -> Escalations:
         """`incident escalate`: apply the due escalation steps, then send what they queued."""
         result = self.escalation.escalate(ref)
-        if result.messages:
+        reminded = self.rollcall.remind(ref)
+        result.reminders = reminded.lines()
+        if result.messages or any(r.messages for r in reminded.recorded):
             result.sent = self.sending.deliver(ref, complete=False)
+        return result
+
+    def status(self, ref: str) -> StatusResult:
+        """`incident status ID` (and `watch`): the incident's status with its roll-call's
+        headcount and branch readiness."""
+        result = self.queries.status(ref)
+        result.rollcall = self.rollcall.summary_of(result.view)
+        return result
+
+    def update(self, ref: str, *, reopen: Sequence[str] = (), **given: Any) -> NoticeResult:
+        """`incident update` (`Lifecycle.update`); each branch of `reopen` that cannot open
+        per the staff roll-call (staff able to work vs branches.csv min_staff) is warned about
+        in the result's notes — a warning, not a refusal: the supervisor decides."""
+        notes = self.rollcall.reopen_warnings(ref, reopen) if reopen else []
+        result = self.lifecycle.update(ref, reopen=reopen, **given)
+        result.notes = [*notes, *result.notes]
+        return result
+
+    def remind(self, ref: str | None = None) -> Reminders:
+        """`incident rollcall remind`: apply the roll-call's due round, then send its calls."""
+        result = self.rollcall.remind(ref)
+        if any(r.messages for r in result.recorded):
+            result.sent = self.sending.deliver(ref, complete=False)
+        return result
+
+    def rollcall_start(self, ref: str, **given: Any) -> StartedRollcall:
+        """`incident rollcall start`: record the roll-call, then send its messages."""
+        result = self.rollcall.start(ref, **given)
+        result.sent = self.sending.send(result)
+        return result
+
+    def rollcall_answer(self, **given: Any) -> Answered | None:
+        """A reply to a roll-call (`Rollcall.answer`), then its need-help alert sent."""
+        result = self.rollcall.answer(**given)
+        return self._alert_sent(result)
+
+    def rollcall_enter(self, ref: str, **given: Any) -> Answered:
+        """`incident rollcall answer`: an answer entered by a supervisor, then its alert sent."""
+        result = self.rollcall.enter(ref, **given)
+        self._alert_sent(result)
+        return result
+
+    def rollcall_replies(self, paths: Sequence[Path]) -> EmailAnswers:
+        """`incident rollcall replies`: email replies recorded as answers, then the need-help
+        alerts they raised sent."""
+        result = self.rollcall.replies(paths)
+        if any(a.result is not None and a.result.internal for a in result.answers):
+            result.sent = self.sending.deliver(None, complete=False)
+        return result
+
+    def _alert_sent(self, result: Answered | None) -> Answered | None:
+        if result is not None and result.result is not None and result.result.internal:
+            result.sent = self.sending.send(result.result)
         return result
 
     def serve_receipts(self, *, host: str, port: int,

@@ -14,14 +14,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from incident.errors import DeliveryError
 from incident.manual import opened
 from incident.models import EventType, Status
 from incident.notices import message_id, sender_domain
 from incident.payloads import CaseLogged, Escalated
 from incident.playbooks import EscalationStep
 from incident.response.journal import Journal
-from incident.response.results import Outcome, Result, SendResult
+from incident.response.results import Sends
 from incident.state import IncidentView, fold
 from incident.store import escalation as esc
 from incident.store import outbox as ob
@@ -32,21 +31,12 @@ CALLBACK_PREFIX = "Call back: "
 
 
 @dataclass(kw_only=True)
-class Escalations(Result):
-    """What `incident escalate` did: the ESCALATED events' payloads, by incident."""
+class Escalations(Sends):
+    """What `incident escalate` did: the ESCALATED events' payloads, by incident (`sent`:
+    sending what was queued, when something was)."""
 
     done: dict[str, list[Escalated]] = field(default_factory=dict)
-    sent: SendResult | None = None  # sending what was queued, when something was
-
-    @property
-    def outcome(self) -> Outcome:
-        """How sending what was queued went (success when nothing was)."""
-        return self.sent.outcome if self.sent is not None else Outcome.SUCCESS
-
-    @property
-    def problem(self) -> DeliveryError | None:
-        """Why sending failed, if it did."""
-        return self.sent.problem if self.sent is not None else None
+    reminders: list[str] = field(default_factory=list)  # roll-call rounds applied with it
 
     @property
     def messages(self) -> int:
@@ -63,7 +53,7 @@ class Escalations(Result):
         return [f"{incident_id}: escalation step {e.step} (after {e.after}) → {e.to}: "
                 f"{e.customers} customers, {e.messages} messages, {len(e.cases)} call-back "
                 "cases" + (f", {e.no_address} with no contact there" if e.no_address else "")
-                for incident_id, each in self.done.items() for e in each]
+                for incident_id, each in self.done.items() for e in each] + self.reminders
 
 
 class Escalation:

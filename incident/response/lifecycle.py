@@ -31,8 +31,10 @@ class Lifecycle(Declaration):
                eta: str | None = None, status: str | None = None, severity: str | None = None,
                internal: bool = False, to: Sequence[str] = (),
                queue_only: bool = False,
-               warning: dict[str, Any] | None = None) -> NoticeResult:
-        """Record a progress update (`warning`: the CAP Update it comes from).
+               warning: dict[str, Any] | None = None,
+               reopen: Sequence[str] = ()) -> NoticeResult:
+        """Record a progress update (`warning`: the CAP Update it comes from; `reopen`: the
+        branches it announces reopened, recorded with it).
 
         Customers get an update notice unless `internal`. Parties: those named in `to`; with
         `internal` and no `to`, all the playbook's parties; a new `severity` (re-grade) is
@@ -59,6 +61,8 @@ class Lifecycle(Declaration):
             data: dict[str, Any] = {"message": message.strip(), "internal": internal, **chinese}
             if warning:
                 data["warning"] = warning
+            if reopen:
+                data["reopened"] = list(dict.fromkeys(reopen))
             if new_status and new_status != view.status:
                 data["status"] = new_status.value
             if eta:

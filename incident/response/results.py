@@ -120,6 +120,7 @@ class StatusResult(Result):
     attention: list[Attention] = field(default_factory=list)  # what falls due
     # Customer rows by channel and delivery state after `sent`, from receipts (issue 14).
     receipts: dict[str, dict[str, int]] = field(default_factory=dict)
+    rollcall: dict[str, Any] | None = None  # the staff roll-call's headcount, if one started
 
     @property
     def update_overdue(self) -> bool:
@@ -185,6 +186,23 @@ class SendResult(Result):
                     f"`{resume}` with that config, or `{resume} --reroute-to-config-transport`")
         return DeliveryError(f"{report.left} messages not sent — {report.why_pending()}",
                              hint=hint)
+
+
+@dataclass(kw_only=True)
+class Sends(Result):
+    """A result whose recorded messages may have been sent: the outcome is the sending's."""
+
+    sent: SendResult | None = None
+
+    @property
+    def outcome(self) -> Outcome:
+        """How sending went (success when nothing was sent)."""
+        return self.sent.outcome if self.sent is not None else Outcome.SUCCESS
+
+    @property
+    def problem(self) -> DeliveryError | None:
+        """Why sending failed, if it did."""
+        return self.sent.problem if self.sent is not None else None
 
 
 @dataclass(kw_only=True)

@@ -206,6 +206,23 @@ def m009_optouts(conn: Connection) -> None:
     optouts.create(conn)
 
 
+def m011_rollcall(conn: Connection) -> None:
+    """The staff roll-call's roster (issue 15): `rollcall_members`, one row per staff member
+    of an incident's roll-call, with team, branch and manager, no contacts."""
+    metadata = MetaData()
+    Table("incidents", metadata, Column("id", String(40), primary_key=True))
+    Table(
+        "rollcall_members", metadata,
+        Column("incident_id", String(40), ForeignKey("incidents.id"), primary_key=True),
+        Column("staff_id", String(200), primary_key=True),
+        Column("name", Text, nullable=False),
+        Column("team", String(100), nullable=False),
+        Column("branch", String(100), nullable=False),
+        Column("manager", String(200)),
+        Column("language", String(8), nullable=False),
+    ).create(conn)
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_initial", m001_initial),
     ("m002_outbox_due_index", m002_outbox_due_index),
@@ -216,6 +233,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m007_outbox_region", m007_outbox_region),
     ("m008_receipts", m008_receipts),
     ("m009_optouts", m009_optouts),
+    ("m011_rollcall", m011_rollcall),
 ]
 
 

@@ -153,3 +153,16 @@ optouts = Table(
 )
 Index("ix_optouts_address", optouts.c.address)
 
+
+# The staff roll-call's roster (m011): one row per staff member of an incident's roll-call,
+# no contacts (those are in the roll-call's outbox rows, `party:staff:<id>`); answers are events.
+rollcall_members = Table(
+    "rollcall_members", metadata,
+    Column("incident_id", String(40), ForeignKey("incidents.id"), primary_key=True),
+    Column("staff_id", String(200), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("team", String(100), nullable=False),
+    Column("branch", String(100), nullable=False),
+    Column("manager", String(200)),
+    Column("language", String(8), nullable=False),
+)
