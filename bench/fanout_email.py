@@ -18,8 +18,12 @@ and the same messages go through:
                rows (timed separately), then `incident deliver ID` in a fresh process sends
                them. Rate = N / wall time of that process (start-up included); the rate the
                dispatcher reports for itself (start-up excluded) is shown too, with peak RSS.
+   fast regime also: `incident start` recording and sending in one fresh process (issue 17:
+               the whole command line), N / its wall time.
 2. smtplib:    a plain loop, one `smtplib.SMTP` connection, an `EmailMessage` built per
-               recipient (multipart text + HTML, Chinese subject, same size) + `send_message`.
+               recipient (multipart text + HTML, Chinese subject, same size) + `send_message`;
+               fast regime also: the same connection sending the project's own bytes
+               (`sendmail`, To and Message-ID prepended) -- issue 17's bare loop.
 3. aiosmtplib: C `aiosmtplib.SMTP` connections, pre-built message bytes, `sendmail()`,
                no bookkeeping at all. In the fast regime also the same loop making the
                calls `incident` makes (MAIL with SIZE, RCPT, DATA): not a target, shown so
@@ -212,6 +216,22 @@ def run_project(base: Path, port: int, n: int, c: int, *, profile_to: Path | Non
     return row, record, replay
 
 
+def run_project_start(base: Path, port: int, n: int, c: int) -> Row:
+    """The whole command line (issue 17): `incident start` recording the notice and sending it
+    to the sink in one fresh process, as an operator runs it. Rate = N / its wall time."""
+    log(f"  incident start {PLAYBOOK} (record + send, {n} rows)")
+    ws = make_workspace(base / "ws-start", smtp_port=port, connections=c)
+    audience = write_audience(ws.path / "audience.csv", n)
+    done = ws.incident("--json", "start", PLAYBOOK, "--title", TITLE, "--audience",
+                       str(audience), timeout=max(3600.0, n / 20)).check("incident start")
+    data = json.loads(done.stdout)
+    sent = int(data["deliveries"]["sent"])
+    if sent != n or data["deliveries"]["failed"]:
+        raise RuntimeError(f"incident start left {data['deliveries']} (expected {n} sent)")
+    return Row("incident_start", f"incident start (record + send), {c} conn", sent, done.wall,
+               n, extra={"peak_rss_mb": done.max_rss_mb, "cpu_seconds": done.cpu_seconds})
+
+
 def profile_project(replay: Workspace, incident_id: str, out: Path, top: int = 15) -> dict:
     """`python -m cProfile -o OUT -m incident deliver ID` on a copy of the queued workspace."""
     log(f"  profiling incident deliver under cProfile -> {out}")
@@ -297,6 +317,30 @@ def run_smtplib(port: int, n: int, samples: dict[str, Sample], cap: float | None
     seconds = time.perf_counter() - started
     return Row("smtplib", "smtplib loop, 1 conn", sent, seconds, n, capped=sent < n,
                extra={"cpu_seconds": _cpu_self() - cpu})
+
+
+def run_smtplib_bytes(port: int, n: int, samples: dict[str, Sample], cap: float | None) -> Row:
+    """smtplib.SMTP, one connection, `sendmail` of the project's own message bytes (To and
+    Message-ID prepended per recipient): the bare loop issue 17 compares the whole CLI with."""
+    log(f"  smtplib loop, same bytes, 1 connection ({n} messages"
+        + (f", at most {cap:.0f} s)" if cap else ")"))
+    bodies = {lang: s.headless for lang, s in samples.items()}
+    senders = {lang: s.envelope_from for lang, s in samples.items()}
+    sent = 0
+    cpu = _cpu_self()
+    started = time.perf_counter()
+    deadline = started + cap if cap else None
+    with smtplib.SMTP("127.0.0.1", port, local_hostname="localhost", timeout=60) as conn:
+        for i in range(n):
+            if deadline and time.perf_counter() > deadline:
+                break
+            _, _, address, lang = customer(i)
+            head = f"To: <{address}>\r\nMessage-ID: <bench-{i}@example.com>\r\n".encode()
+            conn.sendmail(senders[lang], [address], head + bodies[lang])
+            sent += 1
+    seconds = time.perf_counter() - started
+    return Row("smtplib_bytes", "smtplib loop, same bytes, 1 conn", sent, seconds, n,
+               capped=sent < n, extra={"cpu_seconds": _cpu_self() - cpu})
 
 
 # --- 3. bare aiosmtplib, C connections ---------------------------------------------------------
@@ -455,6 +499,9 @@ def run_regime(regime: Regime, base: Path, *, profile_to: Path | None) -> dict[s
 
         _, record, replay = measured(run_project, base, sink.port, n, c, profile_to=profile_to,
                                      batch=regime.batch)
+        if regime.name == "fast":  # issue 17: the whole command line vs the same bytes
+            measured(run_project_start, base, sink.port, n, c)
+            measured(run_smtplib_bytes, sink.port, n, samples, regime.smtplib_cap)
         measured(run_smtplib, sink.port, n, samples, regime.smtplib_cap)
         measured(run_aiosmtplib, sink.port, n, c, samples, regime.aiosmtplib_cap)
         if regime.name == "fast":  # where the cost of each call shows
@@ -483,12 +530,15 @@ def _ratios(rows: dict[str, Row]) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
     project = rows["incident"]
     dispatch_rate = project.extra.get("dispatch_rate")
-    for base in ("smtplib", "aiosmtplib", "aiosmtplib_lean", "smtp_source"):
+    for base in ("smtplib", "aiosmtplib", "aiosmtplib_lean", "smtp_source", "smtplib_bytes"):
         if base not in rows:
             continue
         rate = rows[base].rate
         out[f"incident/{base}"] = project.rate / rate if rate else None
         out[f"incident_dispatch/{base}"] = dispatch_rate / rate if rate and dispatch_rate else None
+    if "incident_start" in rows and "smtplib_bytes" in rows and rows["smtplib_bytes"].rate:
+        out["incident_start/smtplib_bytes"] = (rows["incident_start"].rate
+                                               / rows["smtplib_bytes"].rate)
     return out
 
 
@@ -508,6 +558,9 @@ def _targets(regime: str, result: dict[str, Any], *, big: bool) -> list[dict[str
         target("CPU-bound: incident ≥ 3× plain smtplib loop", ratios["incident/smtplib"], 3.0)
         target("CPU-bound: incident ≥ 80% of bare aiosmtplib", ratios["incident/aiosmtplib"],
                0.8)
+        if "incident_start/smtplib_bytes" in ratios:
+            target("issue 17: incident start (record + send) ≥ smtplib loop, same bytes",
+                   ratios["incident_start/smtplib_bytes"], 1.0)
     else:
         target("latency-bound: incident ≥ 90% of smtp-source", ratios["incident/smtp_source"],
                0.9)
@@ -542,7 +595,8 @@ def _row_adder(body: list[list[str]], base: dict[str, float]) -> Any:
     return add
 
 
-ROW_KEYS = ("incident", "smtplib", "aiosmtplib", "aiosmtplib_lean", "smtp_source")
+ROW_KEYS = ("incident", "incident_start", "smtplib_bytes", "smtplib", "aiosmtplib",
+            "aiosmtplib_lean", "smtp_source")
 BUSY_CORES = 0.15  # other processes using more than this many cores make wall times pessimistic
 
 
@@ -596,7 +650,7 @@ def render(report: dict[str, Any]) -> str:
         if busy:
             lines.append("WARNING: other processes were busy during " + ", ".join(busy)
                          + ": those wall-clock rates are pessimistic (CPU ms/msg is not)")
-        lines += ["", "targets (issue 6):"]
+        lines += ["", "targets (issue 6; issue 17: the whole command line):"]
         for t in r["targets"]:
             lines.append(f"  [{'PASS' if t['pass'] else 'MISS'}] {t['name']}: {t['shown']}")
         lean = r["ratios"].get("incident/aiosmtplib_lean")

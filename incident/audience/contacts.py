@@ -1,16 +1,13 @@
-"""Email and phone validation of one contact (email addresses fast for common ones)."""
+"""Email validation of one contact, fast for common addresses (phones: audience/phones.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import email_validator
-import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES, DOT_ATOM_TEXT
 from email_validator.syntax import validate_email_domain_name
-
-from incident.privacy import mask_phone
 
 
 class _EmailCheck:
@@ -81,17 +78,3 @@ _EMAIL_MAX = 254  # octets (email_validator's EMAIL_MAX_LENGTH)
 
 def _utf8_len(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8"))
-
-
-def _parse_phone(raw: str, region: str) -> tuple[str | None, str | None]:
-    """(E.164 number, None) or (None, why the number is unusable)."""
-    shown = mask_phone(raw)  # the warning is printed: even a wrong number is personal data
-    try:
-        number = phonenumbers.parse(raw, region)
-    except phonenumbers.NumberParseException as exc:
-        return None, f"invalid phone {shown!r}: {exc}"
-    if not phonenumbers.is_possible_number(number):
-        return None, f"invalid phone {shown!r}: not a possible number"
-    if not phonenumbers.is_valid_number(number):
-        return None, f"invalid phone {shown!r}: not a valid number"
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), None

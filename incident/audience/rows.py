@@ -9,7 +9,7 @@ from operator import itemgetter
 
 from email_validator import EmailNotValidError
 
-from incident.audience.contacts import _EmailCheck, _parse_phone
+from incident.audience.contacts import _EmailCheck
 from incident.audience.model import (
     LANGUAGES,
     NAME_MAX,
@@ -20,6 +20,7 @@ from incident.audience.model import (
     _Fields,
     _KeptRow,
 )
+from incident.audience.phones import parse_phone
 from incident.controls import one_line
 from incident.errors import AudienceInvalid, Location
 
@@ -146,7 +147,7 @@ class _RowParser:
             except EmailNotValidError as exc:
                 problems.append(RowProblem(line, "email", f"invalid email: {exc}"))
         if raw_phone:
-            phone, message = _parse_phone(raw_phone, self.region)
+            phone, message = parse_phone(raw_phone, self.region)
             if message:
                 problems.append(RowProblem(line, "phone", message))
         if self.checks:

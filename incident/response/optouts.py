@@ -88,9 +88,9 @@ class Optouts:
         return Overridden(incident_id=result.incident_id, seq=result.seq, requeued=requeued)
 
     def _number(self, phone: str) -> str:
-        from incident.audience.contacts import _parse_phone
+        from incident.audience.phones import parse_phone
 
-        number, problem = _parse_phone(phone, self.journal.rt.settings.phone_region)
+        number, problem = parse_phone(phone, self.journal.rt.settings.phone_region)
         if number is None:
             raise InvalidValue(f"phone: {problem}")
         return number
