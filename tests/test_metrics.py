@@ -198,6 +198,28 @@ def test_a_deliver_worker_is_scraped_while_sending_and_counts_what_the_outbox_ho
     assert ENV["TWILIO_AUTH_TOKEN"] not in out + err
 
 
+def test_sigterm_during_a_send_lets_the_round_finish(
+        worker_ws: Workspace, worker: Callable[..., Worker]) -> None:
+    """SIGTERM (how a service manager stops a worker) while emails are still going out at
+    10/s: the round in hand finishes, every message is sent once, exit 0."""
+    ws = worker_ws
+    incident_id = ws.json("start", "core-banking-outage", "--title", "Core down",
+                          "--queue-only")["id"]
+    run = worker()
+
+    def under_way() -> Samples | None:
+        found = run.scrape()
+        return found if found and value(found, "incident_messages_total", channel="email",
+                                        state="sent") else None
+
+    until(under_way, "the first emails")
+    code, out, err = run.stop()
+    assert code == 0, err
+    assert outbox(ws.db, incident_id) == {"email": {"sent": CUSTOMERS},
+                                          "sms": {"sent": CUSTOMERS}}
+    assert re.search(rf"Sent {2 * CUSTOMERS}, failed 0", out), out
+
+
 def test_retries_are_counted_by_reason(worker_ws: Workspace, worker: Callable[..., Worker],
                                        smtp_sink: Callable[..., SmtpSink]) -> None:
     """A relay answering 4xx to every RCPT: each try is a retry with the SMTP code."""

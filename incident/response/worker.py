@@ -2,14 +2,16 @@
 watches must stay up): deliver what is due, then look again every second for newly queued
 messages, until SIGINT or SIGTERM.
 
-A signal while idle ends the worker with what it did; during a send it interrupts the send
-as Ctrl-C does (claims given back, exit 1, `incident deliver` resumes).
+SIGTERM (how systemd, Kubernetes or a supervisor stop a service) is a graceful stop: the round
+in hand finishes, then the worker ends with what it did (exit 0, or 3 if something failed for
+good). A worker stopped harder than that (SIGKILL after a grace period) loses nothing either:
+the outbox is crash-safe. SIGINT (Ctrl-C) interrupts a send at once, claims given back, exit 1,
+and the next `incident deliver` resumes.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import signal
 import time
 from collections.abc import Callable
@@ -18,14 +20,17 @@ from typing import Any
 from incident.response.results import SendResult
 
 IDLE = 1.0  # s between looks at the outbox once nothing is due
+NAP = 0.05  # s: how soon an idle worker notices SIGTERM
 
 
 def work(deliver: Callable[[], SendResult], *, every: float = IDLE) -> SendResult:
-    """Call `deliver` until a signal, a channel that cannot work, or an interruption; the
+    """Call `deliver` until SIGTERM, a channel that cannot work, or an interruption; the
     rounds' results added up (counts and what is left: the last round's)."""
+    stopping = False
 
     def terminate(signum: int, frame: Any) -> None:
-        os.kill(os.getpid(), signal.SIGINT)  # the same path as Ctrl-C, whatever is running
+        nonlocal stopping  # never raises: a round in hand finishes, an idle wait ends
+        stopping = True
 
     previous = signal.signal(signal.SIGTERM, terminate)
     total: SendResult | None = None
@@ -34,11 +39,15 @@ def work(deliver: Callable[[], SendResult], *, every: float = IDLE) -> SendResul
             sent = deliver()
             total = sent if total is None else _add(total, sent)
             report = sent.report
-            if report is None or report.fatal or report.interrupted:
+            if report is None or report.fatal or report.interrupted or stopping:
                 return total
             try:
-                time.sleep(every)
+                idle_until = time.monotonic() + every
+                while not stopping and time.monotonic() < idle_until:
+                    time.sleep(NAP)
             except KeyboardInterrupt:
+                return total
+            if stopping:
                 return total
     finally:
         signal.signal(signal.SIGTERM, previous)
