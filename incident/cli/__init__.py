@@ -127,6 +127,7 @@ def _register() -> None:
         lifecycle,
         manual,
         optout,
+        page,
         receipts,
         record,
         report,
@@ -135,7 +136,7 @@ def _register() -> None:
     )
 
     for module in (setup, lifecycle, manual, coordination, views, record, report, receipts,
-                   bounces, optout):
+                   bounces, optout, page):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -23,6 +23,7 @@ from incident.store.events import (
     GENESIS,
     append_event,
     as_utc,
+    log_head,
     read_events,
     tampering_to_record,
     verify_chain,
@@ -192,6 +193,11 @@ class Store:
             return read_events(conn, incident_id)
         with self.read() as own:
             return read_events(own, incident_id)
+
+    def log_head(self) -> int:
+        """The newest event's id across incidents (changes whenever anything is recorded)."""
+        with self.read() as conn:
+            return log_head(conn)
 
     def incident(self, incident_id: str) -> IncidentRow:
         """The incident row of `incident_id`."""

@@ -1,0 +1,153 @@
+"""The status site's files from the public view of the record: HTML in each language, the
+Statuspage-shaped API and the feeds. Deterministic: the same record gives the same bytes (no
+time but the record's own, sorted keys, incidents in a fixed order)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
+
+from incident.page.api import api_files
+from incident.page.feeds import feed_files
+from incident.page.labels import LABELS, LANGUAGE_NAMES, PAGE_LANGUAGES
+from incident.page.model import PublicIncident, regional_hotlines
+from incident.regions import labelled_time, zone_label
+from incident.timeutil import HONG_KONG
+
+Files = dict[str, bytes]
+
+
+@dataclass(frozen=True)
+class SiteInfo:
+    """What the site says of itself (incident.yaml: organisation, timezone, status_page)."""
+
+    name: dict[str, str]  # the organisation's name by language
+    page_id: str
+    url: str  # public address, "" if not known
+    time_zone: str  # the configured zone (IANA name)
+    default_language: str
+    days: int = 90
+    zone_labels: dict[str, str] | None = None  # by language; default: incident.regions'
+
+    def zone(self, lang: str) -> ZoneInfo:
+        """The zone times are shown in for `lang` (Hong Kong time for zh-HK, as the notices)."""
+        return HONG_KONG if lang == "zh-HK" else ZoneInfo(self.time_zone)
+
+
+class SiteBuilder:
+    """Renders the site; keeps each incident's pages by (incident, head, language) so that a
+    rebuild after one notice renders only what changed (the index, feeds and API aside)."""
+
+    def __init__(self, template_path: Sequence[Path], info: SiteInfo) -> None:
+        self.info = info
+        self.env = Environment(loader=FileSystemLoader([str(p) for p in template_path]),
+                               autoescape=select_autoescape(default=True, default_for_string=True),
+                               undefined=StrictUndefined, trim_blocks=False,
+                               keep_trailing_newline=True)
+        css = self.env.loader.get_source(self.env, "page/page.css")[0]  # type: ignore[union-attr]
+        digest = base64.b64encode(hashlib.sha256(css.encode()).digest()).decode()
+        self.shared = {"css": Markup(css), "style_hash": f"sha256-{digest}",
+                       "names": LANGUAGE_NAMES, "languages": PAGE_LANGUAGES}
+        self._cache: dict[tuple[str, str, str], bytes] = {}
+        self._times: dict[str, Callable[[datetime | None], str]] = {
+            lang: self._clock(lang) for lang in PAGE_LANGUAGES}
+
+    def _clock(self, lang: str) -> Callable[[datetime | None], str]:
+        zone = self.info.zone(lang)
+        label = zone_label(zone, lang, self.info.zone_labels or {})
+
+        def when(value: datetime | None) -> str:
+            return labelled_time(value, zone, label, lang) if value is not None else ""
+        return when
+
+    def build(self, incidents: Sequence[PublicIncident]) -> Files:
+        """Every file of the site, by path relative to its root."""
+        ordered = sorted(incidents, key=lambda i: (i.created_at, i.id), reverse=True)
+        updated = max((i.updated_at for i in ordered), default=None)
+        files: Files = {}
+        live: set[tuple[str, str, str]] = set()
+        for lang in PAGE_LANGUAGES:
+            for incident in ordered:
+                key = (incident.id, incident.head, lang)
+                live.add(key)
+                page = self._cache.get(key)
+                if page is None:
+                    page = self._render_incident(incident, lang, updated)
+                    self._cache[key] = page
+                files[f"{lang}/incidents/{incident.id}.html"] = page
+            files[f"{lang}/index.html"] = self._render_index(ordered, lang, "../", updated)
+        files["index.html"] = self._render_index(ordered, self.info.default_language, "",
+                                                 updated)
+        self._cache = {k: v for k, v in self._cache.items() if k in live}
+        files.update(api_files(ordered, self.info, updated))
+        files.update(feed_files(ordered, self.info, updated, PAGE_LANGUAGES))
+        return files
+
+    # ------------------------------------------------------------------ HTML
+
+    def _page(self, template: str, lang: str, here: str, updated: datetime | None,
+              switch: dict[str, str], **values: Any) -> bytes:
+        t = LABELS[lang]
+        html = self.env.get_template(template).render(
+            **self.shared, **values, lang=lang, t=t, here=here, switch=switch,
+            org=self.info.name.get(lang) or self.info.name.get("en", ""),
+            updated=self._times[lang](updated))
+        return html.encode("utf-8")
+
+    def _render_index(self, ordered: Sequence[PublicIncident], lang: str, here: str,
+                      updated: datetime | None) -> bytes:
+        current = [i for i in ordered if not i.resolved]
+        since = updated - timedelta(days=self.info.days) if updated else None
+        past = [i for i in ordered if i.resolved and since is not None and i.updated_at >= since]
+        switch = {other: f"{here}{other}/index.html" for other in PAGE_LANGUAGES}
+        return self._page("page/index.html", lang, here, updated, switch,
+                          current=[self._summary(i, lang, here) for i in current],
+                          past=[self._summary(i, lang, here) for i in past],
+                          past_heading=LABELS[lang]["past"].format(days=self.info.days))
+
+    def _render_incident(self, incident: PublicIncident, lang: str,
+                         updated: datetime | None) -> bytes:
+        here = "../../"
+        switch = {other: f"{here}{other}/incidents/{incident.id}.html"
+                  for other in PAGE_LANGUAGES}
+        return self._page("page/incident.html", lang, here, incident.updated_at, switch,
+                          i=self._detail(incident, lang, here))
+
+    def _summary(self, incident: PublicIncident, lang: str, here: str) -> dict[str, Any]:
+        """What the index shows of an incident."""
+        t, when, ctx = LABELS[lang], self._times[lang], incident.latest(lang)
+        manual = ctx.get("manual", {})
+        latest = incident.updates[-1]
+        return {"href": f"{here}{lang}/incidents/{incident.id}.html",
+                "title": incident.title(lang), "impact": incident.impact,
+                "status": t.get(incident.status, incident.status),
+                "kind": t.get(incident.kind, ""), "started": when(incident.created_at),
+                "eta": when(incident.eta), "resolved_at": when(incident.resolved_at),
+                "next_update": "" if incident.resolved else str(ctx.get("next_update") or ""),
+                "hotline": manual.get("hotline") or ctx.get("org", {}).get("hotline", ""),
+                "latest": latest.body(lang)}
+
+    def _detail(self, incident: PublicIncident, lang: str, here: str) -> dict[str, Any]:
+        """What an incident's page shows."""
+        t, when, ctx = LABELS[lang], self._times[lang], incident.latest(lang)
+        found = self._summary(incident, lang, here)
+        found["manual"] = ctx.get("manual", {})
+        found["hotlines"] = regional_hotlines(ctx)
+        found["branches"] = ctx.get("branches", {"closed": [], "open": [], "none_open": False})
+        found["eta_history"] = [{"eta": when(e.eta), "at": when(e.announced_at)}
+                                for e in incident.eta_history]
+        found["updates"] = [{"seq": u.seq, "label": t.get(u.phase, u.phase), "at": when(u.at),
+                             "body": u.body(lang)} for u in incident.updates]
+        return found
+
+
+__all__ = ["Files", "SiteBuilder", "SiteInfo"]
