@@ -1,5 +1,5 @@
-"""`history.atom` and `history.rss` per language (feedgen): one entry per public notice of
-the most recent incidents, newest first. Every time in them is the record's (feedgen would
+"""`history.atom` and `history.rss` per language (feedgen): one entry per public notice, the
+ENTRIES most recent, newest first. Every time in them is the record's (feedgen would
 otherwise stamp the build time), so the same record gives the same bytes."""
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 
 from feedgen.feed import FeedGenerator
 
-from incident.page.api import RECENT
 from incident.page.labels import LABELS
 from incident.page.model import PublicIncident
 
@@ -18,6 +17,7 @@ if TYPE_CHECKING:
     from incident.page.site import SiteInfo
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # an empty feed's "updated": a fixed time
+ENTRIES = 100  # the most recent public notices in a feed
 
 
 def feed_files(ordered: Sequence[PublicIncident], info: SiteInfo, updated: datetime | None,
@@ -26,7 +26,7 @@ def feed_files(ordered: Sequence[PublicIncident], info: SiteInfo, updated: datet
     (where Statuspage has them)."""
     out: dict[str, bytes] = {}
     for lang in languages:
-        atom, rss = _feeds(ordered[:RECENT], info, updated or EPOCH, lang)
+        atom, rss = _feeds(ordered, info, updated or EPOCH, lang)
         out[f"{lang}/history.atom"], out[f"{lang}/history.rss"] = atom, rss
         if lang == info.default_language:
             out["history.atom"], out["history.rss"] = atom, rss
@@ -47,16 +47,16 @@ def _feeds(incidents: Sequence[PublicIncident], info: SiteInfo, updated: datetim
     fg.updated(updated)
     fg.lastBuildDate(updated)
     fg.generator("incident")
-    for incident in incidents:
-        title = incident.title(lang)
-        for update in reversed(incident.updates):
-            entry = fg.add_entry(order="append")
-            key = f"{incident.id}/{update.seq}"
-            entry.id(f"{base}incidents/{key}" if base else f"urn:incident:{key}")
-            entry.guid(f"urn:incident:{key}", permalink=False)
-            entry.title(f"{title} · {t.get(update.phase, update.phase)}")
-            entry.link(href=f"{base}incidents/{incident.id}.html#u{update.seq}")
-            entry.description(update.body(lang) or t.get(update.status, update.status))
-            entry.published(update.at)
-            entry.updated(update.at)
+    notices = sorted(((u.at, incident.id, u.seq, incident, u) for incident in incidents
+                      for u in incident.updates), key=lambda n: n[:3], reverse=True)
+    for _at, _id, _seq, incident, update in notices[:ENTRIES]:
+        entry = fg.add_entry(order="append")
+        key = f"{incident.id}/{update.seq}"
+        entry.id(f"{base}incidents/{key}" if base else f"urn:incident:{key}")
+        entry.guid(f"urn:incident:{key}", permalink=False)
+        entry.title(f"{incident.title(lang)} · {t.get(update.phase, update.phase)}")
+        entry.link(href=f"{base}incidents/{incident.id}.html#u{update.seq}")
+        entry.description(update.body(lang) or t.get(update.status, update.status))
+        entry.published(update.at)
+        entry.updated(update.at)
     return fg.atom_str(pretty=True), fg.rss_str(pretty=True)

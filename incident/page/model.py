@@ -14,7 +14,6 @@ from datetime import datetime
 from typing import Any
 
 from incident.models import Event, EventType
-from incident.payloads import Closed, Declared, EtaRevised, Resolved, Updated, payload_of
 from incident.timeutil import parse_iso
 
 # Statuspage's incident impact, from the position of the grade in the playbook's scale
@@ -24,31 +23,19 @@ IMPACTS = ("critical", "major", "minor")
 
 @dataclass(frozen=True)
 class PublicUpdate:
-    """One public notice: when, what status it announced, the ETA it gave, and its
-    localized context as recorded (by language)."""
+    """One public notice: when, what status it announced, the ETA it gave, and what it told
+    customers in each page language."""
 
     seq: int
     at: datetime
     phase: str  # initial | update | eta_changed | resolved
     status: str  # investigating | identified | monitoring | resolved
     eta: datetime | None
-    contexts: dict[str, dict[str, Any]]
-
-    def context(self, lang: str) -> dict[str, Any]:
-        """The notice's context in `lang` (a record without it: the closest language)."""
-        return pick(self.contexts, lang)
+    bodies: dict[str, str]
 
     def body(self, lang: str) -> str:
         """What the notice told customers, in `lang`, as one paragraph."""
-        ctx = self.context(lang)
-        notice = ctx.get("notice", {})
-        if self.phase == "eta_changed":
-            return str(ctx.get("eta", {}).get("reason") or notice.get("message") or "")
-        if self.phase == "initial":
-            impact = str(ctx.get("playbook", {}).get("impact") or "")
-            message = str(notice.get("message") or "")
-            return " ".join(part for part in (impact, message) if part)
-        return str(notice.get("message") or "")
+        return str(pick(self.bodies, lang) or "")
 
 
 @dataclass(frozen=True)
@@ -62,7 +49,10 @@ class EtaEntry:
 
 @dataclass
 class PublicIncident:
-    """What the status page shows of one (non-drill) incident with at least one public notice."""
+    """What the status page shows of one (non-drill) incident with at least one public notice.
+
+    `details` are the public parts of the latest notice's context, by language: title and
+    affected services, the manual channel and hotlines, branches, the next update promised."""
 
     id: str
     kind: str  # system_failure | natural_disaster
@@ -70,6 +60,7 @@ class PublicIncident:
     created_at: datetime
     head: str  # hash of the incident's latest event: a cache key for what is built from it
     updates: list[PublicUpdate] = field(default_factory=list)
+    details: dict[str, dict[str, Any]] = field(default_factory=dict)
     resolved_at: datetime | None = None
     closed_at: datetime | None = None
 
@@ -104,55 +95,117 @@ class PublicIncident:
         return out
 
     def latest(self, lang: str) -> dict[str, Any]:
-        """The latest public notice's context in `lang` (title, manual channel, branches)."""
-        return self.updates[-1].context(lang)
+        """The public details of the latest notice in `lang`."""
+        return pick(self.details, lang) or {}
 
     def title(self, lang: str) -> str:
         return str(self.latest(lang).get("incident", {}).get("title") or self.id)
 
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able form (the view cache next to the site); `from_json` reads it back."""
+        return {"id": self.id, "kind": self.kind, "impact": self.impact,
+                "created_at": _iso(self.created_at), "head": self.head,
+                "resolved_at": _iso(self.resolved_at), "closed_at": _iso(self.closed_at),
+                "details": self.details,
+                "updates": [{"seq": u.seq, "at": _iso(u.at), "phase": u.phase,
+                             "status": u.status, "eta": _iso(u.eta), "bodies": u.bodies}
+                            for u in self.updates]}
 
-def pick(contexts: dict[str, dict[str, Any]], lang: str) -> dict[str, Any]:
-    """`contexts[lang]`, else the other Chinese one, else any (records predating a language)."""
-    for candidate in (lang, "zh-CN" if lang == "zh-HK" else "zh-HK", "en", *contexts):
-        if candidate in contexts:
-            return contexts[candidate]
-    return {}
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PublicIncident:
+        updates = [PublicUpdate(**{**u, "at": parse_iso(u["at"]), "eta": _time(u["eta"])})
+                   for u in data["updates"]]
+        return cls(**{**data, "updates": updates, "created_at": parse_iso(data["created_at"]),
+                      "resolved_at": _time(data["resolved_at"]),
+                      "closed_at": _time(data["closed_at"])})
 
 
-def public_incident(events: Sequence[Event]) -> PublicIncident | None:
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _time(value: str | None) -> datetime | None:
+    return parse_iso(value) if value else None
+
+
+def pick(values: dict[str, Any], lang: str) -> Any:
+    """`values[lang]`, else the other Chinese one, else any (records predating a language)."""
+    for candidate in (lang, "zh-CN" if lang == "zh-HK" else "zh-HK", "en", *values):
+        if candidate in values:
+            return values[candidate]
+    return None
+
+
+def notice_body(ctx: dict[str, Any], phase: str) -> str:
+    """What a notice told customers, from its context in one language, as one paragraph."""
+    notice = ctx.get("notice", {})
+    if phase == "eta_changed":
+        return str(ctx.get("eta", {}).get("reason") or notice.get("message") or "")
+    if phase == "initial":
+        impact = str(ctx.get("playbook", {}).get("impact") or "")
+        message = str(notice.get("message") or "")
+        return " ".join(part for part in (impact, message) if part)
+    return str(notice.get("message") or "")
+
+
+def public_details(ctx: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a notice's context the page shows (a whitelist: a key added to notice
+    contexts later never reaches the page by accident)."""
+    incident, org = ctx.get("incident", {}), ctx.get("org", {})
+    regional = {region: {"hotline": hotline} for region, hotline in regional_hotlines(ctx)}
+    return {"incident": {"title": incident.get("title", ""),
+                         "affected": list(incident.get("affected", []))},
+            "org": {"hotline": org.get("hotline", "")},
+            "manual": {key: ctx.get("manual", {}).get(key, "")
+                       for key in ("open", "hotline", "hours", "counters", "workaround")},
+            "branches": ctx.get("branches", {"closed": [], "open": [], "none_open": False}),
+            "next_update": ctx.get("next_update", ""), "regional": regional}
+
+
+def public_incident(events: Sequence[Event],
+                    languages: Sequence[str] = ("zh-CN", "zh-HK", "en")
+                    ) -> PublicIncident | None:
     """The public view of one incident's events (None: a drill, or nothing announced yet)."""
     if not events or events[0].type is not EventType.DECLARED:
         return None
-    declared = payload_of(events[0])
-    assert isinstance(declared, Declared)
-    if declared.drill:
+    first = events[0].data
+    if first.get("drill"):
         return None
-    grades = [str(level["id"]) for level in declared.playbook["severity"]["levels"]]
-    severity, status = declared.severity, "investigating"
-    eta = parse_iso(declared.eta) if declared.eta else None
-    found = PublicIncident(id=events[0].incident_id, kind=str(declared.playbook.get("kind", "")),
+    playbook = first["playbook"]
+    grades = [str(level["id"]) for level in playbook["severity"]["levels"]]
+    severity, status = str(first["severity"]), "investigating"
+    eta = _time(first.get("eta"))
+    found = PublicIncident(id=events[0].incident_id, kind=str(playbook.get("kind", "")),
                            impact="", created_at=events[0].at, head=events[-1].hash)
+    latest: dict[str, dict[str, Any]] = {}
+    # The stored payloads are read as plain JSON here, not through incident/payloads.py:
+    # they were validated when written, and parsing thousands of notice contexts through
+    # pydantic would cost most of a build (bench/page.py).
     for event in events:
-        p = payload_of(event)
-        if isinstance(p, Updated):
-            severity = p.severity or severity
-            status = p.status or status
-            if p.given("eta"):
-                eta = parse_iso(p.eta) if p.eta else None
-        elif isinstance(p, EtaRevised):
-            eta = parse_iso(p.eta)
-        elif isinstance(p, Resolved):
+        data = event.data
+        if event.type is EventType.UPDATED:
+            severity = data.get("severity") or severity
+            status = data.get("status") or status
+            if "eta" in data:
+                eta = _time(data["eta"])
+        elif event.type is EventType.ETA_REVISED:
+            eta = _time(data["eta"])
+        elif event.type is EventType.RESOLVED:
             status = "resolved"
-            found.resolved_at = parse_iso(p.resolved_at)
-        elif isinstance(p, Closed):
+            found.resolved_at = parse_iso(data["resolved_at"])
+        elif event.type is EventType.CLOSED:
             found.closed_at = event.at
-        notice = getattr(p, "notice", None)
-        if notice is None or notice.audience == "internal" or not notice.context:
+        notice = data.get("notice")
+        if not notice or notice.get("audience") == "internal" or not notice.get("context"):
             continue
-        found.updates.append(PublicUpdate(seq=event.seq, at=event.at, phase=notice.phase,
-                                          status=status, eta=eta, contexts=notice.context))
+        contexts, phase = notice["context"], str(notice["phase"])
+        found.updates.append(PublicUpdate(
+            seq=event.seq, at=event.at, phase=phase, status=status, eta=eta,
+            bodies={lang: notice_body(pick(contexts, lang), phase) for lang in languages}))
+        latest = contexts
     if not found.updates:
         return None
+    found.details = {lang: public_details(pick(latest, lang)) for lang in languages}
     rank = grades.index(severity) if severity in grades else len(grades) - 1
     found.impact = IMPACTS[min(rank, len(IMPACTS) - 1)]
     return found
@@ -162,7 +215,7 @@ def regional_hotlines(ctx: dict[str, Any]) -> list[tuple[str, str]]:
     """(region, hotline) for each region whose customers were given a hotline of their own."""
     out = []
     for region, differs in sorted(ctx.get("regional", {}).items()):
-        number = (differs.get("manual", {}).get("hotline")
+        number = (differs.get("hotline") or differs.get("manual", {}).get("hotline")
                   or differs.get("org", {}).get("hotline"))
         if number:
             out.append((region, str(number)))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -24,6 +24,8 @@ from incident.regions import labelled_time, zone_label
 from incident.timeutil import HONG_KONG
 
 Files = dict[str, bytes]
+# In a build: "the file already there is this page" (SiteBuilder.build's `kept`).
+KEEP = b"\0kept\0"
 
 
 @dataclass(frozen=True)
@@ -53,11 +55,21 @@ class SiteBuilder:
                                autoescape=select_autoescape(default=True, default_for_string=True),
                                undefined=StrictUndefined, trim_blocks=False,
                                keep_trailing_newline=True)
-        css = self.env.loader.get_source(self.env, "page/page.css")[0]  # type: ignore[union-attr]
+        loader = self.env.loader
+        assert loader is not None
+        css = loader.get_source(self.env, "page/page.css")[0]
         digest = base64.b64encode(hashlib.sha256(css.encode()).digest()).decode()
+        # What a page's bytes depend on besides its incident: the templates and the site's
+        # settings. A page kept from an earlier build is reused only under the same one.
+        sources = [loader.get_source(self.env, f"page/{name}")[0]
+                   for name in ("base.html", "_macros.html", "index.html", "incident.html",
+                                "_current.html", "_past.html", "page.css")]
+        self.fingerprint = hashlib.sha256(repr((sources, info)).encode()).hexdigest()
         self.shared = {"css": Markup(css), "style_hash": f"sha256-{digest}",
                        "names": LANGUAGE_NAMES, "languages": PAGE_LANGUAGES}
         self._cache: dict[tuple[str, str, str], bytes] = {}
+        self._docs: dict[tuple[str, str], str] = {}  # API documents by (incident, head)
+        self._fragments: dict[tuple[str, str, str, str, str], Markup] = {}
         self._times: dict[str, Callable[[datetime | None], str]] = {
             lang: self._clock(lang) for lang in PAGE_LANGUAGES}
 
@@ -69,8 +81,11 @@ class SiteBuilder:
             return labelled_time(value, zone, label, lang) if value is not None else ""
         return when
 
-    def build(self, incidents: Sequence[PublicIncident]) -> Files:
-        """Every file of the site, by path relative to its root."""
+    def build(self, incidents: Sequence[PublicIncident],
+              kept: Mapping[str, str] | None = None) -> Files:
+        """Every file of the site, by path relative to its root. `kept`: incident pages
+        already in the site, rendered by this fingerprint, by path -> the incident head they
+        show; such a page is not rendered again (its entry is KEEP)."""
         ordered = sorted(incidents, key=lambda i: (i.created_at, i.id), reverse=True)
         updated = max((i.updated_at for i in ordered), default=None)
         files: Files = {}
@@ -78,19 +93,29 @@ class SiteBuilder:
         for lang in PAGE_LANGUAGES:
             for incident in ordered:
                 key = (incident.id, incident.head, lang)
+                path = page_path(lang, incident)
                 live.add(key)
                 page = self._cache.get(key)
+                if page is None and kept and kept.get(path) == incident.head:
+                    page = KEEP
                 if page is None:
                     page = self._render_incident(incident, lang, updated)
                     self._cache[key] = page
-                files[f"{lang}/incidents/{incident.id}.html"] = page
+                files[path] = page
             files[f"{lang}/index.html"] = self._render_index(ordered, lang, "../", updated)
         files["index.html"] = self._render_index(ordered, self.info.default_language, "",
                                                  updated)
         self._cache = {k: v for k, v in self._cache.items() if k in live}
-        files.update(api_files(ordered, self.info, updated))
+        heads = {(k[0], k[1]) for k in live}
+        self._docs = {k: v for k, v in self._docs.items() if k in heads}
+        self._fragments = {k: v for k, v in self._fragments.items() if k[1:3] in heads}
+        files.update(api_files(ordered, self.info, updated, self._docs))
         files.update(feed_files(ordered, self.info, updated, PAGE_LANGUAGES))
         return files
+
+    def incident_pages(self, incident: PublicIncident) -> list[str]:
+        """The paths of an incident's pages."""
+        return [page_path(lang, incident) for lang in PAGE_LANGUAGES]
 
     # ------------------------------------------------------------------ HTML
 
@@ -110,8 +135,8 @@ class SiteBuilder:
         past = [i for i in ordered if i.resolved and since is not None and i.updated_at >= since]
         switch = {other: f"{here}{other}/index.html" for other in PAGE_LANGUAGES}
         return self._page("page/index.html", lang, here, updated, switch,
-                          current=[self._summary(i, lang, here) for i in current],
-                          past=[self._summary(i, lang, here) for i in past],
+                          current=[self._fragment("_current", i, lang, here) for i in current],
+                          past=[self._fragment("_past", i, lang, here) for i in past],
                           past_heading=LABELS[lang]["past"].format(days=self.info.days))
 
     def _render_incident(self, incident: PublicIncident, lang: str,
@@ -121,6 +146,16 @@ class SiteBuilder:
                   for other in PAGE_LANGUAGES}
         return self._page("page/incident.html", lang, here, incident.updated_at, switch,
                           i=self._detail(incident, lang, here))
+
+    def _fragment(self, name: str, incident: PublicIncident, lang: str, here: str) -> Markup:
+        """An incident's entry in the index (rendered once per incident head)."""
+        key = (name, incident.id, incident.head, lang, here)
+        found = self._fragments.get(key)
+        if found is None:
+            found = Markup(self.env.get_template(f"page/{name}.html").render(
+                i=self._summary(incident, lang, here), t=LABELS[lang], lang=lang))
+            self._fragments[key] = found
+        return found
 
     def _summary(self, incident: PublicIncident, lang: str, here: str) -> dict[str, Any]:
         """What the index shows of an incident."""
@@ -142,7 +177,7 @@ class SiteBuilder:
         found = self._summary(incident, lang, here)
         found["manual"] = ctx.get("manual", {})
         found["hotlines"] = regional_hotlines(ctx)
-        found["branches"] = ctx.get("branches", {"closed": [], "open": [], "none_open": False})
+        found["branches"] = ctx.get("branches", {})
         found["eta_history"] = [{"eta": when(e.eta), "at": when(e.announced_at)}
                                 for e in incident.eta_history]
         found["updates"] = [{"seq": u.seq, "label": t.get(u.phase, u.phase), "at": when(u.at),
@@ -150,4 +185,8 @@ class SiteBuilder:
         return found
 
 
-__all__ = ["Files", "SiteBuilder", "SiteInfo"]
+def page_path(lang: str, incident: PublicIncident) -> str:
+    return f"{lang}/incidents/{incident.id}.html"
+
+
+__all__ = ["KEEP", "Files", "SiteBuilder", "SiteInfo"]

@@ -12,6 +12,7 @@ from pathlib import Path
 from jinja2 import TemplateError
 
 from incident.errors import ConfigInvalid, DeliveryError, IncidentError
+from incident.page.cache import BuildCache
 from incident.page.model import PublicIncident, public_incident
 from incident.page.site import SiteBuilder, SiteInfo
 from incident.page.writer import SiteWriter
@@ -46,14 +47,15 @@ class PageBuilt(Result):
 
 class StatusPage:
     """Builds the site from the record; keeps what it built (the public view of each incident
-    by its last event, the pages by incident head, the digests written) for the next build."""
+    by its last event, the pages by incident head, the digests written) for the next build,
+    in memory and next to the site (page/cache.py)."""
 
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
         self.rt = journal.rt
         self._builder: SiteBuilder | None = None
         self._writers: dict[Path, SiteWriter] = {}
-        self._views: dict[str, tuple[int, PublicIncident | None]] = {}
+        self._caches: dict[Path, BuildCache] = {}
         self._publishing: threading.Thread | None = None
         self._publish_notes: list[str] = []
 
@@ -74,10 +76,19 @@ class StatusPage:
         """Write the site into DIR (or status_page.dir), then, building the configured
         directory with status_page.publish set, publish it (when something changed)."""
         root = self.directory(directory)
-        incidents = self.public_incidents()
-        files = self.builder().build(incidents)
+        cache = self._caches.get(root.resolve())
+        if cache is None:
+            cache = self._caches[root.resolve()] = BuildCache(root)
+            cache.load()
+        builder = self.builder()
+        incidents = self.public_incidents(cache)
+        files = builder.build(incidents, kept=cache.kept(builder.fingerprint))
         writer = self._writers.setdefault(root.resolve(), SiteWriter(root))
         done = writer.write(files)
+        cache.fingerprint = builder.fingerprint
+        cache.pages = {path: incident.head for incident in incidents
+                       for path in builder.incident_pages(incident)}
+        cache.save()
         built = PageBuilt(directory=root, incidents=len(incidents), files=len(files),
                           written=done.written, removed=done.removed)
         if publish and not directory and self.rt.settings.status_page.publish:
@@ -96,20 +107,23 @@ class StatusPage:
                 zone_labels=dict(region.label) or None))
         return self._builder
 
-    def public_incidents(self) -> list[PublicIncident]:
-        """The public view of every incident (drills left out), reading again only those
-        whose last event changed since the previous call."""
+    def public_incidents(self, cache: BuildCache | None = None) -> list[PublicIncident]:
+        """The public view of every incident (drills left out), reading the events again
+        only of those whose last event is not the one `cache` has seen."""
+        cache = cache or BuildCache(Path("."))
         store = self.journal.store
         out = []
         for row in store.incidents():
             if row.drill:
                 continue
-            cached = self._views.get(row.id)
-            if cached is None or cached[0] != row.last_seq:
-                cached = (row.last_seq, public_incident(store.events(row.id)))
-                self._views[row.id] = cached
-            if cached[1] is not None:
-                out.append(cached[1])
+            cached = cache.views.get(row.id)
+            if cached is None or cached[:2] != (row.last_seq, row.head_hash):
+                events = store.events(row.id)
+                head = events[-1].hash if events else ""
+                cached = (row.last_seq, head, public_incident(events))
+                cache.views[row.id] = cached
+            if cached[2] is not None:
+                out.append(cached[2])
         return out
 
     # ------------------------------------------------------------------ after a notice

@@ -44,6 +44,7 @@ class IncidentRow:
     title: str
     drill: bool
     last_seq: int
+    head_hash: str = ""  # the hash of event `last_seq`
 
 
 def incident_id_at(at: datetime, suffix: str) -> str:
@@ -272,4 +273,4 @@ def _storage_error(exc: DBAPIError, dialect: str, outcome: str) -> StorageError:
 def _incident_row(row: Any) -> IncidentRow:
     return IncidentRow(id=row.id, created_at=as_utc(row.created_at),
                        playbook_id=row.playbook_id, title=row.title, drill=bool(row.drill),
-                       last_seq=row.last_seq)
+                       last_seq=row.last_seq, head_hash=row.head_hash)

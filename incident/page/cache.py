@@ -1,0 +1,69 @@
+"""What a build leaves next to its site (`.<DIR>.cache.json`) for the next one, possibly in
+another process (the rebuild after each notice): the public view of each incident by its last
+event, and the incident pages on disk by the incident head they show, under the builder's
+fingerprint (templates and settings). Only public data is in it. A missing, stale or unreadable
+cache only makes the next build slower."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from incident.page.model import PublicIncident
+
+VERSION = 1
+
+
+@dataclass
+class BuildCache:
+    """The cache of the site at `root`."""
+
+    root: Path
+    views: dict[str, tuple[int, str, PublicIncident | None]] = field(default_factory=dict)
+    pages: dict[str, str] = field(default_factory=dict)  # path -> incident head shown
+    fingerprint: str = ""
+    saved: dict[str, dict[str, Any]] = field(default_factory=dict)  # views as last saved
+
+    @property
+    def path(self) -> Path:
+        return self.root.parent / f".{self.root.name}.cache.json"
+
+    def load(self) -> None:
+        """Read the cache if there is a usable one."""
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            if data.get("version") != VERSION:
+                return
+            self.views = {key: (int(v["seq"]), str(v["head"]),
+                                PublicIncident.from_json(v["view"]) if v["view"] else None)
+                          for key, v in data["views"].items()}
+            self.saved = dict(data["views"])
+            self.pages, self.fingerprint = dict(data["pages"]), str(data["fingerprint"])
+        except (OSError, ValueError, KeyError, TypeError):
+            self.views, self.pages, self.fingerprint = {}, {}, ""
+
+    def kept(self, fingerprint: str) -> dict[str, str]:
+        """The incident pages on disk rendered under `fingerprint`, by path."""
+        if fingerprint != self.fingerprint:
+            return {}
+        return {path: head for path, head in self.pages.items()
+                if (self.root / path).is_file()}
+
+    def save(self) -> None:
+        """Write the cache (whole, then moved into place)."""
+        for key, (seq, head, view) in self.views.items():
+            known = self.saved.get(key)
+            if known is None or (known["seq"], known["head"]) != (seq, head):
+                self.saved[key] = {"seq": seq, "head": head,
+                                   "view": view.to_json() if view else None}
+        data: dict[str, Any] = {"version": VERSION, "fingerprint": self.fingerprint,
+                                "pages": self.pages, "views": self.saved}
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        with contextlib.suppress(OSError):
+            temporary.write_text(json.dumps(data, ensure_ascii=False, separators=(",", ":")),
+                                 encoding="utf-8")
+            os.replace(temporary, self.path)
