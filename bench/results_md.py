@@ -23,6 +23,7 @@ BENCHES = [
     ("first_notice_sms", "the same, every customer with a phone number too"),
     ("start_memory", "`incident start` memory with a large audience"),
     ("report", "`incident report` over 1,000,000 delivery rows"),
+    ("page", "`incident page build`: 1,000 incidents x 20 notices, full and incremental"),
 ]
 
 # Why a target is missed, by the start of its name: written by people, from the profiles in

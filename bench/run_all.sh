@@ -55,6 +55,7 @@ if (( QUICK )); then
     run sms_rate "$PY" bench/sms_rate.py --seconds 10 --json-out "$OUT/sms_rate.json"
     run first_notice "$PY" bench/first_notice.py --customers 20000 --runs 2 --json-out "$OUT/first_notice.json"
     run report "$PY" bench/report.py --rows 100000 --events 2000 --json-out "$OUT/report.json"
+    run page "$PY" bench/page.py --incidents 200 --json-out "$OUT/page.json"
 else
     run fanout_email "$PY" bench/fanout_email.py --json-out "$OUT/fanout_email.json"
     run fanout_big "$PY" bench/fanout_email.py --big --json-out "$OUT/fanout_big.json"
@@ -62,6 +63,7 @@ else
     run first_notice "$PY" bench/first_notice.py --json-out "$OUT/first_notice.json"
     run first_notice_sms "$PY" bench/first_notice.py --phones --json-out "$OUT/first_notice_sms.json"
     run report "$PY" bench/report.py --json-out "$OUT/report.json"
+    run page "$PY" bench/page.py --json-out "$OUT/page.json"
 fi
 if [[ -f bench/start_memory.py ]]; then
     if (( QUICK )); then

@@ -166,3 +166,21 @@ def test_page_serve_previews_the_site_and_follows_the_record(sqlite_ws: Workspac
         if server.poll() is None:
             server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=20) == 0
+
+
+def test_a_broken_page_template_is_bad_input_and_only_a_warning_after_a_notice(
+        sqlite_ws: Workspace) -> None:
+    ws = sqlite_ws
+    setup_site(ws)
+    ws.json("start", "core-banking-outage", "--title", "Transfers down")
+    broken = ws.root / "templates" / "page" / "incident.html"
+    broken.parent.mkdir(parents=True, exist_ok=True)
+    broken.write_text('{% extends "page/base.html" %}{% block main %}{{ i.nope.deeper }}'
+                      "{% endblock %}", encoding="utf-8")
+    (ws.root / "site" / "en" / "index.html").unlink()
+    refused = ws.run("page", "build", code=2)
+    assert "status page templates cannot be rendered" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert not (ws.root / "site" / "en" / "index.html").exists()  # nothing half-written
+    updated = ws.run("--json", "start", "core-banking-outage", "--title", "Cards down")
+    assert "status page not rebuilt" in updated.stderr

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from jinja2 import TemplateError
 
-from incident.errors import ConfigInvalid, DeliveryError, IncidentError
+from incident.errors import ConfigInvalid, DeliveryError, IncidentError, TemplateInvalid
 from incident.page.cache import BuildCache
 from incident.page.model import PublicIncident, public_incident
 from incident.page.site import SiteBuilder, SiteInfo
@@ -82,7 +82,16 @@ class StatusPage:
             cache.load()
         builder = self.builder()
         incidents = self.public_incidents(cache)
-        files = builder.build(incidents, kept=cache.kept(builder.fingerprint))
+        try:
+            files = builder.build(incidents, kept=cache.kept(builder.fingerprint))
+        except TemplateError as exc:
+            where = getattr(exc, "filename", None) or getattr(exc, "name", None) or "page/"
+            line = getattr(exc, "lineno", None)
+            raise TemplateInvalid(
+                f"the status page templates cannot be rendered: {where}"
+                + (f":{line}" if line else "") + f": {exc.message or exc}",
+                hint="compare templates/page/ with the shipped ones (incident init DIR "
+                     "writes a fresh copy); nothing was written") from None
         writer = self._writers.setdefault(root.resolve(), SiteWriter(root))
         done = writer.write(files)
         cache.fingerprint = builder.fingerprint
