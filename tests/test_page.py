@@ -93,7 +93,9 @@ def test_a_full_incident_on_the_site_without_customer_data(sqlite_ws: Workspace)
     for lang in ("zh-CN", "zh-HK", "en"):
         assert f"{lang}/incidents/{iid}.html" in files
         assert f"{lang}/history.atom" in files and f"{lang}/history.rss" in files
-    text = "\n".join(data.decode("utf-8") for data in files.values())
+    # The cache the builds leave next to the site holds only what the site shows too.
+    cache = (ws.root / ".site.cache.json").read_text("utf-8")
+    text = "\n".join([cache, *(data.decode("utf-8") for data in files.values())])
     # Nothing of a customer, of the internal update, the manual case or the drill.
     for ref, name, mail, phone, _lang, _region in CUSTOMERS:
         for secret in (name, mail, phone, phone[-8:], mail.split("@")[0], ref):
@@ -213,6 +215,17 @@ def test_same_record_same_bytes_and_only_changes_are_written(sqlite_ws: Workspac
     built = ws.json("page", "build")
     assert built["written"] == [] and built["files"] == len(first)
     assert {p: (site / p).stat().st_mtime_ns for p in first} == before
+    # The cache next to the site only saves work: broken or gone, the bytes are the same.
+    for damage in ("{not json", None):
+        cache = ws.root / ".site.cache.json"
+        if damage is None:
+            cache.unlink()
+        else:
+            cache.write_text(damage, encoding="utf-8")
+        (site / "en" / "index.html").write_bytes(b"stale")
+        built = ws.json("page", "build")
+        assert built["written"] == ["en/index.html"]
+        assert site_files(site) == first
 
 
 def _builder(ws: Workspace) -> tuple[SiteBuilder, list[Any]]:

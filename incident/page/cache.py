@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,9 @@ class BuildCache:
     pages: dict[str, str] = field(default_factory=dict)  # path -> incident head shown
     fingerprint: str = ""
     saved: dict[str, dict[str, Any]] = field(default_factory=dict)  # views as last saved
+    # (SHA-256, size, mtime_ns) of each file written, so that the next process need not
+    # read the site back to know which files change
+    stamps: dict[str, tuple[str, int, int]] = field(default_factory=dict)
 
     @property
     def path(self) -> Path:
@@ -42,16 +46,20 @@ class BuildCache:
                                 PublicIncident.from_json(v["view"]) if v["view"] else None)
                           for key, v in data["views"].items()}
             self.saved = dict(data["views"])
+            self.stamps = {path: (str(v[0]), int(v[1]), int(v[2]))
+                           for path, v in data.get("stamps", {}).items()}
             self.pages, self.fingerprint = dict(data["pages"]), str(data["fingerprint"])
         except (OSError, ValueError, KeyError, TypeError):
             self.views, self.pages, self.fingerprint = {}, {}, ""
 
-    def kept(self, fingerprint: str) -> dict[str, str]:
-        """The incident pages on disk rendered under `fingerprint`, by path."""
-        if fingerprint != self.fingerprint:
-            return {}
-        return {path: head for path, head in self.pages.items()
-                if (self.root / path).is_file()}
+    def kept(self, fingerprint: str) -> Callable[[str], str | None]:
+        """The incident head the page at a path shows, if it is on disk as rendered under
+        `fingerprint`."""
+        def head(path: str) -> str | None:
+            if fingerprint != self.fingerprint or path not in self.pages:
+                return None
+            return self.pages[path] if (self.root / path).is_file() else None
+        return head
 
     def save(self) -> None:
         """Write the cache (whole, then moved into place)."""
@@ -61,7 +69,8 @@ class BuildCache:
                 self.saved[key] = {"seq": seq, "head": head,
                                    "view": view.to_json() if view else None}
         data: dict[str, Any] = {"version": VERSION, "fingerprint": self.fingerprint,
-                                "pages": self.pages, "views": self.saved}
+                                "pages": self.pages, "views": self.saved,
+                                "stamps": self.stamps}
         temporary = self.path.with_name(self.path.name + ".tmp")
         with contextlib.suppress(OSError):
             temporary.write_text(json.dumps(data, ensure_ascii=False, separators=(",", ":")),

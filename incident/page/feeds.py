@@ -4,9 +4,10 @@ otherwise stamp the build time), so the same record gives the same bytes."""
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from feedgen.feed import FeedGenerator
 
@@ -25,15 +26,18 @@ def feed_files(ordered: Sequence[PublicIncident], info: SiteInfo, updated: datet
     """The feeds of each language under `<lang>/`, and the default language's at the root
     (where Statuspage has them)."""
     out: dict[str, bytes] = {}
+    latest = heapq.nlargest(ENTRIES, ((u.at, incident.id, u.seq, incident, u)
+                                      for incident in ordered for u in incident.updates),
+                            key=lambda n: n[:3])
     for lang in languages:
-        atom, rss = _feeds(ordered, info, updated or EPOCH, lang)
+        atom, rss = _feeds(latest, info, updated or EPOCH, lang)
         out[f"{lang}/history.atom"], out[f"{lang}/history.rss"] = atom, rss
         if lang == info.default_language:
             out["history.atom"], out["history.rss"] = atom, rss
     return out
 
 
-def _feeds(incidents: Sequence[PublicIncident], info: SiteInfo, updated: datetime,
+def _feeds(latest: Sequence[tuple[Any, ...]], info: SiteInfo, updated: datetime,
            lang: str) -> tuple[bytes, bytes]:
     t = LABELS[lang]
     base = f"{info.url}/{lang}/" if info.url else ""
@@ -47,9 +51,7 @@ def _feeds(incidents: Sequence[PublicIncident], info: SiteInfo, updated: datetim
     fg.updated(updated)
     fg.lastBuildDate(updated)
     fg.generator("incident")
-    notices = sorted(((u.at, incident.id, u.seq, incident, u) for incident in incidents
-                      for u in incident.updates), key=lambda n: n[:3], reverse=True)
-    for _at, _id, _seq, incident, update in notices[:ENTRIES]:
+    for _at, _id, _seq, incident, update in latest:
         entry = fg.add_entry(order="append")
         key = f"{incident.id}/{update.seq}"
         entry.id(f"{base}incidents/{key}" if base else f"urn:incident:{key}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -82,10 +82,10 @@ class SiteBuilder:
         return when
 
     def build(self, incidents: Sequence[PublicIncident],
-              kept: Mapping[str, str] | None = None) -> Files:
-        """Every file of the site, by path relative to its root. `kept`: incident pages
-        already in the site, rendered by this fingerprint, by path -> the incident head they
-        show; such a page is not rendered again (its entry is KEEP)."""
+              kept: Callable[[str], str | None] | None = None) -> Files:
+        """Every file of the site, by path relative to its root. `kept(path)`: the incident
+        head an incident page already in the site shows (rendered under this fingerprint), if
+        any; such a page is not rendered again (its entry is KEEP)."""
         ordered = sorted(incidents, key=lambda i: (i.created_at, i.id), reverse=True)
         updated = max((i.updated_at for i in ordered), default=None)
         files: Files = {}
@@ -96,7 +96,7 @@ class SiteBuilder:
                 path = page_path(lang, incident)
                 live.add(key)
                 page = self._cache.get(key)
-                if page is None and kept and kept.get(path) == incident.head:
+                if page is None and kept and kept(path) == incident.head:
                     page = KEEP
                 if page is None:
                     page = self._render_incident(incident, lang, updated)

@@ -18,7 +18,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +53,27 @@ class SiteWriter:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.known: dict[str, str] = {}  # path -> SHA-256 of the bytes last written there
+        self._last: dict[str, bytes] = {}  # path -> the bytes object last written or found
+        self._paths: frozenset[str] = frozenset()  # the paths of the previous build
+
+    def remember(self, stamps: Mapping[str, tuple[str, int, int]]) -> None:
+        """Take digests recorded by an earlier process, (digest, size, mtime_ns) by path, for
+        each file still as it was then."""
+        for path, (sha, size, mtime) in stamps.items():
+            with contextlib.suppress(OSError):
+                found = (self.directory / path).stat()
+                if (found.st_size, found.st_mtime_ns) == (size, mtime):
+                    self.known[path] = sha
+
+    def stamps(self, paths: Iterable[str]) -> dict[str, tuple[str, int, int]]:
+        """(digest, size, mtime_ns) of each of `paths` this writer knows the digest of."""
+        out = {}
+        for path in paths:
+            if path in self.known:
+                with contextlib.suppress(OSError):
+                    found = (self.directory / path).stat()
+                    out[path] = (self.known[path], found.st_size, found.st_mtime_ns)
+        return out
 
     def write(self, files: Mapping[str, bytes]) -> Written:
         """Bring the directory to exactly `files` (paths relative to it)."""
@@ -76,11 +97,16 @@ class SiteWriter:
                 finally:
                     shutil.rmtree(staging, ignore_errors=True)
             done.written = sorted(changed)
-            done.removed = self._remove_stale(files)
+            self._last = {path: data for path, data in files.items() if data is not KEEP}
+            if frozenset(files) != self._paths:
+                done.removed = self._remove_stale(files)
+                self._paths = frozenset(files)
         return done
 
     def _same(self, path: str, data: bytes) -> bool:
         if data is KEEP:  # the builder knows the file there is this page
+            return True
+        if self._last.get(path) is data:  # the very bytes of the previous build
             return True
         want = digest(data)
         if path in self.known:

@@ -92,8 +92,14 @@ class StatusPage:
                 + (f":{line}" if line else "") + f": {exc.message or exc}",
                 hint="compare templates/page/ with the shipped ones (incident init DIR "
                      "writes a fresh copy); nothing was written") from None
-        writer = self._writers.setdefault(root.resolve(), SiteWriter(root))
+        writer = self._writers.get(root.resolve())
+        if writer is None:
+            writer = self._writers[root.resolve()] = SiteWriter(root)
+            writer.remember(cache.stamps)
         done = writer.write(files)
+        cache.stamps.update(writer.stamps(done.written))
+        for path in done.removed:
+            cache.stamps.pop(path, None)
         cache.fingerprint = builder.fingerprint
         cache.pages = {path: incident.head for incident in incidents
                        for path in builder.incident_pages(incident)}
