@@ -31,6 +31,7 @@ class BuildCache:
     # (SHA-256, size, mtime_ns) of each file written, so that the next process need not
     # read the site back to know which files change
     stamps: dict[str, tuple[str, int, int]] = field(default_factory=dict)
+    memo: dict[str, Any] = field(default_factory=dict)  # SiteBuilder.memo()
 
     @property
     def path(self) -> Path:
@@ -46,6 +47,7 @@ class BuildCache:
                                 PublicIncident.from_json(v["view"]) if v["view"] else None)
                           for key, v in data["views"].items()}
             self.saved = dict(data["views"])
+            self.memo = dict(data.get("memo", {}))
             self.stamps = {path: (str(v[0]), int(v[1]), int(v[2]))
                            for path, v in data.get("stamps", {}).items()}
             self.pages, self.fingerprint = dict(data["pages"]), str(data["fingerprint"])
@@ -70,7 +72,7 @@ class BuildCache:
                                    "view": view.to_json() if view else None}
         data: dict[str, Any] = {"version": VERSION, "fingerprint": self.fingerprint,
                                 "pages": self.pages, "views": self.saved,
-                                "stamps": self.stamps}
+                                "stamps": self.stamps, "memo": self.memo}
         temporary = self.path.with_name(self.path.name + ".tmp")
         with contextlib.suppress(OSError):
             temporary.write_text(json.dumps(data, ensure_ascii=False, separators=(",", ":")),

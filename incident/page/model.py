@@ -113,11 +113,12 @@ class PublicIncident:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PublicIncident:
-        updates = [PublicUpdate(**{**u, "at": parse_iso(u["at"]), "eta": _time(u["eta"])})
-                   for u in data["updates"]]
-        return cls(**{**data, "updates": updates, "created_at": parse_iso(data["created_at"]),
-                      "resolved_at": _time(data["resolved_at"]),
-                      "closed_at": _time(data["closed_at"])})
+        updates = [PublicUpdate(**{**u, "at": datetime.fromisoformat(u["at"]),
+                                   "eta": _stored(u["eta"])}) for u in data["updates"]]
+        return cls(**{**data, "updates": updates,
+                      "created_at": datetime.fromisoformat(data["created_at"]),
+                      "resolved_at": _stored(data["resolved_at"]),
+                      "closed_at": _stored(data["closed_at"])})
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -126,6 +127,11 @@ def _iso(value: datetime | None) -> str | None:
 
 def _time(value: str | None) -> datetime | None:
     return parse_iso(value) if value else None
+
+
+def _stored(value: str | None) -> datetime | None:
+    """A time the cache stored (our own isoformat, with its offset)."""
+    return datetime.fromisoformat(value) if value else None
 
 
 def pick(values: dict[str, Any], lang: str) -> Any:

@@ -5,6 +5,7 @@ time but the record's own, sorted keys, incidents in a fixed order)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -112,6 +113,23 @@ class SiteBuilder:
         files.update(api_files(ordered, self.info, updated, self._docs))
         files.update(feed_files(ordered, self.info, updated, PAGE_LANGUAGES))
         return files
+
+    def memo(self) -> dict[str, Any]:
+        """The index entries and API documents rendered so far, JSON-able (the cache next
+        to the site keeps them for the next process: `remember`)."""
+        return {"fingerprint": self.fingerprint,
+                "docs": [[*key, doc] for key, doc in sorted(self._docs.items())],
+                "fragments": [[*key, str(html)] for key, html in sorted(self._fragments.items())]}
+
+    def remember(self, memo: dict[str, Any]) -> None:
+        """Take what `memo` returned in an earlier process, if rendered under this
+        fingerprint."""
+        if memo.get("fingerprint") != self.fingerprint:
+            return
+        with contextlib.suppress(ValueError, TypeError):
+            self._docs.update({(i, head): doc for i, head, doc in memo["docs"]})
+            self._fragments.update({(n, i, head, lang, here): Markup(html)
+                                    for n, i, head, lang, here, html in memo["fragments"]})
 
     def incident_pages(self, incident: PublicIncident) -> list[str]:
         """The paths of an incident's pages."""

@@ -76,11 +76,12 @@ class StatusPage:
         """Write the site into DIR (or status_page.dir), then, building the configured
         directory with status_page.publish set, publish it (when something changed)."""
         root = self.directory(directory)
+        builder = self.builder()
         cache = self._caches.get(root.resolve())
         if cache is None:
             cache = self._caches[root.resolve()] = BuildCache(root)
             cache.load()
-        builder = self.builder()
+            builder.remember(cache.memo)
         incidents = self.public_incidents(cache)
         try:
             files = builder.build(incidents, kept=cache.kept(builder.fingerprint))
@@ -101,6 +102,7 @@ class StatusPage:
         for path in done.removed:
             cache.stamps.pop(path, None)
         cache.fingerprint = builder.fingerprint
+        cache.memo = builder.memo()
         cache.pages = {path: incident.head for incident in incidents
                        for path in builder.incident_pages(incident)}
         cache.save()
