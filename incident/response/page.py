@@ -215,5 +215,6 @@ class StatusPage:
                 self.build(directory, publish=False)
                 seen[0] = head
 
-        asyncio.run(serve(make_app(root), host, port, ready, tick=tick, every=every))
+        asyncio.run(serve(make_app(root), host, port, ready, tick=tick, every=every,
+                          ticking="status page rebuild"))
         return Result()
