@@ -27,6 +27,7 @@ BENCHES = [
     ("bounces", "Bounce ingest: DSNs per second from an mbox of 100,000"),
     ("sql_audience", "SQL audiences (SQLite, PostgreSQL) vs CSV at 1,000,000 rows: rows/s, "
                      "peak RSS"),
+    ("page", "`incident page build`: 1,000 incidents x 20 notices, full and incremental"),
 ]
 
 # Why a target is missed, by the start of its name: written by people, from the profiles in
@@ -62,6 +63,14 @@ WHY: dict[str, str] = {
         "which caps the long-run rate at R / (1 s + mean latency): with this benchmark's "
         "80-250 ms answers about 0.84-0.86 R. The target assumed the provider sees our "
         "release times; see bench/README.md, sms_rate"),
+    "full build (every file rendered": (
+        "rendering 3,000 incident pages with jinja2 and writing 37 MB; measured only on a "
+        "loaded 2-core machine so far (bench/README.md, page.py), where the writes alone "
+        "took as long as the plain loop's; a quiet machine has not been measured"),
+    "incremental rebuild after one notice": (
+        "the figure is the slower of the same-process and the new-process rebuild; a new "
+        "process loads and saves the view cache of every incident and renders every "
+        "incident's index entry and API document again (bench/README.md, page.py)"),
 }
 
 

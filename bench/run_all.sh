@@ -58,6 +58,7 @@ if (( QUICK )); then
     run receipts "$PY" bench/receipts.py --callbacks 3000 --json-out "$OUT/receipts.json"
     run bounces "$PY" bench/bounces.py --messages 10000 --runs 1 --json-out "$OUT/bounces.json"
     run sql_audience "$PY" bench/sql_audience.py --customers 50000 --json-out "$OUT/sql_audience.json"
+    run page "$PY" bench/page.py --incidents 200 --json-out "$OUT/page.json"
 else
     run fanout_email "$PY" bench/fanout_email.py --json-out "$OUT/fanout_email.json"
     run fanout_big "$PY" bench/fanout_email.py --big --json-out "$OUT/fanout_big.json"
@@ -68,6 +69,7 @@ else
     run receipts "$PY" bench/receipts.py --pg --json-out "$OUT/receipts.json"
     run bounces "$PY" bench/bounces.py --json-out "$OUT/bounces.json"
     run sql_audience "$PY" bench/sql_audience.py --json-out "$OUT/sql_audience.json"
+    run page "$PY" bench/page.py --json-out "$OUT/page.json"
 fi
 if [[ -f bench/start_memory.py ]]; then
     if (( QUICK )); then

@@ -19,6 +19,7 @@ from incident.errors import ConfigInvalid, InvalidValue
 from incident.inbound_settings import BounceSettings, ReceiptsSettings
 from incident.languages import LANGUAGES, Language
 from incident.models import Duration, Strict, Text
+from incident.page_settings import StatusPageSettings
 from incident.privacy import remember_secret
 from incident.regions import DEFAULT, LABEL_LANGUAGES, by_region, region_key
 from incident.resources import shipped
@@ -337,6 +338,7 @@ class Settings(Strict):
     receipts: ReceiptsSettings = Field(default_factory=ReceiptsSettings)
     limits: Limits = Field(default_factory=Limits)
     bounces: BounceSettings = Field(default_factory=BounceSettings)
+    status_page: StatusPageSettings = Field(default_factory=StatusPageSettings)
 
     @field_validator("timezone")
     @classmethod

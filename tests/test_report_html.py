@@ -51,9 +51,10 @@ class Page:
     dom: str
 
 
-def open_in_chromium(binary: str, page: Path, workdir: Path) -> Page:
-    """Load `page` in headless Chromium twice (screenshot, then the DOM after load), with
-    background networking off, and collect every console message it logged."""
+def open_in_chromium(binary: str, page: Path, workdir: Path,
+                     window: tuple[int, int] = WINDOW) -> Page:
+    """Load `page` in headless Chromium twice (screenshot at `window` size, then the DOM after
+    load), with background networking off, and collect every console message it logged."""
     workdir.mkdir(parents=True, exist_ok=True)
     shot = workdir / f"{page.stem}.png"
     common = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
@@ -64,7 +65,7 @@ def open_in_chromium(binary: str, page: Path, workdir: Path) -> Page:
               "--enable-logging=stderr", "--v=0"]
     url = page.resolve().as_uri()
     taken = subprocess.run([*common, f"--screenshot={shot}",
-                            f"--window-size={WINDOW[0]},{WINDOW[1]}", url],
+                            f"--window-size={window[0]},{window[1]}", url],
                            capture_output=True, text=True, timeout=120, check=False)
     dumped = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True,
                             timeout=120, check=False)

@@ -127,6 +127,7 @@ def _register() -> None:
         lifecycle,
         manual,
         optout,
+        page,
         receipts,
         record,
         report,
@@ -136,7 +137,7 @@ def _register() -> None:
     )
 
     for module in (setup, lifecycle, manual, coordination, views, record, report, receipts,
-                   bounces, optout, rollcall):
+                   bounces, optout, rollcall, page):
         for command in module.COMMANDS:
             cli.add_command(command)
 

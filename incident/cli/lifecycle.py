@@ -68,6 +68,8 @@ def _finish(app: App, result: NoticeResult, sent: SendResult,
             print_party_reach(app, reach)
         if app.rt.settings.channels.email.transport == "file" and result.messages:
             out.line(f"Files written under {safe(app.rt.outbox_dir / view.id)}")
+    for note in app.response.page.published():  # status_page.publish: a warning at most
+        out.warn(note)
     settle(app, sent)
 
 

@@ -126,10 +126,12 @@ class _GroupCommit:
 
 async def serve(app: web.Application, host: str, port: int,
                 ready: Callable[[str, int], None], *,
-                tick: Callable[[], None] | None = None, every: float = 60.0) -> None:
+                tick: Callable[[], None] | None = None, every: float = 60.0,
+                ticking: str = "escalation") -> None:
     """Serve `app` until SIGINT or SIGTERM, then stop taking requests and finish the ones
     in progress; `ready(host, port)` once listening (port: the one bound, for port 0).
-    `tick()` runs every `every` seconds meanwhile, in a thread (never holding up an answer)."""
+    `tick()` runs every `every` seconds meanwhile, in a thread (never holding up an answer);
+    `ticking` names what it does in the message when it fails."""
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
     stop = asyncio.Event()
@@ -144,14 +146,15 @@ async def serve(app: web.Application, host: str, port: int,
         if tick is None:
             await stop.wait()
         else:
-            await _every(tick, every, stop)
+            await _every(tick, every, stop, ticking)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await runner.cleanup()
 
 
-async def _every(tick: Callable[[], None], seconds: float, stop: asyncio.Event) -> None:
+async def _every(tick: Callable[[], None], seconds: float, stop: asyncio.Event,
+                 ticking: str = "escalation") -> None:
     """Run `tick` in a thread every `seconds` until `stop`; a failing tick is reported on
     stderr and tried again next time: it must not stop the receipts being taken."""
     while True:
@@ -162,5 +165,5 @@ async def _every(tick: Callable[[], None], seconds: float, stop: asyncio.Event) 
         try:
             await asyncio.to_thread(tick)
         except Exception as exc:  # any failure: report it, keep serving
-            print(f"escalation failed: {type(exc).__name__}: {scrub(str(exc))}",
+            print(f"{ticking} failed: {type(exc).__name__}: {scrub(str(exc))}",
                   file=sys.stderr, flush=True)

@@ -33,6 +33,7 @@ from incident.response.journal import Journal
 from incident.response.lifecycle import Lifecycle
 from incident.response.manual import ManualChannel
 from incident.response.optouts import Optouts
+from incident.response.page import StatusPage
 from incident.response.postmortem import PostMortem
 from incident.response.queries import Queries
 from incident.response.receipts import Receipts
@@ -77,6 +78,8 @@ class Response:
         self.escalation = Escalation(self.journal)
         self.optouts = Optouts(self.journal)
         self.rollcall = Rollcall(self.journal)
+        self.page = StatusPage(self.journal)
+        self.journal.on_public = self.page.after_notice
 
     def escalate(self, ref: str | None = None) -> Escalations:
         """`incident escalate`: apply the due escalation steps, then send what they queued."""

@@ -53,6 +53,8 @@ class Journal:
         self.rt = rt
         self._store = store
         self.renderer = Renderer(rt.template_path)
+        # Called after each recorded public notice and close (Response: the status page).
+        self.on_public: Callable[[NoticeResult], None] | None = None
 
     @property
     def store(self) -> Store:
@@ -126,9 +128,18 @@ class Journal:
             if internal and internal[0]:
                 internal_messages = self.notify_in(conn, view, internal[0], kind=internal[1],
                                                    message=message_of(payload), now=now)
-        return NoticeResult(incident_id=incident_id, seq=event.seq, phase=phase,
-                            messages=messages, view=view, internal=internal_messages,
-                            notes=notes)
+        result = NoticeResult(incident_id=incident_id, seq=event.seq, phase=phase,
+                              messages=messages, view=view, internal=internal_messages,
+                              notes=notes)
+        if phase is not None or type is EventType.CLOSED:
+            self.announced(result)
+        return result
+
+    def announced(self, result: NoticeResult) -> None:
+        """A public notice (or a close) was recorded: tell `on_public` (the status page's
+        rebuild), which reports trouble as notes on `result`, never by raising."""
+        if self.on_public is not None:
+            self.on_public(result)
 
     def append(self, conn: Any, view: IncidentView, type: EventType, payload: Payload,
                now: datetime) -> Event:

@@ -98,15 +98,18 @@ class Declaration:
             spool=not dry_run or "sms" in book.notices.channels)
         try:
             titles = {"title": title.strip(), **chinese_titles(title_zh, title_zh_hk)}
-            return self._declare(book, scan, selection, source, now=now, titles=titles, grade=grade,
-                                 detected=detected, eta_at=eta_at, affected=affected,
-                                 regions=regions, branches=branches, branch_list=branch_list,
-                                 drill=drill, manual=manual, dry_run=dry_run,
-                                 warning=warning)
+            declared = self._declare(book, scan, selection, source, now=now, titles=titles,
+                                     grade=grade, detected=detected, eta_at=eta_at,
+                                     affected=affected, regions=regions, branches=branches,
+                                     branch_list=branch_list, drill=drill, manual=manual,
+                                     dry_run=dry_run, warning=warning)
         except BaseException:
             if scan.spool is not None:
                 scan.spool.close()
             raise
+        if isinstance(declared, StartResult):
+            self.journal.announced(declared)
+        return declared
 
     def _declare(self, book: Playbook, scan: AudienceScan, selection: Selection,
                  source: Path | QuerySource, *,

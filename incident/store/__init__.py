@@ -23,6 +23,7 @@ from incident.store.events import (
     GENESIS,
     append_event,
     as_utc,
+    log_head,
     read_events,
     tampering_to_record,
     verify_chain,
@@ -43,6 +44,7 @@ class IncidentRow:
     title: str
     drill: bool
     last_seq: int
+    head_hash: str = ""  # the hash of event `last_seq`
 
 
 def incident_id_at(at: datetime, suffix: str) -> str:
@@ -193,6 +195,11 @@ class Store:
         with self.read() as own:
             return read_events(own, incident_id)
 
+    def log_head(self) -> int:
+        """The newest event's id across incidents (changes whenever anything is recorded)."""
+        with self.read() as conn:
+            return log_head(conn)
+
     def incident(self, incident_id: str) -> IncidentRow:
         """The incident row of `incident_id`."""
         with self.read() as conn:
@@ -266,4 +273,4 @@ def _storage_error(exc: DBAPIError, dialect: str, outcome: str) -> StorageError:
 def _incident_row(row: Any) -> IncidentRow:
     return IncidentRow(id=row.id, created_at=as_utc(row.created_at),
                        playbook_id=row.playbook_id, title=row.title, drill=bool(row.drill),
-                       last_seq=row.last_seq)
+                       last_seq=row.last_seq, head_hash=row.head_hash)

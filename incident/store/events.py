@@ -108,6 +108,12 @@ def event_data(conn: Connection, incident_id: str, seq: int
     return (json.loads(row.data), as_utc(row.at)) if row is not None else None
 
 
+def log_head(conn: Connection) -> int:
+    """The id of the newest event of any incident (0: none): one index lookup, so a process
+    can poll it to learn that the record changed."""
+    return int(conn.execute(select(func.max(schema.events.c.id))).scalar() or 0)
+
+
 def open_incident_ids(conn: Connection) -> list[str]:
     """The ids of incidents not closed."""
     closed = select(schema.events.c.incident_id).where(

@@ -1,0 +1,146 @@
+"""Writing the site into its directory so that a reader (a web server, a sync) never sees a
+missing or half-written file.
+
+Chosen: each changed file is written complete in a staging directory next to the site, then
+moved into place with `os.replace` (atomic on POSIX and Windows, same filesystem); unchanged
+files (same bytes, compared by SHA-256) are not touched, so their mtime stays and a sync
+uploads only what changed. Pages are moved before the indexes that link to them. The site's
+directory stays a real directory (not a symlink swapped under it), which every web server,
+`aiohttp` static route, bucket sync and rsync treats alike; a reader may see one file of the
+old build next to one of the new, never a partial one. Two builders at once are serialised by
+a lock file next to the site.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: one builder at a time is the operator's care
+    fcntl = None  # type: ignore[assignment]
+
+from incident.page.site import KEEP
+
+LAST = ("index.html",)  # moved into place last: they link to everything else
+
+
+@dataclass
+class Written:
+    """What one write changed."""
+
+    directory: Path
+    written: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: int = 0
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class SiteWriter:
+    """Writes builds of one site; remembers the digests it wrote, so that a rebuild compares
+    against memory instead of reading every file back."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.known: dict[str, str] = {}  # path -> SHA-256 of the bytes last written there
+        self._last: dict[str, bytes] = {}  # path -> the bytes object last written or found
+        self._paths: frozenset[str] = frozenset()  # the paths of the previous build
+
+    def remember(self, stamps: Mapping[str, tuple[str, int, int]]) -> None:
+        """Take digests recorded by an earlier process, (digest, size, mtime_ns) by path, for
+        each file still as it was then."""
+        for path, (sha, size, mtime) in stamps.items():
+            with contextlib.suppress(OSError):
+                found = (self.directory / path).stat()
+                if (found.st_size, found.st_mtime_ns) == (size, mtime):
+                    self.known[path] = sha
+
+    def stamps(self, paths: Iterable[str]) -> dict[str, tuple[str, int, int]]:
+        """(digest, size, mtime_ns) of each of `paths` this writer knows the digest of."""
+        out = {}
+        for path in paths:
+            if path in self.known:
+                with contextlib.suppress(OSError):
+                    found = (self.directory / path).stat()
+                    out[path] = (self.known[path], found.st_size, found.st_mtime_ns)
+        return out
+
+    def write(self, files: Mapping[str, bytes]) -> Written:
+        """Bring the directory to exactly `files` (paths relative to it)."""
+        root = self.directory
+        root.mkdir(parents=True, exist_ok=True)
+        done = Written(root)
+        with _locked(root):
+            changed = [path for path, data in files.items() if not self._same(path, data)]
+            done.unchanged = len(files) - len(changed)
+            if changed:
+                staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+                try:
+                    for path in changed:
+                        target = staging / path
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        target.write_bytes(files[path])
+                    for path in sorted(changed, key=lambda p: (p.endswith(LAST), p)):
+                        (root / path).parent.mkdir(parents=True, exist_ok=True)
+                        os.replace(staging / path, root / path)
+                        self.known[path] = digest(files[path])
+                finally:
+                    shutil.rmtree(staging, ignore_errors=True)
+            done.written = sorted(changed)
+            self._last = {path: data for path, data in files.items() if data is not KEEP}
+            if frozenset(files) != self._paths:
+                done.removed = self._remove_stale(files)
+                self._paths = frozenset(files)
+        return done
+
+    def _same(self, path: str, data: bytes) -> bool:
+        if data is KEEP:  # the builder knows the file there is this page
+            return True
+        if self._last.get(path) is data:  # the very bytes of the previous build
+            return True
+        want = digest(data)
+        if path in self.known:
+            return self.known[path] == want and (self.directory / path).exists()
+        try:
+            on_disk = (self.directory / path).read_bytes()
+        except OSError:
+            return False
+        if len(on_disk) != len(data) or digest(on_disk) != want:
+            return False
+        self.known[path] = want
+        return True
+
+    def _remove_stale(self, files: Mapping[str, bytes]) -> list[str]:
+        """Incident pages no longer in the build (a language dropped): only those, never
+        anything else someone put in the directory."""
+        stale = []
+        for page in sorted(self.directory.glob("*/incidents/*.html")):
+            path = page.relative_to(self.directory).as_posix()
+            if path not in files:
+                page.unlink()
+                self.known.pop(path, None)
+                stale.append(path)
+        return stale
+
+
+@contextlib.contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    if fcntl is None:
+        yield
+        return
+    with open(root.parent / f".{root.name}.lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
