@@ -163,6 +163,8 @@ class EventType(StrEnum):
     ESCALATED = "escalated"
     # later notices go to numbers on the suppression list too (an obligation; with a reason)
     OPTOUT_OVERRIDDEN = "optout_overridden"
+    # a customer's reply (SMS or key press): a call-back or text case, an opt-out
+    REPLY_RECEIVED = "reply_received"
     # the post-mortem (edited by people after the incident)
     NOTE = "note"
     ACTION_ADDED = "action_added"

@@ -316,6 +316,21 @@ class OptoutOverridden(Payload):
     suppressed: int = Field(ge=0, description="numbers on the suppression list at the time")
 
 
+class ReplyReceived(Payload):
+    """reply_received: a customer answered a notice (an SMS, or a key pressed in a call)."""
+
+    customer: str = Field(description="the customer's reference")
+    number: str = Field(description="the sender's number, masked")
+    source: Literal["sms", "keypad"]
+    kind: Literal["callback", "stop", "text"]
+    text: str = Field(description="the reply, one line, control characters removed, bounded")
+    case: str | None = Field(default=None, description="the manual case it made, if any")
+    urgent: bool = False
+    acknowledged: bool = Field(default=False,
+                               description="the automatic acknowledgement was queued with it")
+    notice: Notice | None = Field(default=None, description="the acknowledgement, if queued")
+
+
 class Note(Payload):
     """note: a post-mortem note in one section."""
 
@@ -355,6 +370,7 @@ MODELS: dict[EventType, type[Payload]] = {
     EventType.PARTY_ACKED: PartyAcked, EventType.ALERTED: Alerted,
     EventType.DELIVERY_REROUTED: DeliveryRerouted, EventType.ESCALATED: Escalated,
     EventType.NOTE: Note, EventType.OPTOUT_OVERRIDDEN: OptoutOverridden,
+    EventType.REPLY_RECEIVED: ReplyReceived,
     EventType.ACTION_ADDED: ActionAdded, EventType.ACTION_DONE: ActionDone,
     EventType.CHAIN_TAMPERED: ChainTampered,
 }

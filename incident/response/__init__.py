@@ -10,7 +10,8 @@ Read top-down:
   `coordination.py` (steps, parties, acks, alerts, regulator drafts), `postmortem.py` (notes,
   actions, reports), `warnings.py` (CAP alerts), `queries.py` (status, timeline, verify),
   `checks.py` (playbook checks), `bounces.py` (email bounces matched to the outbox),
-  `escalation.py` (the next channel for unconfirmed messages);
+  `escalation.py` (the next channel for unconfirmed messages), `replies.py` (customers'
+  SMS and keypad replies: cases, opt-outs, one acknowledgement);
 - `results.py` — what they return: result objects with an outcome the front end turns into an
   exit code.
 
@@ -34,6 +35,7 @@ from incident.response.optouts import Optouts
 from incident.response.postmortem import PostMortem
 from incident.response.queries import Queries
 from incident.response.receipts import Receipts
+from incident.response.replies import Replies
 from incident.response.results import NoticeResult, Result, SendResult, StartResult
 from incident.response.sending import Sending
 from incident.response.warnings import Assessment, Warnings
@@ -58,6 +60,7 @@ class Response:
         self.bounces = Bounces(self.journal)
         self.escalation = Escalation(self.journal)
         self.optouts = Optouts(self.journal)
+        self.replies = Replies(self.journal)  # the roll-call joins at replies.handlers
 
     def escalate(self, ref: str | None = None) -> Escalations:
         """`incident escalate`: apply the due escalation steps, then send what they queued."""
@@ -71,7 +74,7 @@ class Response:
         """`incident receipts serve`, applying due escalations on a timer meanwhile
         (receipts.escalate_every) so that what the receipts say is acted on."""
         return self.receipts.serve(host=host, port=port, ready=ready,
-                                   tick=self._escalate_all)
+                                   tick=self._escalate_all, receive=self.replies.receive)
 
     def _escalate_all(self) -> None:
         self.escalate()

@@ -14,6 +14,7 @@ from incident.settings import secret
 
 if TYPE_CHECKING:  # aiohttp and twilio are imported by the commands that use them
     from incident.inbound.poll import PollReport
+    from incident.inbound.replies import InboundReply
 
 
 @dataclass(kw_only=True)
@@ -31,8 +32,10 @@ class Receipts:
         self.journal = journal
 
     def serve(self, *, host: str, port: int, ready: Callable[[str, int], None],
-              tick: Callable[[], None] | None = None) -> Result:
-        """Serve /twilio/status until SIGINT/SIGTERM; `tick()` every receipts.escalate_every
+              tick: Callable[[], None] | None = None,
+              receive: Callable[[InboundReply], object] | None = None) -> Result:
+        """Serve /twilio/status (and, with `receive`, /twilio/inbound and
+        /twilio/voice/gather) until SIGINT/SIGTERM; `tick()` every receipts.escalate_every
         meanwhile."""
         from incident.inbound import server
 
@@ -49,7 +52,7 @@ class Receipts:
             raise ConfigInvalid("the environment variable TWILIO_AUTH_TOKEN is not set: it "
                                 "checks the callbacks' signatures")
         app = server.make_app(self.journal.store, auth_token=token, callback_url=callback,
-                              now=rt.clock.now)
+                              now=rt.clock.now, receive=receive)
         asyncio.run(server.serve(app, host, port, ready, tick=tick,
                                  every=rt.settings.receipts.escalate_every.total_seconds()))
         return Result()
