@@ -129,13 +129,14 @@ def _register() -> None:
         optout,
         receipts,
         record,
+        replies,
         report,
         setup,
         views,
     )
 
     for module in (setup, lifecycle, manual, coordination, views, record, report, receipts,
-                   bounces, optout):
+                   bounces, optout, replies):
         for command in module.COMMANDS:
             cli.add_command(command)
 
