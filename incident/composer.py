@@ -10,7 +10,7 @@ from typing import Any
 
 from incident import mime
 from incident.channels.base import EmailOut, MessageRef, Outgoing, SmsOut, VoiceOut, WebhookOut
-from incident.channels.twiml import say_language
+from incident.channels.twiml import GATHER_PATH, PRESS_ONE, say_language
 from incident.errors import ConfigInvalid, Location, TemplateInvalid
 from incident.mime import EmailTemplate
 from incident.notices import NoticeRecords, for_customer, regional_variant
@@ -101,8 +101,12 @@ class Composer:
     def call(self, row: OutboxRow, lang: str, script: str) -> VoiceOut:
         """The call reading `script` in the voice channels.voice.voices gives `lang`."""
         voice = self.rt.settings.channels.voice.voice_for(lang)
+        public = self.rt.settings.receipts.public_url
+        customer = not row.recipient_ref.startswith(PARTY_PREFIX)
         return VoiceOut(ref=message_ref(row), to=row.address, script=script, voice=voice,
-                        language=say_language(lang, voice))
+                        language=say_language(lang, voice),
+                        gather_url=public + GATHER_PATH if public and customer else None,
+                        gather_prompt=PRESS_ONE.get(lang, PRESS_ONE["en"]))
 
     def _date(self) -> str:
         """The Date header's value, formatted once per second rather than per message."""

@@ -322,7 +322,7 @@ class ReplyReceived(Payload):
     customer: str = Field(description="the customer's reference")
     number: str = Field(description="the sender's number, masked")
     source: Literal["sms", "keypad"]
-    kind: Literal["callback", "stop", "text"]
+    kind: str = Field(description="callback | stop | text")
     text: str = Field(description="the reply, one line, control characters removed, bounded")
     case: str | None = Field(default=None, description="the manual case it made, if any")
     urgent: bool = False

@@ -152,20 +152,28 @@ def test_a_flood_from_one_number_is_acknowledged_once_by_two_servers(
         served: tuple[Replies, Workspace, str]) -> None:
     server, ws, incident_id = served
     other = Replies(ws)
+    loop, chatty = CUSTOMERS["c2"][0], CUSTOMERS["c3"][0]
     try:
-        phone = CUSTOMERS["c2"][0]
         with ThreadPoolExecutor(max_workers=8) as pool:
+            # A reply loop: the same text 1,000 times, to two servers at once.
             codes = list(pool.map(
-                lambda n: (server if n % 2 else other).sms(phone, "1", sid=f"SMflood{n:04d}"),
+                lambda n: (server if n % 2 else other).sms(loop, "1", sid=f"SMloop{n:04d}"),
                 range(1000)))
+            # Different texts at once: each is a case, still one acknowledgement.
+            codes += list(pool.map(
+                lambda n: (server if n % 2 else other).sms(chatty, f"question {n}",
+                                                           sid=f"SMtext{n:04d}"), range(30)))
     finally:
         other.stop()
-    assert codes.count(200) == 1000, {c: codes.count(c) for c in set(codes)}
-    assert len(replies(ws)) == 1000
-    assert len(acks(ws, incident_id)) == 1
-    callbacks = [c for c in ws.json("manual", "list", incident_id[-6:])["cases"]
-                 if c["request"].startswith("Call back")]
-    assert len(callbacks) == 1
+    assert codes.count(200) == 1030, {c: codes.count(c) for c in set(codes)}
+    kept = replies(ws)
+    assert len(kept) == 1030 and {r.incident_id for r in kept} == {incident_id}
+    assert sorted(a.recipient_ref for a in acks(ws, incident_id)) == ["c2", "c3"]
+    cases = ws.json("manual", "list", incident_id[-6:])["cases"]
+    assert [c["customer"] for c in cases].count("c2") == 1
+    assert [c["customer"] for c in cases].count("c3") == 30
+    shown = ws.json("replies", incident_id[-6:])["replies"]
+    assert len(shown) == 1030
 
 
 def test_a_key_press_in_a_call_is_a_call_back(served: tuple[Replies, Workspace, str]) -> None:
@@ -179,3 +187,26 @@ def test_a_key_press_in_a_call_is_a_call_back(served: tuple[Replies, Workspace, 
     assert (kept.source, kept.kind, kept.recipient_ref) == ("keypad", "callback", "c1")
     [case] = ws.json("manual", "list", incident_id[-6:])["cases"]
     assert case["urgent"] is True and case["case"] == kept.case_id
+
+
+@pytest.mark.parametrize(("lang", "prompt"), [("zh-CN", "请按1"), ("zh-HK", "請按1"),
+                                              ("en", "press 1")])
+def test_calls_end_with_a_one_digit_gather_when_replies_are_taken(lang: str,
+                                                                  prompt: str) -> None:
+    import xml.etree.ElementTree as ET
+
+    from incident.channels.base import MessageRef, VoiceOut
+    from incident.channels.twiml import PRESS_ONE, twiml
+
+    ref = MessageRef(incident_id="INC-1", notice_seq=1, channel="voice", message_id="m1",
+                     idempotency_key="k1")
+    plain = VoiceOut(ref=ref, to="+8613800138001", script="通知", voice="alice", language="en")
+    assert ET.fromstring(twiml(plain)).find("Gather") is None
+    asking = VoiceOut(ref=ref, to="+8613800138001", script="通知", voice="alice",
+                      language="en", gather_url=PUBLIC + "/twilio/voice/gather",
+                      gather_prompt=PRESS_ONE[lang])
+    root = ET.fromstring(twiml(asking))
+    gather = root[-1]
+    assert gather.tag == "Gather" and gather.get("numDigits") == "1"
+    assert gather.get("action") == PUBLIC + "/twilio/voice/gather"
+    assert prompt in "".join(gather.itertext())

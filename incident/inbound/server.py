@@ -23,6 +23,7 @@ from datetime import datetime
 from aiohttp import web
 from twilio.request_validator import RequestValidator
 
+from incident.channels.twiml import GATHER_PATH
 from incident.errors import IncidentError
 from incident.inbound.replies import InboundReply
 from incident.inbound.twilio_status import Malformed, from_callback
@@ -31,7 +32,6 @@ from incident.store import Store, receipts
 
 STATUS_PATH = "/twilio/status"
 INBOUND_PATH = "/twilio/inbound"
-GATHER_PATH = "/twilio/voice/gather"
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 MAX_DIGITS_BODY = 8
 
@@ -75,11 +75,11 @@ def make_app(store: Store, *, auth_token: str, callback_url: str,
             return web.Response(status=404, text="no message or call with this SID\n")
         return web.Response(status=204)
 
-    def record(reply: InboundReply) -> web.Response:
+    async def record(reply: InboundReply) -> web.Response:
         if receive is None:
             return web.Response(status=404, text="replies are not taken here\n")
-        try:
-            receive(reply)
+        try:  # in a thread: a write waiting for the database must not hold up the others
+            await asyncio.to_thread(receive, reply)
         except IncidentError as exc:  # the database refused: Twilio may call again
             return web.Response(status=503, text=f"not recorded: {exc.message}\n")
         return web.Response(text=EMPTY_TWIML, content_type="text/xml")
@@ -91,7 +91,7 @@ def make_app(store: Store, *, auth_token: str, callback_url: str,
         sid = params.get("MessageSid") or params.get("SmsSid") or ""
         if not sid or not params.get("From"):
             return web.Response(status=400, text="malformed message: no MessageSid or From\n")
-        return record(InboundReply(sid=sid, number=params["From"], to_number=params.get("To"),
+        return await record(InboundReply(sid=sid, number=params["From"], to_number=params.get("To"),
                                    body=params.get("Body", ""), at=now()))
 
     async def gather(request: web.Request) -> web.Response:
@@ -102,7 +102,7 @@ def make_app(store: Store, *, auth_token: str, callback_url: str,
         sid, number = params.get("CallSid", ""), params.get("To", "")
         if not sid or not number:
             return web.Response(status=400, text="malformed key press: no CallSid or To\n")
-        return record(InboundReply(sid=f"{sid}/gather", number=number,
+        return await record(InboundReply(sid=f"{sid}/gather", number=number,
                                    to_number=params.get("From"),
                                    body=params.get("Digits", "")[:MAX_DIGITS_BODY], at=now(),
                                    source="keypad"))

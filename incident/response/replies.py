@@ -8,7 +8,9 @@ by number to the customer's most recent incident not closed and recorded there a
 (a call-back or text case on the manual channel, or an opt-out on the suppression list), with
 at most one automatic acknowledgement per customer per incident (store/replies.py: a unique
 key), queued on the SMS channel in the customer's language. A number no customer row has is
-kept unmatched, for the operator to see (`incident replies`).
+kept unmatched, for the operator to see (`incident replies`). The same text again from a
+customer (a reply loop, an auto-responder) is kept and counted but recorded once: it joins the
+first one's event and case, so a flood neither grows the incident's record nor opens cases.
 """
 
 from __future__ import annotations
@@ -97,6 +99,14 @@ class Replies:
                 if taken is not None:
                     return taken
             for customer in rp.candidates(conn, number):
+                repeat = rp.repeat_of(conn, incident_id=customer.incident_id,
+                                      recipient_ref=customer.ref, body=text)
+                if repeat is not None:  # a reply loop: kept, counted, recorded once
+                    rp.attach(conn, reply_id, incident_id=customer.incident_id,
+                              recipient_ref=customer.ref, kind=repeat.kind,
+                              case_id=repeat.case_id, event_seq=repeat.event_seq)
+                    return Received(reply_id=reply_id, kind=repeat.kind,
+                                    incident_id=customer.incident_id, case=repeat.case_id)
                 store.lock_incident(conn, customer.incident_id)
                 view = fold(store.events(customer.incident_id, conn))
                 if view.status is not Status.CLOSED:
@@ -141,7 +151,7 @@ class Replies:
     @staticmethod
     def _called_back(view: IncidentView, ref: str) -> bool:
         return any(c.customer == ref and c.request.startswith("Call back: ")
-                   and not c.reconciled for c in view.cases.values())
+                   and c.reconciled_at is None for c in view.cases.values())
 
     def _case(self, conn: Any, view: IncidentView, customer: rp.Customer, kind: str, text: str,
               now: datetime) -> str:

@@ -40,11 +40,11 @@ def add(conn: Connection, *, provider_ref: str, source: str, number: str,
     t = schema.replies
     insert: Any = (postgresql_insert(t) if conn.dialect.name == "postgresql"
                    else sqlite_insert(t))
-    result = conn.execute(insert.values(**values).on_conflict_do_nothing())
-    if not result.rowcount:
-        return None
-    found = conn.execute(select(t.c.id).where(t.c.provider_ref == values["provider_ref"]))
-    return int(found.scalar_one())
+    # RETURNING, not rowcount: a driver's row count for ON CONFLICT DO NOTHING is not
+    # reliable (store/escalation.py says the same).
+    found = conn.execute(insert.values(**values).on_conflict_do_nothing()
+                         .returning(t.c.id)).first()
+    return None if found is None else int(found[0])
 
 
 def attach(conn: Connection, reply_id: int, *, incident_id: str, recipient_ref: str,
@@ -54,6 +54,16 @@ def attach(conn: Connection, reply_id: int, *, incident_id: str, recipient_ref: 
     conn.execute(update(t).where(t.c.id == reply_id).values(
         incident_id=incident_id, recipient_ref=recipient_ref, kind=kind, case_id=case_id,
         event_seq=event_seq))
+
+
+def repeat_of(conn: Connection, *, incident_id: str, recipient_ref: str,
+              body: str) -> Any | None:
+    """An earlier reply of this customer on this incident with the same text, recorded (its
+    kind, case_id and event_seq), or None."""
+    t = schema.replies
+    return conn.execute(select(t.c.kind, t.c.case_id, t.c.event_seq).where(
+        t.c.incident_id == incident_id, t.c.recipient_ref == recipient_ref,
+        t.c.body == body, t.c.event_seq.is_not(None)).order_by(t.c.id).limit(1)).first()
 
 
 def candidates(conn: Connection, number: str) -> list[Customer]:
@@ -80,10 +90,10 @@ def claim_ack(conn: Connection, *, incident_id: str, recipient_ref: str, reply_i
     t = schema.reply_acks
     insert: Any = (postgresql_insert(t) if conn.dialect.name == "postgresql"
                    else sqlite_insert(t))
-    result = conn.execute(insert.values(
+    found = conn.execute(insert.values(
         incident_id=incident_id, recipient_ref=recipient_ref, reply_id=reply_id,
-        acked_at=_db_time(conn, now)).on_conflict_do_nothing())
-    return bool(result.rowcount)
+        acked_at=_db_time(conn, now)).on_conflict_do_nothing().returning(t.c.reply_id)).first()
+    return found is not None
 
 
 def acks(conn: Connection, incident_id: str) -> int:
