@@ -34,7 +34,7 @@ from incident.response.manual import ManualChannel
 from incident.response.optouts import Optouts
 from incident.response.postmortem import PostMortem
 from incident.response.queries import Queries
-from incident.response.receipts import Receipts
+from incident.response.receipts import Polled, Receipts
 from incident.response.replies import Replies
 from incident.response.results import NoticeResult, Result, SendResult, StartResult
 from incident.response.sending import Sending
@@ -75,6 +75,10 @@ class Response:
         (receipts.escalate_every) so that what the receipts say is acted on."""
         return self.receipts.serve(host=host, port=port, ready=ready,
                                    tick=self._escalate_all, receive=self.replies.receive)
+
+    def poll_receipts(self, ref: str | None, *, until: float) -> Polled:
+        """`incident receipts poll`: the replies to our number, then the unsettled rows."""
+        return self.receipts.poll(ref, until=until, receive=self.replies.receive)
 
     def _escalate_all(self) -> None:
         self.escalate()

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from incident.errors import ConfigInvalid
 from incident.response.journal import Journal
 from incident.response.results import Result
 from incident.settings import secret
+
+INBOUND_WINDOW = timedelta(days=2)  # replies listed by `receipts poll` (each kept once)
 
 if TYPE_CHECKING:  # aiohttp and twilio are imported by the commands that use them
     from incident.inbound.poll import PollReport
@@ -57,8 +60,10 @@ class Receipts:
                                  every=rt.settings.receipts.escalate_every.total_seconds()))
         return Result()
 
-    def poll(self, ref: str | None, *, until: float) -> Polled:
-        """Poll Twilio for the unsettled SMS and calls (of one incident, or all)."""
+    def poll(self, ref: str | None, *, until: float,
+             receive: Callable[[InboundReply], object] | None = None) -> Polled:
+        """Poll Twilio for the unsettled SMS and calls (of one incident, or all), and with
+        `receive` for the replies to the SMS number of the last INBOUND_WINDOW."""
         from incident.channels.factory import check_channels
         from incident.inbound import poll as polling
 
@@ -72,8 +77,19 @@ class Receipts:
         found = check_channels(rt)
         incident_id = self.journal.store.resolve_id(ref) if ref else None
         settings = rt.settings.receipts
-        return Polled(report=asyncio.run(polling.poll(
-            self.journal.store, polling.Twilio(twilio.api_base_url, found["twilio_sid"],
-                                               found["twilio_token"]),
+        account = polling.Twilio(twilio.api_base_url, found["twilio_sid"],
+                                 found["twilio_token"])
+        report = polling.PollReport()
+        if receive is not None:  # replies first: they are what people wait for
+            since = rt.clock.now() - INBOUND_WINDOW
+            numbers = [n for n in (twilio.from_number,) if n]
+            report.replies = asyncio.run(polling.fetch_inbound(
+                account, numbers, since=since, receive=receive, report=report))
+        polled = asyncio.run(polling.poll(
+            self.journal.store, account,
             incident_id=incident_id, rate=settings.poll_rate,
-            every=settings.poll_every.total_seconds(), until=until, now=rt.clock.now)))
+            every=settings.poll_every.total_seconds(), until=until, now=rt.clock.now))
+        polled.requests += report.requests
+        polled.errors[:0] = report.errors
+        polled.replies = report.replies
+        return Polled(report=polled)
