@@ -21,6 +21,7 @@ from incident.inbound.twilio_status import Malformed, from_resource
 from incident.privacy import scrub_error
 from incident.store import Store, receipts
 
+INBOUND_LIMIT = 1000  # inbound messages listed per number and poll
 RESOURCE_FIELDS = ("status", "error_code", "answered_by", "end_time", "date_updated")
 
 
@@ -119,7 +120,10 @@ async def fetch_inbound(twilio: Twilio, numbers: list[str], *, since: datetime,
         for number in numbers:
             report.requests += 1
             try:
-                found = await client.messages.list_async(to=number, date_sent_after=since)
+                # Bounded: a provider (or a mock) that always names a next page must not
+                # keep the poll paging for ever.
+                found = await client.messages.list_async(to=number, date_sent_after=since,
+                                                         limit=INBOUND_LIMIT, page_size=100)
             except TwilioRestException as exc:
                 report.errors.append(scrub_error(f"inbound to {number}: HTTP {exc.status}: "
                                                  f"{exc.msg}") or "inbound")
