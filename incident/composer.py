@@ -10,13 +10,14 @@ from typing import Any
 
 from incident import mime
 from incident.channels.base import EmailOut, MessageRef, Outgoing, SmsOut, VoiceOut, WebhookOut
-from incident.channels.twiml import say_language
+from incident.channels.twiml import GATHER_PATH, PRESS_ANSWER, PRESS_ONE, say_language
 from incident.errors import ConfigInvalid, Location, TemplateInvalid
 from incident.mime import EmailTemplate
 from incident.notices import NoticeRecords, for_customer, regional_variant
 from incident.rendering import Renderer
 from incident.settings import Runtime
 from incident.store.outbox import PARTY_PREFIX, OutboxRow
+from incident.store.rollcall import STAFF_PREFIX
 
 
 def dkim_signer(rt: Runtime) -> mime.DkimSigner | None:
@@ -103,8 +104,16 @@ class Composer:
     def call(self, row: OutboxRow, lang: str, script: str) -> VoiceOut:
         """The call reading `script` in the voice channels.voice.voices gives `lang`."""
         voice = self.rt.settings.channels.voice.voice_for(lang)
+        public = self.rt.settings.receipts.public_url
+        # A key press is a reply: a customer's 1 asks for a call back, a staff member's digit
+        # answers the roll-call; other parties' calls take none.
+        staff = row.recipient_ref.startswith(STAFF_PREFIX)
+        takes_key = staff or not row.recipient_ref.startswith(PARTY_PREFIX)
+        prompts = PRESS_ANSWER if staff else PRESS_ONE
         return VoiceOut(ref=message_ref(row), to=row.address, script=script, voice=voice,
-                        language=say_language(lang, voice))
+                        language=say_language(lang, voice),
+                        gather_url=public + GATHER_PATH if public and takes_key else None,
+                        gather_prompt=prompts.get(lang, prompts["en"]))
 
     def _date(self) -> str:
         """The Date header's value, formatted once per second rather than per message."""

@@ -167,6 +167,8 @@ class EventType(StrEnum):
     ROLLCALL_STARTED = "rollcall_started"
     ROLLCALL_ROUND = "rollcall_round"
     ROLLCALL_ANSWERED = "rollcall_answered"
+    # a customer's reply (SMS or key press): a call-back or text case, an opt-out
+    REPLY_RECEIVED = "reply_received"
     # the post-mortem (edited by people after the incident)
     NOTE = "note"
     ACTION_ADDED = "action_added"

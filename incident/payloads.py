@@ -362,6 +362,19 @@ class RollcallAnswered(Payload):
     alerted: list[str] = Field(default_factory=list,
                                description="who the need-help alert went to (staff id, party)")
     notice: Notice | None = None
+class ReplyReceived(Payload):
+    """reply_received: a customer answered a notice (an SMS, or a key pressed in a call)."""
+
+    customer: str = Field(description="the customer's reference")
+    number: str = Field(description="the sender's number, masked")
+    source: Literal["sms", "keypad"]
+    kind: str = Field(description="callback | stop | text")
+    text: str = Field(description="the reply, one line, control characters removed, bounded")
+    case: str | None = Field(default=None, description="the manual case it made, if any")
+    urgent: bool = False
+    acknowledged: bool = Field(default=False,
+                               description="the automatic acknowledgement was queued with it")
+    notice: Notice | None = Field(default=None, description="the acknowledgement, if queued")
 
 
 class Note(Payload):
@@ -405,6 +418,7 @@ MODELS: dict[EventType, type[Payload]] = {
     EventType.NOTE: Note, EventType.OPTOUT_OVERRIDDEN: OptoutOverridden,
     EventType.ROLLCALL_STARTED: RollcallStarted, EventType.ROLLCALL_ROUND: RollcallRound,
     EventType.ROLLCALL_ANSWERED: RollcallAnswered,
+    EventType.REPLY_RECEIVED: ReplyReceived,
     EventType.ACTION_ADDED: ActionAdded, EventType.ACTION_DONE: ActionDone,
     EventType.CHAIN_TAMPERED: ChainTampered,
 }

@@ -11,6 +11,8 @@ import yaml
 from pydantic import Field, field_validator, model_validator
 
 from incident.errors import PlaybookInvalid, PlaybookNotFound
+from incident.inbound.optout import STOP_KEYWORDS
+from incident.languages import LANGUAGES
 from incident.models import Duration, Kind, Phase, Strict, Text
 from incident.regions import by_region
 from incident.yamlfile import parse_model
@@ -223,6 +225,27 @@ class Rollcall(Strict):
     """The staff roll-call's targets (a drill is scored against them)."""
 
     target_90: Duration = timedelta(minutes=30)  # 90% of the staff answered within this
+# Whole-message replies asking to be called back, per language (a customer may use any).
+CALLBACK_KEYWORDS = {"zh-CN": ["1", "回电"], "zh-HK": ["1", "回電"], "en": ["1", "CALL"]}
+
+
+class Replies(Strict):
+    """What a customer's reply asks for (`replies:`): a call back or an opt-out, each a whole
+    message (any case or width, punctuation around it ignored); any other text becomes a
+    manual case carrying it, at most `max_text` characters."""
+
+    callback: dict[str, list[str]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in CALLBACK_KEYWORDS.items()})
+    stop: list[str] = Field(default_factory=lambda: list(STOP_KEYWORDS))
+    max_text: int = Field(default=500, ge=20, le=1600)
+
+    @field_validator("callback")
+    @classmethod
+    def _languages(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        unknown = sorted(set(value) - set(LANGUAGES))
+        if unknown:
+            raise ValueError(f"unknown language {unknown[0]!r} (use {', '.join(LANGUAGES)})")
+        return value
 
 
 class Playbook(Strict):
@@ -245,6 +268,7 @@ class Playbook(Strict):
     branches: Branches = Field(default_factory=Branches)
     escalation: list[EscalationStep] = Field(default_factory=list)
     rollcall: Rollcall = Field(default_factory=Rollcall)
+    replies: Replies = Field(default_factory=Replies)
 
     @field_validator("escalation")
     @classmethod

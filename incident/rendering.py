@@ -20,6 +20,7 @@ from incident.languages import LANGUAGES
 
 PHASES = ("initial", "update", "eta_changed", "resolved")
 INTERNAL_PHASE = "notice"  # the internal set has one template; the notice's kind varies in it
+ACK_PHASE = "ack"  # the acknowledgement of a customer's reply (templates/replies/ack)
 CHANNELS = ("email", "sms", "voice")
 
 # The playbook content depends on these names; change them only together with the templates.
@@ -78,7 +79,7 @@ class RenderedSms:
 
 def template_names(template_set: str, phase: str, channel: str, lang: str) -> dict[str, str]:
     """The template name of each part (subject/text/html, or text for SMS) of one notice."""
-    if phase not in PHASES and phase != INTERNAL_PHASE:
+    if phase not in PHASES and phase not in (INTERNAL_PHASE, ACK_PHASE):
         raise ValueError(f"unknown phase {phase!r} (use one of {', '.join(PHASES)})")
     if channel not in _NAMES:
         raise ValueError(f"no templates for channel {channel!r} (use one of "

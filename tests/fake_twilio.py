@@ -91,6 +91,10 @@ class FakeTwilio:
     # (status, error code) of its walk, then the last one again; a SID without one is 404.
     walks: dict[str, list[tuple[str, int | None]]] = field(default_factory=dict)
     fetched: dict[str, int] = field(default_factory=dict)
+    # GET …/Messages.json?To=…: the inbound messages listed (Message resources, as Twilio
+    # lists them); each list request's query is kept in `listed`.
+    inbound: list[dict[str, Any]] = field(default_factory=list)
+    listed: list[dict[str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def clear(self) -> None:
@@ -110,6 +114,14 @@ class FakeTwilio:
         if method == "GET" and fetch is not None and auth is not None:
             return _walked(self, fetch["kind"], fetch["resource"])
         match = MESSAGES_PATH.match(path)
+        if method == "GET" and match is not None and auth is not None:
+            to = form.get("To")
+            with self.lock:
+                self.listed.append(dict(form))
+            found = [m for m in self.inbound if to is None or m["to"] == to]
+            return 200, {"messages": found, "next_page_uri": None, "page": 0,
+                         "page_size": 50, "first_page_uri": path, "previous_page_uri": None,
+                         "uri": path, "start": 0, "end": len(found)}
         if method != "POST" or match is None:
             return _error(Scripted(404, 20404, f"The requested resource {path} was not found"))
         if auth is None or (self.credentials is not None and auth != self.credentials):
@@ -221,6 +233,8 @@ def _handler(fake: FakeTwilio) -> type[BaseHTTPRequestHandler]:
             at, wall = time.monotonic(), time.time()
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length).decode("utf-8") if length else ""
+            if method == "GET" and "?" in self.path:  # a list's filters: treated as the form
+                raw = self.path.split("?", 1)[1]
             pairs = parse_qsl(raw, keep_blank_values=True)
             fields = [name for name, _ in pairs]
             form = dict(pairs)

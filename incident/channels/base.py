@@ -84,6 +84,10 @@ class VoiceOut:
     script: str
     voice: str
     language: str
+    # With a URL: the call ends with <Gather numDigits="1" action=gather_url> saying
+    # `gather_prompt` ("press 1 to be called back"); the key press is a customer's reply.
+    gather_url: str | None = None
+    gather_prompt: str = ""
 
 
 Outgoing = EmailOut | SmsOut | VoiceOut | WebhookOut

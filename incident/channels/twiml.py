@@ -16,6 +16,13 @@ HAN_PER_SECOND = 4.0
 WORDS_PER_SECOND = 2.5
 # <Say> language of each notice language, unless a Google voice names its own (yue-HK-…).
 SAY_LANGUAGES = {"zh-CN": "cmn-CN", "zh-HK": "yue-HK", "en": "en-US"}
+# What a customer's call says last, when key presses are taken (receipts.public_url set).
+PRESS_ONE = {"zh-CN": "如需回电，请按1。", "zh-HK": "如需回電，請按1。",
+             "en": "To be called back, press 1."}
+# A staff roll-call call ends with the answer's key: 1 able to work, 2 unable, 3 need help.
+PRESS_ANSWER = {"zh-CN": "请按1、2或3作答。", "zh-HK": "請按1、2或3作答。",
+                "en": "Press 1, 2 or 3 to answer."}
+GATHER_PATH = "/twilio/voice/gather"
 _GOOGLE_VOICE = re.compile(r"^Google\.(?P<lang>[a-z]{2,3}-[A-Z]{2})-")
 _HAN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _WORD = re.compile(r"[A-Za-z0-9]+")
@@ -28,7 +35,8 @@ def say_language(lang: str, voice: str) -> str:
 
 
 def twiml(message: VoiceOut) -> str:
-    """The call's TwiML: the script, a pause, then the script again (XML-escaped)."""
+    """The call's TwiML: the script, a pause, then the script again (XML-escaped), and with a
+    gather URL the "press 1" prompt in a <Gather numDigits="1">."""
     # Imported here: the twilio SDK is heavy, and most commands never build a call.
     from twilio.twiml.voice_response import VoiceResponse
 
@@ -37,6 +45,9 @@ def twiml(message: VoiceOut) -> str:
         if reading:
             response.pause(length=1)
         response.say(message.script, voice=message.voice, language=message.language)
+    if message.gather_url:
+        gather = response.gather(num_digits=1, action=message.gather_url, method="POST")
+        gather.say(message.gather_prompt, voice=message.voice, language=message.language)
     return str(response)
 
 

@@ -130,6 +130,7 @@ def _register() -> None:
         page,
         receipts,
         record,
+        replies,
         report,
         rollcall,
         setup,
@@ -137,7 +138,7 @@ def _register() -> None:
     )
 
     for module in (setup, lifecycle, manual, coordination, views, record, report, receipts,
-                   bounces, optout, rollcall, page):
+                   bounces, optout, rollcall, page, replies):
         for command in module.COMMANDS:
             cli.add_command(command)
 

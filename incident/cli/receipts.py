@@ -54,14 +54,15 @@ def poll(app: App, incident_id: str | None, until: str) -> None:
         limit = parse_duration(until).total_seconds()
     except InvalidValue as exc:
         raise click.BadParameter(str(exc), param_hint="--until") from exc
-    result = app.response.receipts.poll(incident_id, until=limit)
+    result = app.response.poll_receipts(incident_id, until=limit)
     report = result.report
     if app.out.as_json:
         app.out.json({"requests": report.requests, "changed": report.changed,
-                      "unsettled": report.unsettled, "errors": report.errors})
+                      "unsettled": report.unsettled, "replies": report.replies,
+                      "errors": report.errors})
     else:
         app.out.line(f"Asked {report.requests}, settled or changed {report.changed}, "
-                     f"still unsettled {report.unsettled}")
+                     f"still unsettled {report.unsettled}, replies {report.replies}")
         for error in report.errors[:10]:
             app.out.warn(error)
     app.conclude(result)

@@ -1,5 +1,5 @@
-"""STOP keywords: whether an inbound SMS asks to opt out. Inbound SMS are not read yet (issue
-15), so nothing calls `is_stop` today; it is not configurable until something does."""
+"""STOP keywords: whether an inbound SMS asks to opt out (response/replies.py, with the
+playbook's `replies.stop`, which defaults to STOP_KEYWORDS)."""
 
 from __future__ import annotations
 

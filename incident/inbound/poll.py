@@ -16,10 +16,12 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
 from incident.channels.sms import BaseUrlHttpClient
+from incident.inbound.replies import InboundReply
 from incident.inbound.twilio_status import Malformed, from_resource
 from incident.privacy import scrub_error
 from incident.store import Store, receipts
 
+INBOUND_LIMIT = 1000  # inbound messages listed per number and poll
 RESOURCE_FIELDS = ("status", "error_code", "answered_by", "end_time", "date_updated")
 
 
@@ -31,6 +33,7 @@ class PollReport:
     changed: int = 0  # rows whose state a receipt changed
     unsettled: int = 0  # still unsettled when it stopped
     errors: list[str] = field(default_factory=list)  # requests that failed (scrubbed)
+    replies: int = 0  # inbound messages listed and handed over (kept once each)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,3 +104,42 @@ async def _fetch(client: Client, channel: str, sid: str,
         return None
     return {name: getattr(getattr(resource, name, None), "value", getattr(resource, name, None))
             for name in RESOURCE_FIELDS}
+
+
+async def fetch_inbound(twilio: Twilio, numbers: list[str], *, since: datetime,
+                        receive: Callable[[InboundReply], object],
+                        report: PollReport) -> int:
+    """List the messages sent to each of `numbers` since `since` (GET …/Messages.json?To=…
+    &DateSent>=…) and hand each inbound one to `receive` (kept once by SID, so listing the
+    same again is harmless); how many were handed over."""
+    http = BaseUrlHttpClient(twilio.api_base_url, timeout=30.0)
+    client = Client(twilio.account_sid, twilio.auth_token, http_client=http,
+                    environment={"TWILIO_ACCOUNT_SID": twilio.account_sid})
+    handed = 0
+    try:
+        for number in numbers:
+            report.requests += 1
+            try:
+                # Bounded: a provider (or a mock) that always names a next page must not
+                # keep the poll paging for ever.
+                found = await client.messages.list_async(to=number, date_sent_after=since,
+                                                         limit=INBOUND_LIMIT, page_size=100)
+            except TwilioRestException as exc:
+                report.errors.append(scrub_error(f"inbound to {number}: HTTP {exc.status}: "
+                                                 f"{exc.msg}") or "inbound")
+                continue
+            except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+                report.errors.append(scrub_error(f"inbound: {type(exc).__name__}: {exc}")
+                                     or "inbound")
+                continue
+            for message in found:
+                direction = getattr(message.direction, "value", message.direction)
+                if direction != "inbound" or not message.sid or not message.from_:
+                    continue
+                await asyncio.to_thread(receive, InboundReply(
+                    sid=message.sid, number=message.from_, to_number=message.to,
+                    body=message.body or "", at=message.date_sent or since))
+                handed += 1
+    finally:
+        await http.close()
+    return handed

@@ -1,10 +1,14 @@
-"""`receipts serve`: an aiohttp app that takes Twilio's status callbacks at /twilio/status.
+"""`receipts serve`: an aiohttp app that takes Twilio's status callbacks at /twilio/status,
+customers' SMS replies at /twilio/inbound and key presses in calls at /twilio/voice/gather.
 
 Each callback is checked (X-Twilio-Signature, by the twilio SDK's RequestValidator, against
 the public URL Twilio was given), read, and recorded in a committed write transaction before
 the 2xx answer: a crash after the answer loses nothing, and the same callback again is
 stored once. Answers: 204 recorded (or already recorded), 403 bad signature, 400 malformed,
 404 no row has that SID (yet), 503 the database refused; nothing is recorded on any of them.
+A reply or key press is signed and recorded the same way (a duplicate MessageSid is kept once)
+and answered with empty TwiML: the acknowledgement, if any, is an outbox row, sent and counted
+like every other message.
 """
 
 from __future__ import annotations
@@ -20,35 +24,51 @@ from datetime import datetime
 from aiohttp import web
 from twilio.request_validator import RequestValidator
 
+from incident.channels.twiml import GATHER_PATH
 from incident.errors import IncidentError
+from incident.inbound.replies import InboundReply
 from incident.inbound.twilio_status import Malformed, from_callback
 from incident.metrics import NO_METRICS, Metrics
 from incident.privacy import scrub
 from incident.store import Store, receipts
 
 STATUS_PATH = "/twilio/status"
+INBOUND_PATH = "/twilio/inbound"
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+MAX_DIGITS_BODY = 8
 
 
 def make_app(store: Store, *, auth_token: str, callback_url: str,
-             now: Callable[[], datetime], metrics: Metrics = NO_METRICS) -> web.Application:
-    """The app; `callback_url` is <receipts.public_url>/twilio/status, as Twilio calls it.
-    Every answer is told to `metrics` (kind sms/call/unknown, result, time)."""
+             now: Callable[[], datetime], metrics: Metrics = NO_METRICS,
+             receive: Callable[[InboundReply], object] | None = None) -> web.Application:
+    """The app; `callback_url` is <receipts.public_url>/twilio/status, as Twilio calls it (the
+    other paths are signed for the same public URL); `receive(reply)` records a reply or key
+    press (committed when it returns). Every status answer is told to `metrics` (kind
+    sms/call/unknown, result, time)."""
     validator = RequestValidator(auth_token)
+    public = callback_url.removesuffix(STATUS_PATH)
     writer = _GroupCommit(store, now)
 
-    async def answer(request: web.Request) -> tuple[str, str, web.Response]:
+    async def signed(request: web.Request,
+                     path: str) -> tuple[dict[str, str], web.Response | None]:
+        """The request's form, and None if its signature is Twilio's for <public>`path`,
+        else the answer refusing it."""
         try:
             form = await request.post()
         except (UnicodeDecodeError, ValueError):  # not a readable form: nothing to check
-            return "unknown", "malformed", web.Response(
-                status=400, text="malformed callback: not a form\n")
+            return {}, web.Response(status=400, text="malformed callback: not a form\n")
         params = {key: str(value) for key, value in form.items()}
-        kind = "call" if "CallSid" in params else "sms" if "MessageSid" in params else "unknown"
-        url = callback_url + (f"?{request.query_string}" if request.query_string else "")
+        url = public + path + (f"?{request.query_string}" if request.query_string else "")
         signature = request.headers.get("X-Twilio-Signature", "")
         if not signature or not validator.validate(url, params, signature):
-            return kind, "bad_signature", web.Response(
-                status=403, text="invalid X-Twilio-Signature\n")
+            return params, web.Response(status=403, text="invalid X-Twilio-Signature\n")
+        return params, None
+
+    async def answer(request: web.Request) -> tuple[str, str, web.Response]:
+        params, refused = await signed(request, STATUS_PATH)
+        kind = "call" if "CallSid" in params else "sms" if "MessageSid" in params else "unknown"
+        if refused is not None:
+            return kind, "bad_signature" if refused.status == 403 else "malformed", refused
         try:
             receipt = from_callback(params, now=now())
         except Malformed as exc:
@@ -70,8 +90,42 @@ def make_app(store: Store, *, auth_token: str, callback_url: str,
         metrics.callback(kind, result, time.perf_counter() - began)
         return response
 
+    async def record(reply: InboundReply) -> web.Response:
+        if receive is None:
+            return web.Response(status=404, text="replies are not taken here\n")
+        try:  # in a thread: a write waiting for the database must not hold up the others
+            await asyncio.to_thread(receive, reply)
+        except IncidentError as exc:  # the database refused: Twilio may call again
+            return web.Response(status=503, text=f"not recorded: {exc.message}\n")
+        return web.Response(text=EMPTY_TWIML, content_type="text/xml")
+
+    async def inbound(request: web.Request) -> web.Response:
+        params, refused = await signed(request, INBOUND_PATH)
+        if refused is not None:
+            return refused
+        sid = params.get("MessageSid") or params.get("SmsSid") or ""
+        if not sid or not params.get("From"):
+            return web.Response(status=400, text="malformed message: no MessageSid or From\n")
+        return await record(InboundReply(sid=sid, number=params["From"], to_number=params.get("To"),
+                                   body=params.get("Body", ""), at=now()))
+
+    async def gather(request: web.Request) -> web.Response:
+        params, refused = await signed(request, GATHER_PATH)
+        if refused is not None:
+            return refused
+        # A call of ours: To is the customer. One key press per call is kept.
+        sid, number = params.get("CallSid", ""), params.get("To", "")
+        if not sid or not number:
+            return web.Response(status=400, text="malformed key press: no CallSid or To\n")
+        return await record(InboundReply(sid=f"{sid}/gather", number=number,
+                                   to_number=params.get("From"),
+                                   body=params.get("Digits", "")[:MAX_DIGITS_BODY], at=now(),
+                                   source="keypad"))
+
     app = web.Application(client_max_size=64 * 1024)
     app.router.add_post(STATUS_PATH, status)
+    app.router.add_post(INBOUND_PATH, inbound)
+    app.router.add_post(GATHER_PATH, gather)
     return app
 
 

@@ -10,7 +10,8 @@ Read top-down:
   `coordination.py` (steps, parties, acks, alerts, regulator drafts), `postmortem.py` (notes,
   actions, reports), `warnings.py` (CAP alerts), `queries.py` (status, timeline, verify),
   `checks.py` (playbook checks), `bounces.py` (email bounces matched to the outbox),
-  `escalation.py` (the next channel for unconfirmed messages);
+  `escalation.py` (the next channel for unconfirmed messages), `replies.py` (customers'
+  SMS and keypad replies: cases, opt-outs, one acknowledgement);
 - `results.py` — what they return: result objects with an outcome the front end turns into an
   exit code.
 
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from incident.delivery import ProgressFn
+from incident.inbound.replies import InboundReply
 from incident.response.bounces import Bounces
 from incident.response.coordination import Coordination
 from incident.response.escalation import Escalation, Escalations
@@ -36,7 +38,8 @@ from incident.response.optouts import Optouts
 from incident.response.page import StatusPage
 from incident.response.postmortem import PostMortem
 from incident.response.queries import Queries
-from incident.response.receipts import Receipts
+from incident.response.receipts import Polled, Receipts
+from incident.response.replies import Received, Replies, e164
 from incident.response.results import (
     NoticeResult,
     Result,
@@ -80,6 +83,7 @@ class Response:
         self.rollcall = Rollcall(self.journal)
         self.page = StatusPage(self.journal)
         self.journal.on_public = self.page.after_notice
+        self.replies = Replies(self.journal)  # the roll-call joins at replies.handlers
 
     def escalate(self, ref: str | None = None) -> Escalations:
         """`incident escalate`: apply the due escalation steps, then send what they queued."""
@@ -138,6 +142,18 @@ class Response:
             result.sent = self.sending.deliver(None, complete=False)
         return result
 
+    def receive_reply(self, reply: InboundReply) -> Received | Answered:
+        """A reply the receipts server or the poll took: a staff member's answer to an open
+        roll-call first (recorded once per provider reference; a need-help alert sent), else
+        a customer's reply (`Replies.receive`). A staff member's text that is no answer is
+        kept as a reply, so nothing anyone sends is dropped."""
+        answered = self.rollcall_answer(
+            sender=e164(reply.number), text=reply.body, provider_id=reply.sid,
+            received_at=reply.at, via="voice" if reply.source == "keypad" else "sms")
+        if answered is not None and answered.answer is not None:
+            return answered
+        return self.replies.receive(reply)
+
     def _alert_sent(self, result: Answered | None) -> Answered | None:
         if result is not None and result.result is not None and result.result.internal:
             result.sent = self.sending.send(result.result)
@@ -148,7 +164,11 @@ class Response:
         """`incident receipts serve`, applying due escalations on a timer meanwhile
         (receipts.escalate_every) so that what the receipts say is acted on."""
         return self.receipts.serve(host=host, port=port, ready=ready,
-                                   tick=self._escalate_all)
+                                   tick=self._escalate_all, receive=self.receive_reply)
+
+    def poll_receipts(self, ref: str | None, *, until: float) -> Polled:
+        """`incident receipts poll`: the replies to our number, then the unsettled rows."""
+        return self.receipts.poll(ref, until=until, receive=self.receive_reply)
 
     def _escalate_all(self) -> None:
         self.escalate()

@@ -91,6 +91,9 @@ class Escalation:
                 rows = esc.unconfirmed(conn, incident_id, accepted_before=now - step.after,
                                        confirmed=set(step.unless), source=step.from_,
                                        exclude=None if step.to == "manual_callback" else step.to)
+                # Only customer notices escalate (not a reply's acknowledgement).
+                notices = {n.seq for n in view.notices}
+                rows = [r for r in rows if r.notice_seq in notices]
                 if not rows:
                     continue
                 if step.to == "manual_callback":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from incident.errors import ConfigInvalid
@@ -13,8 +14,11 @@ from incident.response.journal import Journal
 from incident.response.results import Result
 from incident.settings import secret
 
+INBOUND_WINDOW = timedelta(days=2)  # replies listed by `receipts poll` (each kept once)
+
 if TYPE_CHECKING:  # aiohttp and twilio are imported by the commands that use them
     from incident.inbound.poll import PollReport
+    from incident.inbound.replies import InboundReply
 
 
 @dataclass(kw_only=True)
@@ -33,8 +37,10 @@ class Receipts:
         self.metrics: Metrics = NO_METRICS  # told every callback `serve` answers
 
     def serve(self, *, host: str, port: int, ready: Callable[[str, int], None],
-              tick: Callable[[], None] | None = None) -> Result:
-        """Serve /twilio/status until SIGINT/SIGTERM; `tick()` every receipts.escalate_every
+              tick: Callable[[], None] | None = None,
+              receive: Callable[[InboundReply], object] | None = None) -> Result:
+        """Serve /twilio/status (and, with `receive`, /twilio/inbound and
+        /twilio/voice/gather) until SIGINT/SIGTERM; `tick()` every receipts.escalate_every
         meanwhile."""
         from incident.inbound import server
 
@@ -51,13 +57,15 @@ class Receipts:
             raise ConfigInvalid("the environment variable TWILIO_AUTH_TOKEN is not set: it "
                                 "checks the callbacks' signatures")
         app = server.make_app(self.journal.store, auth_token=token, callback_url=callback,
-                              now=rt.clock.now, metrics=self.metrics)
+                              now=rt.clock.now, metrics=self.metrics, receive=receive)
         asyncio.run(server.serve(app, host, port, ready, tick=tick,
                                  every=rt.settings.receipts.escalate_every.total_seconds()))
         return Result()
 
-    def poll(self, ref: str | None, *, until: float) -> Polled:
-        """Poll Twilio for the unsettled SMS and calls (of one incident, or all)."""
+    def poll(self, ref: str | None, *, until: float,
+             receive: Callable[[InboundReply], object] | None = None) -> Polled:
+        """Poll Twilio for the unsettled SMS and calls (of one incident, or all), and with
+        `receive` for the replies to the SMS number of the last INBOUND_WINDOW."""
         from incident.channels.factory import check_channels
         from incident.inbound import poll as polling
 
@@ -71,8 +79,19 @@ class Receipts:
         found = check_channels(rt)
         incident_id = self.journal.store.resolve_id(ref) if ref else None
         settings = rt.settings.receipts
-        return Polled(report=asyncio.run(polling.poll(
-            self.journal.store, polling.Twilio(twilio.api_base_url, found["twilio_sid"],
-                                               found["twilio_token"]),
+        account = polling.Twilio(twilio.api_base_url, found["twilio_sid"],
+                                 found["twilio_token"])
+        report = polling.PollReport()
+        if receive is not None:  # replies first: they are what people wait for
+            since = rt.clock.now() - INBOUND_WINDOW
+            numbers = [n for n in (twilio.from_number,) if n]
+            report.replies = asyncio.run(polling.fetch_inbound(
+                account, numbers, since=since, receive=receive, report=report))
+        polled = asyncio.run(polling.poll(
+            self.journal.store, account,
             incident_id=incident_id, rate=settings.poll_rate,
-            every=settings.poll_every.total_seconds(), until=until, now=rt.clock.now)))
+            every=settings.poll_every.total_seconds(), until=until, now=rt.clock.now))
+        polled.requests += report.requests
+        polled.errors[:0] = report.errors
+        polled.replies = report.replies
+        return Polled(report=polled)

@@ -206,6 +206,40 @@ def m009_optouts(conn: Connection) -> None:
     optouts.create(conn)
 
 
+def m010_replies(conn: Connection) -> None:
+    """Inbound replies (issue 15): `replies`, one row per SMS or keypad reply (unique per
+    provider reference); `reply_acks`, at most one automatic acknowledgement per customer per
+    incident (unique); outbox.address indexed, as a reply names its customer by number."""
+    metadata = MetaData()
+    replies = Table(
+        "replies", metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("provider_ref", String(200), nullable=False),
+        Column("source", String(12), nullable=False),
+        Column("number", String(320), nullable=False),
+        Column("to_number", String(320)),
+        Column("body", Text, nullable=False),
+        Column("kind", String(16), nullable=False),
+        Column("incident_id", String(40)),
+        Column("recipient_ref", String(200)),
+        Column("case_id", String(20)),
+        Column("event_seq", Integer),
+        Column("received_at", DateTime(timezone=True), nullable=False),
+        UniqueConstraint("provider_ref", name="uq_replies_ref"),
+    )
+    Index("ix_replies_incident", replies.c.incident_id)
+    Table(
+        "reply_acks", metadata,
+        Column("incident_id", String(40), nullable=False),
+        Column("recipient_ref", String(200), nullable=False),
+        Column("reply_id", Integer, nullable=False),
+        Column("acked_at", DateTime(timezone=True), nullable=False),
+        UniqueConstraint("incident_id", "recipient_ref", name="uq_reply_acks_once"),
+    )
+    metadata.create_all(conn)
+    conn.exec_driver_sql("CREATE INDEX ix_outbox_address ON outbox (address)")
+
+
 def m011_rollcall(conn: Connection) -> None:
     """The staff roll-call's roster (issue 15): `rollcall_members`, one row per staff member
     of an incident's roll-call, with team, branch and manager, no contacts."""
@@ -221,8 +255,6 @@ def m011_rollcall(conn: Connection) -> None:
         Column("manager", String(200)),
         Column("language", String(8), nullable=False),
     ).create(conn)
-
-
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m001_initial", m001_initial),
     ("m002_outbox_due_index", m002_outbox_due_index),
@@ -233,6 +265,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("m007_outbox_region", m007_outbox_region),
     ("m008_receipts", m008_receipts),
     ("m009_optouts", m009_optouts),
+    ("m010_replies", m010_replies),
     ("m011_rollcall", m011_rollcall),
 ]
 

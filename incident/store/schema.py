@@ -166,3 +166,37 @@ rollcall_members = Table(
     Column("manager", String(200)),
     Column("language", String(8), nullable=False),
 )
+# Inbound replies (m010): one row per SMS or keypad reply a provider delivered, kept once per
+# provider reference (a webhook twice, or a webhook and a poll, is one row). `number` is the
+# full E.164 sender (it matches outbox.address); everything shown to people masks it. A reply
+# from a number no customer row has is kept with no incident (unmatched).
+replies = Table(
+    "replies", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("provider_ref", String(200), nullable=False),
+    Column("source", String(12), nullable=False),  # sms | keypad
+    Column("number", String(320), nullable=False),
+    Column("to_number", String(320)),
+    Column("body", Text, nullable=False),
+    Column("kind", String(16), nullable=False),  # callback | stop | text | rollcall
+    Column("incident_id", String(40)),
+    Column("recipient_ref", String(200)),
+    Column("case_id", String(20)),
+    Column("event_seq", Integer),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("provider_ref", name="uq_replies_ref"),
+)
+Index("ix_replies_incident", replies.c.incident_id)
+
+# At most one automatic acknowledgement per customer per incident (m010): the row is inserted
+# with the acknowledgement's outbox row, and its key refuses a second whichever server tries.
+reply_acks = Table(
+    "reply_acks", metadata,
+    Column("incident_id", String(40), nullable=False),
+    Column("recipient_ref", String(200), nullable=False),
+    Column("reply_id", Integer, nullable=False),
+    Column("acked_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("incident_id", "recipient_ref", name="uq_reply_acks_once"),
+)
+# A reply is matched to its customer's rows by number.
+Index("ix_outbox_address", outbox.c.address)
