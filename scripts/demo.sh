@@ -52,6 +52,9 @@ step "Check the record has not been altered" verify "$id"
 step "Post-mortem report against the four principles" \
   report "$id" --format html --lang en -o "report-$id.html"
 echo "  report written to $PWD/report-$id.html"
+step "The public status page customers read (static: host it away from the systems that are down)" \
+  page build status-site
+echo "  open $PWD/status-site/index.html (Statuspage-shaped JSON under status-site/api/v2/)"
 
 printf '\n\033[1m== Where the notices went\033[0m (file channel: %s/outbox/%s)\n' "$PWD" "$id"
 for notice in outbox/"$id"/notice-*; do
