@@ -21,7 +21,6 @@ from incident.page.api import api_files
 from incident.page.feeds import feed_files
 from incident.page.labels import LABELS, LANGUAGE_NAMES, PAGE_LANGUAGES
 from incident.page.model import PublicIncident, regional_hotlines
-from incident.page.pool import render_pages
 from incident.regions import labelled_time, zone_label
 from incident.timeutil import HONG_KONG
 
@@ -53,7 +52,6 @@ class SiteBuilder:
 
     def __init__(self, template_path: Sequence[Path], info: SiteInfo) -> None:
         self.info = info
-        self.template_path = list(template_path)
         # Templates compiled once per builder (auto_reload off), as the fingerprint below is
         # taken once; with it on, every page rendered stats each template file it uses.
         self.env = Environment(loader=FileSystemLoader([str(p) for p in template_path]),
@@ -95,7 +93,6 @@ class SiteBuilder:
         updated = max((i.updated_at for i in ordered), default=None)
         files: Files = {}
         live: set[tuple[str, str, str]] = set()
-        jobs: list[tuple[PublicIncident, str]] = []
         for lang in PAGE_LANGUAGES:
             for incident in ordered:
                 key = (incident.id, incident.head, lang)
@@ -105,14 +102,9 @@ class SiteBuilder:
                 if page is None and kept and kept(path) == incident.head:
                     page = KEEP
                 if page is None:
-                    jobs.append((incident, lang))
-                files[path] = page or b""
-        pages = render_pages(jobs, self.render_incident,
-                             (self.template_path, self.info, self.fingerprint))
-        for (incident, lang), page in zip(jobs, pages, strict=True):
-            self._cache[(incident.id, incident.head, lang)] = page
-            files[page_path(lang, incident)] = page
-        for lang in PAGE_LANGUAGES:
+                    page = self._render_incident(incident, lang, updated)
+                    self._cache[key] = page
+                files[path] = page
             files[f"{lang}/index.html"] = self._render_index(ordered, lang, "../", updated)
         files["index.html"] = self._render_index(ordered, self.info.default_language, "",
                                                  updated)
@@ -167,8 +159,8 @@ class SiteBuilder:
                           past=[self._fragment("_past", i, lang, here) for i in past],
                           past_heading=LABELS[lang]["past"].format(days=self.info.days))
 
-    def render_incident(self, incident: PublicIncident, lang: str) -> bytes:
-        """An incident's page in `lang`."""
+    def _render_incident(self, incident: PublicIncident, lang: str,
+                         updated: datetime | None) -> bytes:
         here = "../../"
         switch = {other: f"{here}{other}/incidents/{incident.id}.html"
                   for other in PAGE_LANGUAGES}
