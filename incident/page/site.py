@@ -52,10 +52,12 @@ class SiteBuilder:
 
     def __init__(self, template_path: Sequence[Path], info: SiteInfo) -> None:
         self.info = info
+        # Templates compiled once per builder (auto_reload off), as the fingerprint below is
+        # taken once; with it on, every page rendered stats each template file it uses.
         self.env = Environment(loader=FileSystemLoader([str(p) for p in template_path]),
                                autoescape=select_autoescape(default=True, default_for_string=True),
                                undefined=StrictUndefined, trim_blocks=False,
-                               keep_trailing_newline=True)
+                               keep_trailing_newline=True, auto_reload=False)
         loader = self.env.loader
         assert loader is not None
         css = loader.get_source(self.env, "page/page.css")[0]
