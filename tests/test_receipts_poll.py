@@ -51,7 +51,9 @@ def test_poll_walks_messages_and_calls_until_settled_at_the_rate(
     assert settled(store, "CA1") == ("no_answer", None)
     assert fake.fetched == {"SM1": 3, "SM2": 2, "CA1": 2}  # nothing asked once settled
     gets = [r for r in fake.recorded() if r.method == "GET"]
-    assert len(gets) == 7
+    # One listing of the replies to our number (Messages.json?To=…), then the 7 fetches.
+    assert [r.path.rsplit("/", 1)[1] for r in gets].count("Messages.json") == 1
+    assert len(gets) == 8
     gaps = [b.at - a.at for a, b in itertools.pairwise(gets)]
     # The configured request rate holds (the first request's arrival includes opening the
     # connection, so the first gap is measured from a late start).
