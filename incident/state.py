@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from incident.cap import reference_key
 from incident.models import Event, EventType, Phase, Status
 from incident.payloads import (
     ActionAdded,
@@ -179,6 +178,8 @@ class IncidentView:
     def warning_keys(self) -> list[tuple[str, str]]:
         """(sender, identifier) of the CAP alerts recorded on the incident and of the alerts
         they reference: a later alert naming any of them is about this incident."""
+        from incident.cap import reference_key  # CAP's machinery only where alerts are read
+
         keys = []
         for warning in self.warnings:
             keys.append((warning["sender"], warning["identifier"]))

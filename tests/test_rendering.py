@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from markupsafe import escape
@@ -14,6 +15,7 @@ from incident.rendering import (
     RenderedEmail,
     Renderer,
     SmsInfo,
+    compiled_templates,
     sms_segments,
     template_names,
 )
@@ -337,3 +339,50 @@ def test_template_names_accepts_str_enums() -> None:
 
     assert template_names("bank", Phase.RESOLVED, "sms", "zh-CN") == {
         "text": "bank/resolved/sms.zh-CN.txt"}
+
+
+def test_compiled_templates_are_reused_by_a_later_renderer(root: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """A later process (a new Renderer on the same cache) renders without compiling; a
+    template whose source changed is compiled again."""
+    put(root, email_set())
+    cache = tmp_path / "compiled"
+    cache.mkdir()
+    first = Renderer([root], compiled_templates(cache)).render_email("bank", "initial", "zh-CN",
+                                                                     CONTEXT)
+    assert len(list(cache.iterdir())) == 3  # subject, text, HTML
+
+    later = Renderer([root], compiled_templates(cache))
+    compiled: list[str] = []
+    real = later.env.compile
+
+    def compile_counted(*args: Any, **kwargs: Any) -> Any:
+        compiled.append(str(args[1:2] or kwargs.get("name")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(later.env, "compile", compile_counted)
+    assert later.render_email("bank", "initial", "zh-CN", CONTEXT) == first
+    assert compiled == []
+
+    put(root, email_set(text="您好{{ customer.name }}。\n"))
+    changed = Renderer([root], compiled_templates(cache))
+    assert changed.render_email("bank", "initial", "zh-CN", CONTEXT).text == "您好张伟。"
+
+
+def test_a_cache_that_cannot_be_used_is_only_a_miss(root: Path, tmp_path: Path) -> None:
+    """A cache directory that is not one (nothing can be written) or holds broken files:
+    the templates are compiled and rendered as without a cache."""
+    put(root, email_set())
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    expected = Renderer([root]).render_email("bank", "initial", "zh-CN", CONTEXT)
+    assert Renderer([root], compiled_templates(not_a_dir)).render_email(
+        "bank", "initial", "zh-CN", CONTEXT) == expected
+    cache = tmp_path / "compiled"
+    cache.mkdir()
+    Renderer([root], compiled_templates(cache)).render_email("bank", "initial", "zh-CN", CONTEXT)
+    for file in cache.iterdir():
+        file.write_bytes(file.read_bytes()[:40])  # truncated after jinja2's header
+    assert Renderer([root], compiled_templates(cache)).render_email(
+        "bank", "initial", "zh-CN", CONTEXT) == expected

@@ -23,23 +23,11 @@ new peer) and writes through `Journal.record`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from incident.delivery import ProgressFn
-from incident.inbound.replies import InboundReply
-from incident.response.bounces import Bounces
-from incident.response.coordination import Coordination
-from incident.response.escalation import Escalation, Escalations
 from incident.response.journal import Journal
-from incident.response.lifecycle import Lifecycle
-from incident.response.manual import ManualChannel
-from incident.response.optouts import Optouts
-from incident.response.page import StatusPage
-from incident.response.postmortem import PostMortem
-from incident.response.queries import Queries
-from incident.response.receipts import Polled, Receipts
-from incident.response.replies import Received, Replies, e164
 from incident.response.results import (
     NoticeResult,
     Result,
@@ -47,20 +35,36 @@ from incident.response.results import (
     StartResult,
     StatusResult,
 )
-from incident.response.rollcall import (
-    Answered,
-    EmailAnswers,
-    Reminders,
-    Rollcall,
-    StartedRollcall,
-)
-from incident.response.sending import Sending
-from incident.response.warnings import Assessment, Warnings
 from incident.settings import Runtime
 from incident.store import Store, deliveries
 
-if TYPE_CHECKING:  # prometheus_client is imported by the commands that serve metrics
+if TYPE_CHECKING:
+    # Each use case is imported when first used (see Response): `incident start` must not
+    # pay for the post-mortem reports, the status page, bounces, CAP warnings... before its
+    # first message goes out. prometheus_client is imported by the commands that serve metrics.
+    from incident.delivery import ProgressFn
+    from incident.inbound.replies import InboundReply
     from incident.metrics.prometheus import Exporter
+    from incident.response.bounces import Bounces
+    from incident.response.coordination import Coordination
+    from incident.response.escalation import Escalation, Escalations
+    from incident.response.lifecycle import Lifecycle
+    from incident.response.manual import ManualChannel
+    from incident.response.optouts import Optouts
+    from incident.response.page import StatusPage
+    from incident.response.postmortem import PostMortem
+    from incident.response.queries import Queries
+    from incident.response.receipts import Polled, Receipts
+    from incident.response.replies import Received, Replies
+    from incident.response.rollcall import (
+        Answered,
+        EmailAnswers,
+        Reminders,
+        Rollcall,
+        StartedRollcall,
+    )
+    from incident.response.sending import Sending
+    from incident.response.warnings import Assessment, Warnings
 
 
 class Response:
@@ -69,21 +73,99 @@ class Response:
     def __init__(self, rt: Runtime, store: Store | None = None) -> None:
         self.rt = rt
         self.journal = Journal(rt, store)
-        self.lifecycle = Lifecycle(self.journal)
-        self.sending = Sending(self.journal)
-        self.queries = Queries(self.journal)
-        self.manual = ManualChannel(self.journal)
-        self.coordination = Coordination(self.journal)
-        self.postmortem = PostMortem(self.journal)
-        self.warnings = Warnings(self.journal)
-        self.receipts = Receipts(self.journal)
-        self.bounces = Bounces(self.journal)
-        self.escalation = Escalation(self.journal)
-        self.optouts = Optouts(self.journal)
-        self.rollcall = Rollcall(self.journal)
-        self.page = StatusPage(self.journal)
-        self.journal.on_public = self.page.after_notice
-        self.replies = Replies(self.journal)  # the roll-call joins at replies.handlers
+        self.journal.on_public = self._public
+
+    # The use cases, each built (and its module imported) on first use.
+
+    @cached_property
+    def lifecycle(self) -> Lifecycle:
+        from incident.response.lifecycle import Lifecycle
+
+        return Lifecycle(self.journal)
+
+    @cached_property
+    def sending(self) -> Sending:
+        from incident.response.sending import Sending
+
+        return Sending(self.journal)
+
+    @cached_property
+    def queries(self) -> Queries:
+        from incident.response.queries import Queries
+
+        return Queries(self.journal)
+
+    @cached_property
+    def manual(self) -> ManualChannel:
+        from incident.response.manual import ManualChannel
+
+        return ManualChannel(self.journal)
+
+    @cached_property
+    def coordination(self) -> Coordination:
+        from incident.response.coordination import Coordination
+
+        return Coordination(self.journal)
+
+    @cached_property
+    def postmortem(self) -> PostMortem:
+        from incident.response.postmortem import PostMortem
+
+        return PostMortem(self.journal)
+
+    @cached_property
+    def warnings(self) -> Warnings:
+        from incident.response.warnings import Warnings
+
+        return Warnings(self.journal)
+
+    @cached_property
+    def receipts(self) -> Receipts:
+        from incident.response.receipts import Receipts
+
+        return Receipts(self.journal)
+
+    @cached_property
+    def bounces(self) -> Bounces:
+        from incident.response.bounces import Bounces
+
+        return Bounces(self.journal)
+
+    @cached_property
+    def escalation(self) -> Escalation:
+        from incident.response.escalation import Escalation
+
+        return Escalation(self.journal)
+
+    @cached_property
+    def optouts(self) -> Optouts:
+        from incident.response.optouts import Optouts
+
+        return Optouts(self.journal)
+
+    @cached_property
+    def rollcall(self) -> Rollcall:
+        from incident.response.rollcall import Rollcall
+
+        return Rollcall(self.journal)
+
+    @cached_property
+    def page(self) -> StatusPage:
+        from incident.response.page import StatusPage
+
+        return StatusPage(self.journal)
+
+    @cached_property
+    def replies(self) -> Replies:
+        from incident.response.replies import Replies
+
+        return Replies(self.journal)
+
+    def _public(self, result: NoticeResult) -> None:
+        """A public notice was recorded: the status page is rebuilt, when there is one (its
+        machinery is not even imported otherwise)."""
+        if self.rt.settings.status_page.dir:
+            self.page.after_notice(result)
 
     def escalate(self, ref: str | None = None) -> Escalations:
         """`incident escalate`: apply the due escalation steps, then send what they queued."""
@@ -147,6 +229,8 @@ class Response:
         roll-call first (recorded once per provider reference; a need-help alert sent), else
         a customer's reply (`Replies.receive`). A staff member's text that is no answer is
         kept as a reply, so nothing anyone sends is dropped."""
+        from incident.response.replies import e164
+
         answered = self.rollcall_answer(
             sender=e164(reply.number), text=reply.body, provider_id=reply.sid,
             received_at=reply.at, via="voice" if reply.source == "keypad" else "sms")

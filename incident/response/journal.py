@@ -26,7 +26,7 @@ from incident.notices import check_templates, notice_context, rows_from_notice, 
 from incident.parties import INTERNAL_SET, drill_barred, internal_contexts, party_rows
 from incident.payloads import Declared, Notice, PartiesNotified, Payload, payload_data
 from incident.playbooks import Playbook
-from incident.rendering import INTERNAL_PHASE, Renderer
+from incident.rendering import INTERNAL_PHASE, Renderer, compiled_templates
 from incident.response.recording import complete_notices
 from incident.response.results import NoticeResult
 from incident.settings import Runtime, secret
@@ -52,7 +52,7 @@ class Journal:
     def __init__(self, rt: Runtime, store: Store | None = None) -> None:
         self.rt = rt
         self._store = store
-        self.renderer = Renderer(rt.template_path)
+        self.renderer = Renderer(rt.template_path, compiled_templates())
         # Called after each recorded public notice and close (Response: the status page).
         self.on_public: Callable[[NoticeResult], None] | None = None
 

@@ -15,7 +15,6 @@ from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, func, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 
@@ -144,6 +143,9 @@ def _insert_rows(conn: Connection, todo: Iterable[dict[str, Any]], fixed: dict[s
     o = schema.outbox
     statement: Any = o.insert()
     if ignore_existing and conn.dialect.name == "postgresql":
+        # Imported here: `incident start` on SQLite need not load the PostgreSQL dialect.
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
         statement = postgresql_insert(o).on_conflict_do_nothing()
     elif ignore_existing:
         statement = sqlite_insert(o).on_conflict_do_nothing()
