@@ -210,3 +210,41 @@ def test_calls_end_with_a_one_digit_gather_when_replies_are_taken(lang: str,
     assert gather.tag == "Gather" and gather.get("numDigits") == "1"
     assert gather.get("action") == PUBLIC + "/twilio/voice/gather"
     assert prompt in "".join(gather.itertext())
+
+
+def test_acknowledgements_are_not_counted_as_customer_notices(
+        served: tuple[Replies, Workspace, str]) -> None:
+    server, ws, incident_id = served
+    short = incident_id[-6:]
+    before = ws.json("status", short)
+    reach = reach_figures(ws, short)
+    with ThreadPoolExecutor(max_workers=4) as pool:  # a flood: 60 replies, 3 acknowledged
+        codes = list(pool.map(lambda n: server.sms(CUSTOMERS[f"c{n % 3 + 1}"][0],
+                                                   f"question {n}", sid=f"SMq{n:03d}"),
+                              range(60)))
+    assert codes == [200] * 60
+    ws.run("deliver", short)
+    sent = acks(ws, incident_id)
+    assert len(sent) == 3 and {a.state for a in sent} == {"sent"}
+    after = ws.json("status", short)
+    for key in ("deliveries", "deliveries_by_channel", "internal_deliveries"):
+        assert after[key] == before[key], key
+    assert reach_figures(ws, short) == reach
+    # An acknowledgement the provider refused is no failed customer notice either.
+    store = Store.open(ws.db)
+    try:
+        with store.write() as conn:
+            conn.execute(sc.outbox.update().where(sc.outbox.c.id.in_([a.id for a in sent]))
+                         .values(state="failed", error_code="21610", last_error="refused"))
+    finally:
+        store.close()
+    assert ws.json("status", short)["deliveries"] == before["deliveries"]
+    assert ws.json("failed", short)["deliveries"] == []
+
+
+def reach_figures(ws: Workspace, short: str) -> tuple[Any, ...]:
+    """The report's reach and accepted figures (JSON)."""
+    principles = ws.json("report", short, "--format", "json")["principles"]
+    minimal = principles["minimal_impact"]["figures"]
+    return (principles["fast_response"]["figures"]["reach"], minimal["customers_reached"],
+            minimal["urgent"], principles["transparency"]["figures"]["notices"])

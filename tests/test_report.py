@@ -311,7 +311,8 @@ def _expected_principles() -> dict[str, Any]:
                          "amount": "1200.50", "urgent": False, "logged_at": Z("01:35"),
                          "reconciled_at": None, "note": ""}]},
                 "urgent": {"customers": 2, "reached": 2, "all_reached_s": 240,
-                           "customers_p50_s": 240}}},
+                           "customers_p50_s": 240},
+                "replies": None}},
         "coordination": {
             "verdict": "met",
             "checks": [

@@ -144,6 +144,7 @@ _EN: dict[str, Any] = {
                     "rollcall_started": "staff roll-call started",
                     "rollcall_round": "roll-call reminder round",
                     "rollcall_answered": "roll-call answer",
+                    "reply_received": "customer reply",
                     "optout_overridden": "opt-outs overridden",
                     "note": "note", "action_added": "action added", "action_done": "action done",
                     "chain_tampered": "EVENT CHAIN FOUND BROKEN"},
@@ -179,6 +180,13 @@ _EN: dict[str, Any] = {
     "rollcall_handled": "Time to handle",
     "rollcall_target": "90% answered within the playbook's target",
     "minutes": "min",
+    "replies_title": "Customer replies",
+    "replies_kinds": {"callback": "Asked for a call back", "stop": "Opted out (STOP)",
+                      "text": "Other text (a case for the hotline)"},
+    "replies_received": "Replies received",
+    "replies_callbacks": "Call-back cases made / closed",
+    "replies_to_closed": "Reply to call-back case closed ({share})",
+    "replies_acks": "Acknowledgements recorded / sent",
 }
 
 _ZH: dict[str, Any] = {
@@ -318,6 +326,7 @@ _ZH: dict[str, Any] = {
                     "rollcall_started": "员工平安点名开始",
                     "rollcall_round": "点名提醒轮次",
                     "rollcall_answered": "点名回复",
+                    "reply_received": "客户回复",
                     "optout_overridden": "对退订号码仍发送",
                     "note": "复盘记录", "action_added": "新增改进措施",
                     "action_done": "完成改进措施", "chain_tampered": "发现事件链被篡改"},
@@ -353,6 +362,12 @@ _ZH: dict[str, Any] = {
     "rollcall_handled": "处理用时",
     "rollcall_target": "90%回复用时是否达到预案目标",
     "minutes": "分钟",
+    "replies_title": "客户回复",
+    "replies_kinds": {"callback": "要求回电", "stop": "退订", "text": "其他留言（转热线人工处理）"},
+    "replies_received": "收到回复数",
+    "replies_callbacks": "回电工单 已建 / 已结",
+    "replies_to_closed": "从回复到回电工单结案（{share}）",
+    "replies_acks": "自动确认短信 已记录 / 已发送",
 }
 
 LABELS: dict[str, dict[str, Any]] = {"en": _EN, "zh-CN": _ZH}

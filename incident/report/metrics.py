@@ -22,6 +22,7 @@ from incident.privacy import scrub
 from incident.report.checks import iso, text
 from incident.report.duties import judge_coordination, judge_transparency
 from incident.report.reach import judge_fast_response, judge_minimal_impact
+from incident.report.replies import reply_figures
 from incident.rollcall import fold_rollcall, summary
 from incident.state import IncidentView
 from incident.store import Connection
@@ -49,6 +50,7 @@ def measure(view: IncidentView, events: list[Event], conn: Connection, *, now: d
     items = checklist(view, now)
     fast = judge_fast_response(view, first, reach, items, now)
     minimal = judge_minimal_impact(view, first, reach, items, conn, now)
+    minimal["figures"]["replies"] = reply_figures(view, events, conn)
     coordination = judge_coordination(view, items, conn, now, party_names or {})
     transparency = judge_transparency(view, events, first, reach, deliveries, conn, now)
     principles = {"fast_response": fast, "minimal_impact": minimal,

@@ -16,7 +16,7 @@ from incident.models import NOT_REACHED, DeliveryState
 from incident.privacy import scrub_error
 from incident.store import schema
 from incident.store.events import as_utc
-from incident.store.outbox import PARTY_PREFIX
+from incident.store.outbox import PARTY_PREFIX, is_acknowledgement, is_customer_notice, is_party
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def reached_parties(conn: Connection, incident_id: str, notice_seq: int) -> set[
     o = schema.outbox
     refs = conn.execute(select(o.c.recipient_ref).distinct().where(
         o.c.incident_id == incident_id, o.c.notice_seq == notice_seq,
-        o.c.state == DeliveryState.SENT.value, o.c.recipient_ref.like(PARTY_PREFIX + "%")))
+        o.c.state == DeliveryState.SENT.value, is_party(o)))
     return {ref[len(PARTY_PREFIX):] for ref in refs.scalars()}
 
 
@@ -87,14 +87,14 @@ def retrying(conn: Connection, incident_id: str, *, limit: int = 5) -> list[Any]
 def counts(conn: Connection, incident_id: str | None = None, *,
            parties: bool | None = False) -> dict[str, dict[str, int]]:
     """Delivery counts by channel and state (SQL aggregate): of customer notices, of internal
-    notices to parties (`parties=True`), or of both (`None`)."""
+    notices to parties (`parties=True`), or of every row (`None`: acknowledgements of
+    replies too)."""
     o = schema.outbox
     query = select(o.c.channel, o.c.state, func.count()).group_by(o.c.channel, o.c.state)
     if incident_id is not None:
         query = query.where(o.c.incident_id == incident_id)
     if parties is not None:
-        is_party = o.c.recipient_ref.like(PARTY_PREFIX + "%")
-        query = query.where(is_party if parties else ~is_party)
+        query = query.where(is_party(o) if parties else is_customer_notice(o))
     out: dict[str, dict[str, int]] = defaultdict(dict)
     for channel, state, n in conn.execute(query):
         out[channel][state] = n
@@ -102,8 +102,9 @@ def counts(conn: Connection, incident_id: str | None = None, *,
 
 
 def failures(conn: Connection, incident_id: str, *, limit: int | None = None) -> list[Any]:
-    """Permanently failed rows of an incident, and rows skipped (the number opted out: state
-    `skipped`, code `opted_out`), newest notice first."""
+    """Permanently failed rows of an incident's notices (customers' and parties'; not the
+    acknowledgements of replies), and rows skipped (the number opted out: state `skipped`,
+    code `opted_out`), newest notice first."""
     o = schema.outbox
     # A row the provider accepted and then reported not reached (a receipt) fails too: its
     # state is the receipt's, its code the provider's.
@@ -116,7 +117,7 @@ def failures(conn: Connection, incident_id: str, *, limit: int | None = None) ->
                     case((not_reached, literal("reported by the provider after acceptance")),
                          else_=o.c.last_error).label("last_error"),
                     o.c.attempts, state.label("state"))
-             .where(o.c.incident_id == incident_id,
+             .where(o.c.incident_id == incident_id, ~is_acknowledgement(o),
                     o.c.state.in_([DeliveryState.FAILED.value, DeliveryState.SKIPPED.value])
                     | not_reached)
              .order_by(o.c.notice_seq.desc(), o.c.id))

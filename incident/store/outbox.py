@@ -14,16 +14,34 @@ from itertools import chain
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import ColumnElement, Connection, exists, func, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 
-from incident.models import DeliveryState
+from incident.models import DeliveryState, EventType
 from incident.privacy import scrub_error
 from incident.store import optouts, schema
 from incident.store.events import as_utc
 
 PARTY_PREFIX = "party:"  # recipient_ref of an internal notice's row: party:<id>
+
+
+def is_party(o: Any) -> ColumnElement[bool]:
+    """Outbox `o`'s row is to a party (an internal notice, a roll-call's staff)."""
+    return o.c.recipient_ref.like(PARTY_PREFIX + "%")
+
+
+def is_acknowledgement(o: Any) -> ColumnElement[bool]:
+    """Outbox `o`'s row acknowledges a customer's reply: a row of a reply_received event.
+    It goes to a customer but is no notice, so no figure of notices counts it."""
+    e = schema.events
+    return exists().where(e.c.incident_id == o.c.incident_id, e.c.seq == o.c.notice_seq,
+                          e.c.type == EventType.REPLY_RECEIVED.value)
+
+
+def is_customer_notice(o: Any) -> ColumnElement[bool]:
+    """Outbox `o`'s row is of a customer notice (not to a party, not an acknowledgement)."""
+    return ~is_party(o) & ~is_acknowledgement(o)
 
 
 def idempotency_key(incident_id: str, notice_seq: int, recipient_ref: str, channel: str) -> str:

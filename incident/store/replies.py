@@ -12,8 +12,9 @@ from sqlalchemy import Connection, func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from incident.models import DeliveryState
 from incident.store import schema
-from incident.store.outbox import PARTY_PREFIX, _db_time
+from incident.store.outbox import PARTY_PREFIX, _db_time, is_acknowledgement
 
 # The channels whose address is the phone number a reply comes from.
 PHONE_CHANNELS = ("sms", "voice")
@@ -96,11 +97,25 @@ def claim_ack(conn: Connection, *, incident_id: str, recipient_ref: str, reply_i
     return found is not None
 
 
-def acks(conn: Connection, incident_id: str) -> int:
-    """Acknowledgements recorded for the incident."""
-    t = schema.reply_acks
-    return int(conn.execute(select(func.count()).select_from(t)
-                            .where(t.c.incident_id == incident_id)).scalar_one())
+def kinds(conn: Connection, incident_id: str) -> dict[str, int]:
+    """The incident's replies by kind (repeats of a text included; unmatched ones are of no
+    incident)."""
+    t = schema.replies
+    return {kind: int(n) for kind, n in conn.execute(
+        select(t.c.kind, func.count()).where(t.c.incident_id == incident_id)
+        .group_by(t.c.kind))}
+
+
+def acks(conn: Connection, incident_id: str) -> tuple[int, int]:
+    """The incident's acknowledgements: recorded (one per customer), and accepted by the
+    provider (their SMS rows sent)."""
+    t, o = schema.reply_acks, schema.outbox
+    recorded = conn.execute(select(func.count()).select_from(t)
+                            .where(t.c.incident_id == incident_id)).scalar_one()
+    sent = conn.execute(select(func.count()).select_from(o).where(
+        o.c.incident_id == incident_id, o.c.state == DeliveryState.SENT.value,
+        is_acknowledgement(o))).scalar_one()
+    return int(recorded), int(sent)
 
 
 def listed(conn: Connection, incident_id: str | None) -> list[Any]:
