@@ -14,16 +14,17 @@ from collections.abc import AsyncIterator
 from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 from hypothesis import given
 from hypothesis import strategies as st
+from test_channel_email import make_channel, make_email
 
 from incident.channels.base import Outcome
 from incident.channels.smtp_wire import wire_body
-from test_channel_email import make_channel, make_email
 
 
 @given(st.lists(st.sampled_from([b"a", b".", b"..", b"\r", b"\n", b"\r\n", b" ", b"\xe4"]),
                 max_size=40).map(b"".join))
 def test_data_bytes_are_what_aiosmtplib_would_write(data):
-    assert wire_body(data) == PERIOD_REGEX.sub(b"..", normalize_message_line_endings(data)) + b".\r\n"
+    aiosmtplib_writes = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(data)) + b".\r\n"
+    assert wire_body(data) == aiosmtplib_writes
 
 
 class PipeliningServer:
