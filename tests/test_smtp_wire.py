@@ -31,9 +31,11 @@ class PipeliningServer:
     """Offers PIPELINING; notes the commands of each read; answers after `reply_bytes` bytes
     at a time (1: every reply split across many writes)."""
 
-    def __init__(self, reply_bytes: int = 1 << 16, refuse_rcpt: bool = False) -> None:
+    def __init__(self, reply_bytes: int = 1 << 16, refuse_rcpt: bool = False,
+                 hang_up_at: bytes = b"") -> None:
         self.reply_bytes = reply_bytes
         self.refuse_rcpt = refuse_rcpt
+        self.hang_up_at = hang_up_at  # the command answered by 421 and a hang-up
         self.reads: list[list[bytes]] = []  # the command verbs of each read, outside DATA
         self.bodies: list[bytes] = []
 
@@ -56,6 +58,9 @@ class PipeliningServer:
                 answer = b""
                 for line in lines:
                     verb = line.split(b" ")[0].upper()
+                    if verb == self.hang_up_at:
+                        await say(answer + b"421 4.3.2 closing, try later\r\n")
+                        return
                     if verb == b"EHLO":
                         answer += b"250-fake\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
                     elif verb == b"RCPT" and self.refuse_rcpt:
@@ -126,3 +131,22 @@ def test_pipelined_refusals_are_classified_and_the_connection_kept():
     assert [(o.sent, o.permanent, o.code) for o in outcomes] == [(False, True, "550")] * 2
     assert server.bodies == []
     assert sum(1 for verbs in server.reads if b"EHLO" in verbs) == 1  # one session for both
+
+
+def test_a_421_then_hang_up_mid_pipeline_is_that_reply():
+    # aiosmtplib closed the connection after a 421 and the reply was the outcome: still so.
+    for verb in (b"MAIL", b"RCPT"):
+        server = PipeliningServer(hang_up_at=verb)
+
+        outcomes = send_over(server, 2)
+
+        assert [(o.sent, o.permanent, o.code) for o in outcomes] == [(False, False, "421")] * 2
+        assert sum(1 for verbs in server.reads if b"EHLO" in verbs) == 2  # reconnected
+
+
+def test_a_421_to_data_then_hang_up_is_that_reply():
+    server = PipeliningServer(hang_up_at=b"DATA")
+
+    outcomes = send_over(server, 1)
+
+    assert [(o.sent, o.code) for o in outcomes] == [(False, "421")]

@@ -87,7 +87,9 @@ async def mail_rcpt_data(client: SMTP, sender: str, mail: bytes,
         commands = [mail, *(line for _, line in rcpts), b"DATA\r\n"]
         if pipelined:
             replies.write(b"".join(commands))
-            answers = await replies.read(len(commands), timeout)
+            answers = await replies.read(len(commands), timeout, partial=True)
+            if len(answers) < len(commands) and all(a.code < 400 for a in answers):
+                raise replies.error  # cut short, and no reply says why (e.g. a 421 would)
         else:
             for line in commands:
                 replies.write(line)
@@ -192,10 +194,20 @@ class _Replies(asyncio.Protocol):
             raise self._error or SMTPServerDisconnected("Connection lost")
         self._transport.write(data)
 
-    async def read(self, count: int, timeout: float | None) -> list[SMTPResponse]:
-        """The next `count` replies; SMTPReadTimeoutError when none came for `timeout`."""
+    @property
+    def error(self) -> Exception:
+        return self._error or SMTPServerDisconnected("Connection lost")
+
+    async def read(self, count: int, timeout: float | None, *,
+                   partial: bool = False) -> list[SMTPResponse]:
+        """The next `count` replies; SMTPReadTimeoutError when none came for `timeout`. With
+        `partial`, the replies that came before the connection failed, if any (a server
+        answers 421 and hangs up: that reply is what the caller must see)."""
         while len(self._replies) < count:
             if self._error is not None:
+                if partial and self._replies:
+                    count = len(self._replies)
+                    break
                 raise self._error
             had = len(self._replies)
             self._want = count
