@@ -18,10 +18,10 @@ PACKAGE_PARENT = str(Path(incident.__file__).resolve().parent.parent)
 HEAVY = ("sqlalchemy", "twilio", "aiosmtplib")
 
 
-def imported_by(code: str) -> list[str]:
-    """The HEAVY packages in sys.modules after running `code` in a fresh interpreter."""
+def imported_by(code: str, packages: tuple[str, ...] = HEAVY) -> list[str]:
+    """The `packages` in sys.modules after running `code` in a fresh interpreter."""
     probe = (f"{code}\nimport json, sys\n"
-             f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))")
+             f"print(json.dumps(sorted(m for m in {packages!r} if m in sys.modules)))")
     env = {k: v for k, v in os.environ.items() if not k.startswith("INCIDENT_")}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
@@ -57,3 +57,15 @@ def test_the_report_options_offer_the_report_packages_choices() -> None:
     assert command.FORMATS == report.FORMATS
     assert command.SECTIONS == report.SECTIONS
     assert command.REPORT_LANGUAGES == REPORT_LANGUAGES
+
+
+def test_the_webhook_channel_imports_aiohttp_only_to_send() -> None:
+    # `start` and `deliver` build it whenever webhooks go over http; most runs post none, and
+    # aiohttp costs about 0.5 s of CPU to import (its TLS contexts included).
+    build = ("from incident.channels.webhook import WebhookChannel\n"
+             "channel = WebhookChannel({})\n")
+    assert imported_by(build, ("aiohttp", "yarl")) == []
+    assert imported_by(build + "channel._client", ("aiohttp",)) == []
+    assert imported_by(build + "import asyncio\n"
+                       "async def main():\n    channel._client()\n    await channel.close()\n"
+                       "asyncio.run(main())", ("aiohttp",)) == ["aiohttp"]

@@ -18,14 +18,14 @@ from aiosmtplib import (
     SMTPRecipientRefused,
     SMTPRecipientsRefused,
     SMTPResponseException,
-    SMTPSenderRefused,
     SMTPServerDisconnected,
-    SMTPStatus,
     SMTPTimeoutError,
 )
 from aiosmtplib.email import quote_address
 
+from incident.channels import smtp_wire
 from incident.channels.base import EmailOut, Outcome, Outgoing
+from incident.channels.smtp_wire import command
 from incident.mime import needs_smtputf8
 from incident.settings import SmtpSettings
 
@@ -241,10 +241,11 @@ async def _mail_rcpt_data(client: SMTP, sender: str, recipients: list[str],
                           data: bytes) -> tuple[list[SMTPRecipientRefused], str]:
     """What `SMTP.sendmail` does, minus the work it would repeat on bytes and addresses
     already checked here: the SIZE it announces is `len(data)` (the composer writes CRLF line
-    ends already; sendmail normalises the whole message once more just to count it), and MAIL
-    and RCPT go through `execute_command` with addresses quoted by `_quoted` (a plain address
-    is not parsed again with email.utils.parseaddr, twice per message in sendmail). The same
-    replies are errors as in `SMTP.mail`/`SMTP.rcpt`, raised as the same exceptions.
+    ends already; sendmail normalises the whole message once more just to count it), MAIL and
+    RCPT carry addresses quoted by `_quoted` (a plain address is not parsed again with
+    email.utils.parseaddr, twice per message in sendmail), and the transaction is written by
+    `smtp_wire` (pipelined where the relay offers it, DATA without aiosmtplib's regex passes).
+    The same replies are errors as in `SMTP.mail`/`rcpt`/`data`, raised as the same exceptions.
 
     Returns the recipients refused (when some were accepted) and the reply to DATA. As in
     sendmail: SMTPRecipientsRefused when every recipient is refused, and RSET after a refusal
@@ -260,23 +261,14 @@ async def _mail_rcpt_data(client: SMTP, sender: str, recipients: list[str],
         options.append(b"SMTPUTF8")  # the headers are UTF-8 (RFC 6532): 8-bit content
         if client.supports_extension("8bitmime"):
             options.append(b"BODY=8BITMIME")
-    refused: list[SMTPRecipientRefused] = []
     try:
-        response = await client.execute_command(b"MAIL", b"FROM:" + _quoted(sender), *options)
-        if response.code != SMTPStatus.completed:
-            raise SMTPSenderRefused(response.code, response.message, sender)
-        for recipient in recipients:
-            response = await client.execute_command(b"RCPT", b"TO:" + _quoted(recipient))
-            if response.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
-                refused.append(SMTPRecipientRefused(response.code, response.message, recipient))
-        if len(refused) == len(recipients):
-            raise SMTPRecipientsRefused(refused)
-        response = await client.data(data)
+        return await smtp_wire.mail_rcpt_data(
+            client, sender, command(b"MAIL", b"FROM:" + _quoted(sender), *options),
+            [(r, command(b"RCPT", b"TO:" + _quoted(r))) for r in recipients], data)
     except (SMTPResponseException, SMTPRecipientsRefused, ValueError):
         with contextlib.suppress(ConnectionError, SMTPResponseException):
             await client.rset()
         raise
-    return refused, response.message
 
 
 def _quoted(address: str) -> bytes:
