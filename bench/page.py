@@ -143,7 +143,7 @@ def main() -> int:
         # new process: the public views come from the cache the first build left.
         began = time.perf_counter()
         cache = BuildCache(site)
-        cache.load()
+        cache.load(lambda _iid: None)  # views parsed when rendered (in `render`)
         views = [view for _seq, _head, view in cache.views.values() if view is not None]
         read = time.perf_counter() - began
         began = time.perf_counter()
