@@ -134,10 +134,12 @@ class BuildCache:
     def kept(self, fingerprint: str) -> Callable[[str], str | None]:
         """The incident head the page at a path shows, if it is on disk as rendered under
         `fingerprint`."""
+        root = str(self.root)
+
         def head(path: str) -> str | None:
             if fingerprint != self.fingerprint or path not in self.pages:
                 return None
-            return self.pages[path] if (self.root / path).is_file() else None
+            return self.pages[path] if os.path.isfile(os.path.join(root, path)) else None
         return head
 
     def save(self, rendered: dict[str, list[Entry]]) -> None:
