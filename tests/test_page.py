@@ -6,6 +6,7 @@ responses, the feeds read by a real feed reader, deterministic builds and atomic
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -94,8 +95,10 @@ def test_a_full_incident_on_the_site_without_customer_data(sqlite_ws: Workspace)
         assert f"{lang}/incidents/{iid}.html" in files
         assert f"{lang}/history.atom" in files and f"{lang}/history.rss" in files
     # The cache the builds leave next to the site holds only what the site shows too.
-    cache = (ws.root / ".site.cache.json").read_text("utf-8")
-    text = "\n".join([cache, *(data.decode("utf-8") for data in files.values())])
+    cached = sorted((ws.root / ".site.cache").iterdir())
+    assert any(p.name == f"{iid}.incident" for p in cached) and len(cached) >= 2
+    text = "\n".join([*(p.read_text("utf-8") for p in cached),
+                      *(data.decode("utf-8") for data in files.values())])
     # Nothing of a customer, of the internal update, the manual case or the drill.
     for ref, name, mail, phone, _lang, _region in CUSTOMERS:
         for secret in (name, mail, phone, phone[-8:], mail.split("@")[0], ref):
@@ -216,12 +219,18 @@ def test_same_record_same_bytes_and_only_changes_are_written(sqlite_ws: Workspac
     assert built["written"] == [] and built["files"] == len(first)
     assert {p: (site / p).stat().st_mtime_ns for p in first} == before
     # The cache next to the site only saves work: broken or gone, the bytes are the same.
-    for damage in ("{not json", None):
-        cache = ws.root / ".site.cache.json"
-        if damage is None:
-            cache.unlink()
+    # One incident's file broken (a cut-off header, then a cut-off view), or the index, or
+    # the whole directory gone: the bytes are the same.
+    cache = ws.root / ".site.cache"
+    for name, damage in [("incident", "{not json"), ("incident", None), ("index.json",
+                         "{not json"), ("", None)]:
+        path = next(cache.glob("*.incident")) if name == "incident" else cache / name
+        if name == "":
+            shutil.rmtree(cache)
+        elif damage is None:  # the view cut short, the header intact
+            path.write_text(path.read_text("utf-8")[:-20], encoding="utf-8")
         else:
-            cache.write_text(damage, encoding="utf-8")
+            path.write_text(damage, encoding="utf-8")
         (site / "en" / "index.html").write_bytes(b"stale")
         built = ws.json("page", "build")
         assert built["written"] == ["en/index.html"]

@@ -114,8 +114,7 @@ def components(ordered: Sequence[PublicIncident], info: SiteInfo) -> list[dict[s
     unresolved incident affecting it gives (operational when none does)."""
     found: dict[str, dict[str, Any]] = {}
     for incident in reversed(ordered):  # oldest first: created_at is the first mention
-        affected = incident.latest(info.default_language).get("incident", {}).get("affected", [])
-        for name in affected:
+        for name in incident.affected(info.default_language):
             entry = found.setdefault(name, {
                 "id": name, "name": name, "status": "operational", "description": None,
                 "created_at": stamp(incident.created_at), "position": len(found) + 1,

@@ -1,22 +1,48 @@
-"""What a build leaves next to its site (`.<DIR>.cache.json`) for the next one, possibly in
-another process (the rebuild after each notice): the public view of each incident by its last
-event, and the incident pages on disk by the incident head they show, under the builder's
-fingerprint (templates and settings). Only public data is in it. A missing, stale or unreadable
-cache only makes the next build slower."""
+"""What a build leaves next to its site (the directory `.<DIR>.cache/`) for the next one,
+possibly in another process (the rebuild after each notice). Only public data is in it.
+
+- `index.json`: the builder's fingerprint (templates and settings), the incident pages on
+  disk by the incident head they show, the (digest, size, mtime) of each file written, and
+  per incident its last event (seq, head) with the summary a build needs of an unchanged
+  incident (page/model.py `DeferredIncident`);
+- one file per incident, `<id>.incident`: a JSON header line (its seq, head and fingerprint,
+  the lengths of what follows), then its index entries and API document as rendered, then
+  its public view as JSON — read as text and sliced, the view parsed only if asked for.
+
+A rebuild after one notice reads the index and the incident files' text, parses the view
+of the changed incident only, and writes back only the files of incidents whose view or
+rendered entries changed (each complete, then `os.replace`), the index last. A missing,
+stale or unreadable file only makes the next build slower: what it held is read again
+from the record and rendered again."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from incident.page.model import PublicIncident
+from incident.page.model import DeferredIncident, PublicIncident
 
-VERSION = 1
+VERSION = 2
+Entry = tuple[str, ...]  # SiteBuilder.rendered(): name, head, lang, here, text
+SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,100}")
+
+
+def _encode(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def _replace(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
 
 
 @dataclass
@@ -27,54 +53,126 @@ class BuildCache:
     views: dict[str, tuple[int, str, PublicIncident | None]] = field(default_factory=dict)
     pages: dict[str, str] = field(default_factory=dict)  # path -> incident head shown
     fingerprint: str = ""
-    saved: dict[str, dict[str, Any]] = field(default_factory=dict)  # views as last saved
     # (SHA-256, size, mtime_ns) of each file written, so that the next process need not
     # read the site back to know which files change
     stamps: dict[str, tuple[str, int, int]] = field(default_factory=dict)
-    memo: dict[str, Any] = field(default_factory=dict)  # SiteBuilder.memo()
+    # index entries and API documents read back, by incident (rendered under `fingerprint`)
+    rendered: dict[str, list[Entry]] = field(default_factory=dict)
+    # per incident file as on disk: (seq, head, fingerprint, entry keys), and its view's text
+    _saved: dict[str, tuple[int, str, str, frozenset[Entry]]] = field(default_factory=dict)
+    _raw: dict[str, str] = field(default_factory=dict)
+    _index: str = ""  # index.json as last read or written
 
     @property
-    def path(self) -> Path:
-        return self.root.parent / f".{self.root.name}.cache.json"
+    def directory(self) -> Path:
+        return self.root.parent / f".{self.root.name}.cache"
 
-    def load(self) -> None:
-        """Read the cache if there is a usable one."""
+    def file(self, iid: str) -> Path:
+        name = iid if SAFE.fullmatch(iid) else hashlib.sha256(iid.encode()).hexdigest()
+        return self.directory / f"{name}.incident"
+
+    def load(self, fallback: Callable[[str], PublicIncident | None]) -> None:
+        """Read the cache if there is a usable one. `fallback(id)`: an incident's view from
+        the record, for one whose file turns out unreadable when its view is needed."""
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            self._index = (self.directory / "index.json").read_text(encoding="utf-8")
+            data = json.loads(self._index)
             if data.get("version") != VERSION:
                 return
-            self.views = {key: (int(v["seq"]), str(v["head"]),
-                                PublicIncident.from_json(v["view"]) if v["view"] else None)
-                          for key, v in data["views"].items()}
-            self.saved = dict(data["views"])
-            self.memo = dict(data.get("memo", {}))
-            self.stamps = {path: (str(v[0]), int(v[1]), int(v[2]))
-                           for path, v in data.get("stamps", {}).items()}
-            self.pages, self.fingerprint = dict(data["pages"]), str(data["fingerprint"])
+            fingerprint, pages = str(data["fingerprint"]), dict(data["pages"])
+            stamps = {path: (str(v[0]), int(v[1]), int(v[2]))
+                      for path, v in data["stamps"].items()}
+            views: dict[str, tuple[int, str, PublicIncident | None]] = {}
+            for iid, (seq, head, summary) in data["incidents"].items():
+                view: PublicIncident | None = DeferredIncident(
+                    iid, head, summary, partial(self._view, iid, fallback)) if summary else None
+                views[iid] = (int(seq), str(head), view)
         except (OSError, ValueError, KeyError, TypeError):
-            self.views, self.pages, self.fingerprint = {}, {}, ""
+            self._index = ""
+            return
+        self.fingerprint, self.pages, self.stamps, self.views = fingerprint, pages, stamps, views
+        for iid, (seq, head, view) in views.items():
+            if view is not None:
+                self._read(iid, seq, head)
+
+    def _read(self, iid: str, seq: int, head: str) -> None:
+        try:
+            text = self.file(iid).read_text(encoding="utf-8")
+            end = text.index("\n")
+            header = json.loads(text[:end])
+            if (header["version"], header["id"], header["seq"], header["head"]) != (
+                    VERSION, iid, seq, head):
+                return
+            entries: list[Entry] = []
+            at = end + 1
+            for name, entry_head, lang, here, length in header["entries"]:
+                entries.append((str(name), str(entry_head), str(lang), str(here),
+                                text[at:at + length]))
+                at += length
+            view = text[at:]
+            if len(view) != header["view"]:  # cut short
+                return
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+        self._raw[iid] = view
+        if header["fingerprint"] == self.fingerprint:
+            self.rendered[iid] = entries
+        self._saved[iid] = (seq, head, str(header["fingerprint"]),
+                            frozenset(e[:4] for e in entries))
+
+    def _view(self, iid: str, fallback: Callable[[str], PublicIncident | None]
+              ) -> PublicIncident:
+        raw = self._raw.get(iid)
+        if raw:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                return PublicIncident.from_json(json.loads(raw))
+        view = fallback(iid)
+        if view is None:
+            raise LookupError(f"incident {iid} has no public notice any more")
+        return view
 
     def kept(self, fingerprint: str) -> Callable[[str], str | None]:
         """The incident head the page at a path shows, if it is on disk as rendered under
         `fingerprint`."""
+        root = str(self.root)
+
         def head(path: str) -> str | None:
             if fingerprint != self.fingerprint or path not in self.pages:
                 return None
-            return self.pages[path] if (self.root / path).is_file() else None
+            return self.pages[path] if os.path.isfile(os.path.join(root, path)) else None
         return head
 
-    def save(self) -> None:
-        """Write the cache (whole, then moved into place)."""
-        for key, (seq, head, view) in self.views.items():
-            known = self.saved.get(key)
-            if known is None or (known["seq"], known["head"]) != (seq, head):
-                self.saved[key] = {"seq": seq, "head": head,
-                                   "view": view.to_json() if view else None}
-        data: dict[str, Any] = {"version": VERSION, "fingerprint": self.fingerprint,
-                                "pages": self.pages, "views": self.saved,
-                                "stamps": self.stamps, "memo": self.memo}
-        temporary = self.path.with_name(self.path.name + ".tmp")
+    def save(self, rendered: dict[str, list[Entry]]) -> None:
+        """Write the files of the incidents whose view or rendered entries changed, then
+        the index (each complete, then moved into place); trouble only costs the next
+        build time."""
         with contextlib.suppress(OSError):
-            temporary.write_text(json.dumps(data, ensure_ascii=False, separators=(",", ":")),
-                                 encoding="utf-8")
-            os.replace(temporary, self.path)
+            self.directory.mkdir(exist_ok=True)
+            incidents: dict[str, list[Any]] = {}
+            for iid, (seq, head, view) in sorted(self.views.items()):
+                incidents[iid] = [seq, head, view.summary() if view else None]
+                if view is not None:
+                    self._write(iid, seq, head, view, sorted(rendered.get(iid, [])))
+            index = _encode({"version": VERSION, "fingerprint": self.fingerprint,
+                             "pages": self.pages, "stamps": self.stamps,
+                             "incidents": incidents})
+            if index != self._index:
+                _replace(self.directory / "index.json", index)
+                self._index = index
+            with contextlib.suppress(OSError):  # the single file of earlier versions
+                (self.root.parent / f".{self.root.name}.cache.json").unlink()
+
+    def _write(self, iid: str, seq: int, head: str, view: PublicIncident,
+               entries: list[Entry]) -> None:
+        keys = frozenset(e[:4] for e in entries)
+        saved = self._saved.get(iid)
+        if saved == (seq, head, self.fingerprint, keys):
+            return
+        raw = self._raw.get(iid) if saved is not None and saved[:2] == (seq, head) else None
+        text = raw or _encode(view.to_json())
+        header = {"version": VERSION, "id": iid, "seq": seq, "head": head,
+                  "fingerprint": self.fingerprint,
+                  "entries": [[*e[:4], len(e[4])] for e in entries], "view": len(text)}
+        _replace(self.file(iid), "".join([_encode(header), "\n", *(e[4] for e in entries),
+                                          text]))
+        self._saved[iid], self._raw[iid] = (seq, head, self.fingerprint, keys), text

@@ -26,9 +26,14 @@ def feed_files(ordered: Sequence[PublicIncident], info: SiteInfo, updated: datet
     """The feeds of each language under `<lang>/`, and the default language's at the root
     (where Statuspage has them)."""
     out: dict[str, bytes] = {}
-    latest = heapq.nlargest(ENTRIES, ((u.at, incident.id, u.seq, incident, u)
-                                      for incident in ordered for u in incident.updates),
+    # Chosen by the notices' times alone: an incident kept from an earlier build is read in
+    # full only if one of its notices is among them.
+    chosen = heapq.nlargest(ENTRIES, ((at, incident.id, seq, incident)
+                                      for incident in ordered
+                                      for at, seq in incident.moments()),
                             key=lambda n: n[:3])
+    latest = [(at, iid, seq, incident, incident.update(seq))
+              for at, iid, seq, incident in chosen]
     for lang in languages:
         atom, rss = _feeds(latest, info, updated or EPOCH, lang)
         out[f"{lang}/history.atom"], out[f"{lang}/history.rss"] = atom, rss

@@ -8,9 +8,9 @@ are left out altogether.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from incident.models import Event, EventType
@@ -101,6 +101,26 @@ class PublicIncident:
     def title(self, lang: str) -> str:
         return str(self.latest(lang).get("incident", {}).get("title") or self.id)
 
+    def affected(self, lang: str) -> list[str]:
+        """The services the latest notice in `lang` names as affected."""
+        return list(self.latest(lang).get("incident", {}).get("affected", []))
+
+    def moments(self) -> list[tuple[int, int]]:
+        """(microseconds since the epoch, seq) of each public notice: orders them as their
+        times do, whatever their offsets."""
+        return [(micros(u.at), u.seq) for u in self.updates]
+
+    def update(self, seq: int) -> PublicUpdate:
+        return next(u for u in self.updates if u.seq == seq)
+
+    def summary(self) -> dict[str, Any]:
+        """What a build needs of an incident whose pages, index entries and API document are
+        kept from an earlier one (`DeferredIncident`), JSON-able."""
+        return {"kind": self.kind, "impact": self.impact, "status": self.status,
+                "created_at": _iso(self.created_at), "updated_at": _iso(self.updated_at),
+                "affected": {lang: self.affected(lang) for lang in self.details},
+                "moments": self.moments()}
+
     def to_json(self) -> dict[str, Any]:
         """A JSON-able form (the view cache next to the site); `from_json` reads it back."""
         return {"id": self.id, "kind": self.kind, "impact": self.impact,
@@ -119,6 +139,63 @@ class PublicIncident:
                       "created_at": datetime.fromisoformat(data["created_at"]),
                       "resolved_at": _stored(data["resolved_at"]),
                       "closed_at": _stored(data["closed_at"])})
+
+
+class DeferredIncident(PublicIncident):
+    """An incident known by its `summary` (the cache's index) until more is asked of it: its
+    notices and details, then read at once through `load` (the cache next to the site, else
+    the record). A rebuild after one notice reads only the changed incident in full."""
+
+    def __init__(self, id: str, head: str, summary: dict[str, Any],
+                 load: Callable[[], PublicIncident]) -> None:
+        # Not the dataclass's __init__: the fields read from the view are properties here.
+        self.id, self.head, self.kind = id, head, str(summary["kind"])
+        self.impact = str(summary["impact"])
+        self.created_at = datetime.fromisoformat(summary["created_at"])
+        self._status = str(summary["status"])
+        self._updated_at = datetime.fromisoformat(summary["updated_at"])
+        self._affected = {str(k): [str(s) for s in v] for k, v in summary["affected"].items()}
+        self._moments = [(int(at), int(seq)) for at, seq in summary["moments"]]
+        self._summary, self._load = summary, load
+        self._view: PublicIncident | None = None
+
+    @property
+    def view(self) -> PublicIncident:
+        if self._view is None:
+            self._view = self._load()
+        return self._view
+
+    updates = property(lambda self: self.view.updates)
+    details = property(lambda self: self.view.details)
+    resolved_at = property(lambda self: self.view.resolved_at)
+    closed_at = property(lambda self: self.view.closed_at)
+
+    @property
+    def status(self) -> str:
+        return self._status
+
+    @property
+    def updated_at(self) -> datetime:
+        return self._updated_at
+
+    def affected(self, lang: str) -> list[str]:
+        return list(pick(self._affected, lang) or [])
+
+    def moments(self) -> list[tuple[int, int]]:
+        return list(self._moments)
+
+    def summary(self) -> dict[str, Any]:
+        return self._summary
+
+    def to_json(self) -> dict[str, Any]:
+        return self.view.to_json()
+
+
+def micros(value: datetime) -> int:
+    return (value - EPOCH) // timedelta(microseconds=1)
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _iso(value: datetime | None) -> str | None:

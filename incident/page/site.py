@@ -5,9 +5,8 @@ time but the record's own, sorted keys, incidents in a fixed order)."""
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -116,22 +115,25 @@ class SiteBuilder:
         files.update(feed_files(ordered, self.info, updated, PAGE_LANGUAGES))
         return files
 
-    def memo(self) -> dict[str, Any]:
-        """The index entries and API documents rendered so far, JSON-able (the cache next
-        to the site keeps them for the next process: `remember`)."""
-        return {"fingerprint": self.fingerprint,
-                "docs": [[*key, doc] for key, doc in sorted(self._docs.items())],
-                "fragments": [[*key, str(html)] for key, html in sorted(self._fragments.items())]}
+    def rendered(self) -> dict[str, list[tuple[str, ...]]]:
+        """The index entries and API documents rendered so far, by incident: tuples of
+        strings, the text last (the cache next to the site keeps them for the next process:
+        `remember`)."""
+        out: dict[str, list[tuple[str, ...]]] = {}
+        for (iid, head), doc in self._docs.items():
+            out.setdefault(iid, []).append(("doc", head, "", "", doc))
+        for (name, iid, head, lang, here), html in self._fragments.items():
+            out.setdefault(iid, []).append((name, head, lang, here, str(html)))
+        return out
 
-    def remember(self, memo: dict[str, Any]) -> None:
-        """Take what `memo` returned in an earlier process, if rendered under this
-        fingerprint."""
-        if memo.get("fingerprint") != self.fingerprint:
-            return
-        with contextlib.suppress(ValueError, TypeError):
-            self._docs.update({(i, head): doc for i, head, doc in memo["docs"]})
-            self._fragments.update({(n, i, head, lang, here): Markup(html)
-                                    for n, i, head, lang, here, html in memo["fragments"]})
+    def remember(self, iid: str, entries: Iterable[Sequence[str]]) -> None:
+        """Take what `rendered` returned for incident `iid` in an earlier process (the
+        caller vouches that it was rendered under this fingerprint)."""
+        for name, head, lang, here, text in entries:
+            if name == "doc":
+                self._docs[(iid, head)] = text
+            else:
+                self._fragments[(name, iid, head, lang, here)] = Markup(text)
 
     def incident_pages(self, incident: PublicIncident) -> list[str]:
         """The paths of an incident's pages."""

@@ -55,15 +55,20 @@ class SiteWriter:
         self.known: dict[str, str] = {}  # path -> SHA-256 of the bytes last written there
         self._last: dict[str, bytes] = {}  # path -> the bytes object last written or found
         self._paths: frozenset[str] = frozenset()  # the paths of the previous build
+        self._wanted: dict[str, str] = {}  # digests of the bytes being written
 
     def remember(self, stamps: Mapping[str, tuple[str, int, int]]) -> None:
         """Take digests recorded by an earlier process, (digest, size, mtime_ns) by path, for
         each file still as it was then."""
+        root = str(self.directory)
         for path, (sha, size, mtime) in stamps.items():
             with contextlib.suppress(OSError):
-                found = (self.directory / path).stat()
+                found = os.stat(os.path.join(root, path))
                 if (found.st_size, found.st_mtime_ns) == (size, mtime):
                     self.known[path] = sha
+        # The files of the earlier build: a rebuild with the same paths has no stale page to
+        # look for (as in one process).
+        self._paths = frozenset(stamps)
 
     def stamps(self, paths: Iterable[str]) -> dict[str, tuple[str, int, int]]:
         """(digest, size, mtime_ns) of each of `paths` this writer knows the digest of."""
@@ -86,17 +91,18 @@ class SiteWriter:
             if changed:
                 staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
                 try:
-                    for path in changed:
-                        target = staging / path
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        target.write_bytes(files[path])
-                    for path in sorted(changed, key=lambda p: (p.endswith(LAST), p)):
+                    # staged flat (one folder to remove afterwards), by position
+                    for n, path in enumerate(changed):
+                        (staging / str(n)).write_bytes(files[path])
+                    for n, path in sorted(enumerate(changed),
+                                          key=lambda c: (c[1].endswith(LAST), c[1])):
                         (root / path).parent.mkdir(parents=True, exist_ok=True)
-                        os.replace(staging / path, root / path)
-                        self.known[path] = digest(files[path])
+                        os.replace(staging / str(n), root / path)
+                        self.known[path] = self._wanted.pop(path, "") or digest(files[path])
                 finally:
                     shutil.rmtree(staging, ignore_errors=True)
             done.written = sorted(changed)
+            self._wanted = {}
             self._last = {path: data for path, data in files.items() if data is not KEEP}
             if frozenset(files) != self._paths:
                 done.removed = self._remove_stale(files)
@@ -108,7 +114,7 @@ class SiteWriter:
             return True
         if self._last.get(path) is data:  # the very bytes of the previous build
             return True
-        want = digest(data)
+        want = self._wanted[path] = digest(data)
         if path in self.known:
             return self.known[path] == want and (self.directory / path).exists()
         try:

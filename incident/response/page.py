@@ -81,8 +81,11 @@ class StatusPage:
         cache = self._caches.get(root.resolve())
         if cache is None:
             cache = self._caches[root.resolve()] = BuildCache(root)
-            cache.load()
-            builder.remember(cache.memo)
+            cache.load(self._view)
+            if cache.fingerprint == builder.fingerprint:
+                for iid, entries in cache.rendered.items():
+                    builder.remember(iid, entries)
+            cache.rendered = {}
         incidents = self.public_incidents(cache)
         try:
             files = builder.build(incidents, kept=cache.kept(builder.fingerprint))
@@ -103,10 +106,9 @@ class StatusPage:
         for path in done.removed:
             cache.stamps.pop(path, None)
         cache.fingerprint = builder.fingerprint
-        cache.memo = builder.memo()
         cache.pages = {path: incident.head for incident in incidents
                        for path in builder.incident_pages(incident)}
-        cache.save()
+        cache.save(builder.rendered())
         built = PageBuilt(directory=root, incidents=len(incidents), files=len(files),
                           written=done.written, removed=done.removed)
         if publish and not directory and self.rt.settings.status_page.publish:
@@ -143,6 +145,10 @@ class StatusPage:
             if cached[2] is not None:
                 out.append(cached[2])
         return out
+
+    def _view(self, iid: str) -> PublicIncident | None:
+        """An incident's public view read from the record."""
+        return public_incident(self.journal.store.events(iid))
 
     # ------------------------------------------------------------------ after a notice
 
