@@ -12,7 +12,7 @@ from sqlalchemy.orm import aliased
 
 from incident.models import DeliveryState
 from incident.store import schema
-from incident.store.outbox import PARTY_PREFIX, _db_time
+from incident.store.outbox import _db_time, is_party
 
 PHONE_CHANNELS = ("sms", "voice")
 
@@ -32,7 +32,7 @@ def unconfirmed(conn: Connection, incident_id: str, *, accepted_before: datetime
                     o.c.address, o.c.language, o.c.priority, o.c.fallback_address, o.c.region)
              .where(o.c.incident_id == incident_id, o.c.state == DeliveryState.SENT.value,
                     o.c.sent_at <= _db_time(conn, accepted_before),
-                    ~o.c.recipient_ref.like(PARTY_PREFIX + "%"), ~confirming)
+                    ~is_party(o), ~confirming)
              .order_by(o.c.id))
     if source is not None:
         query = query.where(o.c.channel == source)

@@ -14,7 +14,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from incident.models import DeliveryState
 from incident.store import schema
-from incident.store.outbox import PARTY_PREFIX, _db_time, is_acknowledgement
+from incident.store.outbox import _db_time, is_acknowledgement, is_party
 
 # The channels whose address is the phone number a reply comes from.
 PHONE_CHANNELS = ("sms", "voice")
@@ -72,7 +72,7 @@ def candidates(conn: Connection, number: str) -> list[Customer]:
     o, i = schema.outbox, schema.incidents
     latest = (select(o.c.incident_id, func.max(o.c.id).label("id"))
               .where(o.c.address == number, o.c.channel.in_(PHONE_CHANNELS),
-                     ~o.c.recipient_ref.like(PARTY_PREFIX + "%"))
+                     ~is_party(o))
               .group_by(o.c.incident_id).subquery())
     query = (select(o.c.incident_id, o.c.recipient_ref, o.c.recipient_name, o.c.language,
                     o.c.priority, o.c.region)
