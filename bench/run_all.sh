@@ -22,6 +22,10 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 .venv/bin/pip install --quiet -e ".[dev,postgres]" 2> >(grep -v '^WARNING: Location' >&2)
 PY="$ROOT/.venv/bin/python"
+# An installed package is byte-compiled by pip; this editable one is not, and where
+# PYTHONDONTWRITEBYTECODE is set (as on our build machines) every `incident` process would compile
+# its ~100 modules from source again (0.2-0.3 s a start). Compile them once, as pip would.
+"$PY" -m compileall -q -j 0 incident >/dev/null
 export PATH="$ROOT/.venv/bin:$PATH"
 
 if ! command -v smtp-sink >/dev/null 2>&1 && [[ ! -x /usr/sbin/smtp-sink ]]; then
