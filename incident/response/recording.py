@@ -34,19 +34,33 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
-from incident.audience import QuerySource, Recipient, RecipientSpool, Selection, scan_audience
+from incident.audience import (
+    AudienceScan,
+    AudienceScanner,
+    ContactChecks,
+    QuerySource,
+    Recipient,
+    RecipientSpool,
+    Selection,
+    plain_file,
+    scan_audience,
+)
 from incident.channels.factory import contact_checks
 from incident.errors import AudienceInvalid, IncidentError, Location, StorageError
+from incident.models import EventType
 from incident.notices import rows_for_customers, sender_domain
+from incident.payloads import AudienceRead
 from incident.settings import Runtime
 from incident.store import Store, deliveries
 from incident.store import outbox as ob
-from incident.store.events import event_data, open_incident_ids
+from incident.store.events import event_data, first_event_data, open_incident_ids
 
 # `start` records the notice's event with the outbox rows of this many recipients (urgent
 # first), then the rest in transactions of SENDING_BATCH recipients while the first ones are
@@ -60,15 +74,76 @@ SENDING_BATCH = 500
 FIRST_SEND_WAIT = 1.0  # seconds: the rest is recorded once the first messages went (or after)
 
 
+@dataclass
+class EarlyRead:
+    """A customer file still being read when its notice is recorded (the early path; see the
+    module docstring): the first FIRST_ROWS selected recipients taken, the rest to come from
+    `scanner`; the SHA-256, size and line count of its bytes, taken first."""
+
+    scanner: AudienceScanner
+    first: list[tuple[Any, ...]]
+    sha256: str
+    size: int
+    lines: int
+
+    def recipients(self) -> Iterator[Recipient]:
+        """Every selected recipient, in file order (the first ones, then as read)."""
+        for recipient in self.first:
+            yield Recipient._make(recipient)
+        for recipient in self.scanner.selected():
+            yield Recipient._make(recipient)
+
+    def estimate(self, messages: int) -> int:
+        """The notice's messages guessed from those of its first recipients (a progress bar's
+        total until the exact count is known)."""
+        rows = max(self.scanner.valid + self.scanner.tally.bad_rows, 1)
+        return max(messages, round(messages * max(self.lines - 1, rows) / rows))
+
+
+def read_audience(path: Path | QuerySource, selection: Selection, *, default_language: str,
+                  default_region: str, checks: ContactChecks | None,
+                  refuse_utf8: Callable[[], str | None] | None, spool: bool = True,
+                  early: bool = True) -> tuple[AudienceScan, EarlyRead | None]:
+    """The audience as `start` reads it: in full (scan_audience), or — a file that
+    `plain_file` passes, with more than FIRST_ROWS selected recipients, unless not `early` —
+    up to its first FIRST_ROWS selected recipients (the scan's counts are then those so far,
+    its SHA-256 and size those of the whole file)."""
+    scanner = AudienceScanner(path, selection, default_language=default_language,
+                              default_region=default_region, checks=checks,
+                              refuse_utf8=refuse_utf8)
+    plain = (plain_file(path, ascii_local_parts=refuse_utf8 is not None)
+             if early and isinstance(path, Path) else None)
+    if plain is None:
+        return scanner.spooled(spool=spool), None
+    first = list(islice(scanner.selected(), FIRST_ROWS))
+    if len(first) < FIRST_ROWS:  # the whole list is read already: recorded as before
+        return scanner.spooled(first, spool=spool), None
+    scan = replace(scanner.scan(), sha256=plain[0], size=plain[1])
+    return scan, EarlyRead(scanner, first, *plain)
+
+
+def audience_read(scan: AudienceScan, channels: Sequence[str], calls: str) -> AudienceRead:
+    """The `audience_read` payload of a notice whose audience `scan` read to the end."""
+    by_channel = scan.messages(channels, calls=calls)
+    return AudienceRead(rows=scan.rows_read, skipped=scan.bad_rows, partial=scan.partial_rows,
+                        selected=scan.selected,
+                        messages=sum(n for each in by_channel.values() for n in each.values()),
+                        by_channel=by_channel, unreachable=scan.unreachable(channels,
+                                                                            calls=calls),
+                        sha256=scan.sha256, utf8_refusal=scan.utf8_refusal)
+
+
 class PendingRows:
     """The outbox rows of a start's notice still to record after its event, from the spooled
     recipients: one transaction per batch. Done when all are recorded; closed (spool dropped)
     then, or when abandoned to `incident deliver` (see the module docstring)."""
 
     def __init__(self, store: Store, incident_id: str, recipients: Iterator[Recipient],
-                 spool: RecipientSpool, *, channels: Sequence[str], domain: str,
+                 spool: RecipientSpool | None, *, channels: Sequence[str], domain: str,
                  transports: Mapping[str, str], fallback: bool, now: datetime, recorded: int,
-                 total: int, calls: str = "none") -> None:
+                 total: int, calls: str = "none", early: EarlyRead | None = None,
+                 actor: str = "", counted: Callable[[AudienceScan, int], None] | None = None,
+                 clock: Callable[[], datetime] | None = None) -> None:
         self.store = store
         self.incident_id = incident_id
         self.recipients = recipients
@@ -83,28 +158,68 @@ class PendingRows:
         self.total = total
         self.done = False
         self.closed = False
-        if recorded >= total:
+        # The early path: the list is still being read; its counts are recorded (an
+        # `audience_read` event by `actor`) with the last rows, then told to `counted`.
+        self.early = early
+        self.actor = actor
+        self.counted = counted
+        self.clock = clock or (lambda: now)
+        self._ahead: list[Recipient] = []  # read to learn whether a batch is the last one
+        if early is None and recorded >= total:
             self._end()
 
     def step(self, recipients: int = ROWS_PER_BATCH) -> None:
-        """Record the next batch (its own transaction)."""
-        batch = list(islice(self.recipients, recipients))
-        if not batch:
+        """Record the next batch (its own transaction); with the last one, an early-read
+        audience's exact counts."""
+        batch = self._ahead + list(islice(self.recipients, recipients + 1 - len(self._ahead)))
+        batch, self._ahead = batch[:recipients], batch[recipients:]
+        last = not self._ahead
+        scan = None
+        if not batch and not (last and self.early):
             self._end()
             return
         try:
             with self.store.write() as conn:
-                self.recorded += ob.enqueue(conn, rows_for_customers(
-                    self.incident_id, 1, batch, self.channels, self.domain,
-                    transports=self.transports, fallback=self.fallback, calls=self.calls),
-                now=self.now)
+                if batch:
+                    self.recorded += ob.enqueue(conn, rows_for_customers(
+                        self.incident_id, 1, batch, self.channels, self.domain,
+                        transports=self.transports, fallback=self.fallback,
+                        calls=self.calls), now=self.now)
+                if last and self.early:
+                    scan = self._count(conn, self.early)
         except StorageError as exc:
             self.close()
+            of = f" of {self.total:,}" if self.early is None else ""
             raise StorageError(
-                f"recording notice #1 of {self.incident_id} stopped after {self.recorded:,} of "
-                f"{self.total:,} messages: {exc.message.replace(', nothing was recorded', '')}",
+                f"recording notice #1 of {self.incident_id} stopped after {self.recorded:,}"
+                f"{of} messages: {exc.message.replace(', nothing was recorded', '')}",
                 hint=f"the notice is on record; `incident deliver {self.incident_id[-6:]}` "
                      "records the rest (from the audience file) and sends it") from exc
+        except BaseException:
+            self.close()
+            raise
+        if scan is not None:
+            self.early = None
+            if self.counted is not None:
+                self.counted(scan, self.total)
+        if last:
+            self._end()
+
+    def _count(self, conn: Any, early: EarlyRead) -> AudienceScan:
+        """Record the exact counts of the audience just read to its end (in `conn`)."""
+        scan = early.scanner.scan()
+        if scan.sha256 != early.sha256:
+            raise AudienceInvalid(
+                f"{scan.path} changed while notice #1 of {self.incident_id} was recorded from "
+                f"it: {self.recorded:,} messages are recorded, the rest cannot be",
+                problems=[(Location(scan.path), "SHA-256 differs")],
+                hint=f"put back the file it was declared with (SHA-256 {early.sha256[:16]}"
+                     f"...), then run: incident deliver {self.incident_id[-6:]}")
+        counts = audience_read(scan, self.channels, self.calls)
+        self.store.append(conn, self.incident_id, EventType.AUDIENCE_READ, actor=self.actor,
+                          data=counts, at=self.clock())
+        self.total = counts.messages
+        return scan
 
     def finish(self) -> None:
         """Record every remaining batch."""
@@ -120,10 +235,14 @@ class PendingRows:
                                hint=f"run `incident deliver {self.incident_id[-6:]}`")
 
     def close(self) -> None:
-        """Drop the spooled recipients (what is not recorded is left to `complete_notices`)."""
+        """Drop the spooled recipients, or stop reading the file (what is not recorded is left
+        to `complete_notices`)."""
         if not self.closed:
             self.closed = True
-            self.spool.close()
+            if self.spool is not None:
+                self.spool.close()
+            if self.early is not None:
+                self.early.scanner.close()
 
 
 def complete_notices(store: Store, rt: Runtime, incident_id: str | None = None, *,
@@ -162,20 +281,27 @@ def _complete_notice(store: Store, rt: Runtime, incident_id: str, *,
         if "sha256" not in audience or not notice:
             return None  # recorded in one transaction (or no customer notice)
         channels = list(notice["channels"])
+        # Recorded before its audience was read to the end: the counts came later, if at all.
+        uncounted = audience.get("counts") == "pending"
+        if uncounted and (read := first_event_data(conn, incident_id,
+                                                   EventType.AUDIENCE_READ)) is not None:
+            uncounted = False
+            notice = {**notice, "messages": read["messages"]}
         total = int(notice["messages"])
         # On its own channels: its fallback rows are on the other.
         recorded = deliveries.count_rows(conn, incident_id, 1, channels)
-    if recorded >= total:
+    if recorded >= total and not uncounted:
         return None
     short = incident_id[-6:]
     recorder = str(audience.get("recorder", ""))
+    of = "" if uncounted else f" of {total:,}"
     # Left to its recorder while that process lives (on another host: for as long as a
     # claim there would be trusted; the audience file is that host's anyway).
     elsewhere = (recorder.rpartition(":")[0] != socket.gethostname()
                  and rt.clock.now() - declared < rt.settings.delivery.stale_claim)
     if not strict and (_alive_here(recorder) or elsewhere):
         return (f"{incident_id}: notice #1 is being recorded by {recorder} "
-                f"({recorded:,} of {total:,} messages so far)")
+                f"({recorded:,}{of} messages so far)")
     path: Path | QuerySource
     if audience.get("query"):  # a SQL audience: the same query, its URL from the environment
         path = QuerySource(name=str(audience.get("name")), url_env=str(audience["url_env"]),
@@ -184,8 +310,9 @@ def _complete_notice(store: Store, rt: Runtime, incident_id: str, *,
     else:
         path = Path(audience["path"])
         what = "the file"
-    missing = (f"{incident_id}: notice #1 has {recorded:,} of its {total:,} messages "
-               f"recorded, and the rest cannot be derived from {path}")
+    its = "" if uncounted else f" of its {total:,}"
+    missing = (f"{incident_id}: notice #1 has {recorded:,}{its} messages recorded, and the "
+               f"rest cannot be derived from {path}")
     hint = (f"put back the audience {'data' if isinstance(path, QuerySource) else 'file'} it "
             f"was declared with (SHA-256 {audience['sha256'][:16]}...), then run: "
             f"incident deliver {short}")
@@ -204,6 +331,8 @@ def _complete_notice(store: Store, rt: Runtime, incident_id: str, *,
                                   hint=hint, problems=[(Location(str(path)), "SHA-256 differs")])
         fallback = bool(data["playbook"]["notices"].get("fallback", False))
         calls = str(data["playbook"]["notices"].get("voice", {}).get("who", "none"))
+        if uncounted:
+            total = audience_read(scan, channels, calls).messages
         # The transports the notice was recorded for (not this config's, which may differ).
         transports = notice.get("transports") or rt.settings.channels.transports
         domain = sender_domain(rt)
@@ -224,8 +353,21 @@ def _complete_notice(store: Store, rt: Runtime, incident_id: str, *,
                            f"recorded after reading {path} again",
                            hint="the validation rules may have changed since (a newer "
                                 "phonenumbers or email-validator)")
+    if uncounted:
+        _record_counts(store, rt, incident_id, audience_read(scan, channels, calls))
     return (f"{incident_id}: notice #1 was interrupted while being recorded; its other "
             f"{total - recorded:,} messages are recorded now (from {path})")
+
+
+def _record_counts(store: Store, rt: Runtime, incident_id: str, counts: AudienceRead) -> None:
+    """Append the `audience_read` event of a notice completed from its audience read again,
+    unless another process completing it at the same time did."""
+    with store.write() as conn:
+        store.lock_incident(conn, incident_id)
+        if first_event_data(conn, incident_id, EventType.AUDIENCE_READ) is None:
+            store.append(conn, incident_id, EventType.AUDIENCE_READ, actor=rt.operator,
+                         data=counts, at=rt.clock.now())
+
 
 def _alive_here(worker: str) -> bool:
     """Whether `worker` (host:pid) is another live process on this host."""
