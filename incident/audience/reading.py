@@ -164,7 +164,7 @@ _NON_ASCII_LOCAL_PART = re.compile(rb'[\x80-\xff][^,"\r\n]*@')
 
 def plain_file(path: Path, *, ascii_local_parts: bool = False) -> tuple[str, int, int] | None:
     """The SHA-256, size and line count of a CSV file that reading to the end can refuse for
-    nothing but its rows: UTF-8 throughout, no NUL byte, no line over a CSV cell's limit, no
+    nothing but its rows: UTF-8 throughout, no line over a CSV cell's limit, no
     quote left open past its line (no record spans lines); with `ascii_local_parts`, no email
     address whose local part is not ASCII (whether those can be sent is asked when the first
     is read, see scan_audience). None if it cannot be opened or may break one of these."""
@@ -192,7 +192,7 @@ def plain_file(path: Path, *, ascii_local_parts: bool = False) -> tuple[str, int
 
 
 def _plain_lines(data: bytes, ascii_local_parts: bool) -> bool:
-    if b"\0" in data or (ascii_local_parts and _NON_ASCII_LOCAL_PART.search(data)):
+    if ascii_local_parts and _NON_ASCII_LOCAL_PART.search(data):
         return False
     lines = data.split(b"\n")
     if max(map(len, lines)) > _CSV_CELL_BYTES:
