@@ -4,11 +4,14 @@ after its first rows does, must be what reading the whole file first gave."""
 
 from __future__ import annotations
 
+import hashlib
 import re
+from pathlib import Path
 
 import pytest
 
 from cli_fixtures import CUSTOMERS_HEADER, Workspace
+from incident.audience import Selection, plain_file, scan_audience
 from incident.response import recording
 
 ROWS = 1500  # well past FIRST_ROWS (500): the early path
@@ -77,3 +80,33 @@ def test_a_file_broken_after_its_first_rows_is_refused_as_before(
     assert sqlite_ws.json("list", "--all") == []
     monkeypatch.setattr(recording, "FIRST_ROWS", 10**9)  # the whole file read first
     assert _masked(sqlite_ws.run(*args, code=2).stderr) == _masked(early.stderr)
+
+
+def test_plain_file_hashes_what_the_scan_hashes_and_spots_what_could_refuse_it(
+        tmp_path: Path) -> None:
+    path = tmp_path / "customers.csv"
+    rows = [(customer(i) + "\n").encode() for i in range(ROWS)]
+    rows[3] = b'C00003,"Chan, Mary",mary@example.com,,en,,,,,\n'  # quotes: one line
+    rows[4] = "C00004,张伟,zhang.wei@example.com,,zh-CN,,,,,\n".encode()  # non-ASCII name
+    path.write_bytes(b"\xef\xbb\xbf" + CUSTOMERS_HEADER.encode() + b"".join(rows))
+    plain = plain_file(path, ascii_local_parts=True)
+    scan = scan_audience(path, Selection())
+    assert scan.spool is not None
+    scan.spool.close()
+    assert plain == (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_size,
+                     ROWS + 1)
+    assert plain[0] == scan.sha256
+
+    def with_row(row: bytes, **options: bool) -> tuple[str, int, int] | None:
+        changed = tmp_path / "changed.csv"
+        changed.write_bytes(CUSTOMERS_HEADER.encode() + b"".join(rows[:900]) + row
+                            + b"".join(rows[901:]))
+        return plain_file(changed, **options)
+
+    utf8_local = "C00900,张伟,张伟@example.com,,zh-CN,,,,,\n".encode()
+    assert with_row(utf8_local, ascii_local_parts=True) is None  # may need SMTPUTF8: asked
+    assert with_row(utf8_local) is not None  # sent as it is (file transport, SMTPUTF8 on)
+    assert with_row(b'C00900,"Two\nlines",c@example.com,,en,,,,,\n') is None
+    assert with_row(b"C00900,\xe5\xbc,c@example.com,,en,,,,,\n") is None  # cut UTF-8
+    assert with_row(b"C00900,Long,c@example.com,," + b"x" * (1 << 17) + b",,,,\n") is None
+    assert plain_file(tmp_path / "missing.csv") is None
