@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,6 +56,20 @@ def test_bad_rows_after_the_first_recipients_are_reported_as_before(
         assert early_json[key] == whole_json[key], key
     for each in sqlite_ws.json("list"):
         assert sum(sqlite_ws.json("status", each["id"])["deliveries"].values()) == 2995
+        # Readers of the notice's totals see the exact counts (state.fold: audience_read).
+        assert _found(sqlite_ws.json("report", each["id"]), "customers_affected") == ROWS - 2
+
+
+def _found(data: Any, key: str) -> Any:
+    """The value of the first `key` anywhere in a JSON document."""
+    if isinstance(data, dict):
+        if key in data:
+            return data[key]
+        data = list(data.values())
+    for item in data if isinstance(data, list) else []:
+        if (value := _found(item, key)) is not None:
+            return value
+    return None
 
 
 BROKEN = {

@@ -1,30 +1,54 @@
 """Recording a start's notice: its first recipients with its event, the rest in batches while
-sending, and completing a notice whose recording a crash interrupted.
+sending (and, for a plain customer file, while the file is still being read), and completing
+a notice whose recording a crash interrupted.
 
 Every other notice is recorded in one transaction with its rows (response/journal.py). `start`
 is the exception, because its notice can go to a million customers and the first of
 them must hear within seconds. Nothing is sent that was not first recorded, and the record is
 never half a notice that nobody completes:
 
-1. The whole customer list is read once before anything is recorded (`scan_audience`, one
-   streaming pass): every row validated, the audience selected and counted, the selected
-   recipients spooled to an unnamed temporary file, urgent ones first. A file that cannot be
-   used, or selects nobody, stops here with nothing recorded (exit 2), as before.
-2. One transaction records the incident, the declared event with the notice — its exact
-   message and recipient counts, and what its rows are derived from: the audience file's path
-   and SHA-256, the selection, the default language and phone region — and the notice's first
-   FIRST_ROWS recipients' outbox rows (urgent first), plus the internal notice to the parties.
+1. Before anything is recorded (`read_audience`), a customer file is hashed over its raw bytes
+   (`plain_file`: SHA-256, size and lines, ~10 ms a 10 MB file) and checked for what could
+   make reading it refuse the whole file later (bytes not UTF-8, a line over a CSV cell's
+   limit, a quoted cell spanning lines; with SMTPUTF8 in doubt, a non-ASCII email local part,
+   whose answer must not come after recording). Its header is checked and rows are read,
+   validated and selected until FIRST_ROWS recipients are selected (file order). A file that
+   fails those checks, a SQL audience (its fingerprint is of its rows), a dry run, and a list
+   that ends before FIRST_ROWS recipients are read in full first, as before (`scan_audience`:
+   one streaming pass, counted, spooled urgent first). A list that cannot be used, has no
+   valid row or selects nobody stops with nothing recorded (exit 2), as before.
+2. One transaction records the incident, the declared event with the notice and what its rows
+   are derived from — the audience file's path, SHA-256 and size (of the whole file), the
+   selection, the default language and phone region — the notice's first FIRST_ROWS
+   recipients' outbox rows, and the internal notice to the parties. Read in full: with the
+   exact message and recipient counts (urgent rows first). Read early: `audience.counts` is
+   "pending" and the counts (audience rows/skipped/selected, the notice's messages and
+   recipients) are those of the rows read so far; the parties' notice says "≥N" customers.
    From its commit on, the notice is on record and its first messages can be sent.
 3. The other rows are recorded in batches, one transaction each, while the dispatcher sends,
    in the same event loop, taking turns (`Sending.send`; `--queue-only` records them all
-   first). Rows are claimed urgent first whenever they were recorded: claims order by priority.
+   first) — read early: as the file is read. Read early, the transaction with the last rows
+   also appends an `audience_read` event (payloads.AudienceRead) with the exact counts (rows,
+   bad rows, kept-without-a-contact rows, selected, messages per channel and language,
+   unreachable) once the bytes read are checked to hash to the SHA-256 recorded up front (a
+   file changed meanwhile: the counts are not recorded, the start fails, and completion
+   refuses it as below). `fold` applies it (state.py) so every reader of the notice's totals
+   (status, completion, report, page) sees the exact counts; the problems of bad rows found
+   after recording are printed at the end of `start` instead of before its progress bar.
+   Rows are claimed urgent first whenever they were recorded (claims order by priority); but
+   read early, rows are recorded in file order, so the first messages may go to non-urgent
+   customers near the top of the file before urgent ones further down are recorded (a second
+   or two later at 100,000 customers). Ordering the first batch urgent first would take a
+   pass over the whole file, which is what the early path avoids.
 
-A notice is complete when its rows on its channels number its recorded message count. If the
+A notice is complete when its rows on its channels number its recorded message count (read
+early: the count of its `audience_read` event; without that event it is not complete). If the
 process dies during step 3, the notice is on record but not complete: `incident deliver` (and
 any later notice, which copies the first notice's rows) completes it first
 (`complete_notices`): it reads the audience file again (a SQL audience: runs its query again),
 checks its SHA-256 (a query's: of its rows), derives the same rows and inserts the missing
-ones (rows already there are skipped, so two processes completing at once cannot clash).
+ones (rows already there are skipped, so two processes completing at once cannot clash), and,
+read early, appends the `audience_read` event (once, under the incident's lock).
 `deliver` leaves a notice to its recording process while that lives: on this host, while its
 pid does; on another, for `delivery.stale_claim` after the declaration (as for a claim). If the
 file is gone or changed (or the query's rows are), it says so and what is missing.

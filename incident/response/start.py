@@ -1,11 +1,13 @@
-"""Declaring an incident: the playbook, the audience read once, the first customer notice.
+"""Declaring an incident: the playbook, the audience read, the first customer notice.
 
-`start` checks what it is given, reads the whole customer list in one streaming pass
-(scan_audience), renders the notice for a sample customer in every language, then records the
-incident, its declared event with the notice's first rows, and the internal notice to the
-playbook's parties in one transaction; the notice's other rows are recorded while sending
-(response/recording.py, response/sending.py). A dry run stops before recording and
-forecasts what would be sent.
+`start` checks what it is given, reads the customer list in one streaming pass — all of it,
+or for a plain CSV file only up to its first recipients, the rest being read while sending
+(read_audience in response/recording.py) — renders the notice for a sample customer in every
+language, then records the incident, its declared event with the notice's first rows, and the
+internal notice to the playbook's parties in one transaction; the notice's other rows (and,
+read early, the audience's exact counts) are recorded while sending (response/recording.py,
+response/sending.py). A dry run reads the whole list and stops before recording, forecasting
+what would be sent.
 """
 
 from __future__ import annotations
