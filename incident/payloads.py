@@ -109,12 +109,7 @@ class AudienceRecord(Record):
                                              description="audience.scan.Selection.record")
     recorder: str | None = None
     utf8_refusal: str | None = None
-    # "pending": the start recorded its notice before reading the whole file (the early path
-    # of response/recording.py): rows/skipped/selected here and the notice's messages and
-    # recipients count only what was read before recording; the exact counts are in the
-    # incident's `audience_read` event. Absent (older records, or a list read in full first):
-    # the counts here are exact.
-    counts: Literal["pending"] | None = None
+    counts: Literal["pending"] | None = None  # the counts so far: exact in audience_read
     # A SQL audience (instead of `path`): its name, the environment variable holding the
     # database URL (never the URL), and the query; `sha256` is then the rows' fingerprint.
     name: str | None = None
@@ -190,21 +185,16 @@ class Declared(WithNotice, WithSteps, WithWarning):
 
 
 class AudienceRead(Payload):
-    """audience_read: the exact counts of a start's audience whose notice was recorded before
-    the list was read to the end (its declared event's `audience.counts` is "pending"),
-    appended with the notice's last rows."""
+    """audience_read: exact counts of a list read after notice #1 was recorded (pending)."""
 
-    notice_seq: int = Field(default=1, description="the notice whose counts these are")
-    rows: int = Field(ge=0, description="data rows read")
-    skipped: int = Field(ge=0, description="bad rows (skipped)")
-    partial: int = Field(default=0, ge=0, description="rows kept without a bad contact")
-    selected: int = Field(ge=0, description="customers selected: the notice's recipients")
-    messages: int = Field(ge=0, description="the notice's outbox rows on its channels")
-    by_channel: dict[str, dict[str, int]] = Field(
-        default_factory=dict, description="messages per channel, then per language")
-    unreachable: int = Field(default=0, ge=0,
-                             description="selected customers with no contact on its channels")
-    sha256: str = Field(description="of the bytes read: the one recorded up front")
+    rows: int  # read; skipped: bad; partial: kept without a bad contact; selected: recipients
+    skipped: int
+    partial: int = 0
+    selected: int
+    messages: int  # notice #1's on its channels; by_channel: per channel, then language
+    by_channel: dict[str, dict[str, int]] = Field(default_factory=dict)
+    unreachable: int = 0  # selected customers with no contact on its channels
+    sha256: str  # of the bytes read: the one recorded up front
     utf8_refusal: str | None = None
 
 

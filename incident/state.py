@@ -352,7 +352,7 @@ def _audience_read(view: IncidentView, p: AudienceRead) -> None:
     if p.utf8_refusal:
         view.audience["utf8_refusal"] = p.utf8_refusal
     view.notices = [replace(n, messages=p.messages, recipients=p.selected, counted=True)
-                    if n.seq == p.notice_seq else n for n in view.notices]
+                    if n.seq == 1 else n for n in view.notices]
 
 
 def _open_manual(view: IncidentView, event: Event, m: ManualDetails) -> None:

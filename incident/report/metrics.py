@@ -144,6 +144,6 @@ def _timeline_entry(event: Event) -> dict[str, Any]:
         if isinstance(p, Declared) and p.audience and p.audience.counts:
             what["notice"]["counts"] = p.audience.counts  # "pending": see audience_read
     if isinstance(p, AudienceRead):  # the exact counts of the notice recorded early
-        what.update(notice_seq=p.notice_seq, selected=p.selected, messages=p.messages)
+        what.update(selected=p.selected, messages=p.messages)
     return {"seq": event.seq, "at": iso(event.at), "type": event.type.value,
             "actor": event.actor, "what": what}
