@@ -30,14 +30,16 @@ def _masked(text: str) -> str:
     return re.sub(r"\d+(\.\d+)?s\b|\d\d:\d\d(:\d\d)?", "T", text)
 
 
+@pytest.mark.parametrize("queue", [False, True])
 def test_bad_rows_after_the_first_recipients_are_reported_as_before(
-        sqlite_ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+        sqlite_ws: Workspace, monkeypatch: pytest.MonkeyPatch, queue: bool) -> None:
     rows = [customer(i) for i in range(ROWS)]
     rows[1000] = "C01000,Li Lei,not-an-email,,en,retail,guangdong,gd-sz,,normal"  # skipped
     rows[1200] = "C01200,,c1200@example.com,,en,retail,guangdong,gd-sz,,normal"  # skipped
     rows[1300] = "C01300,Wang,w1300@example.com,+86123,zh-CN,retail,guangdong,gd-sz,,normal"
     path = sqlite_ws.write_customers(rows)
-    args = ["start", "core-banking-outage", "--title", "Core down", "--audience", str(path)]
+    args = ["start", "core-banking-outage", "--title", "Core down", "--audience", str(path),
+            *(["--queue-only"] if queue else [])]
 
     early = sqlite_ws.run(*args)
     early_json = sqlite_ws.json(*args)
@@ -56,8 +58,13 @@ def test_bad_rows_after_the_first_recipients_are_reported_as_before(
         assert early_json[key] == whole_json[key], key
     for each in sqlite_ws.json("list"):
         assert sum(sqlite_ws.json("status", each["id"])["deliveries"].values()) == 2995
+        assert ws_pending(sqlite_ws, each["id"]) == (2995 if queue else 0)
         # Readers of the notice's totals see the exact counts (state.fold: audience_read).
         assert _found(sqlite_ws.json("report", each["id"]), "customers_affected") == ROWS - 2
+
+
+def ws_pending(ws: Workspace, incident_id: str) -> int:
+    return int(ws.json("status", incident_id)["deliveries"]["pending"])
 
 
 def _found(data: Any, key: str) -> Any:
@@ -125,3 +132,25 @@ def test_plain_file_hashes_what_the_scan_hashes_and_spots_what_could_refuse_it(
     assert with_row(b"C00900,\xe5\xbc,c@example.com,,en,,,,,\n") is None  # cut UTF-8
     assert with_row(b"C00900,Long,c@example.com,," + b"x" * (1 << 17) + b",,,,\n") is None
     assert plain_file(tmp_path / "missing.csv") is None
+
+
+def test_a_file_changed_while_it_is_read_is_not_counted_and_not_completed(
+        sqlite_ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bytes read after recording must hash to the SHA-256 recorded up front. A file
+    replaced between the two (faked: the up-front hash of another file) gets no counts, and
+    completion refuses it as a changed file, naming it (`deliver` warns, `update` exits 2)."""
+    path = sqlite_ws.write_customers([customer(i) for i in range(ROWS)])
+    other = sqlite_ws.write_customers([customer(i) for i in range(ROWS - 1)], "other.csv")
+    real = recording.plain_file
+    monkeypatch.setattr(recording, "plain_file", lambda p, **kw: real(other, **kw))
+    result = sqlite_ws.run("start", "core-banking-outage", "--title", "Core down",
+                           "--audience", str(path), "--queue-only", code=None)
+    assert result.exit_code == 2 and "changed while" in result.stderr
+    assert "Traceback" not in result.output
+    [incident] = sqlite_ws.json("list")  # on record: its first messages may have gone
+    monkeypatch.setattr(recording, "plain_file", real)
+    warned = sqlite_ws.run("deliver", incident["id"])  # sends what is recorded, and says so
+    assert "changed since the notice was declared" in warned.stderr
+    refused = sqlite_ws.run("update", incident["id"], "-m", "Failover", code=2)
+    assert "changed since the notice was declared" in refused.stderr
+    assert "customers.csv" in refused.stderr

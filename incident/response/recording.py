@@ -199,18 +199,18 @@ class PendingRows:
         batch, self._ahead = batch[:recipients], batch[recipients:]
         last = not self._ahead
         scan = None
-        if not batch and not (last and self.early):
+        if not batch and self.early is None:
             self._end()
             return
         try:
             with self.store.write() as conn:
-                if batch:
-                    self.recorded += ob.enqueue(conn, rows_for_customers(
-                        self.incident_id, 1, batch, self.channels, self.domain,
-                        transports=self.transports, fallback=self.fallback,
-                        calls=self.calls), now=self.now)
+                added = ob.enqueue(conn, rows_for_customers(
+                    self.incident_id, 1, batch, self.channels, self.domain,
+                    transports=self.transports, fallback=self.fallback,
+                    calls=self.calls), now=self.now) if batch else 0
                 if last and self.early:
                     scan = self._count(conn, self.early)
+            self.recorded += added
         except StorageError as exc:
             self.close()
             of = f" of {self.total:,}" if self.early is None else ""
@@ -235,7 +235,8 @@ class PendingRows:
         if scan.sha256 != early.sha256:
             raise AudienceInvalid(
                 f"{scan.path} changed while notice #1 of {self.incident_id} was recorded from "
-                f"it: {self.recorded:,} messages are recorded, the rest cannot be",
+                f"it: {self.recorded:,} of its messages are recorded, the others and its "
+                "counts cannot be",
                 problems=[(Location(scan.path), "SHA-256 differs")],
                 hint=f"put back the file it was declared with (SHA-256 {early.sha256[:16]}"
                      f"...), then run: incident deliver {self.incident_id[-6:]}")
