@@ -219,7 +219,7 @@ class PendingRows:
                 f"{of} messages: {exc.message.replace(', nothing was recorded', '')}",
                 hint=f"the notice is on record; `incident deliver {self.incident_id[-6:]}` "
                      "records the rest (from the audience file) and sends it") from exc
-        except BaseException:
+        except Exception:  # the file refused or changed: the rest is left as after a crash
             self.close()
             raise
         if scan is not None:
@@ -232,6 +232,9 @@ class PendingRows:
     def _count(self, conn: Any, early: EarlyRead) -> AudienceScan:
         """Record the exact counts of the audience just read to its end (in `conn`)."""
         scan = early.scanner.scan()
+        if not early.scanner.ended:  # interrupted while reading: not a changed file
+            raise StorageError(f"reading {scan.path} stopped before its end",
+                               hint=f"run `incident deliver {self.incident_id[-6:]}`")
         if scan.sha256 != early.sha256:
             raise AudienceInvalid(
                 f"{scan.path} changed while notice #1 of {self.incident_id} was recorded from "
@@ -241,8 +244,8 @@ class PendingRows:
                 hint=f"put back the file it was declared with (SHA-256 {early.sha256[:16]}"
                      f"...), then run: incident deliver {self.incident_id[-6:]}")
         counts = audience_read(scan, self.channels, self.calls)
-        self.store.append(conn, self.incident_id, EventType.AUDIENCE_READ, actor=self.actor,
-                          data=counts, at=self.clock())
+        record_counts(self.store, conn, self.incident_id, counts, actor=self.actor,
+                      at=self.clock())
         self.total = counts.messages
         return scan
 
@@ -379,19 +382,22 @@ def _complete_notice(store: Store, rt: Runtime, incident_id: str, *,
                            hint="the validation rules may have changed since (a newer "
                                 "phonenumbers or email-validator)")
     if uncounted:
-        _record_counts(store, rt, incident_id, audience_read(scan, channels, calls))
+        with store.write() as conn:
+            record_counts(store, conn, incident_id, audience_read(scan, channels, calls),
+                          actor=rt.operator, at=rt.clock.now())
     return (f"{incident_id}: notice #1 was interrupted while being recorded; its other "
             f"{total - recorded:,} messages are recorded now (from {path})")
 
 
-def _record_counts(store: Store, rt: Runtime, incident_id: str, counts: AudienceRead) -> None:
-    """Append the `audience_read` event of a notice completed from its audience read again,
-    unless another process completing it at the same time did."""
-    with store.write() as conn:
-        store.lock_incident(conn, incident_id)
-        if first_event_data(conn, incident_id, EventType.AUDIENCE_READ) is None:
-            store.append(conn, incident_id, EventType.AUDIENCE_READ, actor=rt.operator,
-                         data=counts, at=rt.clock.now())
+def record_counts(store: Store, conn: Any, incident_id: str, counts: AudienceRead, *,
+                  actor: str, at: datetime) -> None:
+    """Append the `audience_read` event (in `conn`), unless another process recorded it
+    already: the start and a completion (`deliver`, or an `update` while the start still
+    reads) may both reach the end of the same file."""
+    store.lock_incident(conn, incident_id)
+    if first_event_data(conn, incident_id, EventType.AUDIENCE_READ) is None:
+        store.append(conn, incident_id, EventType.AUDIENCE_READ, actor=actor, data=counts,
+                     at=at)
 
 
 def _alive_here(worker: str) -> bool:
