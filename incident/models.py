@@ -141,6 +141,8 @@ class EventType(StrEnum):
     """Everything the supervisor does is one of these."""
 
     DECLARED = "declared"
+    # the exact counts of a start's audience recorded before it was read to the end
+    AUDIENCE_READ = "audience_read"
     UPDATED = "updated"  # progress, status and/or severity (re-grade)
     ETA_REVISED = "eta_revised"
     RESOLVED = "resolved"

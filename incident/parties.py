@@ -109,7 +109,7 @@ def internal_contexts(rt: Runtime, view: IncidentView, *, kind: str, message: st
         context["internal"] = {
             "operator": actor,
             "severity_criteria": level.criteria.get(lang),
-            "customers": int(view.audience.get("selected", 0)),
+            "customers": _customers(view),
             "customer_notices": len(view.notices),
             "deliveries": deliveries or {},
             "manual": {"open": view.manual_open, "cases": len(view.cases),
@@ -124,3 +124,9 @@ def internal_contexts(rt: Runtime, view: IncidentView, *, kind: str, message: st
         }
         out[lang] = context
     return out
+
+
+def _customers(view: IncidentView) -> int | str:
+    """The customers affected; "≥N" while the start's audience is still being read."""
+    selected = int(view.audience.get("selected", 0))
+    return f"≥{selected}" if view.audience.get("counts") == "pending" else selected

@@ -109,6 +109,7 @@ class AudienceRecord(Record):
                                              description="audience.scan.Selection.record")
     recorder: str | None = None
     utf8_refusal: str | None = None
+    counts: Literal["pending"] | None = None  # the counts so far: exact in audience_read
     # A SQL audience (instead of `path`): its name, the environment variable holding the
     # database URL (never the URL), and the query; `sha256` is then the rows' fingerprint.
     name: str | None = None
@@ -181,6 +182,20 @@ class Declared(WithNotice, WithSteps, WithWarning):
     scope: Scope | None = None
     manual: ManualDetails | None = Field(
         default=None, description="absent when the manual channel is not opened at start")
+
+
+class AudienceRead(Payload):
+    """audience_read: exact counts of a list read after notice #1 was recorded (pending)."""
+
+    rows: int  # read; skipped: bad; partial: kept without a bad contact; selected: recipients
+    skipped: int
+    partial: int = 0
+    selected: int
+    messages: int  # notice #1's on its channels; by_channel: per channel, then language
+    by_channel: dict[str, dict[str, int]] = Field(default_factory=dict)
+    unreachable: int = 0  # selected customers with no contact on its channels
+    sha256: str  # of the bytes read: the one recorded up front
+    utf8_refusal: str | None = None
 
 
 class Updated(WithNotice, WithWarning):
@@ -407,7 +422,8 @@ class ChainTampered(Payload):
 
 
 MODELS: dict[EventType, type[Payload]] = {
-    EventType.DECLARED: Declared, EventType.UPDATED: Updated,
+    EventType.DECLARED: Declared, EventType.AUDIENCE_READ: AudienceRead,
+    EventType.UPDATED: Updated,
     EventType.ETA_REVISED: EtaRevised, EventType.RESOLVED: Resolved,
     EventType.CLOSED: Closed, EventType.MANUAL_OPENED: ManualOpened,
     EventType.MANUAL_CLOSED: ManualClosed, EventType.CASE_LOGGED: CaseLogged,

@@ -5,7 +5,7 @@ What each event type records is its model in incident/payloads.py (read through 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,6 +14,7 @@ from incident.payloads import (
     ActionAdded,
     ActionDone,
     Alerted,
+    AudienceRead,
     CaseLogged,
     CaseReconciled,
     Closed,
@@ -56,6 +57,9 @@ class NoticeSummary:
     at: datetime
     messages: int
     recipients: int
+    # False while a start's audience is still being read (its messages and recipients count
+    # what was read before recording): until its `audience_read` event.
+    counted: bool = True
 
 
 @dataclass(frozen=True)
@@ -268,6 +272,8 @@ def apply(view: IncidentView, event: Event) -> None:
         view.eta_history.append(EtaVersion(_time(p.eta), event.at, "", event.seq))
         if p.manual:
             _open_manual(view, event, p.manual)
+    elif isinstance(p, AudienceRead):
+        _audience_read(view, p)
     elif isinstance(p, Updated):
         if p.status:
             view.status = Status(p.status)
@@ -332,9 +338,21 @@ def apply(view: IncidentView, event: Event) -> None:
             parties=list(p.parties) if isinstance(p, PartiesNotified) else [],
             phase=notice.phase, messages=notice.messages))
     elif notice:
+        pending = (isinstance(p, Declared) and p.audience is not None
+                   and p.audience.counts == "pending")
         view.notices.append(NoticeSummary(seq=event.seq, phase=Phase(notice.phase), at=event.at,
                                           messages=notice.messages,
-                                          recipients=notice.recipients))
+                                          recipients=notice.recipients, counted=not pending))
+
+
+def _audience_read(view: IncidentView, p: AudienceRead) -> None:
+    """The exact counts of a notice recorded before its audience was read to the end."""
+    view.audience.pop("counts", None)
+    view.audience.update(rows=p.rows, skipped=p.skipped, selected=p.selected)
+    if p.utf8_refusal:
+        view.audience["utf8_refusal"] = p.utf8_refusal
+    view.notices = [replace(n, messages=p.messages, recipients=p.selected, counted=True)
+                    if n.seq == 1 else n for n in view.notices]
 
 
 def _open_manual(view: IncidentView, event: Event, m: ManualDetails) -> None:

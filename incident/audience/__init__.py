@@ -26,7 +26,8 @@ The modules, each one job (each imports only those above it):
   list API;
 - `query`: a SQL audience (`QuerySource`): the statement checked, rows streamed read-only
   (store/readonly.py) into the same validation, and their fingerprint;
-- `scan`: `Selection`, `scan_audience` and the `RecipientSpool`.
+- `scan`: `Selection`, `scan_audience` (over `AudienceScanner`, which also yields the selected
+  recipients as it reads: the early path of `start`) and the `RecipientSpool`.
 """
 
 from __future__ import annotations
@@ -53,10 +54,11 @@ from incident.audience.query import (
     given_audience,
     refuse_statement,
 )
-from incident.audience.reading import MAX_LINE_BYTES, iter_audience, load_audience
+from incident.audience.reading import MAX_LINE_BYTES, iter_audience, load_audience, plain_file
 from incident.audience.rows import normalize_language
 from incident.audience.scan import (
     AudienceScan,
+    AudienceScanner,
     RecipientSpool,
     Selection,
     scan_audience,
@@ -75,6 +77,7 @@ __all__ = [
     "REQUIRED_COLUMNS",
     "AudienceLoad",
     "AudienceScan",
+    "AudienceScanner",
     "ContactChecks",
     "Customer",
     "QuerySource",
@@ -87,6 +90,7 @@ __all__ = [
     "iter_audience",
     "load_audience",
     "normalize_language",
+    "plain_file",
     "refuse_statement",
     "scan_audience",
     "select",

@@ -3,10 +3,12 @@ records parsed, and the list API (`iter_audience`, `load_audience`)."""
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from itertools import chain
 from pathlib import Path
@@ -151,6 +153,51 @@ def _rows(path: Path | QuerySource, *, default_language: str, default_region: st
                                   problems=[(Location(file=display, line=1), "no header")],
                                   hint="the first line must be: " + ",".join(
                                       REQUIRED_COLUMNS + OPTIONAL_COLUMNS))
+
+
+# The early path (response/recording.py) needs these to hold of a file before it records a
+# notice from its first rows: what reading the rest could refuse the whole file for, checked
+# over the raw bytes first (a file that fails any is read in full first, as before).
+_CSV_CELL_BYTES = min(MAX_LINE_BYTES, csv.field_size_limit())
+_NON_ASCII_LOCAL_PART = re.compile(rb'[\x80-\xff][^,"\r\n]*@')
+
+
+def plain_file(path: Path, *, ascii_local_parts: bool = False) -> tuple[str, int, int] | None:
+    """The SHA-256, size and line count of a CSV file that reading to the end can refuse for
+    nothing but its rows: UTF-8 throughout, no line over a CSV cell's limit, no
+    quote left open past its line (no record spans lines); with `ascii_local_parts`, no email
+    address whose local part is not ASCII (whether those can be sent is asked when the first
+    is read, see scan_audience). None if it cannot be opened or may break one of these."""
+    digest, size, lines = hashlib.sha256(), 0, 0
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    rest = b""
+    try:
+        with path.open("rb") as handle:
+            while raw := handle.read(_BLOCK_BYTES):
+                digest.update(raw)
+                size += len(raw)
+                lines += raw.count(b"\n")
+                decoder.decode(raw)
+                data = rest + raw
+                end = data.rfind(b"\n") + 1
+                whole, rest = data[:end], data[end:]
+                if not _plain_lines(whole, ascii_local_parts) or len(rest) > _CSV_CELL_BYTES:
+                    return None
+            decoder.decode(b"", final=True)
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not _plain_lines(rest, ascii_local_parts):
+        return None
+    return digest.hexdigest(), size, lines + bool(rest)
+
+
+def _plain_lines(data: bytes, ascii_local_parts: bool) -> bool:
+    if ascii_local_parts and _NON_ASCII_LOCAL_PART.search(data):
+        return False
+    lines = data.split(b"\n")
+    if max(map(len, lines)) > _CSV_CELL_BYTES:
+        return False
+    return not (b'"' in data and any(line.count(b'"') % 2 for line in lines))
 
 
 class _LineTooLong(Exception):

@@ -6,8 +6,9 @@ import marshal
 import struct
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import IO, Any
 
@@ -177,24 +178,53 @@ def scan_audience(path: Path | QuerySource, selection: Selection, *,
     Raises AudienceInvalid if the file cannot be used at all or has no valid customer; a scan
     that selects nobody is returned (`selected == 0`, the caller says why that is wrong).
     """
-    display = str(path)
-    tally = _Problems(display)
-    reach: Counter[tuple[str, bool, bool, str, bool]] = Counter()
-    valid = selected = 0
-    recipients = RecipientSpool() if spool else None
-    matches = None if selection.is_all else selection.matches
-    source: list[Any] = []  # what read the rows: its digest and size
-    refusal: list[str | None] = []  # the answer of refuse_utf8, if it was asked
+    return AudienceScanner(path, selection, default_language=default_language,
+                           default_region=default_region, checks=checks,
+                           refuse_utf8=refuse_utf8).spooled(spool=spool)
 
-    def ask() -> str | None:
-        assert refuse_utf8 is not None
-        refusal.append(refuse_utf8())
-        return refusal[-1]
 
-    try:
-        for item in _rows(path, default_language=default_language,
-                          default_region=default_region, source=source, checks=checks,
-                          refuse_utf8=ask if refuse_utf8 is not None else None):
+class AudienceScanner:
+    """`scan_audience` a selected recipient at a time: `selected()` yields them in file order
+    while the counts grow; `scan()` is what was read so far (all of it once `ended`).
+
+    The early path of `incident start` (response/recording.py) records a notice with the
+    first recipients it yields and goes on reading while it sends; `spooled()` reads the rest
+    into a spool, urgent first, as `scan_audience` does.
+    """
+
+    def __init__(self, path: Path | QuerySource, selection: Selection, *,
+                 default_language: str = "zh-CN", default_region: str = "CN",
+                 checks: ContactChecks | None = None,
+                 refuse_utf8: Callable[[], str | None] | None = None) -> None:
+        self.display = str(path)
+        self.tally = _Problems(self.display)
+        self.reach: Counter[tuple[str, bool, bool, str, bool]] = Counter()
+        self.valid = self.selected_count = 0
+        self.ended = False
+        self._matches = None if selection.is_all else selection.matches
+        self._source: list[Any] = []  # what read the rows: its digest and size
+        self._refusal: list[str | None] = []  # the answer of refuse_utf8, if it was asked
+        self._refuse_utf8 = refuse_utf8
+        self._items = _rows(path, default_language=default_language,
+                            default_region=default_region, source=self._source, checks=checks,
+                            refuse_utf8=self._ask if refuse_utf8 is not None else None)
+        self._selected = self._select()
+
+    def _ask(self) -> str | None:
+        assert self._refuse_utf8 is not None
+        self._refusal.append(self._refuse_utf8())
+        return self._refusal[-1]
+
+    def selected(self) -> Iterator[tuple[Any, ...]]:
+        """The selected recipients still unread, as tuples (ref, name, email, phone, language,
+        priority, voice, region): `Recipient._make` them. Raises AudienceInvalid at the end
+        if the list has no valid customer. One iterator: each call goes on where the last
+        stopped."""
+        return self._selected
+
+    def _select(self) -> Generator[tuple[Any, ...], None, None]:
+        tally, reach, matches = self.tally, self.reach, self._matches
+        for item in self._items:
             if isinstance(item, _KeptRow):
                 for problem in item.problems:
                     tally.add(problem)
@@ -203,29 +233,49 @@ def scan_audience(path: Path | QuerySource, selection: Selection, *,
                 for problem in item:
                     tally.add(problem)
                 continue
-            valid += 1
+            self.valid += 1
             (ref, name, email, phone, language, segment, region, branch, products, priority,
              voice) = item
             if matches is not None and not matches(region, branch, segment, products):
                 continue
-            selected += 1
+            self.selected_count += 1
             reach[language, email is not None, phone is not None, voice,
                   priority == "urgent"] += 1
+            yield (ref, name, email, phone, language, priority, voice, region)
+        self.ended = True
+        if not self.valid:
+            tally.refuse(self.valid + tally.bad_rows)
+
+    def close(self) -> None:
+        """Stop reading (the file is closed)."""
+        self._selected.close()
+        self._items.close()  # type: ignore[attr-defined]
+
+    def spooled(self, first: Sequence[tuple[Any, ...]] = (), *,
+                spool: bool = True) -> AudienceScan:
+        """Read to the end, spooling `first` (already taken from `selected()`) and the rest,
+        urgent first (unless not `spool`: only counted)."""
+        recipients = RecipientSpool() if spool else None
+        try:
+            for recipient in chain(first, self.selected()):
+                if recipients is not None:
+                    recipients.add(recipient, urgent=recipient[5] == "urgent")
+        except BaseException:
             if recipients is not None:
-                recipients.add((ref, name, email, phone, language, priority, voice, region),
-                               urgent=priority == "urgent")
-        if not valid:
-            tally.refuse(valid + tally.bad_rows)
-    except BaseException:
-        if recipients is not None:
-            recipients.close()
-        raise
-    lines = source[0]
-    return AudienceScan(path=display, rows_read=valid + tally.bad_rows, bad_rows=tally.bad_rows,
-                        problem_count=tally.count, problems=tally.listed(), valid=valid,
-                        selected=selected, reach=reach, sha256=lines.digest.hexdigest(),
-                        size=lines.size, spool=recipients, partial_rows=tally.partial_rows,
-                        utf8_refusal=refusal[0] if refusal else None)
+                recipients.close()
+            raise
+        return self.scan(recipients)
+
+    def scan(self, spool: RecipientSpool | None = None) -> AudienceScan:
+        """The counts so far (exact once `ended`), the digest and size of the bytes read."""
+        tally, lines = self.tally, self._source[0]
+        return AudienceScan(path=self.display, rows_read=self.valid + tally.bad_rows,
+                            bad_rows=tally.bad_rows, problem_count=tally.count,
+                            problems=tally.listed(), valid=self.valid,
+                            selected=self.selected_count, reach=Counter(self.reach),
+                            sha256=lines.digest.hexdigest(), size=lines.size, spool=spool,
+                            partial_rows=tally.partial_rows,
+                            utf8_refusal=self._refusal[0] if self._refusal else None)
 
 
 class RecipientSpool:

@@ -167,14 +167,20 @@ def start(app: App, playbook: str, title: str, title_zh: str | None, title_zh_hk
 
 
 def show_started(app: App, result: StartResult, queue_only: bool) -> None:
-    """What a start recorded, then its notice sent (or queued) and the outcome."""
+    """What a start recorded, then its notice sent (or queued) and the outcome. An audience
+    still being read when the notice was recorded is described once read (after the send)."""
+    late = result.counting
     try:
         _print_declared(app, result)
     except BaseException:  # Ctrl-C: the whole notice is recorded all the same
         app.response.sending.finish_start(result)
         raise
     view = result.view
-    _finish(app, result, _send(app, result, queue_only), {
+    sent = _send(app, result, queue_only)
+    if late and not app.out.as_json:
+        _print_audience(app, result.audience_path, result.recipients, result.skipped_rows,
+                        result.partial_rows, result.unreachable)
+    _finish(app, result, sent, {
         "audience": {"file": result.audience_path, "recipients": result.recipients,
                      "skipped_rows": len(result.skipped_rows),
                      "partial_rows": len(result.partial_rows),
@@ -199,8 +205,9 @@ def _print_declared(app: App, result: StartResult) -> None:
     out.line(f"ETA {out.when(view.eta)}  ·  next customer update due "
              f"{out.when(view.next_update_due)}  ·  first notice due within {deadline} of "
              "detection")
-    _print_audience(app, result.audience_path, result.recipients, result.skipped_rows,
-                    result.partial_rows, result.unreachable)
+    if not result.counting:
+        _print_audience(app, result.audience_path, result.recipients, result.skipped_rows,
+                        result.partial_rows, result.unreachable)
     lang = app.rt.settings.default_language
     closed = [b["name"] if lang == "zh-CN" else b.get("name_en") or b["name"]
               for b in view.scope.get("closed", [])]

@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # the rest is imported where used: `incident --help` needs no
 
 def _describe(event: Event, when: Callable[[datetime | None], str]) -> str:
     from incident.payloads import (
+        AudienceRead,
         Declared,
         EtaRevised,
         Resolved,
@@ -58,7 +59,12 @@ def _describe(event: Event, when: Callable[[datetime | None], str]) -> str:
     notice = p.notice if isinstance(p, WithNotice) else None
     if notice:
         label = "internal" if notice.audience == "internal" else notice.phase
-        parts.append(f"[{label} notice: {notice.messages} messages]")
+        pending = isinstance(p, Declared) and p.audience and p.audience.counts == "pending"
+        parts.append(f"[{label} notice: {notice.messages} messages"
+                     + (" so far, while the audience was read]" if pending else "]"))
+    if isinstance(p, AudienceRead):
+        parts.append(f"audience read: {p.rows} rows, {p.skipped} skipped, {p.selected} "
+                     f"customers, notice #1: {p.messages} messages")
     # Texts typed by staff may name a customer's phone or email.
     return scrub(" · ".join(parts)) or event.type.value
 

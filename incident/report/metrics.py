@@ -17,7 +17,7 @@ from typing import Any
 
 from incident.checklist import checklist
 from incident.models import Event, Text
-from incident.payloads import Declared, WithNotice, payload_of
+from incident.payloads import AudienceRead, Declared, WithNotice, payload_of
 from incident.privacy import scrub
 from incident.report.checks import iso, text
 from incident.report.duties import judge_coordination, judge_transparency
@@ -141,5 +141,9 @@ def _timeline_entry(event: Event) -> dict[str, Any]:
     if notice:
         what["notice"] = {"phase": notice.phase, "audience": notice.audience or "customers",
                           "messages": notice.messages}
+        if isinstance(p, Declared) and p.audience and p.audience.counts:
+            what["notice"]["counts"] = p.audience.counts  # "pending": see audience_read
+    if isinstance(p, AudienceRead):  # the exact counts of the notice recorded early
+        what.update(selected=p.selected, messages=p.messages)
     return {"seq": event.seq, "at": iso(event.at), "type": event.type.value,
             "actor": event.actor, "what": what}

@@ -1,30 +1,54 @@
 """Recording a start's notice: its first recipients with its event, the rest in batches while
-sending, and completing a notice whose recording a crash interrupted.
+sending (and, for a plain customer file, while the file is still being read), and completing
+a notice whose recording a crash interrupted.
 
 Every other notice is recorded in one transaction with its rows (response/journal.py). `start`
 is the exception, because its notice can go to a million customers and the first of
 them must hear within seconds. Nothing is sent that was not first recorded, and the record is
 never half a notice that nobody completes:
 
-1. The whole customer list is read once before anything is recorded (`scan_audience`, one
-   streaming pass): every row validated, the audience selected and counted, the selected
-   recipients spooled to an unnamed temporary file, urgent ones first. A file that cannot be
-   used, or selects nobody, stops here with nothing recorded (exit 2), as before.
-2. One transaction records the incident, the declared event with the notice — its exact
-   message and recipient counts, and what its rows are derived from: the audience file's path
-   and SHA-256, the selection, the default language and phone region — and the notice's first
-   FIRST_ROWS recipients' outbox rows (urgent first), plus the internal notice to the parties.
+1. Before anything is recorded (`read_audience`), a customer file is hashed over its raw bytes
+   (`plain_file`: SHA-256, size and lines, ~10 ms a 10 MB file) and checked for what could
+   make reading it refuse the whole file later (bytes not UTF-8, a line over a CSV cell's
+   limit, a quoted cell spanning lines; with SMTPUTF8 in doubt, a non-ASCII email local part,
+   whose answer must not come after recording). Its header is checked and rows are read,
+   validated and selected until FIRST_ROWS recipients are selected (file order). A file that
+   fails those checks, a SQL audience (its fingerprint is of its rows), a dry run, and a list
+   that ends before FIRST_ROWS recipients are read in full first, as before (`scan_audience`:
+   one streaming pass, counted, spooled urgent first). A list that cannot be used, has no
+   valid row or selects nobody stops with nothing recorded (exit 2), as before.
+2. One transaction records the incident, the declared event with the notice and what its rows
+   are derived from — the audience file's path, SHA-256 and size (of the whole file), the
+   selection, the default language and phone region — the notice's first FIRST_ROWS
+   recipients' outbox rows, and the internal notice to the parties. Read in full: with the
+   exact message and recipient counts (urgent rows first). Read early: `audience.counts` is
+   "pending" and the counts (audience rows/skipped/selected, the notice's messages and
+   recipients) are those of the rows read so far; the parties' notice says "≥N" customers.
    From its commit on, the notice is on record and its first messages can be sent.
 3. The other rows are recorded in batches, one transaction each, while the dispatcher sends,
    in the same event loop, taking turns (`Sending.send`; `--queue-only` records them all
-   first). Rows are claimed urgent first whenever they were recorded: claims order by priority.
+   first) — read early: as the file is read. Read early, the transaction with the last rows
+   also appends an `audience_read` event (payloads.AudienceRead) with the exact counts (rows,
+   bad rows, kept-without-a-contact rows, selected, messages per channel and language,
+   unreachable) once the bytes read are checked to hash to the SHA-256 recorded up front (a
+   file changed meanwhile: the counts are not recorded, the start fails, and completion
+   refuses it as below). `fold` applies it (state.py) so every reader of the notice's totals
+   (status, completion, report, page) sees the exact counts; the problems of bad rows found
+   after recording are printed at the end of `start` instead of before its progress bar.
+   Rows are claimed urgent first whenever they were recorded (claims order by priority); but
+   read early, rows are recorded in file order, so the first messages may go to non-urgent
+   customers near the top of the file before urgent ones further down are recorded (a second
+   or two later at 100,000 customers). Ordering the first batch urgent first would take a
+   pass over the whole file, which is what the early path avoids.
 
-A notice is complete when its rows on its channels number its recorded message count. If the
+A notice is complete when its rows on its channels number its recorded message count (read
+early: the count of its `audience_read` event; without that event it is not complete). If the
 process dies during step 3, the notice is on record but not complete: `incident deliver` (and
 any later notice, which copies the first notice's rows) completes it first
 (`complete_notices`): it reads the audience file again (a SQL audience: runs its query again),
 checks its SHA-256 (a query's: of its rows), derives the same rows and inserts the missing
-ones (rows already there are skipped, so two processes completing at once cannot clash).
+ones (rows already there are skipped, so two processes completing at once cannot clash), and,
+read early, appends the `audience_read` event (once, under the incident's lock).
 `deliver` leaves a notice to its recording process while that lives: on this host, while its
 pid does; on another, for `delivery.stale_claim` after the declaration (as for a claim). If the
 file is gone or changed (or the query's rows are), it says so and what is missing.
@@ -34,19 +58,33 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
-from incident.audience import QuerySource, Recipient, RecipientSpool, Selection, scan_audience
+from incident.audience import (
+    AudienceScan,
+    AudienceScanner,
+    ContactChecks,
+    QuerySource,
+    Recipient,
+    RecipientSpool,
+    Selection,
+    plain_file,
+    scan_audience,
+)
 from incident.channels.factory import contact_checks
 from incident.errors import AudienceInvalid, IncidentError, Location, StorageError
+from incident.models import EventType
 from incident.notices import rows_for_customers, sender_domain
+from incident.payloads import AudienceRead
 from incident.settings import Runtime
 from incident.store import Store, deliveries
 from incident.store import outbox as ob
-from incident.store.events import event_data, open_incident_ids
+from incident.store.events import event_data, first_event_data, open_incident_ids
 
 # `start` records the notice's event with the outbox rows of this many recipients (urgent
 # first), then the rest in transactions of SENDING_BATCH recipients while the first ones are
@@ -60,15 +98,76 @@ SENDING_BATCH = 500
 FIRST_SEND_WAIT = 1.0  # seconds: the rest is recorded once the first messages went (or after)
 
 
+@dataclass
+class EarlyRead:
+    """A customer file still being read when its notice is recorded (the early path; see the
+    module docstring): the first FIRST_ROWS selected recipients taken, the rest to come from
+    `scanner`; the SHA-256, size and line count of its bytes, taken first."""
+
+    scanner: AudienceScanner
+    first: list[tuple[Any, ...]]
+    sha256: str
+    size: int
+    lines: int
+
+    def recipients(self) -> Iterator[Recipient]:
+        """Every selected recipient, in file order (the first ones, then as read)."""
+        for recipient in self.first:
+            yield Recipient._make(recipient)
+        for recipient in self.scanner.selected():
+            yield Recipient._make(recipient)
+
+    def estimate(self, messages: int) -> int:
+        """The notice's messages guessed from those of its first recipients (a progress bar's
+        total until the exact count is known)."""
+        rows = max(self.scanner.valid + self.scanner.tally.bad_rows, 1)
+        return max(messages, round(messages * max(self.lines - 1, rows) / rows))
+
+
+def read_audience(path: Path | QuerySource, selection: Selection, *, default_language: str,
+                  default_region: str, checks: ContactChecks | None,
+                  refuse_utf8: Callable[[], str | None] | None, spool: bool = True,
+                  early: bool = True) -> tuple[AudienceScan, EarlyRead | None]:
+    """The audience as `start` reads it: in full (scan_audience), or — a file that
+    `plain_file` passes, with more than FIRST_ROWS selected recipients, unless not `early` —
+    up to its first FIRST_ROWS selected recipients (the scan's counts are then those so far,
+    its SHA-256 and size those of the whole file)."""
+    scanner = AudienceScanner(path, selection, default_language=default_language,
+                              default_region=default_region, checks=checks,
+                              refuse_utf8=refuse_utf8)
+    plain = (plain_file(path, ascii_local_parts=refuse_utf8 is not None)
+             if early and isinstance(path, Path) else None)
+    if plain is None:
+        return scanner.spooled(spool=spool), None
+    first = list(islice(scanner.selected(), FIRST_ROWS))
+    if len(first) < FIRST_ROWS:  # the whole list is read already: recorded as before
+        return scanner.spooled(first, spool=spool), None
+    scan = replace(scanner.scan(), sha256=plain[0], size=plain[1])
+    return scan, EarlyRead(scanner, first, *plain)
+
+
+def audience_read(scan: AudienceScan, channels: Sequence[str], calls: str) -> AudienceRead:
+    """The `audience_read` payload of a notice whose audience `scan` read to the end."""
+    by_channel = scan.messages(channels, calls=calls)
+    return AudienceRead(rows=scan.rows_read, skipped=scan.bad_rows, partial=scan.partial_rows,
+                        selected=scan.selected,
+                        messages=sum(n for each in by_channel.values() for n in each.values()),
+                        by_channel=by_channel, unreachable=scan.unreachable(channels,
+                                                                            calls=calls),
+                        sha256=scan.sha256, utf8_refusal=scan.utf8_refusal)
+
+
 class PendingRows:
     """The outbox rows of a start's notice still to record after its event, from the spooled
     recipients: one transaction per batch. Done when all are recorded; closed (spool dropped)
     then, or when abandoned to `incident deliver` (see the module docstring)."""
 
     def __init__(self, store: Store, incident_id: str, recipients: Iterator[Recipient],
-                 spool: RecipientSpool, *, channels: Sequence[str], domain: str,
+                 spool: RecipientSpool | None, *, channels: Sequence[str], domain: str,
                  transports: Mapping[str, str], fallback: bool, now: datetime, recorded: int,
-                 total: int, calls: str = "none") -> None:
+                 total: int, calls: str = "none", early: EarlyRead | None = None,
+                 actor: str = "", counted: Callable[[AudienceScan, int], None] | None = None,
+                 clock: Callable[[], datetime] | None = None) -> None:
         self.store = store
         self.incident_id = incident_id
         self.recipients = recipients
@@ -83,28 +182,72 @@ class PendingRows:
         self.total = total
         self.done = False
         self.closed = False
-        if recorded >= total:
+        # The early path: the list is still being read; its counts are recorded (an
+        # `audience_read` event by `actor`) with the last rows, then told to `counted`.
+        self.early = early
+        self.actor = actor
+        self.counted = counted
+        self.clock = clock or (lambda: now)
+        self._ahead: list[Recipient] = []  # read to learn whether a batch is the last one
+        if early is None and recorded >= total:
             self._end()
 
     def step(self, recipients: int = ROWS_PER_BATCH) -> None:
-        """Record the next batch (its own transaction)."""
-        batch = list(islice(self.recipients, recipients))
-        if not batch:
+        """Record the next batch (its own transaction); with the last one, an early-read
+        audience's exact counts."""
+        batch = self._ahead + list(islice(self.recipients, recipients + 1 - len(self._ahead)))
+        batch, self._ahead = batch[:recipients], batch[recipients:]
+        last = not self._ahead
+        scan = None
+        if not batch and self.early is None:
             self._end()
             return
         try:
             with self.store.write() as conn:
-                self.recorded += ob.enqueue(conn, rows_for_customers(
+                added = ob.enqueue(conn, rows_for_customers(
                     self.incident_id, 1, batch, self.channels, self.domain,
-                    transports=self.transports, fallback=self.fallback, calls=self.calls),
-                now=self.now)
+                    transports=self.transports, fallback=self.fallback,
+                    calls=self.calls), now=self.now) if batch else 0
+                if last and self.early:
+                    scan = self._count(conn, self.early)
+            self.recorded += added
         except StorageError as exc:
             self.close()
+            of = f" of {self.total:,}" if self.early is None else ""
             raise StorageError(
-                f"recording notice #1 of {self.incident_id} stopped after {self.recorded:,} of "
-                f"{self.total:,} messages: {exc.message.replace(', nothing was recorded', '')}",
+                f"recording notice #1 of {self.incident_id} stopped after {self.recorded:,}"
+                f"{of} messages: {exc.message.replace(', nothing was recorded', '')}",
                 hint=f"the notice is on record; `incident deliver {self.incident_id[-6:]}` "
                      "records the rest (from the audience file) and sends it") from exc
+        except Exception:  # the file refused or changed: the rest is left as after a crash
+            self.close()
+            raise
+        if scan is not None:
+            self.early = None
+            if self.counted is not None:
+                self.counted(scan, self.total)
+        if last:
+            self._end()
+
+    def _count(self, conn: Any, early: EarlyRead) -> AudienceScan:
+        """Record the exact counts of the audience just read to its end (in `conn`)."""
+        scan = early.scanner.scan()
+        if not early.scanner.ended:  # interrupted while reading: not a changed file
+            raise StorageError(f"reading {scan.path} stopped before its end",
+                               hint=f"run `incident deliver {self.incident_id[-6:]}`")
+        if scan.sha256 != early.sha256:
+            raise AudienceInvalid(
+                f"{scan.path} changed while notice #1 of {self.incident_id} was recorded from "
+                f"it: {self.recorded:,} of its messages are recorded, the others and its "
+                "counts cannot be",
+                problems=[(Location(scan.path), "SHA-256 differs")],
+                hint=f"put back the file it was declared with (SHA-256 {early.sha256[:16]}"
+                     f"...), then run: incident deliver {self.incident_id[-6:]}")
+        counts = audience_read(scan, self.channels, self.calls)
+        record_counts(self.store, conn, self.incident_id, counts, actor=self.actor,
+                      at=self.clock())
+        self.total = counts.messages
+        return scan
 
     def finish(self) -> None:
         """Record every remaining batch."""
@@ -120,10 +263,14 @@ class PendingRows:
                                hint=f"run `incident deliver {self.incident_id[-6:]}`")
 
     def close(self) -> None:
-        """Drop the spooled recipients (what is not recorded is left to `complete_notices`)."""
+        """Drop the spooled recipients, or stop reading the file (what is not recorded is left
+        to `complete_notices`)."""
         if not self.closed:
             self.closed = True
-            self.spool.close()
+            if self.spool is not None:
+                self.spool.close()
+            if self.early is not None:
+                self.early.scanner.close()
 
 
 def complete_notices(store: Store, rt: Runtime, incident_id: str | None = None, *,
@@ -162,20 +309,27 @@ def _complete_notice(store: Store, rt: Runtime, incident_id: str, *,
         if "sha256" not in audience or not notice:
             return None  # recorded in one transaction (or no customer notice)
         channels = list(notice["channels"])
+        # Recorded before its audience was read to the end: the counts came later, if at all.
+        uncounted = audience.get("counts") == "pending"
+        if uncounted and (read := first_event_data(conn, incident_id,
+                                                   EventType.AUDIENCE_READ)) is not None:
+            uncounted = False
+            notice = {**notice, "messages": read["messages"]}
         total = int(notice["messages"])
         # On its own channels: its fallback rows are on the other.
         recorded = deliveries.count_rows(conn, incident_id, 1, channels)
-    if recorded >= total:
+    if recorded >= total and not uncounted:
         return None
     short = incident_id[-6:]
     recorder = str(audience.get("recorder", ""))
+    of = "" if uncounted else f" of {total:,}"
     # Left to its recorder while that process lives (on another host: for as long as a
     # claim there would be trusted; the audience file is that host's anyway).
     elsewhere = (recorder.rpartition(":")[0] != socket.gethostname()
                  and rt.clock.now() - declared < rt.settings.delivery.stale_claim)
     if not strict and (_alive_here(recorder) or elsewhere):
         return (f"{incident_id}: notice #1 is being recorded by {recorder} "
-                f"({recorded:,} of {total:,} messages so far)")
+                f"({recorded:,}{of} messages so far)")
     path: Path | QuerySource
     if audience.get("query"):  # a SQL audience: the same query, its URL from the environment
         path = QuerySource(name=str(audience.get("name")), url_env=str(audience["url_env"]),
@@ -184,8 +338,9 @@ def _complete_notice(store: Store, rt: Runtime, incident_id: str, *,
     else:
         path = Path(audience["path"])
         what = "the file"
-    missing = (f"{incident_id}: notice #1 has {recorded:,} of its {total:,} messages "
-               f"recorded, and the rest cannot be derived from {path}")
+    its = "" if uncounted else f" of its {total:,}"
+    missing = (f"{incident_id}: notice #1 has {recorded:,}{its} messages recorded, and the "
+               f"rest cannot be derived from {path}")
     hint = (f"put back the audience {'data' if isinstance(path, QuerySource) else 'file'} it "
             f"was declared with (SHA-256 {audience['sha256'][:16]}...), then run: "
             f"incident deliver {short}")
@@ -204,6 +359,8 @@ def _complete_notice(store: Store, rt: Runtime, incident_id: str, *,
                                   hint=hint, problems=[(Location(str(path)), "SHA-256 differs")])
         fallback = bool(data["playbook"]["notices"].get("fallback", False))
         calls = str(data["playbook"]["notices"].get("voice", {}).get("who", "none"))
+        if uncounted:
+            total = audience_read(scan, channels, calls).messages
         # The transports the notice was recorded for (not this config's, which may differ).
         transports = notice.get("transports") or rt.settings.channels.transports
         domain = sender_domain(rt)
@@ -224,8 +381,24 @@ def _complete_notice(store: Store, rt: Runtime, incident_id: str, *,
                            f"recorded after reading {path} again",
                            hint="the validation rules may have changed since (a newer "
                                 "phonenumbers or email-validator)")
+    if uncounted:
+        with store.write() as conn:
+            record_counts(store, conn, incident_id, audience_read(scan, channels, calls),
+                          actor=rt.operator, at=rt.clock.now())
     return (f"{incident_id}: notice #1 was interrupted while being recorded; its other "
             f"{total - recorded:,} messages are recorded now (from {path})")
+
+
+def record_counts(store: Store, conn: Any, incident_id: str, counts: AudienceRead, *,
+                  actor: str, at: datetime) -> None:
+    """Append the `audience_read` event (in `conn`), unless another process recorded it
+    already: the start and a completion (`deliver`, or an `update` while the start still
+    reads) may both reach the end of the same file."""
+    store.lock_incident(conn, incident_id)
+    if first_event_data(conn, incident_id, EventType.AUDIENCE_READ) is None:
+        store.append(conn, incident_id, EventType.AUDIENCE_READ, actor=actor, data=counts,
+                     at=at)
+
 
 def _alive_here(worker: str) -> bool:
     """Whether `worker` (host:pid) is another live process on this host."""

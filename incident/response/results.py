@@ -88,6 +88,9 @@ class StartResult(NoticeResult):
     partial_rows: list[tuple[Location, str]] = field(default_factory=list)
     unreachable: int = 0  # selected customers with no contact on the notice's channels
     pending: PendingRows | None = None
+    # The audience is still being read (the early path of response/recording.py): `messages`
+    # is a guess and the audience's counts and problems those so far, until `pending` is done.
+    counting: bool = False
 
 
 @dataclass(kw_only=True)

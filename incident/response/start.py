@@ -1,11 +1,13 @@
-"""Declaring an incident: the playbook, the audience read once, the first customer notice.
+"""Declaring an incident: the playbook, the audience read, the first customer notice.
 
-`start` checks what it is given, reads the whole customer list in one streaming pass
-(scan_audience), renders the notice for a sample customer in every language, then records the
-incident, its declared event with the notice's first rows, and the internal notice to the
-playbook's parties in one transaction; the notice's other rows are recorded while sending
-(response/recording.py, response/sending.py). A dry run stops before recording and
-forecasts what would be sent.
+`start` checks what it is given, reads the customer list in one streaming pass — all of it,
+or for a plain CSV file only up to its first recipients, the rest being read while sending
+(read_audience in response/recording.py) — renders the notice for a sample customer in every
+language, then records the incident, its declared event with the notice's first rows, and the
+internal notice to the playbook's parties in one transaction; the notice's other rows (and,
+read early, the audience's exact counts) are recorded while sending (response/recording.py,
+response/sending.py). A dry run reads the whole list and stops before recording, forecasting
+what would be sent.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from incident.audience import (
     Selection,
     configured_audience,
     given_audience,
-    scan_audience,
 )
 from incident.branches import Branch, load_branches, nearby_open, scope_branches
 from incident.channels.factory import contact_checks
@@ -44,7 +45,7 @@ from incident.payloads import Declared, payload_data
 from incident.playbooks import Playbook, find_playbook, load_playbook
 from incident.privacy import mask_reference
 from incident.response.journal import Journal, notice_record
-from incident.response.recording import FIRST_ROWS, PendingRows
+from incident.response.recording import FIRST_ROWS, EarlyRead, PendingRows, read_audience
 from incident.response.results import DryRunPlan, StartResult
 from incident.state import fold
 from incident.store import outbox as ob
@@ -93,19 +94,21 @@ class Declaration:
         detected = self.journal.past(detected_at, now, "detected_at") if detected_at else now
         eta_at = self.journal.future(eta, now, "eta") if eta else None
         # A dry run reads the recipients too when it forecasts their SMS segments.
-        scan, selection, source = self._audience(
+        scan, selection, source, early = self._audience(
             book, audience, drill, regions, branches,
-            spool=not dry_run or "sms" in book.notices.channels)
+            spool=not dry_run or "sms" in book.notices.channels, early=not dry_run)
         try:
             titles = {"title": title.strip(), **chinese_titles(title_zh, title_zh_hk)}
             declared = self._declare(book, scan, selection, source, now=now, titles=titles,
                                      grade=grade, detected=detected, eta_at=eta_at,
                                      affected=affected, regions=regions, branches=branches,
                                      branch_list=branch_list, drill=drill, manual=manual,
-                                     dry_run=dry_run, warning=warning)
+                                     dry_run=dry_run, warning=warning, early=early)
         except BaseException:
             if scan.spool is not None:
                 scan.spool.close()
+            if early is not None:
+                early.scanner.close()
             raise
         if isinstance(declared, StartResult):
             self.journal.announced(declared)
@@ -116,9 +119,10 @@ class Declaration:
                  now: datetime, titles: dict[str, str], grade: str, detected: datetime,
                  eta_at: datetime | None, affected: Sequence[str], regions: Sequence[str],
                  branches: Sequence[str], branch_list: str | None, drill: bool,
-                 manual: bool | None, dry_run: bool,
-                 warning: dict[str, Any] | None) -> StartResult | DryRunPlan:
-        """`start` once the audience is read: render, check and record (see start())."""
+                 manual: bool | None, dry_run: bool, warning: dict[str, Any] | None,
+                 early: EarlyRead | None = None) -> StartResult | DryRunPlan:
+        """`start` once the audience is read (or, `early`, its first recipients: the rest is
+        read while sending, see response/recording.py): render, check and record."""
         scope = self._scope(book, regions, branches, branch_list)
         opens_manual = book.principles.minimal_impact.manual_channel.open_at_start
         opens_manual = opens_manual if manual is None else manual
@@ -140,6 +144,8 @@ class Declaration:
         }
         if scan.utf8_refusal:  # so that the rows are derived again the same way
             data["audience"]["utf8_refusal"] = scan.utf8_refusal
+        if early is not None:  # the counts so far: the exact ones come with the last rows
+            data["audience"]["counts"] = "pending"
         if scope:
             data["scope"] = scope
         if warning:
@@ -162,8 +168,11 @@ class Declaration:
             dkim_signer(self.rt)  # a DKIM key that cannot sign is refused before recording
         if dry_run:
             return self._plan(book, scan, contexts)
-        assert scan.spool is not None
-        recipients = iter(scan.spool)
+        if early is None:
+            assert scan.spool is not None
+            recipients = iter(scan.spool)
+        else:
+            recipients = early.recipients()
         calls = book.notices.voice.who
         messages = scan.message_count(channels, calls=calls)
         domain = sender_domain(self.rt)
@@ -192,19 +201,24 @@ class Declaration:
         pending = PendingRows(self.journal.store, incident_id, recipients, scan.spool,
                               channels=channels, domain=domain, transports=transports,
                               fallback=book.notices.fallback, calls=calls,
-                              now=now, recorded=recorded, total=messages)
-        return StartResult(incident_id=incident_id, seq=1, phase=Phase.INITIAL,
-                           messages=messages, view=view, internal=internal,
-                           audience_path=scan.path, recipients=scan.selected,
-                           skipped_rows=scan.locations(skipped=True),
-                           partial_rows=scan.locations(skipped=False),
-                           unreachable=scan.unreachable(channels, calls=calls),
-                           pending=None if pending.done else pending)
+                              now=now, recorded=recorded, total=messages, early=early,
+                              actor=self.rt.operator, clock=self.rt.clock.now)
+        result = StartResult(incident_id=incident_id, seq=1, phase=Phase.INITIAL,
+                             messages=messages if early is None else early.estimate(messages),
+                             view=view, internal=internal, counting=early is not None,
+                             pending=None if pending.done else pending)
+        _audience_counts(result, scan, channels, calls)
+        if early is not None:
+            pending.counted = lambda read, total: _audience_counts(result, read, channels,
+                                                                   calls, messages=total)
+        return result
 
     def _audience(self, book: Playbook, given: str | None, drill: bool,
                   regions: Sequence[str], branches: Sequence[str] = (), *,
-                  spool: bool = True) -> tuple[AudienceScan, Selection, Path | QuerySource]:
-        """Read, validate and select the audience (one pass; see scan_audience)."""
+                  spool: bool = True, early: bool = False
+                  ) -> tuple[AudienceScan, Selection, Path | QuerySource, EarlyRead | None]:
+        """Read, validate and select the audience (one pass; see scan_audience), or with
+        `early`, perhaps only its first recipients (see read_audience)."""
         settings = self.rt.settings
         if given:
             path = given_audience(self.rt, given)
@@ -223,10 +237,10 @@ class Declaration:
                                  branches=wanted.branches, segments=wanted.segments,
                                  place_regions=regions, place_branches=branches,
                                  everyone=drill and not given)
-        scan = scan_audience(path, selection, default_language=settings.default_language,
-                             default_region=settings.phone_region, spool=spool,
-                             checks=contact_checks(self.rt),
-                             refuse_utf8=self._utf8_refusal(book))
+        scan, read = read_audience(path, selection, default_language=settings.default_language,
+                                   default_region=settings.phone_region, spool=spool,
+                                   checks=contact_checks(self.rt),
+                                   refuse_utf8=self._utf8_refusal(book), early=early)
         if not scan.selected:
             if scan.spool is not None:
                 scan.spool.close()
@@ -237,7 +251,7 @@ class Declaration:
                 + (f" and {' / '.join(where)}" if where else ""),
                 problems=[(Location(str(path)), f"{scan.valid} valid rows, 0 selected")],
                 hint="check --region and the playbook's audience: section")
-        return scan, selection, path
+        return scan, selection, path, read
 
     def _utf8_refusal(self, book: Playbook) -> Callable[[], str | None] | None:
         """How the audience learns whether addresses with a non-ASCII local part can be sent
@@ -324,6 +338,19 @@ class Declaration:
                           unreachable=scan.unreachable(book.notices.channels,
                                                        calls=book.notices.voice.who))
 
+
+
+def _audience_counts(result: StartResult, scan: AudienceScan, channels: Sequence[str],
+                     calls: str, *, messages: int | None = None) -> None:
+    """What `result` says of its audience (`messages`: exact, once an early read ended)."""
+    result.audience_path = scan.path
+    result.recipients = scan.selected
+    result.skipped_rows = scan.locations(skipped=True)
+    result.partial_rows = scan.locations(skipped=False)
+    result.unreachable = scan.unreachable(channels, calls=calls)
+    if messages is not None:
+        result.messages = messages
+        result.counting = False
 
 
 def _source_record(source: Path | QuerySource) -> dict[str, Any]:

@@ -108,6 +108,16 @@ def event_data(conn: Connection, incident_id: str, seq: int
     return (json.loads(row.data), as_utc(row.at)) if row is not None else None
 
 
+def first_event_data(conn: Connection, incident_id: str, type: EventType
+                     ) -> dict[str, Any] | None:
+    """The payload of an incident's first event of `type` (None: it has none)."""
+    e = schema.events
+    data = conn.execute(select(e.c.data).where(e.c.incident_id == incident_id,
+                                               e.c.type == type.value)
+                        .order_by(e.c.seq).limit(1)).scalar()
+    return json.loads(data) if data is not None else None
+
+
 def log_head(conn: Connection) -> int:
     """The id of the newest event of any incident (0: none): one index lookup, so a process
     can poll it to learn that the record changed."""

@@ -48,10 +48,15 @@ def snapshot(ws: Workspace) -> dict[str, Any]:
             "SELECT incident_id, notice_seq, count(*) FROM outbox "
             "GROUP BY incident_id, notice_seq"))
         integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
+    notices = {}
+    for i, s, t, d in events:
+        data = json.loads(d)
+        if "notice" in data:
+            notices[(i, s)] = data["notice"]["messages"]
+        if t == "audience_read":  # the exact count of a first notice recorded early
+            notices[(i, 1)] = data["messages"]
     return {"incidents": incidents, "events": [(i, s, t) for i, s, t, _ in events],
-            "notices": {(i, s): json.loads(d)["notice"]["messages"]
-                        for i, s, _, d in events if "notice" in json.loads(d)},
-            "outbox": outbox, "integrity": integrity}
+            "notices": notices, "outbox": outbox, "integrity": integrity}
 
 
 def assert_whole(ws: Workspace, snap: dict[str, Any]) -> None:
