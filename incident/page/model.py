@@ -155,7 +155,6 @@ class DeferredIncident(PublicIncident):
         self._status = str(summary["status"])
         self._updated_at = datetime.fromisoformat(summary["updated_at"])
         self._affected = {str(k): [str(s) for s in v] for k, v in summary["affected"].items()}
-        self._moments = [(int(at), int(seq)) for at, seq in summary["moments"]]
         self._summary, self._load = summary, load
         self._view: PublicIncident | None = None
 
@@ -182,7 +181,7 @@ class DeferredIncident(PublicIncident):
         return list(pick(self._affected, lang) or [])
 
     def moments(self) -> list[tuple[int, int]]:
-        return list(self._moments)
+        return [(at, seq) for at, seq in self._summary["moments"]]  # as JSON read them
 
     def summary(self) -> dict[str, Any]:
         return self._summary

@@ -24,6 +24,7 @@ from incident.regions import labelled_time, zone_label
 from incident.timeutil import HONG_KONG
 
 Files = dict[str, bytes]
+Entry = tuple[str, str, str, str, bytes]  # SiteBuilder.rendered(): name, head, lang, here, text
 # In a build: "the file already there is this page" (SiteBuilder.build's `kept`).
 KEEP = b"\0kept\0"
 
@@ -70,8 +71,9 @@ class SiteBuilder:
         self.shared = {"css": Markup(css), "style_hash": f"sha256-{digest}",
                        "names": LANGUAGE_NAMES, "languages": PAGE_LANGUAGES}
         self._cache: dict[tuple[str, str, str], bytes] = {}
-        self._docs: dict[tuple[str, str], str] = {}  # API documents by (incident, head)
-        self._fragments: dict[tuple[str, str, str, str, str], Markup] = {}
+        self._docs: dict[tuple[str, str], bytes] = {}  # API documents by (incident, head)
+        # index entries (UTF-8) by (template, incident, head, language, here)
+        self._fragments: dict[tuple[str, str, str, str, str], bytes] = {}
         self._times: dict[str, Callable[[datetime | None], str]] = {
             lang: self._clock(lang) for lang in PAGE_LANGUAGES}
 
@@ -115,25 +117,25 @@ class SiteBuilder:
         files.update(feed_files(ordered, self.info, updated, PAGE_LANGUAGES))
         return files
 
-    def rendered(self) -> dict[str, list[tuple[str, ...]]]:
-        """The index entries and API documents rendered so far, by incident: tuples of
-        strings, the text last (the cache next to the site keeps them for the next process:
+    def rendered(self) -> dict[str, list[Entry]]:
+        """The index entries and API documents rendered so far, by incident: (name, head,
+        lang, here, UTF-8 bytes) (the cache next to the site keeps them for the next process:
         `remember`)."""
-        out: dict[str, list[tuple[str, ...]]] = {}
+        out: dict[str, list[Entry]] = {}
         for (iid, head), doc in self._docs.items():
             out.setdefault(iid, []).append(("doc", head, "", "", doc))
         for (name, iid, head, lang, here), html in self._fragments.items():
-            out.setdefault(iid, []).append((name, head, lang, here, str(html)))
+            out.setdefault(iid, []).append((name, head, lang, here, html))
         return out
 
-    def remember(self, iid: str, entries: Iterable[Sequence[str]]) -> None:
+    def remember(self, iid: str, entries: Iterable[Entry]) -> None:
         """Take what `rendered` returned for incident `iid` in an earlier process (the
         caller vouches that it was rendered under this fingerprint)."""
         for name, head, lang, here, text in entries:
             if name == "doc":
                 self._docs[(iid, head)] = text
             else:
-                self._fragments[(name, iid, head, lang, here)] = Markup(text)
+                self._fragments[(name, iid, head, lang, here)] = text
 
     def incident_pages(self, incident: PublicIncident) -> list[str]:
         """The paths of an incident's pages."""
@@ -151,15 +153,32 @@ class SiteBuilder:
         return html.encode("utf-8")
 
     def _render_index(self, ordered: Sequence[PublicIncident], lang: str, here: str,
-                      updated: datetime | None) -> bytes:
+                      updated: datetime | None, *, splice: bool = True) -> bytes:
         current = [i for i in ordered if not i.resolved]
         since = updated - timedelta(days=self.info.days) if updated else None
         past = [i for i in ordered if i.resolved and since is not None and i.updated_at >= since]
         switch = {other: f"{here}{other}/index.html" for other in PAGE_LANGUAGES}
+        entries = [*(self._fragment("_current", i, lang, here) for i in current),
+                   *(self._fragment("_past", i, lang, here) for i in past)]
+        heading = LABELS[lang]["past"].format(days=self.info.days)
+        if splice:
+            # Rendered with a marker in place of each entry, then the entries' bytes spliced
+            # in: the same bytes as rendering them in (Markup, output as is) without decoding
+            # and encoding again every open incident's entry.
+            marks = [Markup(f"\0{n}\0") for n in range(len(entries))]
+            parts = self._page("page/index.html", lang, here, updated, switch,
+                               current=marks[:len(current)], past=marks[len(current):],
+                               past_heading=heading).split(b"\0")
+            if parts[1::2] == [str(n).encode() for n in range(len(entries))]:
+                spliced = [parts[0]]
+                for entry, text in zip(entries, parts[2::2], strict=True):
+                    spliced += (entry, text)
+                return b"".join(spliced)
+            # else a NUL of the site's own (in its name?): the entries rendered in
+        shown = [Markup(entry.decode()) for entry in entries]
         return self._page("page/index.html", lang, here, updated, switch,
-                          current=[self._fragment("_current", i, lang, here) for i in current],
-                          past=[self._fragment("_past", i, lang, here) for i in past],
-                          past_heading=LABELS[lang]["past"].format(days=self.info.days))
+                          current=shown[:len(current)], past=shown[len(current):],
+                          past_heading=heading)
 
     def _render_incident(self, incident: PublicIncident, lang: str,
                          updated: datetime | None) -> bytes:
@@ -169,13 +188,13 @@ class SiteBuilder:
         return self._page("page/incident.html", lang, here, incident.updated_at, switch,
                           i=self._detail(incident, lang, here))
 
-    def _fragment(self, name: str, incident: PublicIncident, lang: str, here: str) -> Markup:
-        """An incident's entry in the index (rendered once per incident head)."""
+    def _fragment(self, name: str, incident: PublicIncident, lang: str, here: str) -> bytes:
+        """An incident's entry in the index (rendered once per incident head), UTF-8."""
         key = (name, incident.id, incident.head, lang, here)
         found = self._fragments.get(key)
         if found is None:
-            found = Markup(self.env.get_template(f"page/{name}.html").render(
-                i=self._summary(incident, lang, here), t=LABELS[lang], lang=lang))
+            found = self.env.get_template(f"page/{name}.html").render(
+                i=self._summary(incident, lang, here), t=LABELS[lang], lang=lang).encode()
             self._fragments[key] = found
         return found
 
@@ -211,4 +230,4 @@ def page_path(lang: str, incident: PublicIncident) -> str:
     return f"{lang}/incidents/{incident.id}.html"
 
 
-__all__ = ["KEEP", "Files", "SiteBuilder", "SiteInfo"]
+__all__ = ["KEEP", "Entry", "Files", "SiteBuilder", "SiteInfo"]

@@ -81,6 +81,8 @@ class StatusPage:
         cache = self._caches.get(root.resolve())
         if cache is None:
             cache = self._caches[root.resolve()] = BuildCache(root)
+            if builder.env.bytecode_cache is None:
+                builder.env.bytecode_cache = cache.compiled()
             cache.load(self._view)
             if cache.fingerprint == builder.fingerprint:
                 for iid, entries in cache.rendered.items():
