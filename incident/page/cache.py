@@ -36,7 +36,7 @@ from jinja2.bccache import Bucket
 from incident.page.model import DeferredIncident, PublicIncident
 from incident.page.site import Entry
 
-VERSION = 3
+VERSION = 4
 SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,100}")
 
 

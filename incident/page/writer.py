@@ -59,14 +59,16 @@ class SiteWriter:
         # (digest, size, mtime_ns) by path from an earlier process, not checked yet
         self._stamps: dict[str, tuple[str, int, int]] = {}
 
-    def remember(self, stamps: Mapping[str, tuple[str, int, int]]) -> None:
+    def remember(self, stamps: Mapping[str, tuple[str, int, int]],
+                 paths: Iterable[str] = ()) -> None:
         """Take digests recorded by an earlier process, (digest, size, mtime_ns) by path; each
         counts once the file is found still as it was then, checked only when a build
-        compares bytes with that file (not for the pages a build keeps: KEEP)."""
+        compares bytes with that file (not for the pages a build keeps: KEEP). `paths`: the
+        other files of the earlier build (pages kept, not stamped)."""
         self._stamps = dict(stamps)
         # The files of the earlier build: a rebuild with the same paths has no stale page to
         # look for (as in one process).
-        self._paths = frozenset(stamps)
+        self._paths = frozenset(stamps).union(paths)
 
     def _known(self, path: str) -> str | None:
         """The digest of the bytes at `path`, if known without reading them."""

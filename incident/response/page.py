@@ -102,9 +102,12 @@ class StatusPage:
         writer = self._writers.get(root.resolve())
         if writer is None:
             writer = self._writers[root.resolve()] = SiteWriter(root)
-            writer.remember(cache.stamps)
+            writer.remember(cache.stamps, cache.pages)
         done = writer.write(files)
-        cache.stamps.update(writer.stamps(done.written))
+        # stamped: what was written, and what was found on disk as built without a stamp (a
+        # cache lost or from an older version), so that the next process need not read it
+        cache.stamps.update(writer.stamps([*done.written, *(p for p in files
+                                                             if p not in cache.stamps)]))
         for path in done.removed:
             cache.stamps.pop(path, None)
         cache.fingerprint = builder.fingerprint
