@@ -20,6 +20,7 @@ from incident.page.api import api_files
 from incident.page.feeds import feed_files
 from incident.page.labels import LABELS, LANGUAGE_NAMES, PAGE_LANGUAGES
 from incident.page.model import PublicIncident, regional_hotlines
+from incident.page.workers import render_all
 from incident.regions import labelled_time, zone_label
 from incident.timeutil import HONG_KONG
 
@@ -94,6 +95,7 @@ class SiteBuilder:
         updated = max((i.updated_at for i in ordered), default=None)
         files: Files = {}
         live: set[tuple[str, str, str]] = set()
+        jobs: list[tuple[PublicIncident, str, str]] = []
         for lang in PAGE_LANGUAGES:
             for incident in ordered:
                 key = (incident.id, incident.head, lang)
@@ -103,10 +105,13 @@ class SiteBuilder:
                 if page is None and kept and kept(path) == incident.head:
                     page = KEEP
                 if page is None:
-                    page = self._render_incident(incident, lang, updated)
-                    self._cache[key] = page
-                files[path] = page
+                    jobs.append((incident, lang, path))
+                    incident.updates  # noqa: B018 (a deferred view read here, not in a child)
+                files[path] = page or b""
             files[f"{lang}/index.html"] = self._render_index(ordered, lang, "../", updated)
+        pages = render_all(lambda job: self._render_incident(job[0], job[1], updated), jobs)
+        for (incident, lang, path), page in zip(jobs, pages, strict=True):
+            self._cache[(incident.id, incident.head, lang)] = files[path] = page
         files["index.html"] = self._render_index(ordered, self.info.default_language, "",
                                                  updated)
         self._cache = {k: v for k, v in self._cache.items() if k in live}
