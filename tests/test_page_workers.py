@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 
 import pytest
+from test_page import _builder, _open_incident, full_incident, setup_site
 
 from cli_fixtures import Workspace
 from incident.page import workers
-from test_page import _builder, _open_incident, full_incident, setup_site
 
 
 def test_pages_rendered_in_a_forked_child_are_the_same_bytes(
