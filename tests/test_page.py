@@ -309,6 +309,7 @@ def test_a_rebuild_in_a_new_process_compiles_nothing_and_matches_a_fresh_build(
     ws.freeze("2026-09-15T03:00:00Z")
     ws.run("update", iids[1], "-m", "One more notice", "--queue-only")
 
+    (ws.root / f"other/zh-HK/incidents/{iids[0]}.html").unlink()  # gone: written again
     compiled: list[str] = []
     read: list[str] = []
     monkeypatch.setattr(Environment, "compile", lambda self, source, name=None, *a, **k:
@@ -323,6 +324,7 @@ def test_a_rebuild_in_a_new_process_compiles_nothing_and_matches_a_fresh_build(
     # notices (here all of them: 100 notices a feed).
     assert iids[1] not in read and len(read) == len(set(read))
     assert f"en/incidents/{iids[1]}.html" in built.written
+    assert f"zh-HK/incidents/{iids[0]}.html" in built.written
     assert b"One more notice" in (ws.root / "other/en/index.html").read_bytes()
     monkeypatch.undo()
     Response(load_runtime(str(ws.config), db=ws.db)).page.build(str(ws.root / "fresh"),

@@ -5,17 +5,18 @@ possibly in another process (the rebuild after each notice). Only public data is
   disk by the incident head they show, the (digest, size, mtime) of each file written, and
   per incident its last event (seq, head) with the summary a build needs of an unchanged
   incident (page/model.py `DeferredIncident`);
-- one file per incident, `<id>.incident`: a JSON header line (its seq, head and fingerprint,
-  the byte lengths of what follows), then its index entries and API document as rendered
-  (UTF-8, spliced as they are into the index pages and API documents), then its public view
-  as JSON — the view read and parsed only if asked for.
+- `entries`: every incident's index entries and API document as rendered (UTF-8, spliced as
+  they are into the index pages and API documents): a JSON header line (the fingerprint,
+  per incident its seq, head and its entries' keys and byte lengths), then the bytes — one
+  read, where one file per incident cost a new process 1,000 opens;
+- one file per incident, `<id>.incident`: a JSON header line (its seq and head), then its
+  public view as JSON — read and parsed only if asked for;
+- `templates/`: the page templates compiled (jinja's bytecode cache).
 
-A rebuild after one notice reads the index and the incident files' header and entries (not
-their views), reads the changed incident from the record, and writes back only the files of
-incidents whose view or rendered entries changed (each complete, then `os.replace`), the
-index last. `templates/`: the page templates compiled (jinja's bytecode cache). A missing,
-stale or unreadable file only makes the next build slower: what it held is read again from
-the record, or rendered or compiled again."""
+A rebuild after one notice reads the index and the entries, reads the changed incident from
+the record, and writes its file, the entries and the index (each complete, then
+`os.replace`), the index last. A missing, stale or unreadable file only makes the next build
+slower: what it held is read again from the record, or rendered or compiled again."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ from jinja2.bccache import Bucket
 from incident.page.model import DeferredIncident, PublicIncident
 from incident.page.site import Entry
 
-VERSION = 4
+VERSION = 5
 SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,100}")
 
 
@@ -63,11 +64,9 @@ class BuildCache:
     stamps: dict[str, tuple[str, int, int]] = field(default_factory=dict)
     # index entries and API documents read back, by incident (rendered under `fingerprint`)
     rendered: dict[str, list[Entry]] = field(default_factory=dict)
-    # per incident file as on disk: (seq, head, fingerprint, entry keys), and where its
-    # view is in it (offset, length) or its view's JSON (once read or written)
-    _saved: dict[str, tuple[int, str, str, frozenset[tuple[str, ...]]]] = field(
-        default_factory=dict)
-    _raw: dict[str, tuple[int, int] | bytes] = field(default_factory=dict)
+    _viewed: dict[str, tuple[int, str]] = field(default_factory=dict)  # incident files
+    _raw: dict[str, bytes] = field(default_factory=dict)  # views' JSON read or written
+    _entries: Any = None  # the entries file's header as last read or written
     _index: bytes = b""  # index.json as last read or written
 
     @property
@@ -107,50 +106,51 @@ class BuildCache:
             self._index = b""
             return
         self.fingerprint, self.pages, self.stamps, self.views = fingerprint, pages, stamps, views
-        for iid, (seq, head, view) in views.items():
-            if view is not None:
-                self._read(iid, seq, head)
+        # The index is written after the incidents' files: each is there as of the index
+        # (and checked when read).
+        self._viewed = {iid: (seq, head) for iid, (seq, head, view) in views.items() if view}
+        self._read_entries()
 
-    def _read(self, iid: str, seq: int, head: str) -> None:
-        """An incident file's header and entries (its view stays on disk until asked for)."""
+    def _read_entries(self) -> None:
         try:
-            with open(self.file(iid), "rb") as handle:
+            with open(os.path.join(self._dir, "entries"), "rb") as handle:
                 header = json.loads(handle.readline())
-                if (header["version"], header["id"], header["seq"], header["head"]) != (
-                        VERSION, iid, seq, head):
-                    return
-                lengths = [int(e[4]) for e in header["entries"]]
-                data = handle.read(sum(lengths))
-                at, size = handle.tell(), os.fstat(handle.fileno()).st_size
-            if len(data) != sum(lengths) or size - at != header["view"]:  # cut short
+                data = handle.read()
+            if header["version"] != VERSION:
                 return
-            entries: list[Entry] = []
-            start = 0
-            for (name, entry_head, lang, here, _), length in zip(header["entries"], lengths,
-                                                                 strict=True):
-                entries.append((str(name), str(entry_head), str(lang), str(here),
-                                data[start:start + length]))
-                start += length
+            rendered: dict[str, list[Entry]] = {}
+            at = 0
+            for iid, (seq, head, flat) in header["incidents"].items():
+                found = rendered[iid] = []
+                for n in range(0, len(flat), 5):
+                    name, entry_head, lang, here, length = flat[n:n + 5]
+                    found.append((name, entry_head, lang, here, data[at:at + length]))
+                    at += length
+                if self.views.get(iid, (0, ""))[:2] != (seq, head):
+                    del rendered[iid]  # stale: rendered again
+            if at != len(data):  # cut short (or longer)
+                return
         except (OSError, ValueError, KeyError, TypeError, IndexError):
             return
-        self._raw[iid] = (at, int(header["view"]))
         if header["fingerprint"] == self.fingerprint:
-            self.rendered[iid] = entries
-        self._saved[iid] = (seq, head, str(header["fingerprint"]),
-                            frozenset(e[:4] for e in entries))
+            self.rendered = rendered
+        self._entries = header
 
     def _view_json(self, iid: str) -> bytes | None:
-        """The view's JSON as in the incident's file (read now if not yet)."""
-        raw = self._raw.get(iid)
-        if isinstance(raw, tuple):
-            with contextlib.suppress(OSError), open(self.file(iid), "rb") as handle:
-                handle.seek(raw[0])
-                data = handle.read(raw[1] + 1)
-                if len(data) == raw[1]:
+        """The view's JSON from the incident's file (read now if not yet)."""
+        if iid not in self._raw and iid in self._viewed:
+            try:
+                with open(self.file(iid), "rb") as handle:
+                    header = json.loads(handle.readline())
+                    data = handle.read()
+                if (header["version"], header["id"], header["seq"], header["head"],
+                        header["view"]) == (VERSION, iid, *self._viewed[iid], len(data)):
                     self._raw[iid] = data
-                    return data
-            return None
-        return raw
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+            if iid not in self._raw:
+                del self._viewed[iid]  # written again by `save`
+        return self._raw.get(iid)
 
     def _view(self, iid: str, fallback: Callable[[str], PublicIncident | None]
               ) -> PublicIncident:
@@ -167,24 +167,46 @@ class BuildCache:
         """The incident head the page at a path shows, if it is on disk as rendered under
         `fingerprint`."""
         root = str(self.root)
+        found: dict[str, set[str]] = {}  # the files in each folder: one listing, no stat each
 
         def head(path: str) -> str | None:
             if fingerprint != self.fingerprint or path not in self.pages:
                 return None
-            return self.pages[path] if os.path.isfile(os.path.join(root, path)) else None
+            folder, _, name = path.rpartition("/")
+            if folder not in found:
+                try:
+                    with os.scandir(os.path.join(root, folder)) as listing:
+                        found[folder] = {e.name for e in listing if e.is_file()}
+                except OSError:
+                    found[folder] = set()
+            return self.pages[path] if name in found[folder] else None
         return head
 
     def save(self, rendered: dict[str, list[Entry]]) -> None:
-        """Write the files of the incidents whose view or rendered entries changed, then
-        the index (each complete, then moved into place); trouble only costs the next
+        """Write the files of the incidents whose view changed, the entries if any changed,
+        then the index (each complete, then moved into place); trouble only costs the next
         build time."""
         with contextlib.suppress(OSError):
             self.directory.mkdir(exist_ok=True)
             incidents: dict[str, list[Any]] = {}
+            kept: dict[str, list[Any]] = {}
+            texts: list[bytes] = []
             for iid, (seq, head, view) in sorted(self.views.items()):
                 incidents[iid] = [seq, head, view.summary() if view else None]
-                if view is not None:
-                    self._write(iid, seq, head, view, sorted(rendered.get(iid, [])))
+                if view is None:
+                    continue
+                if self._viewed.get(iid) != (seq, head):
+                    self._write_view(iid, seq, head, view)
+                entries = sorted(rendered.get(iid, []))
+                # flat (name, head, lang, here, length, name, ...): one list an incident
+                # for the collector to walk in the process that reads it back
+                kept[iid] = [seq, head, [x for e in entries for x in (*e[:4], len(e[4]))]]
+                texts += (e[4] for e in entries)
+            header = {"version": VERSION, "fingerprint": self.fingerprint, "incidents": kept}
+            if header != self._entries:
+                _replace(self.directory / "entries",
+                         b"".join([_encode(header).encode(), b"\n", *texts]))
+                self._entries = header
             index = _encode({"version": VERSION, "fingerprint": self.fingerprint,
                              "pages": self.pages, "stamps": self.stamps,
                              "incidents": incidents}).encode()
@@ -194,20 +216,11 @@ class BuildCache:
             with contextlib.suppress(OSError):  # the single file of earlier versions
                 (self.root.parent / f".{self.root.name}.cache.json").unlink()
 
-    def _write(self, iid: str, seq: int, head: str, view: PublicIncident,
-               entries: list[Entry]) -> None:
-        keys = frozenset(e[:4] for e in entries)
-        saved = self._saved.get(iid)
-        if saved == (seq, head, self.fingerprint, keys):
-            return
-        raw = self._view_json(iid) if saved is not None and saved[:2] == (seq, head) else None
-        text = raw or _encode(view.to_json()).encode()
-        header = {"version": VERSION, "id": iid, "seq": seq, "head": head,
-                  "fingerprint": self.fingerprint,
-                  "entries": [[*e[:4], len(e[4])] for e in entries], "view": len(text)}
-        _replace(Path(self.file(iid)), b"".join([_encode(header).encode(), b"\n",
-                                                 *(e[4] for e in entries), text]))
-        self._saved[iid], self._raw[iid] = (seq, head, self.fingerprint, keys), text
+    def _write_view(self, iid: str, seq: int, head: str, view: PublicIncident) -> None:
+        text = _encode(view.to_json()).encode()
+        header = {"version": VERSION, "id": iid, "seq": seq, "head": head, "view": len(text)}
+        _replace(Path(self.file(iid)), b"".join([_encode(header).encode(), b"\n", text]))
+        self._viewed[iid], self._raw[iid] = (seq, head), text
 
 
 class CompiledTemplates(FileSystemBytecodeCache):
