@@ -36,6 +36,7 @@ from jinja2.bccache import Bucket
 
 from incident.page.model import DeferredIncident, PublicIncident
 from incident.page.site import Entry
+from incident.page.workers import in_child
 
 VERSION = 5
 SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,100}")
@@ -158,6 +159,8 @@ class BuildCache:
         if raw:
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 return PublicIncident.from_json(json.loads(raw))
+        if in_child():  # the record is the parent's to read
+            raise LookupError(f"incident {iid}: its view is not in the cache")
         view = fallback(iid)
         if view is None:
             raise LookupError(f"incident {iid} has no public notice any more")

@@ -7,8 +7,9 @@ process, bench/README.md). Forked only from the main thread of a process with no
 thread (a fork copies no thread but may copy a lock another one held: the rebuild after a
 notice runs beside the sending, so it never forks; it renders a few pages anyway). Anything
 wrong with the child (it fails, dies, or sends something else) and this process renders its
-share itself: the same bytes, only slower. The child only renders: it reads no file and no
-database, writes nothing but its pages to the pipe."""
+share itself: the same bytes, only slower. The child only renders (reading the views of its
+incidents from the cache next to the site; never the database: `in_child`) and writes
+nothing but its pages to the pipe."""
 
 from __future__ import annotations
 
@@ -27,13 +28,27 @@ def can_fork() -> bool:
             and threading.active_count() == 1)
 
 
-def render_all(render: Callable[[Job], bytes], jobs: Sequence[Job]) -> list[bytes]:
-    """[render(job) for job in jobs], the second half in a forked child when it pays."""
+_in_child = False
+
+
+def in_child() -> bool:
+    """True in the forked child: it must not touch the record (its database connection is
+    the parent's); what needs to, fails there and is done by the parent."""
+    return _in_child
+
+
+def render_all(render: Callable[[Job], bytes], jobs: Sequence[Job],
+               beside: Callable[[], None] | None = None, share: float = 0.5) -> list[bytes]:
+    """[render(job) for job in jobs], a part of them in a forked child when it pays: the
+    child renders the last (1 - share) of them while this process runs `beside` (the rest of
+    the build), then renders the first `share` of them."""
     if len(jobs) < SPLIT_AT or not can_fork():
+        if beside:
+            beside()
         return [render(job) for job in jobs]
     import multiprocessing
 
-    half = len(jobs) // 2
+    half = max(1, min(len(jobs) - 1, int(len(jobs) * share)))
     context = multiprocessing.get_context("fork")
     receiving, sending = context.Pipe(duplex=False)
     try:
@@ -42,11 +57,15 @@ def render_all(render: Callable[[Job], bytes], jobs: Sequence[Job]) -> list[byte
         child.start()
     except OSError:  # no process to be had: all here
         receiving.close()
+        if beside:
+            beside()
         return [render(job) for job in jobs]
     finally:
         sending.close()
     theirs: Any = None
     try:
+        if beside:
+            beside()
         mine = [render(job) for job in jobs[:half]]
         try:
             theirs = receiving.recv()
@@ -62,6 +81,8 @@ def render_all(render: Callable[[Job], bytes], jobs: Sequence[Job]) -> list[byte
 
 
 def _child(render: Callable[[Job], bytes], jobs: Sequence[Job], sending: Any) -> None:
+    global _in_child
+    _in_child = True
     try:
         pages: Any = [render(job) for job in jobs]
     except BaseException:  # the parent renders them again and reports
