@@ -176,12 +176,14 @@ class SiteBuilder:
         if splice:
             # Rendered with a marker in place of each entry, then the entries' bytes spliced
             # in: the same bytes as rendering them in (Markup, output as is) without decoding
-            # and encoding again every open incident's entry.
-            marks = [Markup(f"\0{n}\0") for n in range(len(entries))]
+            # and encoding again every open incident's entry. A template that changes its
+            # entries (a filter: upper, truncate, length...) changes the markers too (letters
+            # of both cases, digits): then the entries are rendered in.
+            marks = [Markup(f"\0e{n}E\0") for n in range(len(entries))]
             parts = self._page("page/index.html", lang, here, updated, switch,
                                current=marks[:len(current)], past=marks[len(current):],
                                past_heading=heading).split(b"\0")
-            if parts[1::2] == [str(n).encode() for n in range(len(entries))]:
+            if parts[1::2] == [f"e{n}E".encode() for n in range(len(entries))]:
                 spliced = [parts[0]]
                 for entry, text in zip(entries, parts[2::2], strict=True):
                     spliced += (entry, text)
