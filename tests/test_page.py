@@ -310,6 +310,8 @@ def test_a_rebuild_in_a_new_process_compiles_nothing_and_matches_a_fresh_build(
     ws.run("update", iids[1], "-m", "One more notice", "--queue-only")
 
     (ws.root / f"other/zh-HK/incidents/{iids[0]}.html").unlink()  # gone: written again
+    entries = ws.root / ".other.cache/entries"
+    before = entries.stat()
     compiled: list[str] = []
     read: list[str] = []
     monkeypatch.setattr(Environment, "compile", lambda self, source, name=None, *a, **k:
@@ -327,6 +329,29 @@ def test_a_rebuild_in_a_new_process_compiles_nothing_and_matches_a_fresh_build(
     assert f"zh-HK/incidents/{iids[0]}.html" in built.written
     assert b"One more notice" in (ws.root / "other/en/index.html").read_bytes()
     monkeypatch.undo()
+    Response(load_runtime(str(ws.config), db=ws.db)).page.build(str(ws.root / "fresh"),
+                                                                  publish=False)
+    assert site_files(ws.root / "other") == site_files(ws.root / "fresh")
+    # One incident's entries appended to the entries file, not all of them written again.
+    after = entries.stat()
+    assert after.st_ino == before.st_ino and 0 < after.st_size - before.st_size < before.st_size
+    # Damaged, it only costs time.
+    with open(entries, "r+b") as handle:
+        handle.truncate(after.st_size - 10)
+    (ws.root / "other/en/index.html").write_bytes(b"stale")
+    Response(load_runtime(str(ws.config), db=ws.db)).page.build(str(ws.root / "other"),
+                                                                  publish=False)
+    assert site_files(ws.root / "other") == site_files(ws.root / "fresh")
+    # Once mostly stale, written anew.
+    for n in range(8):
+        ws.freeze(f"2026-09-15T04:{n:02d}:00Z")
+        ws.run("update", iids[n % 3], "-m", f"Notice {n}", "--queue-only")
+        Response(load_runtime(str(ws.config), db=ws.db)).page.build(str(ws.root / "other"),
+                                                                      publish=False)
+        if entries.stat().st_ino != after.st_ino:
+            break
+    else:
+        raise AssertionError("the entries file was never compacted")
     Response(load_runtime(str(ws.config), db=ws.db)).page.build(str(ws.root / "fresh"),
                                                                   publish=False)
     assert site_files(ws.root / "other") == site_files(ws.root / "fresh")

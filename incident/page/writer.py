@@ -95,7 +95,7 @@ class SiteWriter:
         root = self.directory
         root.mkdir(parents=True, exist_ok=True)
         done = Written(root)
-        with _locked(root):
+        with locked(root):
             changed = [path for path, data in files.items() if not self._same(path, data)]
             done.unchanged = len(files) - len(changed)
             if changed:
@@ -152,7 +152,7 @@ class SiteWriter:
 
 
 @contextlib.contextmanager
-def _locked(root: Path) -> Iterator[None]:
+def locked(root: Path) -> Iterator[None]:
     if fcntl is None:
         yield
         return
