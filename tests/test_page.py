@@ -357,6 +357,28 @@ def test_a_rebuild_in_a_new_process_compiles_nothing_and_matches_a_fresh_build(
     assert site_files(ws.root / "other") == site_files(ws.root / "fresh")
 
 
+def test_a_template_change_reaches_every_entry_in_later_processes(sqlite_ws: Workspace) -> None:
+    """Entries kept in the cache are those of the templates in use: after a template
+    change, a new process's rebuild after a notice shows the new template for every
+    incident, not the entries kept from before."""
+    ws = sqlite_ws
+    setup_site(ws)
+    iids = [_open_incident(ws, f"Open {n}") for n in range(3)]
+
+    def build() -> bytes:
+        Response(load_runtime(str(ws.config), db=ws.db)).page.build(str(ws.root / "other"),
+                                                                      publish=False)
+        return (ws.root / "other/en/index.html").read_bytes()
+
+    assert build().count(b"<!-- v2 -->") == 0
+    current = ws.root / "templates/page/_current.html"
+    current.write_text(current.read_text("utf-8") + "<!-- v2 -->", encoding="utf-8")
+    assert build().count(b"<!-- v2 -->") == 3
+    ws.freeze("2026-09-15T03:00:00Z")
+    ws.run("update", iids[0], "-m", "One more notice", "--queue-only")
+    assert build().count(b"<!-- v2 -->") == 3
+
+
 ORIGINAL_COMPILE = Environment.compile
 ORIGINAL_VIEW = BuildCache._view_json
 

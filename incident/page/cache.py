@@ -75,6 +75,7 @@ class BuildCache:
     # offset, length) of each entry in it, flat
     _generation: str = ""
     _spans: dict[str, list[Any]] = field(default_factory=dict)
+    _spans_fingerprint: str = ""  # what those entries were rendered under
     _index: bytes = b""  # index.json as last read or written
 
     @property
@@ -141,6 +142,7 @@ class BuildCache:
         except (OSError, ValueError, TypeError):
             return
         self.rendered, self._generation, self._spans = rendered, generation, spans
+        self._spans_fingerprint = self.fingerprint
 
     def _view_json(self, iid: str) -> bytes | None:
         """The view's JSON from the incident's file (read now if not yet)."""
@@ -223,6 +225,8 @@ class BuildCache:
         def keys(flat: list[Any]) -> list[Any]:
             return [x for n in range(0, len(flat), 6) for x in flat[n:n + 4]]
 
+        if self._spans_fingerprint != self.fingerprint:  # templates or settings changed
+            self._spans, self._spans_fingerprint = {}, self.fingerprint
         changed = {iid: entries for iid, entries in wanted.items()
                    if iid not in self._spans
                    or keys(self._spans[iid]) != [x for e in entries for x in e[:4]]}
