@@ -13,6 +13,7 @@ nothing but its pages to the pipe."""
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -54,7 +55,13 @@ def render_all(render: Callable[[Job], bytes], jobs: Sequence[Job],
     try:
         child = context.Process(target=_child, args=(render, jobs[half:], sending),
                                 name="incident-page-render", daemon=True)
-        child.start()
+        # The heap left out of the collector's passes while forking, so that the child's
+        # passes do not touch (and copy) every page of it; back as it was at once.
+        gc.freeze()
+        try:
+            child.start()
+        finally:
+            gc.unfreeze()
     except OSError:  # no process to be had: all here
         receiving.close()
         if beside:
@@ -83,6 +90,7 @@ def render_all(render: Callable[[Job], bytes], jobs: Sequence[Job],
 def _child(render: Callable[[Job], bytes], jobs: Sequence[Job], sending: Any) -> None:
     global _in_child
     _in_child = True
+    gc.disable()  # short-lived: no pass over the parent's heap (each would copy it)
     try:
         pages: Any = [render(job) for job in jobs]
     except BaseException:  # the parent renders them again and reports
