@@ -64,13 +64,15 @@ WHY: dict[str, str] = {
         "80-250 ms answers about 0.84-0.86 R. The target assumed the provider sees our "
         "release times; see bench/README.md, sms_rate"),
     "full build (every file rendered": (
-        "rendering 3,000 incident pages with jinja2 and writing 37 MB; measured only on a "
-        "loaded 2-core machine so far (bench/README.md, page.py), where the writes alone "
-        "took as long as the plain loop's; a quiet machine has not been measured"),
+        "rendering 3,000 incident pages with jinja2 (~1.6 CPU-s, split with a forked child "
+        "over the 2 cores: pays only with a free core) and writing 37 MB; 2.12 s on a quiet "
+        "machine at f058f7e; on a machine busy with other work the write alone takes as "
+        "long as the plain loop's (bench/README.md, page.py)"),
     "incremental rebuild after one notice": (
-        "the figure is the slower of the same-process and the new-process rebuild; a new "
-        "process loads and saves the view cache of every incident and renders every "
-        "incident's index entry and API document again (bench/README.md, page.py)"),
+        "the figure is the slower of the same-process and the new-process rebuild (160-210 "
+        "CPU-ms each at 337955c: with 1,000 incidents open every notice re-makes the index, "
+        "API and feeds and writes ~16 MB); met on a busy machine in some runs, not in "
+        "others (bench/README.md, page.py)"),
 }
 
 

@@ -8,17 +8,22 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import feedparser
 import jsonschema
 import pytest
+from jinja2 import Environment
 
 from cli_fixtures import Workspace
+from incident.page import api
+from incident.page.cache import BuildCache
 from incident.page.model import public_incident
 from incident.page.site import SiteBuilder, SiteInfo
 from incident.page.writer import SiteWriter
+from incident.response import Response
 from incident.settings import load_runtime
 from incident.store import Store
 
@@ -95,9 +100,11 @@ def test_a_full_incident_on_the_site_without_customer_data(sqlite_ws: Workspace)
         assert f"{lang}/incidents/{iid}.html" in files
         assert f"{lang}/history.atom" in files and f"{lang}/history.rss" in files
     # The cache the builds leave next to the site holds only what the site shows too.
-    cached = sorted((ws.root / ".site.cache").iterdir())
+    # (templates/: the page templates compiled, binary)
+    cached = sorted(p for p in (ws.root / ".site.cache").rglob("*") if p.is_file())
     assert any(p.name == f"{iid}.incident" for p in cached) and len(cached) >= 2
-    text = "\n".join([*(p.read_text("utf-8") for p in cached),
+    assert any(p.parent.name == "templates" for p in cached)
+    text = "\n".join([*(p.read_bytes().decode("utf-8", "replace") for p in cached),
                       *(data.decode("utf-8") for data in files.values())])
     # Nothing of a customer, of the internal update, the manual case or the drill.
     for ref, name, mail, phone, _lang, _region in CUSTOMERS:
@@ -245,6 +252,135 @@ def _builder(ws: Workspace) -> tuple[SiteBuilder, list[Any]]:
     info = SiteInfo(name=rt.settings.organisation.name.texts(), page_id="p", url="",
                     time_zone="Asia/Shanghai", default_language="zh-CN")
     return SiteBuilder(rt.template_path, info), [v for v in views if v is not None]
+
+
+def _open_incident(ws: Workspace, title: str) -> str:
+    ws.freeze("2026-09-15T02:00:00Z")
+    return str(ws.json("start", "typhoon", "--title", title, "--branch", "gd-sz-futian",
+                       "--queue-only")["id"])
+
+
+def test_spliced_api_documents_and_index_are_the_bytes_of_one_encoding(
+        sqlite_ws: Workspace) -> None:
+    """The API documents and index pages are spliced from each incident's encoded document
+    and entry (kept between builds): byte for byte what encoding / rendering them whole
+    gives."""
+    ws = sqlite_ws
+    setup_site(ws)
+    full_incident(ws)  # resolved: in incidents.json and the index's past
+    for n in range(3):  # open: in summary.json, unresolved.json and the index's current
+        _open_incident(ws, f"Open <{n}> \"quoted\" & 中文 \u2028")
+    builder, views = _builder(ws)
+    files = builder.build(views)
+    docs = {name: files[f"api/v2/{name}.json"]
+            for name in ("summary", "status", "incidents", "incidents/unresolved")}
+    for name, data in docs.items():
+        whole = json.dumps(json.loads(data), ensure_ascii=False, sort_keys=True,
+                           separators=(",", ":")).encode() + b"\n"
+        assert data == whole, name
+    ordered = sorted(views, key=lambda i: (i.created_at, i.id), reverse=True)
+    summary = json.loads(docs["summary"])
+    assert summary["incidents"] == [json.loads(api.encode(api.incident_doc(i, builder.info)))
+                                    for i in ordered if not i.resolved]
+    assert len(summary["incidents"]) == 3
+    updated = max(i.updated_at for i in views)
+    for lang, here, path in [("en", "../", "en/index.html"), ("zh-CN", "", "index.html")]:
+        assert files[path] == builder._render_index(ordered, lang, here, updated, splice=False)
+        assert b"\0" not in files[path] and files[path].count(b'<article class="incident') == 3
+    # A NUL of the site's own is not taken for a marker.
+    nul = SiteBuilder(builder.env.loader.searchpath,  # type: ignore[union-attr]
+                      replace(builder.info, name={"en": "Bank\0 of <Test>"}))
+    page = nul._render_index(ordered, "en", "../", updated)  # (feeds refuse such a name)
+    assert page == nul._render_index(ordered, "en", "../", updated, splice=False)
+    assert page.count(b'<article class="incident') == 3
+
+
+def test_a_rebuild_in_a_new_process_compiles_nothing_and_matches_a_fresh_build(
+        sqlite_ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rebuild after a notice in a new process (`incident update`): templates come
+    compiled from the cache, the changed incident is read from the record, and the site is
+    byte for byte a build from scratch."""
+    ws = sqlite_ws
+    setup_site(ws)
+    full_incident(ws)
+    iids = [_open_incident(ws, f"Open {n}") for n in range(3)]
+    rt = load_runtime(str(ws.config), db=ws.db)
+    Response(rt).page.build(str(ws.root / "other"), publish=False)
+    ws.freeze("2026-09-15T03:00:00Z")
+    ws.run("update", iids[1], "-m", "One more notice", "--queue-only")
+
+    (ws.root / f"other/zh-HK/incidents/{iids[0]}.html").unlink()  # gone: written again
+    entries = ws.root / ".other.cache/entries"
+    before = entries.stat()
+    compiled: list[str] = []
+    read: list[str] = []
+    monkeypatch.setattr(Environment, "compile", lambda self, source, name=None, *a, **k:
+                        compiled.append(str(name)) or ORIGINAL_COMPILE(self, source, name,
+                                                                       *a, **k))
+    monkeypatch.setattr(BuildCache, "_view_json", lambda self, iid: read.append(iid) or
+                        ORIGINAL_VIEW(self, iid))
+    built = Response(load_runtime(str(ws.config), db=ws.db)).page.build(
+        str(ws.root / "other"), publish=False)
+    assert compiled == []
+    # The changed incident is read from the record; the others' views only for the feeds'
+    # notices (here all of them: 100 notices a feed).
+    assert iids[1] not in read and len(read) == len(set(read))
+    assert f"en/incidents/{iids[1]}.html" in built.written
+    assert f"zh-HK/incidents/{iids[0]}.html" in built.written
+    assert b"One more notice" in (ws.root / "other/en/index.html").read_bytes()
+    monkeypatch.undo()
+    Response(load_runtime(str(ws.config), db=ws.db)).page.build(str(ws.root / "fresh"),
+                                                                  publish=False)
+    assert site_files(ws.root / "other") == site_files(ws.root / "fresh")
+    # One incident's entries appended to the entries file, not all of them written again.
+    after = entries.stat()
+    assert after.st_ino == before.st_ino and 0 < after.st_size - before.st_size < before.st_size
+    # Damaged, it only costs time.
+    with open(entries, "r+b") as handle:
+        handle.truncate(after.st_size - 10)
+    (ws.root / "other/en/index.html").write_bytes(b"stale")
+    Response(load_runtime(str(ws.config), db=ws.db)).page.build(str(ws.root / "other"),
+                                                                  publish=False)
+    assert site_files(ws.root / "other") == site_files(ws.root / "fresh")
+    # Once mostly stale, written anew.
+    for n in range(8):
+        ws.freeze(f"2026-09-15T04:{n:02d}:00Z")
+        ws.run("update", iids[n % 3], "-m", f"Notice {n}", "--queue-only")
+        Response(load_runtime(str(ws.config), db=ws.db)).page.build(str(ws.root / "other"),
+                                                                      publish=False)
+        if entries.stat().st_ino != after.st_ino:
+            break
+    else:
+        raise AssertionError("the entries file was never compacted")
+    Response(load_runtime(str(ws.config), db=ws.db)).page.build(str(ws.root / "fresh"),
+                                                                  publish=False)
+    assert site_files(ws.root / "other") == site_files(ws.root / "fresh")
+
+
+def test_a_template_change_reaches_every_entry_in_later_processes(sqlite_ws: Workspace) -> None:
+    """Entries kept in the cache are those of the templates in use: after a template
+    change, a new process's rebuild after a notice shows the new template for every
+    incident, not the entries kept from before."""
+    ws = sqlite_ws
+    setup_site(ws)
+    iids = [_open_incident(ws, f"Open {n}") for n in range(3)]
+
+    def build() -> bytes:
+        Response(load_runtime(str(ws.config), db=ws.db)).page.build(str(ws.root / "other"),
+                                                                      publish=False)
+        return (ws.root / "other/en/index.html").read_bytes()
+
+    assert build().count(b"<!-- v2 -->") == 0
+    current = ws.root / "templates/page/_current.html"
+    current.write_text(current.read_text("utf-8") + "<!-- v2 -->", encoding="utf-8")
+    assert build().count(b"<!-- v2 -->") == 3
+    ws.freeze("2026-09-15T03:00:00Z")
+    ws.run("update", iids[0], "-m", "One more notice", "--queue-only")
+    assert build().count(b"<!-- v2 -->") == 3
+
+
+ORIGINAL_COMPILE = Environment.compile
+ORIGINAL_VIEW = BuildCache._view_json
 
 
 def test_a_reader_never_sees_a_missing_or_partial_file(sqlite_ws: Workspace,

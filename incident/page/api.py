@@ -37,37 +37,47 @@ def encode(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
-def document(parts: dict[str, str]) -> bytes:
-    """A JSON object from its members' encoded values, keys sorted as `encode` sorts them."""
-    return ("{" + ",".join(f"{encode(key)}:{parts[key]}" for key in sorted(parts))
-            + "}\n").encode()
+def document(parts: dict[str, bytes]) -> bytes:
+    """A JSON object spliced from its members' encoded values (UTF-8), keys sorted as
+    `encode` sorts them: the bytes of `encode` of the whole object, plus a newline."""
+    pieces = [b"{"]
+    for key in sorted(parts):  # one join: the members (megabytes) are copied once
+        pieces += (b"," if len(pieces) > 1 else b"", encode(key).encode(), b":", parts[key])
+    pieces.append(b"}\n")
+    return b"".join(pieces)
+
+
+def encoded(data: Any) -> bytes:
+    return encode(data).encode()
 
 
 def api_files(ordered: Sequence[PublicIncident], info: SiteInfo, updated: datetime | None,
-              docs: dict[tuple[str, str], str] | None = None) -> dict[str, bytes]:
-    """The four API documents (`ordered`: newest first). `docs`: each incident's encoded
-    document by (id, head), kept between builds (only a changed incident is encoded again)."""
+              docs: dict[tuple[str, str], bytes] | None = None) -> dict[str, bytes]:
+    """The four API documents (`ordered`: newest first), spliced from each incident's
+    encoded document. `docs`: those by (id, head), kept between builds and processes (only a
+    changed incident is encoded again; tests/test_page.py checks the splice against one
+    json.dumps of the whole)."""
     docs = {} if docs is None else docs
     lang = info.default_language
-    page = encode({"id": info.page_id, "name": info.name.get(lang) or info.name.get("en", ""),
+    page = encoded({"id": info.page_id, "name": info.name.get(lang) or info.name.get("en", ""),
                    "url": info.url, "time_zone": info.time_zone, "updated_at": stamp(updated)})
     unresolved = [i for i in ordered if not i.resolved]
     indicator = max((i.impact for i in unresolved), key=ORDER.index, default="none")
-    status = encode({"indicator": indicator, "description": DESCRIPTIONS[indicator]})
+    status = encoded({"indicator": indicator, "description": DESCRIPTIONS[indicator]})
 
-    def listed(incidents: Sequence[PublicIncident]) -> str:
+    def listed(incidents: Sequence[PublicIncident]) -> bytes:
         out = []
         for incident in incidents:
             key = (incident.id, incident.head)
             if key not in docs:
-                docs[key] = encode(incident_doc(incident, info))
+                docs[key] = encoded(incident_doc(incident, info))
             out.append(docs[key])
-        return "[" + ",".join(out) + "]"
+        return b"".join([b"[", b",".join(out), b"]"])
 
     open_docs = listed(unresolved)
     return {"api/v2/summary.json": document({
-                "page": page, "status": status, "components": encode(components(ordered, info)),
-                "incidents": open_docs, "scheduled_maintenances": "[]"}),
+                "page": page, "status": status, "components": encoded(components(ordered, info)),
+                "incidents": open_docs, "scheduled_maintenances": b"[]"}),
             "api/v2/status.json": document({"page": page, "status": status}),
             "api/v2/incidents.json": document({"page": page,
                                                "incidents": listed(ordered[:RECENT])}),
@@ -115,14 +125,18 @@ def components(ordered: Sequence[PublicIncident], info: SiteInfo) -> list[dict[s
     found: dict[str, dict[str, Any]] = {}
     for incident in reversed(ordered):  # oldest first: created_at is the first mention
         for name in incident.affected(info.default_language):
-            entry = found.setdefault(name, {
-                "id": name, "name": name, "status": "operational", "description": None,
-                "created_at": stamp(incident.created_at), "position": len(found) + 1,
-                "showcase": True, "group_id": None, "page_id": info.page_id, "group": False,
-                "only_show_if_degraded": False, "start_date": None, "_rank": 0})
-            entry["updated_at"] = stamp(incident.updated_at)
+            entry = found.get(name)
+            if entry is None:
+                entry = found[name] = {
+                    "id": name, "name": name, "status": "operational", "description": None,
+                    "created_at": stamp(incident.created_at), "position": len(found) + 1,
+                    "showcase": True, "group_id": None, "page_id": info.page_id,
+                    "group": False, "only_show_if_degraded": False, "start_date": None,
+                    "_rank": 0}
+            entry["_updated"] = incident.updated_at  # stamped once, below
             rank = ORDER.index(incident.impact) if not incident.resolved else 0
             if rank > entry["_rank"]:
                 entry["_rank"], entry["status"] = rank, COMPONENT_STATUS[incident.impact]
-    return [{k: v for k, v in entry.items() if k != "_rank"}
+    return [{**{k: v for k, v in entry.items() if k[0] != "_"},
+             "updated_at": stamp(entry["_updated"])}
             for entry in sorted(found.values(), key=lambda e: e["position"])]

@@ -119,7 +119,9 @@ class PublicIncident:
         return {"kind": self.kind, "impact": self.impact, "status": self.status,
                 "created_at": _iso(self.created_at), "updated_at": _iso(self.updated_at),
                 "affected": {lang: self.affected(lang) for lang in self.details},
-                "moments": self.moments()}
+                # flat (at, seq, at, seq, ...): one list an incident for the collector to
+                # walk in the process that reads it back, not one per notice
+                "moments": [n for moment in self.moments() for n in moment]}
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able form (the view cache next to the site); `from_json` reads it back."""
@@ -155,7 +157,6 @@ class DeferredIncident(PublicIncident):
         self._status = str(summary["status"])
         self._updated_at = datetime.fromisoformat(summary["updated_at"])
         self._affected = {str(k): [str(s) for s in v] for k, v in summary["affected"].items()}
-        self._moments = [(int(at), int(seq)) for at, seq in summary["moments"]]
         self._summary, self._load = summary, load
         self._view: PublicIncident | None = None
 
@@ -182,7 +183,8 @@ class DeferredIncident(PublicIncident):
         return list(pick(self._affected, lang) or [])
 
     def moments(self) -> list[tuple[int, int]]:
-        return list(self._moments)
+        flat = self._summary["moments"]
+        return list(zip(flat[::2], flat[1::2], strict=True))
 
     def summary(self) -> dict[str, Any]:
         return self._summary

@@ -56,19 +56,29 @@ class SiteWriter:
         self._last: dict[str, bytes] = {}  # path -> the bytes object last written or found
         self._paths: frozenset[str] = frozenset()  # the paths of the previous build
         self._wanted: dict[str, str] = {}  # digests of the bytes being written
+        # (digest, size, mtime_ns) by path from an earlier process, not checked yet
+        self._stamps: dict[str, tuple[str, int, int]] = {}
 
-    def remember(self, stamps: Mapping[str, tuple[str, int, int]]) -> None:
-        """Take digests recorded by an earlier process, (digest, size, mtime_ns) by path, for
-        each file still as it was then."""
-        root = str(self.directory)
-        for path, (sha, size, mtime) in stamps.items():
-            with contextlib.suppress(OSError):
-                found = os.stat(os.path.join(root, path))
-                if (found.st_size, found.st_mtime_ns) == (size, mtime):
-                    self.known[path] = sha
+    def remember(self, stamps: Mapping[str, tuple[str, int, int]],
+                 paths: Iterable[str] = ()) -> None:
+        """Take digests recorded by an earlier process, (digest, size, mtime_ns) by path; each
+        counts once the file is found still as it was then, checked only when a build
+        compares bytes with that file (not for the pages a build keeps: KEEP). `paths`: the
+        other files of the earlier build (pages kept, not stamped)."""
+        self._stamps = dict(stamps)
         # The files of the earlier build: a rebuild with the same paths has no stale page to
         # look for (as in one process).
-        self._paths = frozenset(stamps)
+        self._paths = frozenset(stamps).union(paths)
+
+    def _known(self, path: str) -> str | None:
+        """The digest of the bytes at `path`, if known without reading them."""
+        stamp = self._stamps.pop(path, None)
+        if stamp is not None:
+            with contextlib.suppress(OSError):
+                found = os.stat(os.path.join(self.directory, path))
+                if (found.st_size, found.st_mtime_ns) == stamp[1:]:
+                    self.known[path] = stamp[0]
+        return self.known.get(path)
 
     def stamps(self, paths: Iterable[str]) -> dict[str, tuple[str, int, int]]:
         """(digest, size, mtime_ns) of each of `paths` this writer knows the digest of."""
@@ -85,7 +95,7 @@ class SiteWriter:
         root = self.directory
         root.mkdir(parents=True, exist_ok=True)
         done = Written(root)
-        with _locked(root):
+        with locked(root):
             changed = [path for path, data in files.items() if not self._same(path, data)]
             done.unchanged = len(files) - len(changed)
             if changed:
@@ -115,8 +125,9 @@ class SiteWriter:
         if self._last.get(path) is data:  # the very bytes of the previous build
             return True
         want = self._wanted[path] = digest(data)
-        if path in self.known:
-            return self.known[path] == want and (self.directory / path).exists()
+        known = self._known(path)
+        if known is not None:
+            return known == want and (self.directory / path).exists()
         try:
             on_disk = (self.directory / path).read_bytes()
         except OSError:
@@ -135,12 +146,13 @@ class SiteWriter:
             if path not in files:
                 page.unlink()
                 self.known.pop(path, None)
+                self._stamps.pop(path, None)
                 stale.append(path)
         return stale
 
 
 @contextlib.contextmanager
-def _locked(root: Path) -> Iterator[None]:
+def locked(root: Path) -> Iterator[None]:
     if fcntl is None:
         yield
         return
