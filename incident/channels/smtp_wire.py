@@ -181,7 +181,7 @@ class _Replies(asyncio.Protocol):
         self._lines: list[bytes] = []  # the lines so far of a multi-line reply
         self._replies: deque[SMTPResponse] = deque()
         self._want = 0
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[bool] | None = None
         self._error: Exception | None = None
 
     @property
@@ -211,15 +211,19 @@ class _Replies(asyncio.Protocol):
                 raise self._error
             had = len(self._replies)
             self._want = count
-            self._waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            # A timer rather than asyncio.wait_for: the same timeout, without a coroutine and
+            # its callbacks around every reply (two reads a message).
+            timer = loop.call_later(timeout, _expire, waiter) if timeout is not None else None
             try:
-                await asyncio.wait_for(self._waiter, timeout)
-            except TimeoutError:
-                if len(self._replies) == had:
-                    raise SMTPReadTimeoutError(
-                        "Timed out waiting for server response") from None
+                replied = await waiter
             finally:
                 self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+            if not replied and len(self._replies) == had:
+                raise SMTPReadTimeoutError("Timed out waiting for server response")
         return [self._replies.popleft() for _ in range(count)]
 
     def data_received(self, data: bytes) -> None:
@@ -274,4 +278,9 @@ class _Replies(asyncio.Protocol):
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+            self._waiter.set_result(True)
+
+
+def _expire(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(False)  # timed out (the reader looks whether a reply came after all)
