@@ -46,10 +46,13 @@ _COMMAND_INJECTION = re.compile(rb"[\x00-\x1f\x7f]")  # what aiosmtplib refuses 
 _END = b".\r\n"
 
 
-def wire_body(data: bytes) -> bytes:
+def wire_body(data: bytes, *, ready: bool = False) -> bytes:
     """The message as DATA sends it: CRLF line ends, lines starting with "." doubled, ended by
     ".\\r\\n" — byte for byte what aiosmtplib's `execute_data_command` writes, without its two
-    regex passes when the bytes have CRLF line ends only (the composer's always do)."""
+    regex passes when the bytes have CRLF line ends only (the composer's always do), and
+    without reading them at all when they are known to be `ready` (mime.data_ready)."""
+    if ready:
+        return data + _END
     crlf = data.count(b"\r\n")
     if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
         data = _LINE_ENDS.sub(b"\r\n", data)
@@ -71,15 +74,15 @@ def command(*args: bytes) -> bytes:
 
 
 async def mail_rcpt_data(client: SMTP, sender: str, mail: bytes,
-                         rcpts: list[tuple[str, bytes]],
-                         data: bytes) -> tuple[list[SMTPRecipientRefused], str]:
+                         rcpts: list[tuple[str, bytes]], data: bytes, *,
+                         ready: bool = False) -> tuple[list[SMTPRecipientRefused], str]:
     """Send `mail` (a MAIL command line), the RCPT command line of each recipient and the
     message `data`; the recipients refused (when some were accepted) and the reply to DATA.
 
     Raises SMTPSenderRefused, SMTPRecipientsRefused (all refused) or SMTPDataError as
     aiosmtplib's calls would; a reply 421 closes the connection, as aiosmtplib does. The
     caller sends RSET after a refusal."""
-    body = wire_body(data)
+    body = wire_body(data, ready=ready)
     pipelined = client.supports_extension("pipelining")
     timeout = client.timeout
     with _reading(client) as replies:
