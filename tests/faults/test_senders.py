@@ -12,6 +12,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -129,8 +132,20 @@ def test_deliver_with_two_processes_keeps_to_the_configured_rate(ws: Workspace) 
         assert took >= 4.0, f"300 messages in {took:.2f}s: faster than 60/s"
 
 
-def test_sigterm_mid_send_stops_both_processes_and_deliver_sends_the_rest(
-        ws: Workspace) -> None:
+@dataclass
+class MidSend:
+    """`incident deliver` of N queued messages by two processes, caught mid-send."""
+
+    server: CountingServer
+    incident_id: str
+    group: Workers
+    proc: subprocess.Popen[bytes]
+    child: int  # the second process
+    held: set[str]  # Message-IDs in flight then
+
+
+@contextmanager
+def mid_send(ws: Workspace) -> Iterator[MidSend]:
     with counting_smtp(delay=0.005) as server:
         incident_id = queue_notice(ws, server, N)
         senders(ws, 2)
@@ -138,43 +153,40 @@ def test_sigterm_mid_send_stops_both_processes_and_deliver_sends_the_rest(
             proc = group.start()
             child = second_sender(proc, server)
             wait_for_receipts(server, 300, proc, group)
-            held = in_flight_ids(ws.db, incident_id)
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=RUN_TIMEOUT) == -signal.SIGTERM
-            deadline = time.monotonic() + RUN_TIMEOUT
-            while alive(child):  # it finishes the sends in hand, gives back the rest, ends
-                assert time.monotonic() < deadline, "the second process did not stop"
-                time.sleep(0.01)
-            stopped_at = server.total()
-            assert stopped_at < N
-            held |= in_flight_ids(ws.db, incident_id)  # the parent's, killed with them
-            report = group.finish(group.start())
+            yield MidSend(server, incident_id, group, proc, child,
+                          in_flight_ids(ws.db, incident_id))
+
+
+def test_sigterm_mid_send_stops_both_processes_and_deliver_sends_the_rest(
+        ws: Workspace) -> None:
+    with mid_send(ws) as run:
+        run.proc.send_signal(signal.SIGTERM)
+        assert run.proc.wait(timeout=RUN_TIMEOUT) == -signal.SIGTERM
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while alive(run.child):  # it finishes the sends in hand, gives back the rest, ends
+            assert time.monotonic() < deadline, "the second process did not stop"
+            time.sleep(0.01)
+        assert run.server.total() < N
+        run.held |= in_flight_ids(ws.db, run.incident_id)  # the parent's, killed with them
+        report = run.group.finish(run.group.start())
         assert report["interrupted"] is False and report["failed"] == 0
-        duplicates = check_all_delivered(ws, server, incident_id, N)
-        assert all(n == 1 for mid, n in server.counts().items() if mid not in held)
-        assert duplicates <= len(held)
+        duplicates = check_all_delivered(ws, run.server, run.incident_id, N)
+        assert all(n == 1 for mid, n in run.server.counts().items() if mid not in run.held)
+        assert duplicates <= len(run.held)
 
 
 def test_a_killed_second_process_is_reported_and_deliver_sends_the_rest(
         ws: Workspace) -> None:
-    with counting_smtp(delay=0.005) as server:
-        incident_id = queue_notice(ws, server, N)
-        senders(ws, 2)
-        with workers(ws, incident_id) as group:
-            proc = group.start()
-            child = second_sender(proc, server)
-            wait_for_receipts(server, 300, proc, group)
-            held = in_flight_ids(ws.db, incident_id)
-            os.kill(child, signal.SIGKILL)
-            code = proc.wait(timeout=RUN_TIMEOUT)
-            out, err = group.output(proc)
-            # Its claims are given back, the run says so and ends as unfinished (exit 1).
-            assert code == 1, f"exit {code}\n{out}\n{err}"
-            assert f"second sender process (pid {child}) killed by signal 9" in err
-            first = json.loads(out)
-            assert first["pending"] > 0
-            assert first["deliveries"]["sending"] == 0
-            report = group.finish(group.start())
+    with mid_send(ws) as run:
+        os.kill(run.child, signal.SIGKILL)
+        code = run.proc.wait(timeout=RUN_TIMEOUT)
+        out, err = run.group.output(run.proc)
+        # Its claims are given back, the run says so and ends as unfinished (exit 1).
+        assert code == 1, f"exit {code}\n{out}\n{err}"
+        assert f"second sender process (pid {run.child}) killed by signal 9" in err
+        first = json.loads(out)
+        assert first["pending"] > 0
+        assert first["deliveries"]["sending"] == 0
+        report = run.group.finish(run.group.start())
         assert report["sent"] == first["pending"]
-        duplicates = check_all_delivered(ws, server, incident_id, N)
-        assert duplicates <= len(held)
+        assert check_all_delivered(ws, run.server, run.incident_id, N) <= len(run.held)
