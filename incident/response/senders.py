@@ -117,8 +117,7 @@ class Helper:
                        recording=recording)
                 code = 0
             except BaseException as exc:  # told to the parent, never raised here
-                with contextlib.suppress(OSError):
-                    _write(reports_w, {"error": f"{type(exc).__name__}: {exc}"[:300]})
+                _write(reports_w, {"error": f"{type(exc).__name__}: {exc}"[:300]})
             finally:
                 os._exit(code)
         os.close(control_r)
@@ -262,18 +261,27 @@ async def _send(dispatcher: Dispatcher, incident_id: str | None, control: int, r
             _write(reports, {"sent": tally.sent + sum(r.sent for r in runs),
                              "failed": tally.failed + sum(r.failed for r in runs)})
 
-    while True:
-        was_recorded = recorded.is_set()
-        runs.append(await dispatcher.run(incident_id=incident_id, progress=progress))
-        last = runs[-1]
-        if was_recorded or last.interrupted or last.fatal or dispatcher.stopped:
-            break
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(recorded.wait(), _RECHECK)
+    interrupted = False
+    try:
+        while True:
+            was_recorded = recorded.is_set()
+            runs.append(await dispatcher.run(incident_id=incident_id, progress=progress))
+            last = runs[-1]
+            if was_recorded or last.interrupted or last.fatal or dispatcher.stopped:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(recorded.wait(), _RECHECK)
+    except asyncio.CancelledError:  # Ctrl-C between two runs (a run itself returns then)
+        interrupted = True
     _write(reports, {"sent": sum(r.sent for r in runs), "failed": sum(r.failed for r in runs),
-                     "fallbacks": dispatcher.fallbacks, "fatal": last.fatal,
-                     "interrupted": last.interrupted, "final": True})
+                     "fallbacks": dispatcher.fallbacks,
+                     "fatal": runs[-1].fatal if runs else None,
+                     "interrupted": interrupted or any(r.interrupted for r in runs),
+                     "final": True})
 
 
 def _write(fd: int, data: dict[str, object]) -> None:
-    os.write(fd, json.dumps(data).encode() + b"\n")
+    """One line to the parent; nothing if it is gone (killed: the child stops on the EOF of
+    its control pipe, and a failed write must not abandon the sends in hand)."""
+    with contextlib.suppress(OSError):
+        os.write(fd, json.dumps(data).encode() + b"\n")

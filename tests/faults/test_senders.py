@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import create_engine, text
 from test_crash import (
     RUN_TIMEOUT,
     Workers,
@@ -132,6 +133,18 @@ def test_deliver_with_two_processes_keeps_to_the_configured_rate(ws: Workspace) 
         assert took >= 4.0, f"300 messages in {took:.2f}s: faster than 60/s"
 
 
+def interrupted_rows(db_url: str, incident_id: str) -> int:
+    """Rows whose last try was abandoned before its result was known."""
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(text(
+                "SELECT count(*) FROM outbox WHERE incident_id = :id "
+                "AND error_code = 'interrupted'"), {"id": incident_id}).scalar_one())
+    finally:
+        engine.dispose()
+
+
 @dataclass
 class MidSend:
     """`incident deliver` of N queued messages by two processes, caught mid-send."""
@@ -167,6 +180,9 @@ def test_sigterm_mid_send_stops_both_processes_and_deliver_sends_the_rest(
             assert time.monotonic() < deadline, "the second process did not stop"
             time.sleep(0.01)
         assert run.server.total() < N
+        # It recorded the outcome of every send it had begun: none left "interrupted" (as
+        # when it failed to tell its dead parent its progress and abandoned them).
+        assert interrupted_rows(ws.db, run.incident_id) == 0
         run.held |= in_flight_ids(ws.db, run.incident_id)  # the parent's, killed with them
         report = run.group.finish(run.group.start())
         assert report["interrupted"] is False and report["failed"] == 0
