@@ -94,12 +94,16 @@ class Composer:
         to = mime.idna_address(row.address)  # the same in the header and the envelope
         data = template.build(name=row.recipient_name, ref=row.recipient_ref, to=to,
                               message_id=row.message_id, date=self._date())
+        ready = template.data_ready(to=to, message_id=row.message_id)
         if self._signer is not None:
+            unsigned = len(data)
             data = self._signer.sign(data)
+            ready = ready and mime.data_ready(data[:len(data) - unsigned])
         # VERP (bounces.verp_domain): the return path names this row, so any bounce matches.
         sender = (self.rt.settings.bounces.verp_address(row.idempotency_key)
                   or template.envelope_sender)
-        return EmailOut(ref=message_ref(row), sender=sender, data=data, recipients=(to,))
+        return EmailOut(ref=message_ref(row), sender=sender, data=data, recipients=(to,),
+                        data_ready=ready)
 
     def call(self, row: OutboxRow, lang: str, script: str) -> VoiceOut:
         """The call reading `script` in the voice channels.voice.voices gives `lang`."""

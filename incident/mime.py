@@ -230,6 +230,20 @@ class EmailTemplate:
                        end=end.encode("ascii"), text=_Base64Body(self.text, _KEYS),
                        html=_Base64Body(self.html, _KEYS), subject_fixed=subject_fixed)
 
+    @cached_property
+    def _fixed_ready(self) -> bool:
+        shared = self._fixed
+        return all(data_ready(part) for part in (shared.before, shared.reply, shared.after,
+                                                 shared.middle, shared.end))
+
+    def data_ready(self, *, to: str, message_id: str) -> bool:
+        """Whether `build`'s message for these values goes into DATA as it is (see
+        data_ready()), known without reading it: the parts every recipient shares were checked
+        once; per recipient, the name and reference are either base64 or in headers whose
+        whitespace is collapsed to spaces (unstructured_header, address_header), whose folded
+        lines start with a space; only the address and the Message-ID are written raw."""
+        return self._fixed_ready and _one_line(to) and _one_line(message_id)
+
     def build(self, *, name: str, ref: str, to: str, message_id: str, date: str) -> bytes:
         """The complete message for one recipient, CRLF line endings."""
         shared = self._fixed
@@ -248,6 +262,18 @@ class EmailTemplate:
         out.append(shared.end)
         return b"".join(out)
 
+
+
+def data_ready(data: bytes) -> bool:
+    """Whether `data` goes into SMTP DATA as it is: whole lines ending in CRLF, no lone CR
+    or LF, no line starting with "." (nothing to normalise or dot-stuff, RFC 5321 §4.5.2)."""
+    crlf = data.count(b"\r\n")
+    return (data.count(b"\n") == crlf == data.count(b"\r") and data.endswith(b"\r\n")
+            and not data.startswith(b".") and b"\n." not in data) if data else True
+
+
+def _one_line(value: str) -> bool:
+    return "\r" not in value and "\n" not in value
 
 
 def _name_and_address(value: str) -> tuple[str, str]:

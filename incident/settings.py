@@ -230,6 +230,10 @@ class DeliverySettings(Strict):
     batch: int = Field(default=64, ge=1, le=5000)  # rows claimed per transaction
     stale_claim: Duration = timedelta(minutes=5)  # a claim older than this on another host is
     # taken back (a worker on this host that died is detected at once)
+    # Sender processes of a foreground send (`start`, `deliver`): a second one sends email
+    # beside the first, each with half the connections and half the rate. None: 2 on a machine
+    # with 2 CPUs or more once at least SPLIT_AT emails are due, else 1 (response/senders.py).
+    processes: int | None = Field(default=None, ge=1, le=2)
 
 
 WebhookKind = Literal["slack", "teams", "wecom", "dingtalk", "feishu", "generic"]

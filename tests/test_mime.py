@@ -9,10 +9,14 @@ import re
 from email.header import decode_header, make_header
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cli_fixtures import Workspace
+from incident import mime
+from incident.channels.smtp_wire import wire_body
 from incident.composer import Composer
-from incident.mime import NAME, EmailTemplate
+from incident.mime import NAME, REF, EmailTemplate
 from incident.response.journal import Journal
 from incident.settings import load_runtime
 from incident.store.outbox import OutboxRow
@@ -53,6 +57,8 @@ def test_shared_rendering_matches_rendering_each_recipient(sqlite_ws: Workspace,
                               message_id=row.message_id, date="Tue, 24 Nov 2026 02:00:00 +0000")
         assert _parts(fast.data) == _parts(expected)
         assert _parts(fast.data)[1] == name
+        # The SMTP channel writes it to DATA without reading it again, rightly.
+        assert fast.data_ready and wire_body(fast.data) == fast.data + b".\r\n"
     # The shipped templates use the name as plain text: rendered once per language (and per
     # region with details of its own: none here).
     assert composer._emails[(row.incident_id, 1, lang, "")] is not None
@@ -66,6 +72,7 @@ def test_a_template_that_transforms_the_name_is_rendered_per_recipient(
     composer, row, _ = _composer_and_row(sqlite_ws)
     out = composer.compose(_with(row, "Mary Chan", "en"))
     assert "LOUD MARY CHAN" in _parts(out.data)[2]
+    assert out.data_ready and wire_body(out.data) == out.data + b".\r\n"
     assert composer._emails[(row.incident_id, 1, "en", "")] is None
 
 
@@ -115,3 +122,36 @@ def test_headers_fold_within_the_limits_and_parse_back(name: str, subject: str) 
     assert message["To"].addresses[0].addr_spec == "li.na@example.com"
     assert message["From"].addresses[0].addr_spec == "service@example.com"
     assert message.get_body(("plain",)).get_content() == "尊敬的" + name + "："
+
+
+_AWKWARD = st.lists(st.sampled_from(["a", "张", ".", "\r", "\n", "\r\n", " ", "\t", "\x00", '"',
+                                     "=?", "<", "\u2028"]), max_size=30).map("".join)
+
+
+@settings(max_examples=200, deadline=None)
+@given(name=_AWKWARD, ref=_AWKWARD, subject=_AWKWARD)
+def test_a_message_said_to_be_data_ready_goes_into_data_unchanged(name: str, ref: str,
+                                                                  subject: str) -> None:
+    # What lets the SMTP channel skip reading every message before DATA (smtp_wire.wire_body
+    # with ready=True): the claim is checked against the full normalisation, for names,
+    # references and subjects with line breaks and dots anywhere.
+    template = EmailTemplate(
+        sender="示例银行 <service@example.com>", reply_to=None, subject=subject + NAME + REF,
+        text="." + NAME + "\r\n." + REF, html="<p>\n." + NAME + "</p>",
+        headers=(("X-Incident-ID", "INC-20261124-3F2A7C"),))
+    to, message_id = "li.na@example.com", "<INC-20261124-3F2A7C.1.x@example.com>"
+    data = template.build(name=name, ref=ref, to=to, message_id=message_id,
+                          date="Tue, 24 Nov 2026 02:00:00 +0000")
+    assert template.data_ready(to=to, message_id=message_id)
+    assert wire_body(data) == data + b".\r\n"
+    assert mime.data_ready(data)
+
+
+def test_a_fixed_header_that_would_need_dot_stuffing_is_not_data_ready() -> None:
+    template = EmailTemplate(sender="Bank <service@example.com>", reply_to=None, subject="S",
+                             text="t", html="h", headers=(("X-Note", "a\r\n.b"),))
+    to, message_id = "li.na@example.com", "<m@example.com>"
+    data = template.build(name="n", ref="r", to=to, message_id=message_id, date="d")
+    assert not template.data_ready(to=to, message_id=message_id)
+    assert wire_body(data) != data + b".\r\n"
+    assert not template.data_ready(to="x@example.com\r\n.", message_id=message_id)

@@ -32,6 +32,9 @@ class EmailOut:
     sender: str
     data: bytes
     recipients: tuple[str, ...]  # envelope recipients
+    # `data` is known to go into SMTP DATA as it is (mime.data_ready): no pass over it to
+    # normalise line ends or stuff dots.
+    data_ready: bool = False
 
     @property
     def envelope_to(self) -> list[str]:

@@ -202,7 +202,8 @@ async def _transact(client: SMTP, message: EmailOut) -> tuple[Outcome, bool]:
         return Outcome.fail("cannot send this message: no sender or no recipient address",
                             code="message"), True
     try:
-        refused, reply = await _mail_rcpt_data(client, message.sender, recipients, message.data)
+        refused, reply = await _mail_rcpt_data(client, message.sender, recipients, message.data,
+                                               ready=message.data_ready)
     except SMTPRecipientsRefused as exc:
         return _refused(exc.recipients), True
     except SMTPResponseException as exc:
@@ -237,8 +238,8 @@ async def _transact(client: SMTP, message: EmailOut) -> tuple[Outcome, bool]:
     return Outcome.ok(provider_ref=f"250 {_line(reply)}"[:_MAX_REF]), True
 
 
-async def _mail_rcpt_data(client: SMTP, sender: str, recipients: list[str],
-                          data: bytes) -> tuple[list[SMTPRecipientRefused], str]:
+async def _mail_rcpt_data(client: SMTP, sender: str, recipients: list[str], data: bytes, *,
+                          ready: bool = False) -> tuple[list[SMTPRecipientRefused], str]:
     """What `SMTP.sendmail` does, minus the work it would repeat on bytes and addresses
     already checked here: the SIZE it announces is `len(data)` (the composer writes CRLF line
     ends already; sendmail normalises the whole message once more just to count it), MAIL and
@@ -264,7 +265,8 @@ async def _mail_rcpt_data(client: SMTP, sender: str, recipients: list[str],
     try:
         return await smtp_wire.mail_rcpt_data(
             client, sender, command(b"MAIL", b"FROM:" + _quoted(sender), *options),
-            [(r, command(b"RCPT", b"TO:" + _quoted(r))) for r in recipients], data)
+            [(r, command(b"RCPT", b"TO:" + _quoted(r))) for r in recipients], data,
+            ready=ready)
     except (SMTPResponseException, SMTPRecipientsRefused, ValueError):
         with contextlib.suppress(ConnectionError, SMTPResponseException):
             await client.rset()

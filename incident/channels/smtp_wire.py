@@ -46,10 +46,13 @@ _COMMAND_INJECTION = re.compile(rb"[\x00-\x1f\x7f]")  # what aiosmtplib refuses 
 _END = b".\r\n"
 
 
-def wire_body(data: bytes) -> bytes:
+def wire_body(data: bytes, *, ready: bool = False) -> bytes:
     """The message as DATA sends it: CRLF line ends, lines starting with "." doubled, ended by
     ".\\r\\n" — byte for byte what aiosmtplib's `execute_data_command` writes, without its two
-    regex passes when the bytes have CRLF line ends only (the composer's always do)."""
+    regex passes when the bytes have CRLF line ends only (the composer's always do), and
+    without reading them at all when they are known to be `ready` (mime.data_ready)."""
+    if ready:
+        return data + _END
     crlf = data.count(b"\r\n")
     if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
         data = _LINE_ENDS.sub(b"\r\n", data)
@@ -71,15 +74,15 @@ def command(*args: bytes) -> bytes:
 
 
 async def mail_rcpt_data(client: SMTP, sender: str, mail: bytes,
-                         rcpts: list[tuple[str, bytes]],
-                         data: bytes) -> tuple[list[SMTPRecipientRefused], str]:
+                         rcpts: list[tuple[str, bytes]], data: bytes, *,
+                         ready: bool = False) -> tuple[list[SMTPRecipientRefused], str]:
     """Send `mail` (a MAIL command line), the RCPT command line of each recipient and the
     message `data`; the recipients refused (when some were accepted) and the reply to DATA.
 
     Raises SMTPSenderRefused, SMTPRecipientsRefused (all refused) or SMTPDataError as
     aiosmtplib's calls would; a reply 421 closes the connection, as aiosmtplib does. The
     caller sends RSET after a refusal."""
-    body = wire_body(data)
+    body = wire_body(data, ready=ready)
     pipelined = client.supports_extension("pipelining")
     timeout = client.timeout
     with _reading(client) as replies:
@@ -181,7 +184,7 @@ class _Replies(asyncio.Protocol):
         self._lines: list[bytes] = []  # the lines so far of a multi-line reply
         self._replies: deque[SMTPResponse] = deque()
         self._want = 0
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[bool] | None = None
         self._error: Exception | None = None
 
     @property
@@ -211,15 +214,19 @@ class _Replies(asyncio.Protocol):
                 raise self._error
             had = len(self._replies)
             self._want = count
-            self._waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            # A timer rather than asyncio.wait_for: the same timeout, without a coroutine and
+            # its callbacks around every reply (two reads a message).
+            timer = loop.call_later(timeout, _expire, waiter) if timeout is not None else None
             try:
-                await asyncio.wait_for(self._waiter, timeout)
-            except TimeoutError:
-                if len(self._replies) == had:
-                    raise SMTPReadTimeoutError(
-                        "Timed out waiting for server response") from None
+                replied = await waiter
             finally:
                 self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+            if not replied and len(self._replies) == had:
+                raise SMTPReadTimeoutError("Timed out waiting for server response")
         return [self._replies.popleft() for _ in range(count)]
 
     def data_received(self, data: bytes) -> None:
@@ -274,4 +281,9 @@ class _Replies(asyncio.Protocol):
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+            self._waiter.set_result(True)
+
+
+def _expire(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(False)  # timed out (the reader looks whether a reply came after all)

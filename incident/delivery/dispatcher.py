@@ -4,6 +4,7 @@ limits, retries temporary failures with backoff and jitter, and resumes after a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import socket
 import time
@@ -74,6 +75,13 @@ class Dispatcher:
         self._stopping = False
         self._wake = asyncio.Event()
         self._stale_checked = -_STALE_EVERY
+        self.stopped = False  # stop(): no further claims, in this run or the next
+
+    def stop(self) -> None:
+        """Stop claiming: the sends in hand finish and are recorded, the rows claimed but not
+        yet sent are given back, and the run ends (a graceful stop, e.g. on SIGTERM)."""
+        self.stopped = True
+        self._wake.set()
 
     def pending(self, incident_id: str | None) -> int:
         """Rows not yet sent or failed."""
@@ -174,7 +182,7 @@ class Dispatcher:
         last_flush = time.monotonic()
         while True:
             fatal = self._fatal()
-            if fatal:
+            if fatal or self.stopped:
                 return fatal
             now = time.monotonic()
             for name in [n for n, at in drained.items() if now - at >= _RECHECK]:
@@ -214,7 +222,9 @@ class Dispatcher:
                 delay = (due - self.clock.now()).total_seconds()
                 if time.monotonic() + max(delay, 0) > deadline:
                     return None
-                await asyncio.sleep(min(max(delay, 0.05), 5.0))
+                self._wake.clear()  # set by stop() only: nothing is in flight
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), min(max(delay, 0.05), 5.0))
                 drained.clear()
                 continue
             # Wait for a sender to report (outcomes to record, a queue running low), for the

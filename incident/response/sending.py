@@ -28,6 +28,8 @@ from incident.response.recording import (
     complete_notices,
 )
 from incident.response.results import NoticeResult, Prepared, SendResult, StartResult
+from incident.response.senders import Helper, emails_due, merged, processes, share, with_helped
+from incident.settings import Runtime
 from incident.store import deliveries
 from incident.store import outbox as ob
 
@@ -78,35 +80,62 @@ class Sending:
 
     def _deliver_started(self, result: StartResult, pending: PendingRows,
                          progress: ProgressFn | None) -> DeliveryReport:
-        """Send a start's notice in the foreground while the rest of its rows are recorded."""
+        """Send a start's notice in the foreground while the rest of its rows are recorded
+        (email from two processes when it is worth it: response/senders.py)."""
+        due = pending.total if "email" in pending.channels else 0
+        helper = self._helper(result.incident_id, due, recording=True)
         try:
             return asyncio.run(self._send_while_recording(result.incident_id, pending,
-                                                          progress))
+                                                          progress, helper))
         except KeyboardInterrupt:
             # Interrupted twice: stop now; `incident deliver` records the rest (and sends it).
             pending.close()
             raise
         finally:
+            if helper is not None:
+                helper.close()  # stopped and reaped, whatever happened
             self.finish_start(result)
 
+    def _helper(self, incident_id: str | None, due: int, *, recording: bool) -> Helper | None:
+        """The second sender process of this send, if it gets one (not when metrics are
+        served: they count this process's sends)."""
+        if self.metrics is not NO_METRICS or processes(self.rt, due) < 2:
+            return None
+        return Helper.fork(self.journal.store, self.rt, self.journal.renderer, incident_id,
+                           recording=recording)
+
+    def _dispatcher(self, rt: Runtime, channels: dict[str, Channel] | None = None,
+                    policy: DeliveryPolicy | None = None) -> Dispatcher:
+        composer = Composer(rt, self.journal.renderer, {})
+        policy = policy or DeliveryPolicy.from_settings(rt.settings.delivery, concurrency(rt))
+        return Dispatcher(self.journal.store, composer, channels or build_channels(rt),
+                          policy=policy, clock=rt.clock, metrics=self.metrics)
+
     async def _send_while_recording(self, incident_id: str, pending: PendingRows,
-                                    progress: ProgressFn | None) -> DeliveryReport:
+                                    progress: ProgressFn | None,
+                                    helper: Helper | None) -> DeliveryReport:
         """One event loop: the dispatcher sends what is recorded; between its awaits, a task
         records the next batch of rows (some ms of blocking each, then a pause as long), once
-        the first messages have gone, so that recording never delays the first one."""
-        composer = Composer(self.rt, self.journal.renderer, {})
-        policy = DeliveryPolicy.from_settings(self.rt.settings.delivery, concurrency(self.rt))
-        dispatcher = Dispatcher(self.journal.store, composer, build_channels(self.rt),
-                                policy=policy, clock=self.rt.clock, metrics=self.metrics)
+        the first messages have gone, so that recording never delays the first one. The
+        second sender process (`helper`), if any, is told when every row is recorded."""
+        dispatcher = self._dispatcher(share(self.rt, 0) if helper else self.rt)
         first_sent = asyncio.Event()
         runs: list[DeliveryReport] = []
+        latest = Tally()
 
-        def report(tally: Tally) -> None:
-            first_sent.set()
+        def report(tally: Tally | None = None) -> None:
+            nonlocal latest
+            if tally is not None:
+                first_sent.set()
+                latest = tally
             if progress is not None:  # the runs before this one, plus this one
-                progress(Tally(total=tally.total, sent=tally.sent + sum(r.sent for r in runs),
-                               failed=tally.failed + sum(r.failed for r in runs),
-                               retrying=tally.retrying, started=tally.started))
+                progress(with_helped(
+                    Tally(total=latest.total, sent=latest.sent + sum(r.sent for r in runs),
+                          failed=latest.failed + sum(r.failed for r in runs),
+                          retrying=latest.retrying, started=latest.started), helper))
+
+        if helper is not None:
+            helper.watch(report)
 
         async def record() -> None:
             with contextlib.suppress(TimeoutError):
@@ -115,6 +144,8 @@ class Sending:
                 began = time.perf_counter()
                 pending.step(SENDING_BATCH)
                 await asyncio.sleep(time.perf_counter() - began)
+            if helper is not None:
+                helper.recorded()
 
         recorder = asyncio.ensure_future(record())
         try:
@@ -128,11 +159,25 @@ class Sending:
                 await asyncio.wait([recorder], timeout=0.05)
         finally:
             await recorder  # the rest of the notice is recorded even when sending stopped
-        return DeliveryReport(sent=sum(r.sent for r in runs), failed=sum(r.failed for r in runs),
+        done = DeliveryReport(sent=sum(r.sent for r in runs), failed=sum(r.failed for r in runs),
                               pending=last.pending, interrupted=last.interrupted,
                               counts=last.counts, elapsed=sum(r.elapsed for r in runs),
                               fatal=last.fatal, fallbacks=dispatcher.fallbacks,
                               waiting=last.waiting, transports=last.transports)
+        return await self._helped(done, dispatcher, incident_id, helper)
+
+    @staticmethod
+    async def _helped(report: DeliveryReport, dispatcher: Dispatcher, incident_id: str | None,
+                      helper: Helper | None) -> DeliveryReport:
+        """`report` with the second process's outcomes, once it has ended (told to stop
+        first when this one was interrupted or cannot go on)."""
+        if helper is None:
+            return report
+        if report.interrupted or report.fatal:
+            helper.close()
+        else:
+            await helper.finished()
+        return merged(report, helper.helped, dispatcher, incident_id, helper.pid)
 
     def reroute(self, ref: str | None = None) -> list[Event]:
         """Move the pending messages of one incident (or of all) recorded for another
@@ -163,13 +208,32 @@ class Sending:
         (unless the caller just did, `complete=False`) completing interrupted notices."""
         incident_id = self.journal.store.resolve_id(ref) if ref else None
         notes = self.complete_notices(incident_id) if complete else []
-        composer = Composer(self.rt, self.journal.renderer, {})
-        policy = policy or DeliveryPolicy.from_settings(self.rt.settings.delivery,
-                                                        concurrency(self.rt))
-        dispatcher = Dispatcher(self.journal.store, composer, channels or build_channels(self.rt),
-                                policy=policy, clock=self.rt.clock, metrics=self.metrics)
-        report = asyncio.run(dispatcher.run(incident_id=incident_id, progress=progress))
+        helper = None if channels or policy else self._helper(
+            incident_id, emails_due(self.journal.store, incident_id), recording=False)
+        try:
+            dispatcher = self._dispatcher(share(self.rt, 0) if helper else self.rt, channels,
+                                          policy)
+            report = asyncio.run(self._run(dispatcher, incident_id, progress, helper))
+        finally:
+            if helper is not None:
+                helper.close()
         return SendResult(report=report, incident_id=incident_id, notes=notes)
+
+    async def _run(self, dispatcher: Dispatcher, incident_id: str | None,
+                   progress: ProgressFn | None, helper: Helper | None) -> DeliveryReport:
+        """One dispatcher run, with the second process's outcomes when there is one."""
+        latest = Tally()
+
+        def report(tally: Tally | None = None) -> None:
+            nonlocal latest
+            latest = tally or latest
+            if progress is not None:
+                progress(with_helped(latest, helper))
+
+        if helper is not None:
+            helper.watch(report)
+        done = await dispatcher.run(incident_id=incident_id, progress=report)
+        return await self._helped(done, dispatcher, incident_id, helper)
 
     def complete_notices(self, incident_id: str | None = None, *,
                          strict: bool = False) -> list[str]:
