@@ -6,6 +6,9 @@ import email
 import email.policy
 import json
 from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
 
 from cli_fixtures import Workspace
 
@@ -190,3 +193,25 @@ def test_region_scopes_a_disaster_to_affected_customers(ws: Workspace) -> None:
     customers = (ws.root / "customers.csv").read_text("utf-8").splitlines()[1:]
     in_region = [line for line in customers if ",hong-kong," in line]
     assert 0 < started["audience"]["recipients"] == len(in_region) < len(customers)
+
+
+def test_file_channels_take_turns_with_other_senders(ws: Workspace,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file write never suspends: each gives the other senders a turn, so one channel's
+    queue is not written out whole before another channel (an SMTP handshake) runs at all."""
+    import incident.channels.file as file_channel
+
+    order: list[str] = []
+    write = file_channel._atomic_write
+
+    def logged(path: Path, data: bytes) -> None:
+        if "internal" not in path.parts:  # the parties' notices are not the point here
+            order.append(path.suffix)
+        write(path, data)
+
+    monkeypatch.setattr(file_channel, "_atomic_write", logged)
+    ws.write_customers([f"C{i:04d},Customer {i},c{i}@example.com,+8613900{i:06d},en,retail,"
+                        f"CN-GD,,,normal" for i in range(200)])
+    ws.run("start", "core-banking-outage", "--title", "Core banking down", "--eta", "2h")
+    assert order.count(".eml") == 200 and order.count(".json") == 200
+    assert {".eml", ".json"} <= set(order[:10]), order[:40]

@@ -3,6 +3,7 @@ and demos."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
@@ -61,6 +62,9 @@ class FileChannel:
                 _atomic_write(path, _sms_json(message))
         except OSError as exc:
             return Outcome.retry(f"cannot write {path}: {exc.strerror or exc}", code="io")
+        # A write never suspends: without a turn given here, one channel's sender would write
+        # its whole queue before any other sender (an SMTP handshake, say) ran at all.
+        await asyncio.sleep(0)
         return Outcome.ok(provider_ref=str(path))
 
     async def close(self) -> None:
