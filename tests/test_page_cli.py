@@ -5,6 +5,7 @@ that never blocks the notice nor changes its exit code."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -14,9 +15,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
 from test_page import setup_site
 
 from cli_fixtures import Workspace
+from counting_smtp import counting_smtp
 
 PUBLISH = """\
 import json, os, sys
@@ -184,3 +187,32 @@ def test_a_broken_page_template_is_bad_input_and_only_a_warning_after_a_notice(
     assert not (ws.root / "site" / "en" / "index.html").exists()  # nothing half-written
     updated = ws.run("--json", "start", "core-banking-outage", "--title", "Cards down")
     assert "status page not rebuilt" in updated.stderr
+
+
+def test_no_second_sender_is_forked_while_the_page_is_rebuilt(sqlite_ws: Workspace,
+                                                             tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    """The page is rebuilt (and published) in a thread while the notice goes out; a fork then
+    would copy locks that thread holds into the second sender process, so the send stays in
+    one process (response/senders.py, can_fork)."""
+    ws = sqlite_ws
+    slow = tmp_path / "slow.py"  # the rebuild's thread lives on while it publishes
+    slow.write_text("import time\ntime.sleep(8)\n", encoding="utf-8")
+    setup_site(ws, publish=f"{sys.executable} {slow}")
+    forks: list[int] = []
+
+    def no_fork() -> int:
+        forks.append(1)
+        raise OSError("fork refused by the test")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    with counting_smtp() as server:
+        ws.use_smtp(server.port, connections=4)
+        ws.configure(lambda cfg: cfg["delivery"].update(processes=2) if cfg.get("delivery")
+                     else cfg.update(delivery={"processes": 2}))
+        ws.write_customers([f"C{i:04d},Customer {i},c{i}@example.com,,en,retail,CN-GD,,,normal"
+                            for i in range(50)])
+        ws.run("start", "core-banking-outage", "--title", "Transfers down")
+        assert server.total() >= 50
+    assert forks == []

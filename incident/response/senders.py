@@ -27,6 +27,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,6 +55,17 @@ def processes(rt: Runtime, emails_due: int) -> int:
     if wanted is None:
         wanted = 2 if (os.cpu_count() or 1) >= 2 and emails_due >= SPLIT_AT else 1
     return wanted if emails_due > 1 else 1
+
+
+def can_fork() -> bool:
+    """Whether this process may fork its second sender now: from the main thread, with no other
+    thread at work (a non-daemon thread, such as the status page's rebuild after a notice).
+    A fork copies only the forking thread: a lock another thread holds at that instant (in
+    SQLite, say) stays held in the child forever, and a page build pauses the collector."""
+    main = threading.main_thread()
+    return threading.current_thread() is main and not any(
+        thread.is_alive() and not thread.daemon
+        for thread in threading.enumerate() if thread is not main)
 
 
 def emails_due(store: Store, incident_id: str | None) -> int:

@@ -28,7 +28,15 @@ from incident.response.recording import (
     complete_notices,
 )
 from incident.response.results import NoticeResult, Prepared, SendResult, StartResult
-from incident.response.senders import Helper, emails_due, merged, processes, share, with_helped
+from incident.response.senders import (
+    Helper,
+    can_fork,
+    emails_due,
+    merged,
+    processes,
+    share,
+    with_helped,
+)
 from incident.settings import Runtime
 from incident.store import deliveries
 from incident.store import outbox as ob
@@ -98,8 +106,8 @@ class Sending:
 
     def _helper(self, incident_id: str | None, due: int, *, recording: bool) -> Helper | None:
         """The second sender process of this send, if it gets one (not when metrics are
-        served: they count this process's sends)."""
-        if self.metrics is not NO_METRICS or processes(self.rt, due) < 2:
+        served: they count this process's sends; nor beside a thread at work: can_fork)."""
+        if self.metrics is not NO_METRICS or processes(self.rt, due) < 2 or not can_fork():
             return None
         return Helper.fork(self.journal.store, self.rt, self.journal.renderer, incident_id,
                            recording=recording)
