@@ -28,10 +28,10 @@ def feed_files(ordered: Sequence[PublicIncident], info: SiteInfo, updated: datet
     out: dict[str, bytes] = {}
     # Chosen by the notices' times alone: an incident kept from an earlier build is read in
     # full only if one of its notices is among them.
+    # (at, id, seq) is unique: the tuples order as their first three items (no key function)
     chosen = heapq.nlargest(ENTRIES, ((at, incident.id, seq, incident)
                                       for incident in ordered
-                                      for at, seq in incident.moments()),
-                            key=lambda n: n[:3])
+                                      for at, seq in incident.moments()))
     latest = [(at, iid, seq, incident, incident.update(seq))
               for at, iid, seq, incident in chosen]
     for lang in languages:

@@ -63,6 +63,10 @@ class PublicIncident:
     details: dict[str, dict[str, Any]] = field(default_factory=dict)
     resolved_at: datetime | None = None
     closed_at: datetime | None = None
+    # moments() and summary() of the updates as they were (a view is built by appending its
+    # updates, then only read): every build asks each incident for them
+    _memo: dict[str, tuple[int, Any]] = field(default_factory=dict, init=False, repr=False,
+                                               compare=False)
 
     @property
     def status(self) -> str:
@@ -108,7 +112,13 @@ class PublicIncident:
     def moments(self) -> list[tuple[int, int]]:
         """(microseconds since the epoch, seq) of each public notice: orders them as their
         times do, whatever their offsets."""
-        return [(micros(u.at), u.seq) for u in self.updates]
+        return self._memoized("moments", lambda: [(micros(u.at), u.seq) for u in self.updates])
+
+    def _memoized(self, name: str, make: Callable[[], Any]) -> Any:
+        kept = self._memo.get(name)
+        if kept is None or kept[0] != len(self.updates):
+            kept = self._memo[name] = (len(self.updates), make())
+        return kept[1]
 
     def update(self, seq: int) -> PublicUpdate:
         return next(u for u in self.updates if u.seq == seq)
@@ -116,6 +126,9 @@ class PublicIncident:
     def summary(self) -> dict[str, Any]:
         """What a build needs of an incident whose pages, index entries and API document are
         kept from an earlier one (`DeferredIncident`), JSON-able."""
+        return self._memoized("summary", self._make_summary)
+
+    def _make_summary(self) -> dict[str, Any]:
         return {"kind": self.kind, "impact": self.impact, "status": self.status,
                 "created_at": _iso(self.created_at), "updated_at": _iso(self.updated_at),
                 "affected": {lang: self.affected(lang) for lang in self.details},
