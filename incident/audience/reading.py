@@ -28,7 +28,8 @@ from incident.audience.model import (
     _Problems,
 )
 from incident.audience.query import QuerySource, _query_rows
-from incident.audience.rows import _RowParser, normalize_language
+from incident.audience.rows import _PRIORITY_VALUES, _RowParser, _Seen, normalize_language
+from incident.controls import one_line
 from incident.errors import AudienceInvalid, Location
 
 _UTF8_BOM = b"\xef\xbb\xbf"
@@ -86,10 +87,7 @@ def _rows(path: Path | QuerySource, *, default_language: str, default_region: st
     contact); raises AudienceInvalid when the file cannot be read as a customer list.
     `source` receives the line reader (for its digest and size once the rows are read).
     A query (QuerySource) is read by audience/query.py, with the same validation."""
-    language = normalize_language(default_language)
-    region = default_region.strip().upper()
-    if region not in phonenumbers.SUPPORTED_REGIONS:
-        raise ValueError(f"unknown phone region {default_region!r}")
+    language, region = _defaults(default_language, default_region)
     if isinstance(path, QuerySource):
         yield from _query_rows(path, language=language, region=region, digest=source,
                                checks=checks, refuse_utf8=refuse_utf8)
@@ -153,6 +151,52 @@ def _rows(path: Path | QuerySource, *, default_language: str, default_region: st
                                   problems=[(Location(file=display, line=1), "no header")],
                                   hint="the first line must be: " + ",".join(
                                       REQUIRED_COLUMNS + OPTIONAL_COLUMNS))
+
+
+def urgent_rows(path: Path, *, default_language: str, default_region: str, limit: int,
+                checks: ContactChecks | None = None,
+                refuse_utf8: Callable[[], str | None] | None = None
+                ) -> list[_Fields | list[RowProblem] | _KeptRow]:
+    """The rows of a customer file that `plain_file` passes whose priority reads urgent (as
+    the row parser reads it), as reading the whole file in order would parse them — up to
+    `limit`, in file order, each parsed by a parser of its own header. One cheap pass reads
+    each row's id and priority only; a row whose id is on an earlier row (a duplicate, then)
+    is left out, so that no other row is parsed differently from the full read. [] if the
+    header is bad (the full read says why)."""
+    language, region = _defaults(default_language, default_region)
+    found: list[tuple[int, list[str]]] = []
+    with path.open("rb") as handle:
+        reader = csv.reader(_Lines(handle, str(path)))
+        header = next((row for row in reader if any(cell.strip() for cell in row)), None)
+        try:
+            parser = _RowParser.from_header(header or [], reader.line_num, str(path),
+                                            language, region, checks)
+        except AudienceInvalid:
+            return []
+        seen, width = _Seen(), parser.width
+        id_at, priority_at = parser.columns["id"], parser.columns.get("priority")
+        if priority_at is None:
+            return []
+        for row in reader:  # no record spans lines (plain_file): line_num is its line
+            if len(row) != width:
+                continue  # blank, or no column can be trusted: no id remembered
+            ref = one_line(row[id_at].strip())
+            if ref and seen.first(ref, reader.line_num) is None and _PRIORITY_VALUES.get(
+                    row[priority_at].strip().lower()) == "urgent":
+                found.append((reader.line_num, row))
+                if len(found) >= limit:
+                    break
+    parser.emails.refuse_utf8 = refuse_utf8
+    return [parser.parse(row, line) for line, row in found]
+
+
+def _defaults(default_language: str, default_region: str) -> tuple[str, str]:
+    """The default language and phone region as the row parser takes them."""
+    language = normalize_language(default_language)
+    region = default_region.strip().upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(f"unknown phone region {default_region!r}")
+    return language, region
 
 
 # The early path (response/recording.py) needs these to hold of a file before it records a

@@ -96,13 +96,17 @@ FIRST_ROWS = 500
 ROWS_PER_BATCH = 100_000
 SENDING_BATCH = 500
 FIRST_SEND_WAIT = 1.0  # seconds: the rest is recorded once the first messages went (or after)
+# Read early, the urgent recipients are found by a pass over the file first and recorded
+# before the others: up to this many (more come in file order, as read).
+URGENT_ROWS = 20_000
 
 
 @dataclass
 class EarlyRead:
     """A customer file still being read when its notice is recorded (the early path; see the
-    module docstring): the first FIRST_ROWS selected recipients taken, the rest to come from
-    `scanner`; the SHA-256, size and line count of its bytes, taken first."""
+    module docstring): its urgent recipients (up to URGENT_ROWS) then its first FIRST_ROWS
+    selected recipients taken, the rest to come from `scanner`; the SHA-256, size and line
+    count of its bytes, taken first."""
 
     scanner: AudienceScanner
     first: list[tuple[Any, ...]]
@@ -111,7 +115,7 @@ class EarlyRead:
     lines: int
 
     def recipients(self) -> Iterator[Recipient]:
-        """Every selected recipient, in file order (the first ones, then as read)."""
+        """Every selected recipient: the urgent ones, then the others in file order."""
         for recipient in self.first:
             yield Recipient._make(recipient)
         for recipient in self.scanner.selected():
@@ -139,11 +143,12 @@ def read_audience(path: Path | QuerySource, selection: Selection, *, default_lan
              if early and isinstance(path, Path) else None)
     if plain is None:
         return scanner.spooled(spool=spool), None
+    urgent = scanner.urgent_first(URGENT_ROWS)  # recorded first, whatever their line
     first = list(islice(scanner.selected(), FIRST_ROWS))
     if len(first) < FIRST_ROWS:  # the whole list is read already: recorded as before
-        return scanner.spooled(first, spool=spool), None
+        return scanner.spooled(urgent + first, spool=spool), None
     scan = replace(scanner.scan(), sha256=plain[0], size=plain[1])
-    return scan, EarlyRead(scanner, first, *plain)
+    return scan, EarlyRead(scanner, urgent + first, *plain)
 
 
 def audience_read(scan: AudienceScan, channels: Sequence[str], calls: str) -> AudienceRead:
