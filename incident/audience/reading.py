@@ -177,15 +177,18 @@ def urgent_rows(path: Path, *, default_language: str, default_region: str, limit
         id_at, priority_at = parser.columns["id"], parser.columns.get("priority")
         if priority_at is None:
             return []
-        for row in reader:  # no record spans lines (plain_file): line_num is its line
-            if len(row) != width:
-                continue  # blank, or no column can be trusted: no id remembered
-            ref = one_line(row[id_at].strip())
-            if ref and seen.first(ref, reader.line_num) is None and _PRIORITY_VALUES.get(
-                    row[priority_at].strip().lower()) == "urgent":
-                found.append((reader.line_num, row))
-                if len(found) >= limit:
-                    break
+        try:
+            for row in reader:  # no record spans lines (plain_file): line_num is its line
+                if len(row) != width:
+                    continue  # blank, or no column can be trusted: no id remembered
+                ref = one_line(row[id_at].strip())
+                if ref and seen.first(ref, reader.line_num) is None and _PRIORITY_VALUES.get(
+                        row[priority_at].strip().lower()) == "urgent":
+                    found.append((reader.line_num, row))
+                    if len(found) >= limit:
+                        break
+        except (csv.Error, _LineTooLong, AudienceInvalid):
+            return []  # the read in order refuses the file where it breaks, as before
     parser.emails.refuse_utf8 = refuse_utf8
     return [parser.parse(row, line) for line, row in found]
 
