@@ -187,9 +187,10 @@ class AudienceScanner:
     """`scan_audience` a selected recipient at a time: `selected()` yields them in file order
     while the counts grow; `scan()` is what was read so far (all of it once `ended`).
 
-    The early path of `incident start` (response/recording.py) records a notice with the
-    first recipients it yields and goes on reading while it sends; `spooled()` reads the rest
-    into a spool, urgent first, as `scan_audience` does.
+    The early path of `incident start` (response/recording.py) takes the urgent recipients
+    first (`urgent_first`), records a notice with them and the first recipients `selected()`
+    yields, and goes on reading while it sends; `spooled()` reads the rest into a spool,
+    urgent first, as `scan_audience` does.
     """
 
     def __init__(self, path: Path | QuerySource, selection: Selection, *,

@@ -11,8 +11,14 @@ never half a notice that nobody completes:
    (`plain_file`: SHA-256, size and lines, ~10 ms a 10 MB file) and checked for what could
    make reading it refuse the whole file later (bytes not UTF-8, a line over a CSV cell's
    limit, a quoted cell spanning lines; with SMTPUTF8 in doubt, a non-ASCII email local part,
-   whose answer must not come after recording). Its header is checked and rows are read,
-   validated and selected until FIRST_ROWS recipients are selected (file order). A file that
+   whose answer must not come after recording). Its urgent recipients come first
+   (`AudienceScanner.urgent_first`): one pass reads each row's id and priority only
+   (`reading.urgent_rows`, ~0.15 s at 100,000 rows under load), and the rows whose priority
+   reads urgent and whose id is on no earlier row — up to URGENT_ROWS — are parsed by the
+   same row parser, against the same header, and selected, as reading in order would; reading
+   in order then counts them where they are (each row once, each problem once with its line)
+   but does not yield them again (a valid row's id is unique). Then rows are read,
+   validated and selected until FIRST_ROWS more recipients are selected (file order). A file that
    fails those checks, a SQL audience (its fingerprint is of its rows), a dry run, and a list
    that ends before FIRST_ROWS recipients are read in full first, as before (`scan_audience`:
    one streaming pass, counted, spooled urgent first). A list that cannot be used, has no
@@ -35,11 +41,10 @@ never half a notice that nobody completes:
    refuses it as below). `fold` applies it (state.py) so every reader of the notice's totals
    (status, completion, report, page) sees the exact counts; the problems of bad rows found
    after recording are printed at the end of `start` instead of before its progress bar.
-   Rows are claimed urgent first whenever they were recorded (claims order by priority); but
-   read early, rows are recorded in file order, so the first messages may go to non-urgent
-   customers near the top of the file before urgent ones further down are recorded (a second
-   or two later at 100,000 customers). Ordering the first batch urgent first would take a
-   pass over the whole file, which is what the early path avoids.
+   Rows are claimed urgent first whenever they were recorded (claims order by priority), and
+   read early as read in full, the urgent ones are recorded first: with the notice (the
+   first FIRST_ROWS), then in the next batches if there are more, then the others in file
+   order. Past URGENT_ROWS, the other urgent rows come in file order.
 
 A notice is complete when its rows on its channels number its recorded message count (read
 early: the count of its `audience_read` event; without that event it is not complete). If the
@@ -134,8 +139,8 @@ def read_audience(path: Path | QuerySource, selection: Selection, *, default_lan
                   early: bool = True) -> tuple[AudienceScan, EarlyRead | None]:
     """The audience as `start` reads it: in full (scan_audience), or — a file that
     `plain_file` passes, with more than FIRST_ROWS selected recipients, unless not `early` —
-    up to its first FIRST_ROWS selected recipients (the scan's counts are then those so far,
-    its SHA-256 and size those of the whole file)."""
+    its urgent recipients (urgent_first) and its first FIRST_ROWS other selected recipients
+    (the scan's counts are then those so far, its SHA-256 and size those of the whole file)."""
     scanner = AudienceScanner(path, selection, default_language=default_language,
                               default_region=default_region, checks=checks,
                               refuse_utf8=refuse_utf8)
