@@ -88,6 +88,7 @@ BROKEN = {
     "not UTF-8": b"C00900,\xff\xfe,c900@example.com,,en,,,,,\n",
     "an unclosed quote": b'C00900,"Open quote,c900@example.com,,en,,,,,\n',
     "a cell over the CSV limit": b'C00900,"' + b"x" * 200_000 + b'",c900@example.com,,en,,,,,\n',
+    "a lone carriage return": b"C00900,Ca\rrol,c900@example.com,,en,,,,,\n",
 }
 
 

@@ -211,10 +211,11 @@ _NON_ASCII_LOCAL_PART = re.compile(rb'[\x80-\xff][^,"\r\n]*@')
 
 def plain_file(path: Path, *, ascii_local_parts: bool = False) -> tuple[str, int, int] | None:
     """The SHA-256, size and line count of a CSV file that reading to the end can refuse for
-    nothing but its rows: UTF-8 throughout, no line over a CSV cell's limit, no
-    quote left open past its line (no record spans lines); with `ascii_local_parts`, no email
-    address whose local part is not ASCII (whether those can be sent is asked when the first
-    is read, see scan_audience). None if it cannot be opened or may break one of these."""
+    nothing but its rows: UTF-8 throughout, no line over a CSV cell's limit, no quote left
+    open past its line (no record spans lines), no CR but before LF; with
+    `ascii_local_parts`, no email address whose local part is not ASCII (whether those can be
+    sent is asked when the first is read, see scan_audience). None if it cannot be opened or
+    may break one of these."""
     digest, size, lines = hashlib.sha256(), 0, 0
     decoder = codecs.getincrementaldecoder("utf-8")()
     rest = b""
@@ -240,6 +241,8 @@ def plain_file(path: Path, *, ascii_local_parts: bool = False) -> tuple[str, int
 
 def _plain_lines(data: bytes, ascii_local_parts: bool) -> bool:
     if ascii_local_parts and _NON_ASCII_LOCAL_PART.search(data):
+        return False
+    if data.count(b"\r") != data.count(b"\r\n"):  # a lone CR: csv refuses it unquoted
         return False
     lines = data.split(b"\n")
     if max(map(len, lines)) > _CSV_CELL_BYTES:
