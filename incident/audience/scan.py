@@ -226,7 +226,8 @@ class AudienceScanner:
         for item in urgent_rows(self._path, limit=limit, refuse_utf8=self._utf8_question(),
                                 **self._defaults):
             fields = item.fields if isinstance(item, _KeptRow) else item
-            if isinstance(fields, tuple) and (recipient := self._recipient(fields)):
+            if (isinstance(fields, tuple) and (recipient := self._recipient(fields))
+                    and recipient[5] == "urgent"):
                 self._ahead[recipient[0]] = recipient
         return list(self._ahead.values())
 
