@@ -13,7 +13,7 @@ never half a notice that nobody completes:
    limit, a quoted cell spanning lines; with SMTPUTF8 in doubt, a non-ASCII email local part,
    whose answer must not come after recording). Its urgent recipients come first
    (`AudienceScanner.urgent_first`): one pass reads each row's id and priority only
-   (`reading.urgent_rows`, ~0.15 s at 100,000 rows under load), and the rows whose priority
+   (`reading.urgent_rows`, ~0.2 s at 100,000 rows), and the rows whose priority
    reads urgent and whose id is on no earlier row — up to URGENT_ROWS — are parsed by the
    same row parser, against the same header, and selected, as reading in order would; reading
    in order then counts them where they are (each row once, each problem once with its line)
