@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from cli_fixtures import CUSTOMERS_HEADER, Workspace
 from incident.audience import Selection, plain_file, scan_audience
@@ -41,11 +42,7 @@ def test_bad_rows_after_the_first_recipients_are_reported_as_before(
     args = ["start", "core-banking-outage", "--title", "Core down", "--audience", str(path),
             *(["--queue-only"] if queue else [])]
 
-    early = sqlite_ws.run(*args)
-    early_json = sqlite_ws.json(*args)
-    monkeypatch.setattr(recording, "FIRST_ROWS", 10**9)  # the whole file read first
-    whole = sqlite_ws.run(*args)
-    whole_json = sqlite_ws.json(*args)
+    early, early_json, whole, whole_json = _early_and_whole(sqlite_ws, monkeypatch, args)
 
     assert early.exit_code == whole.exit_code == 0
     assert "customers.csv:1002" in early.stderr and "customers.csv:1302" in early.stderr
@@ -61,6 +58,14 @@ def test_bad_rows_after_the_first_recipients_are_reported_as_before(
         assert ws_pending(sqlite_ws, each["id"]) == (2995 if queue else 0)
         # Readers of the notice's totals see the exact counts (state.fold: audience_read).
         assert _found(sqlite_ws.json("report", each["id"]), "customers_affected") == ROWS - 2
+
+
+def _early_and_whole(ws: Workspace, monkeypatch: pytest.MonkeyPatch, args: list[str]
+                     ) -> tuple[Any, dict[str, Any], Any, dict[str, Any]]:
+    """`args` run (and as JSON) read early, then with the whole file read first."""
+    early, early_json = ws.run(*args), ws.json(*args)
+    monkeypatch.setattr(recording, "FIRST_ROWS", 10**9)  # the whole file read first
+    return early, early_json, ws.run(*args), ws.json(*args)
 
 
 def ws_pending(ws: Workspace, incident_id: str) -> int:
@@ -83,6 +88,7 @@ BROKEN = {
     "not UTF-8": b"C00900,\xff\xfe,c900@example.com,,en,,,,,\n",
     "an unclosed quote": b'C00900,"Open quote,c900@example.com,,en,,,,,\n',
     "a cell over the CSV limit": b'C00900,"' + b"x" * 200_000 + b'",c900@example.com,,en,,,,,\n',
+    "a lone carriage return": b"C00900,Ca\rrol,c900@example.com,,en,,,,,\n",
 }
 
 
@@ -154,3 +160,73 @@ def test_a_file_changed_while_it_is_read_is_not_counted_and_not_completed(
     refused = sqlite_ws.run("update", incident["id"], "-m", "Failover", code=2)
     assert "changed since the notice was declared" in refused.stderr
     assert "customers.csv" in refused.stderr
+
+
+def _first_refs(ws: Workspace, incident_id: str) -> list[str]:
+    """The customers of notice #1 in the order their email rows were recorded."""
+    engine = create_engine(ws.db)
+    try:
+        with engine.connect() as conn:
+            return [ref for (ref,) in conn.execute(text(
+                "SELECT recipient_ref FROM outbox WHERE incident_id = :i AND notice_seq = 1 "
+                "AND channel = 'email' AND recipient_ref NOT LIKE 'party:%' ORDER BY id"),
+                {"i": incident_id})]
+    finally:
+        engine.dispose()
+
+
+def test_urgent_customers_at_the_end_of_the_file_are_recorded_first(
+        sqlite_ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read early, the urgent customers are found first wherever they are in the file and
+    recorded with the notice, before the ordinary ones near the top; the counts, the problems
+    (each once, with its line) and the rows are those of reading the whole file first."""
+    n = 2000
+    rows = [customer(i).rpartition(",")[0] + ("," + ("urgent" if i >= n - 30 else "normal"))
+            for i in range(n)]
+    rows[n - 10] = "C00005,Again,again@example.com,,en,retail,guangdong,gd-sz,,urgent"  # dup
+    rows[n - 9] = "C01991,,c1991@example.com,,en,retail,guangdong,gd-sz,,urgent"  # no name
+    rows[n - 8] = rows[n - 8].rpartition(",")[0] + ", VIP "  # urgent as the parser reads it
+    rows[n - 7] = "C01993,Li,li1993@example.com,+86123,en,retail,guangdong,gd-sz,,urgent"
+    rows[n - 6] = "C01994,Dup,dup@example.com,,en,retail,guangdong,gd-sz,,urgent"
+    rows[n - 5] = "C01994,Dup2,dup2@example.com,,en,retail,guangdong,gd-sz,,urgent"  # dup
+    path = sqlite_ws.write_customers(rows)
+    urgent = [f"C{i:05d}" for i in range(n - 30, n) if i not in (n - 10, n - 9, n - 5)]
+    args = ["start", "core-banking-outage", "--title", "Core down", "--audience", str(path),
+            "--queue-only"]
+
+    early, early_json, whole, whole_json = _early_and_whole(sqlite_ws, monkeypatch, args)
+
+    assert early.exit_code == whole.exit_code == 0
+    for i in (n - 10, n - 9, n - 7, n - 5):  # each problem once (row i on line i + 2)
+        assert early.stderr.count(f"customers.csv:{i + 2}:") == 1, i
+    assert _masked(early.stderr) == _masked(whole.stderr)
+    for key in ("notice", "audience", "deliveries", "deliveries_by_channel"):
+        assert early_json[key] == whole_json[key], key
+    ids = [each["id"] for each in sqlite_ws.json("list")]
+    orders = [_first_refs(sqlite_ws, each) for each in ids]
+    for order in orders:
+        assert order[:len(urgent)] == urgent  # first, in the notice's first transaction
+        assert len(order) == len(set(order)) == n - 3
+    assert all(sorted(order) == sorted(orders[0]) for order in orders)
+
+
+def test_read_early_yields_each_recipient_once_urgent_first(tmp_path: Path) -> None:
+    """The early read's recipients are those of a full read (scan_audience), each once, the
+    urgent ones first (beyond the first batch too), and its counts are the full read's."""
+    path = tmp_path / "customers.csv"
+    path.write_text(CUSTOMERS_HEADER + "".join(customer(i) + "\n" for i in range(ROWS)),
+                    encoding="utf-8")
+    options: dict[str, Any] = {"default_language": "zh-CN", "default_region": "CN",
+                               "checks": None, "refuse_utf8": None}
+    scan, early = recording.read_audience(path, Selection(), **options)
+    assert early is not None and scan.rows_read < ROWS  # read early
+    got = list(early.recipients())
+    full = scan_audience(path, Selection())
+    assert full.spool is not None
+    expected = list(full.spool)
+    full.spool.close()
+    assert got == expected  # urgent first, then file order: as the spool orders them
+    assert sum(r.priority == "urgent" for r in got[:recording.FIRST_ROWS]) == (ROWS + 6) // 7
+    read = early.scanner.scan()
+    assert (read.rows_read, read.selected, read.reach) == (ROWS, full.selected, full.reach)
+

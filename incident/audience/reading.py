@@ -28,7 +28,8 @@ from incident.audience.model import (
     _Problems,
 )
 from incident.audience.query import QuerySource, _query_rows
-from incident.audience.rows import _RowParser, normalize_language
+from incident.audience.rows import _PRIORITY_VALUES, _RowParser, _Seen, normalize_language
+from incident.controls import one_line
 from incident.errors import AudienceInvalid, Location
 
 _UTF8_BOM = b"\xef\xbb\xbf"
@@ -86,10 +87,7 @@ def _rows(path: Path | QuerySource, *, default_language: str, default_region: st
     contact); raises AudienceInvalid when the file cannot be read as a customer list.
     `source` receives the line reader (for its digest and size once the rows are read).
     A query (QuerySource) is read by audience/query.py, with the same validation."""
-    language = normalize_language(default_language)
-    region = default_region.strip().upper()
-    if region not in phonenumbers.SUPPORTED_REGIONS:
-        raise ValueError(f"unknown phone region {default_region!r}")
+    language, region = _defaults(default_language, default_region)
     if isinstance(path, QuerySource):
         yield from _query_rows(path, language=language, region=region, digest=source,
                                checks=checks, refuse_utf8=refuse_utf8)
@@ -155,6 +153,55 @@ def _rows(path: Path | QuerySource, *, default_language: str, default_region: st
                                       REQUIRED_COLUMNS + OPTIONAL_COLUMNS))
 
 
+def urgent_rows(path: Path, *, default_language: str, default_region: str, limit: int,
+                checks: ContactChecks | None = None,
+                refuse_utf8: Callable[[], str | None] | None = None
+                ) -> list[_Fields | list[RowProblem] | _KeptRow]:
+    """The rows of a customer file that `plain_file` passes whose priority reads urgent (as
+    the row parser reads it), as reading the whole file in order would parse them — up to
+    `limit`, in file order, each parsed by a parser of its own header. One cheap pass reads
+    each row's id and priority only; a row whose id is on an earlier row (a duplicate, then)
+    is left out, so that no other row is parsed differently from the full read. [] if the
+    header is bad (the full read says why)."""
+    language, region = _defaults(default_language, default_region)
+    found: list[tuple[int, list[str]]] = []
+    with path.open("rb") as handle:
+        reader = csv.reader(_Lines(handle, str(path)))
+        header = next((row for row in reader if any(cell.strip() for cell in row)), None)
+        try:
+            parser = _RowParser.from_header(header or [], reader.line_num, str(path),
+                                            language, region, checks)
+        except AudienceInvalid:
+            return []
+        seen, width = _Seen(), parser.width
+        id_at, priority_at = parser.columns["id"], parser.columns.get("priority")
+        if priority_at is None:
+            return []
+        try:
+            for row in reader:  # no record spans lines (plain_file): line_num is its line
+                if len(row) != width:
+                    continue  # blank, or no column can be trusted: no id remembered
+                ref = one_line(row[id_at].strip())
+                if ref and seen.first(ref, reader.line_num) is None and _PRIORITY_VALUES.get(
+                        row[priority_at].strip().lower()) == "urgent":
+                    found.append((reader.line_num, row))
+                    if len(found) >= limit:
+                        break
+        except (csv.Error, _LineTooLong, AudienceInvalid):
+            return []  # the read in order refuses the file where it breaks, as before
+    parser.emails.refuse_utf8 = refuse_utf8
+    return [parser.parse(row, line) for line, row in found]
+
+
+def _defaults(default_language: str, default_region: str) -> tuple[str, str]:
+    """The default language and phone region as the row parser takes them."""
+    language = normalize_language(default_language)
+    region = default_region.strip().upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(f"unknown phone region {default_region!r}")
+    return language, region
+
+
 # The early path (response/recording.py) needs these to hold of a file before it records a
 # notice from its first rows: what reading the rest could refuse the whole file for, checked
 # over the raw bytes first (a file that fails any is read in full first, as before).
@@ -164,10 +211,11 @@ _NON_ASCII_LOCAL_PART = re.compile(rb'[\x80-\xff][^,"\r\n]*@')
 
 def plain_file(path: Path, *, ascii_local_parts: bool = False) -> tuple[str, int, int] | None:
     """The SHA-256, size and line count of a CSV file that reading to the end can refuse for
-    nothing but its rows: UTF-8 throughout, no line over a CSV cell's limit, no
-    quote left open past its line (no record spans lines); with `ascii_local_parts`, no email
-    address whose local part is not ASCII (whether those can be sent is asked when the first
-    is read, see scan_audience). None if it cannot be opened or may break one of these."""
+    nothing but its rows: UTF-8 throughout, no line over a CSV cell's limit, no quote left
+    open past its line (no record spans lines), no CR but before LF; with
+    `ascii_local_parts`, no email address whose local part is not ASCII (whether those can be
+    sent is asked when the first is read, see scan_audience). None if it cannot be opened or
+    may break one of these."""
     digest, size, lines = hashlib.sha256(), 0, 0
     decoder = codecs.getincrementaldecoder("utf-8")()
     rest = b""
@@ -193,6 +241,8 @@ def plain_file(path: Path, *, ascii_local_parts: bool = False) -> tuple[str, int
 
 def _plain_lines(data: bytes, ascii_local_parts: bool) -> bool:
     if ascii_local_parts and _NON_ASCII_LOCAL_PART.search(data):
+        return False
+    if data.count(b"\r") != data.count(b"\r\n"):  # a lone CR: csv refuses it unquoted
         return False
     lines = data.split(b"\n")
     if max(map(len, lines)) > _CSV_CELL_BYTES:

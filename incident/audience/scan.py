@@ -24,8 +24,8 @@ from incident.audience.model import (
     wants_call,
 )
 from incident.audience.query import QuerySource
-from incident.audience.reading import _rows
-from incident.errors import Location
+from incident.audience.reading import _rows, urgent_rows
+from incident.errors import AudienceInvalid, Location
 
 
 @dataclass(frozen=True)
@@ -187,9 +187,10 @@ class AudienceScanner:
     """`scan_audience` a selected recipient at a time: `selected()` yields them in file order
     while the counts grow; `scan()` is what was read so far (all of it once `ended`).
 
-    The early path of `incident start` (response/recording.py) records a notice with the
-    first recipients it yields and goes on reading while it sends; `spooled()` reads the rest
-    into a spool, urgent first, as `scan_audience` does.
+    The early path of `incident start` (response/recording.py) takes the urgent recipients
+    first (`urgent_first`), records a notice with them and the first recipients `selected()`
+    yields, and goes on reading while it sends; `spooled()` reads the rest into a spool,
+    urgent first, as `scan_audience` does.
     """
 
     def __init__(self, path: Path | QuerySource, selection: Selection, *,
@@ -205,10 +206,38 @@ class AudienceScanner:
         self._source: list[Any] = []  # what read the rows: its digest and size
         self._refusal: list[str | None] = []  # the answer of refuse_utf8, if it was asked
         self._refuse_utf8 = refuse_utf8
-        self._items = _rows(path, default_language=default_language,
-                            default_region=default_region, source=self._source, checks=checks,
-                            refuse_utf8=self._ask if refuse_utf8 is not None else None)
+        self._path = path
+        self._defaults: dict[str, Any] = {"default_language": default_language,
+                          "default_region": default_region, "checks": checks}
+        self._items = _rows(path, source=self._source, refuse_utf8=self._utf8_question(),
+                            **self._defaults)
+        # Recipients already taken by urgent_first(), by id: not yielded again in file order.
+        self._ahead: dict[str, tuple[Any, ...]] = {}
         self._selected = self._select()
+
+    def _utf8_question(self) -> Callable[[], str | None] | None:
+        return self._ask if self._refuse_utf8 is not None else None
+
+    def urgent_first(self, limit: int) -> list[tuple[Any, ...]]:
+        """The selected urgent recipients of a file that `plain_file` passes (up to `limit`,
+        in file order: see reading.urgent_rows), before the rest is read: `selected()` then
+        skips them, while the counts still count each row once, when it is read in order."""
+        assert isinstance(self._path, Path) and not self._ahead
+        for item in urgent_rows(self._path, limit=limit, refuse_utf8=self._utf8_question(),
+                                **self._defaults):
+            fields = item.fields if isinstance(item, _KeptRow) else item
+            if (isinstance(fields, tuple) and (recipient := self._recipient(fields))
+                    and recipient[5] == "urgent"):
+                self._ahead[recipient[0]] = recipient
+        return list(self._ahead.values())
+
+    def _recipient(self, fields: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        """A valid row's recipient tuple, or None if the selection leaves it out."""
+        (ref, name, email, phone, language, segment, region, branch, products, priority,
+         voice) = fields
+        if self._matches is not None and not self._matches(region, branch, segment, products):
+            return None
+        return (ref, name, email, phone, language, priority, voice, region)
 
     def _ask(self) -> str | None:
         assert self._refuse_utf8 is not None
@@ -223,7 +252,7 @@ class AudienceScanner:
         return self._selected
 
     def _select(self) -> Generator[tuple[Any, ...], None, None]:
-        tally, reach, matches = self.tally, self.reach, self._matches
+        tally, reach, ahead = self.tally, self.reach, self._ahead
         for item in self._items:
             if isinstance(item, _KeptRow):
                 for problem in item.problems:
@@ -234,15 +263,25 @@ class AudienceScanner:
                     tally.add(problem)
                 continue
             self.valid += 1
-            (ref, name, email, phone, language, segment, region, branch, products, priority,
-             voice) = item
-            if matches is not None and not matches(region, branch, segment, products):
+            recipient = self._recipient(item)
+            if recipient is None:
                 continue
             self.selected_count += 1
+            ref, _, email, phone, language, priority, voice, _ = recipient
             reach[language, email is not None, phone is not None, voice,
                   priority == "urgent"] += 1
-            yield (ref, name, email, phone, language, priority, voice, region)
+            if ahead and ref in ahead:  # taken already (a valid row's id is unique)
+                if ahead.pop(ref) != recipient:
+                    raise AudienceInvalid(f"{self.display}: an urgent row read first reads "
+                                          "differently in order",
+                                          problems=[(Location(self.display), "urgent rows")])
+                continue
+            yield recipient
         self.ended = True
+        if ahead:  # a recipient taken first that reading in order did not select
+            raise AudienceInvalid(f"{self.display}: {len(ahead)} urgent rows read first were "
+                                  "not selected when read in order",
+                                  problems=[(Location(self.display), "urgent rows")])
         if not self.valid:
             tally.refuse(self.valid + tally.bad_rows)
 

@@ -200,3 +200,26 @@ def test_a_start_killed_before_its_audience_is_read_completes_to_the_exact_count
     assert status["deliveries"]["pending"] == 0
     assert sum(status["deliveries"].values()) == counts["messages"]
     assert ws.json("verify", incident_id)["broken"] == {}
+
+
+def test_a_start_killed_after_its_urgent_customers_completes_to_the_same_rows(
+        ws: Workspace) -> None:
+    """Urgent customers at the end of the file are recorded with the notice, first (killed
+    before the rest are, they are on record); completion derives the same rows as an
+    uninterrupted start, each customer once."""
+    customers_only(ws)
+    rows = [row.rpartition(",")[0] + ("," + ("urgent" if i >= N - 100 else "normal"))
+            for i, row in enumerate(mixed_customers(N))]
+    ws.write_customers(rows)
+    incident_id = _start_and_kill(ws, csv=False)
+    urgent = {f"C{i:05d}" for i in range(N - 100, N) if i % 11}  # every 11th: skipped
+    recorded = {ref for _, ref, *_ in _rows(ws.db, incident_id)}
+    assert urgent <= recorded  # recorded with the notice, before the others
+    ws.run("deliver", incident_id)
+    uninterrupted = ws.json("start", "core-banking-outage", "--title", "Again",
+                            "--queue-only")["id"]
+    completed = _rows(ws.db, incident_id)
+    assert completed == _rows(ws.db, uninterrupted)
+    assert len(completed) == len(set(completed))
+    assert _events(ws.db, incident_id, "audience_read") == _events(
+        ws.db, uninterrupted, "audience_read")
