@@ -150,7 +150,7 @@ def test_a_file_changed_while_it_is_read_is_not_counted_and_not_completed(
     real = recording.plain_file
     monkeypatch.setattr(recording, "plain_file", lambda p, **kw: real(other, **kw))
     result = sqlite_ws.run("start", "core-banking-outage", "--title", "Core down",
-                           "--audience", str(path), "--queue-only", code=None)
+                           "--audience", str(path), code=None)
     assert result.exit_code == 2 and "changed while" in result.stderr
     assert "Traceback" not in result.output
     [incident] = sqlite_ws.json("list")  # on record: its first messages may have gone
@@ -191,8 +191,7 @@ def test_urgent_customers_at_the_end_of_the_file_are_recorded_first(
     rows[n - 5] = "C01994,Dup2,dup2@example.com,,en,retail,guangdong,gd-sz,,urgent"  # dup
     path = sqlite_ws.write_customers(rows)
     urgent = [f"C{i:05d}" for i in range(n - 30, n) if i not in (n - 10, n - 9, n - 5)]
-    args = ["start", "core-banking-outage", "--title", "Core down", "--audience", str(path),
-            "--queue-only"]
+    args = ["start", "core-banking-outage", "--title", "Core down", "--audience", str(path)]
 
     early, early_json, whole, whole_json = _early_and_whole(sqlite_ws, monkeypatch, args)
 

@@ -93,10 +93,14 @@ class Declaration:
                                hint=f"grades: {', '.join(levels)}")
         detected = self.journal.past(detected_at, now, "detected_at") if detected_at else now
         eta_at = self.journal.future(eta, now, "eta") if eta else None
-        # A dry run reads the recipients too when it forecasts their SMS segments.
+        # A dry run reads the recipients too when it forecasts their SMS segments. Recorded
+        # early only when this process sends: queued, the file is read whole first, since its
+        # rows are then recorded in batches of 100,000 that would otherwise live beside the
+        # read's own tables (`start --queue-only` of 10^6 customers: 234 MB against 163 MB).
         scan, selection, source, early = self._audience(
             book, audience, drill, regions, branches,
-            spool=not dry_run or "sms" in book.notices.channels, early=not dry_run)
+            spool=not dry_run or "sms" in book.notices.channels,
+            early=not (dry_run or queue_only))
         try:
             titles = {"title": title.strip(), **chinese_titles(title_zh, title_zh_hk)}
             declared = self._declare(book, scan, selection, source, now=now, titles=titles,

@@ -183,8 +183,7 @@ def test_a_start_killed_before_its_audience_is_read_completes_to_the_exact_count
     [counts] = _events(ws.db, incident_id, "audience_read")
     assert counts["sha256"] == declared["audience"]["sha256"]
 
-    uninterrupted = ws.json("start", "core-banking-outage", "--title", "Again",
-                            "--queue-only")["id"]
+    uninterrupted = ws.json("start", "core-banking-outage", "--title", "Again")["id"]
     assert _rows(ws.db, incident_id) == _rows(ws.db, uninterrupted)
     assert _events(ws.db, uninterrupted, "audience_read") == [counts]
     # The same counts as reading the whole file before recording (scan_audience).
@@ -216,8 +215,7 @@ def test_a_start_killed_after_its_urgent_customers_completes_to_the_same_rows(
     recorded = {ref for _, ref, *_ in _rows(ws.db, incident_id)}
     assert urgent <= recorded  # recorded with the notice, before the others
     ws.run("deliver", incident_id)
-    uninterrupted = ws.json("start", "core-banking-outage", "--title", "Again",
-                            "--queue-only")["id"]
+    uninterrupted = ws.json("start", "core-banking-outage", "--title", "Again")["id"]
     completed = _rows(ws.db, incident_id)
     assert completed == _rows(ws.db, uninterrupted)
     assert len(completed) == len(set(completed))
