@@ -44,17 +44,20 @@ _PROGRESS_EVERY = 0.2  # s between the progress lines the second process writes
 _RECHECK = 0.05  # s: how soon the second process looks again for rows still being recorded
 
 
-def processes(rt: Runtime, emails_due: int) -> int:
-    """How many sender processes a foreground send of `emails_due` emails uses: 2 only for
+def processes(rt: Runtime, emails_due: Callable[[], int]) -> int:
+    """How many sender processes a foreground send of `emails_due()` emails uses: 2 only for
     email over SMTP with 2 connections or more to share, and with `delivery.processes` (or, by
-    default, 2 CPUs and SPLIT_AT emails)."""
+    default, 2 CPUs and SPLIT_AT emails). The emails are counted only when that could be 2."""
     email = rt.settings.channels.email
     if email.transport != "smtp" or email.smtp is None or email.smtp.connections < 2:
         return 1
     wanted = rt.settings.delivery.processes
+    if wanted == 1 or (wanted is None and (os.cpu_count() or 1) < 2):
+        return 1
+    due = emails_due()
     if wanted is None:
-        wanted = 2 if (os.cpu_count() or 1) >= 2 and emails_due >= SPLIT_AT else 1
-    return wanted if emails_due > 1 else 1
+        wanted = 2 if due >= SPLIT_AT else 1
+    return wanted if due > 1 else 1
 
 
 def can_fork() -> bool:

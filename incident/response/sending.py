@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 
 from incident.channels import Channel
 from incident.channels.factory import build_channels, concurrency
@@ -91,7 +92,7 @@ class Sending:
         """Send a start's notice in the foreground while the rest of its rows are recorded
         (email from two processes when it is worth it: response/senders.py)."""
         due = pending.total if "email" in pending.channels else 0
-        helper = self._helper(result.incident_id, due, recording=True)
+        helper = self._helper(result.incident_id, lambda: due, recording=True)
         try:
             return asyncio.run(self._send_while_recording(result.incident_id, pending,
                                                           progress, helper))
@@ -104,7 +105,8 @@ class Sending:
                 helper.close()  # stopped and reaped, whatever happened
             self.finish_start(result)
 
-    def _helper(self, incident_id: str | None, due: int, *, recording: bool) -> Helper | None:
+    def _helper(self, incident_id: str | None, due: Callable[[], int], *,
+                recording: bool) -> Helper | None:
         """The second sender process of this send, if it gets one (not when metrics are
         served: they count this process's sends; nor beside a thread at work: can_fork)."""
         if self.metrics is not NO_METRICS or processes(self.rt, due) < 2 or not can_fork():
@@ -217,7 +219,7 @@ class Sending:
         incident_id = self.journal.store.resolve_id(ref) if ref else None
         notes = self.complete_notices(incident_id) if complete else []
         helper = None if channels or policy else self._helper(
-            incident_id, emails_due(self.journal.store, incident_id), recording=False)
+            incident_id, lambda: emails_due(self.journal.store, incident_id), recording=False)
         try:
             dispatcher = self._dispatcher(share(self.rt, 0) if helper else self.rt, channels,
                                           policy)
